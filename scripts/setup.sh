@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fastvlm.cpp builds and tests with. Idempotent and non-interactive.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config
+  libdnnl-dev            # GEMMs (AMX / AVX-512 JIT)
+  libjpeg62-turbo-dev libpng-dev libwebp-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  libicu-dev             # Unicode normalisation and character classes for the tokenizer
+  libcurl4-openssl-dev   # hub downloads
+  libgtest-dev libgmock-dev libbenchmark-dev
+  curl python3
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

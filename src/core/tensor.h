@@ -1,0 +1,45 @@
+#pragma once
+// A dense, row-major, 64-byte-aligned float tensor. Activations are float32 throughout; weights may
+// be stored otherwise (see io/checkpoint.h). Kept deliberately small: shape, data, nothing else.
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace fastvlm {
+
+using Shape = std::vector<int64_t>;
+
+std::string shape_string(const Shape& shape);  // "[1, 3, 256, 256]"
+int64_t shape_numel(const Shape& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Uninitialised contents: every producer writes all elements.
+  explicit Tensor(Shape shape);
+  Tensor(std::initializer_list<int64_t> shape) : Tensor(Shape(shape)) {}
+  static Tensor zeros(Shape shape);
+
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  const Shape& shape() const { return shape_; }
+  int64_t dim(int axis) const { return shape_.at(axis < 0 ? axis + int(shape_.size()) : axis); }
+  int rank() const { return int(shape_.size()); }
+  int64_t numel() const { return numel_; }
+  bool empty() const { return numel_ == 0; }
+
+  // Same data, new shape with the same element count.
+  void reshape(Shape shape);
+
+ private:
+  struct AlignedFree {
+    void operator()(float* p) const;
+  };
+  Shape shape_;
+  int64_t numel_ = 0;
+  std::unique_ptr<float[], AlignedFree> data_;
+};
+
+}  // namespace fastvlm

@@ -1,0 +1,97 @@
+#include "io/checkpoint.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+
+namespace fastvlm {
+namespace {
+
+// The shard files named by model.safetensors.index.json's weight_map, in a stable order.
+std::vector<std::string> shards_from_index(const std::filesystem::path& index_path) {
+  std::ifstream in(index_path);
+  if (!in) throw Error(index_path.string() + ": cannot open");
+  nlohmann::json index;
+  try {
+    index = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(index_path.string() + ": invalid JSON: " + e.what());
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    throw Error(index_path.string() + ": expected an object with a 'weight_map' object");
+  std::set<std::string> shards;
+  for (const auto& [tensor, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) throw Error(index_path.string() + ": weight_map entry '" + tensor + "' is not a file name");
+    const std::string name = shard.get<std::string>();
+    if (name.find('/') != std::string::npos || name == "..")
+      throw Error(index_path.string() + ": weight_map entry '" + tensor + "' points outside the model directory");
+    shards.insert(name);
+  }
+  return {shards.begin(), shards.end()};
+}
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir)) throw Error(dir.string() + ": not a model directory");
+  auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
+  checkpoint->dir_ = dir;
+  checkpoint->config_ = load_model_config(dir);
+
+  std::vector<std::string> files;
+  const auto single = dir / "model.safetensors";
+  const auto index = dir / "model.safetensors.index.json";
+  if (std::filesystem::exists(single)) {
+    files.push_back("model.safetensors");
+  } else if (std::filesystem::exists(index)) {
+    files = shards_from_index(index);
+  } else {
+    throw Error(dir.string() + ": no model.safetensors or model.safetensors.index.json");
+  }
+  for (const auto& name : files) {
+    auto file = SafetensorsFile::open(dir / name);
+    for (const auto& info : file->tensors()) {
+      auto [it, inserted] = checkpoint->entries_.emplace(info.name, Entry{&info, file.get()});
+      if (!inserted)
+        throw Error(file->path().string() + ": tensor '" + info.name + "' is also in " + it->second.file->path().string());
+    }
+    checkpoint->files_.push_back(std::move(file));
+  }
+  return checkpoint;
+}
+
+const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
+  auto it = entries_.find(name);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }
+
+std::filesystem::path Checkpoint::file_of(const std::string& name) const {
+  const Entry* entry = lookup(name);
+  return entry ? entry->file->path() : dir_;
+}
+
+const TensorInfo& Checkpoint::tensor(const std::string& name, const Shape& expected_shape) const {
+  const Entry* entry = lookup(name);
+  if (!entry)
+    throw Error(dir_.string() + ": tensor '" + name + "' is missing (expected shape " + shape_string(expected_shape) + ")");
+  if (entry->info->shape != expected_shape)
+    throw Error(entry->file->path().string() + ": tensor '" + name + "' has shape " + shape_string(entry->info->shape) +
+                ", expected " + shape_string(expected_shape));
+  return *entry->info;
+}
+
+Tensor Checkpoint::load_f32(const std::string& name, const Shape& expected_shape) const {
+  const TensorInfo& info = tensor(name, expected_shape);
+  if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
+    throw Error(file_of(name).string() + ": tensor '" + name + "' is " + std::string(dtype_name(info.dtype)) +
+                ", expected a floating-point type (F32, F16, BF16)");
+  Tensor out(expected_shape);
+  convert_to_f32(info.dtype, info.data, out.data(), size_t(out.numel()));
+  return out;
+}
+
+}  // namespace fastvlm

@@ -1,0 +1,152 @@
+// Checkpoint loading: typed config, tensor lookup with shape checks, shards, and errors that name the
+// file and the key or tensor.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+
+namespace fs = std::filesystem;
+using namespace fastvlm;
+
+namespace {
+
+const fs::path kTiny = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm";
+
+// A copy of the tiny model's config (and, on request, weights) in a temp dir, to be edited by a test.
+class ModelCopy {
+ public:
+  explicit ModelCopy(bool link_weights = true) {
+    dir_ = fs::temp_directory_path() / ("fastvlm-ckpt-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(dir_);
+    std::ifstream in(kTiny / "config.json");
+    config_ = nlohmann::json::parse(in);
+    if (link_weights) fs::create_symlink(kTiny / "model.safetensors", dir_ / "model.safetensors");
+    save();
+  }
+  ~ModelCopy() { fs::remove_all(dir_); }
+  nlohmann::json& config() { return config_; }
+  void save() { std::ofstream(dir_ / "config.json") << config_.dump(1); }
+  const fs::path& dir() const { return dir_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path dir_;
+  nlohmann::json config_;
+};
+
+std::string open_error(const fs::path& dir) {
+  try {
+    Checkpoint::open(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Checkpoint, ParsesTheTinyConfig) {
+  auto ckpt = Checkpoint::open(kTiny);
+  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(c.text.hidden_size, 64);
+  EXPECT_EQ(c.text.num_key_value_heads, 2);
+  EXPECT_EQ(c.text.head_dim, 16);
+  EXPECT_FLOAT_EQ(c.text.rope_theta, 1e6f);
+  EXPECT_EQ(c.vision.image_size, 256);
+  EXPECT_EQ(c.vision.total_stride(), 64);
+  EXPECT_EQ(c.vision.embed_dims, (std::vector<int>{16, 32, 64, 128, 256}));
+  EXPECT_EQ(c.vision.pos_emb_kernel, (std::vector<int>{0, 0, 0, 7, 7}));
+  EXPECT_EQ(c.vision.token_mixers[3], TokenMixer::Attention);
+  EXPECT_EQ(c.mm_hidden_size, 512);
+  EXPECT_EQ(c.text.eos_token_ids, std::vector<int>{151645});
+}
+
+TEST(Checkpoint, StockConfigMeansFastViTHD) {
+  ModelCopy copy(false);
+  copy.config().erase("vision_config");
+  copy.config()["mm_vision_tower"] = "mobileclip_l_1024";
+  copy.config()["mm_hidden_size"] = 3072;
+  copy.save();
+  ModelConfig c = load_model_config(copy.dir());
+  EXPECT_EQ(c.vision.layers, (std::vector<int>{2, 12, 24, 4, 2}));
+  EXPECT_EQ(c.vision.embed_dims.back(), 1536);
+  EXPECT_EQ(c.vision.out_channels(), 3072);
+  EXPECT_EQ(c.vision.image_size, 1024);
+  EXPECT_EQ(c.vision.total_stride(), 64);
+}
+
+TEST(Checkpoint, ShapeCheckedTensorAccess) {
+  auto ckpt = Checkpoint::open(kTiny);
+  Tensor w = ckpt->load_f32("model.mm_projector.0.weight", {64, 512});
+  EXPECT_EQ(w.numel(), 64 * 512);
+  try {
+    ckpt->load_f32("model.mm_projector.0.weight", {512, 64});
+    FAIL() << "wrong shape accepted";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("model.mm_projector.0.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("[64, 512]"), std::string::npos) << m;
+    EXPECT_NE(m.find("model.safetensors"), std::string::npos) << m;
+  }
+  try {
+    ckpt->tensor("model.no_such.weight", {1});
+    FAIL() << "missing tensor accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.no_such.weight"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos);
+  }
+}
+
+TEST(Checkpoint, RejectsUnknownConfigValues) {
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+  };
+  const Case cases[] = {
+      {"model_type", "llama"},          {"mm_projector_type", "linear"}, {"image_aspect_ratio", "anyres"},
+      {"hidden_act", "gelu"},           {"mm_vision_tower", "clip_vit"}, {"num_key_value_heads", 3},
+      {"mm_use_im_start_end", true},    {"hidden_size", "64"},           {"mm_hidden_size", 100},
+  };
+  for (const auto& c : cases) {
+    ModelCopy copy;
+    copy.config()[c.key] = c.value;
+    copy.save();
+    std::string m = open_error(copy.dir());
+    EXPECT_NE(m.find("config.json"), std::string::npos) << c.key << ": " << m;
+    EXPECT_NE(m.find(c.key), std::string::npos) << c.key << ": " << m;
+  }
+  ModelCopy mixers;
+  mixers.config()["vision_config"]["token_mixers"][0] = "conv";
+  mixers.save();
+  EXPECT_NE(open_error(mixers.dir()).find("vision_config.token_mixers"), std::string::npos);
+}
+
+TEST(Checkpoint, LoadsShardedCheckpoints) {
+  // Split the tiny checkpoint in two shards plus an index, as large releases are stored.
+  auto whole = SafetensorsFile::open(kTiny / "model.safetensors");
+  ModelCopy copy(false);
+  std::vector<TensorToWrite> first, second;
+  nlohmann::json weight_map;
+  for (const auto& t : whole->tensors()) {
+    bool in_first = t.name.find("vision_tower") != std::string::npos;
+    (in_first ? first : second).push_back({t.name, t.dtype, t.shape, t.data, t.nbytes});
+    weight_map[t.name] = in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  write_safetensors(copy.dir() / "model-00001-of-00002.safetensors", first);
+  write_safetensors(copy.dir() / "model-00002-of-00002.safetensors", second);
+  std::ofstream(copy.dir() / "model.safetensors.index.json") << nlohmann::json{{"weight_map", weight_map}}.dump();
+  auto ckpt = Checkpoint::open(copy.dir());
+  EXPECT_TRUE(ckpt->has("lm_head.weight"));
+  EXPECT_TRUE(ckpt->has("model.vision_tower.vision_tower.model.patch_embed.0.reparam_conv.weight"));
+  EXPECT_NE(ckpt->file_of("lm_head.weight").string().find("00002"), std::string::npos);
+}
+
+TEST(Checkpoint, MissingWeightsFileIsAnError) {
+  ModelCopy copy(false);
+  EXPECT_NE(open_error(copy.dir()).find("no model.safetensors"), std::string::npos);
+  EXPECT_NE(open_error(copy.dir() / "nope").find("not a model directory"), std::string::npos);
+}

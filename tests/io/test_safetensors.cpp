@@ -1,0 +1,117 @@
+// The safetensors reader must reject every malformed file with an error naming it, and read the
+// release checkpoint layout (BF16 weights, I64 scalars) exactly.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace fastvlm;
+
+namespace {
+
+const fs::path kTiny = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm";
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() / ("fastvlm-io-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+// Writes a file made of an explicit header (any JSON text) and `data_bytes` of payload.
+fs::path write_raw(const fs::path& path, const std::string& header, size_t data_bytes, uint64_t claimed_len = 0) {
+  std::ofstream out(path, std::ios::binary);
+  uint64_t len = claimed_len ? claimed_len : header.size();
+  for (int i = 0; i < 8; ++i) out.put(char((len >> (8 * i)) & 0xff));
+  out << header;
+  out << std::string(data_bytes, '\0');
+  return path;
+}
+
+std::string error_of(const fs::path& path) {
+  try {
+    SafetensorsFile::open(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Safetensors, ReadsTheTinyCheckpoint) {
+  auto file = SafetensorsFile::open(kTiny / "model.safetensors");
+  EXPECT_EQ(file->tensors().size(), 163u);
+  const TensorInfo* embed = file->find("model.embed_tokens.weight");
+  ASSERT_NE(embed, nullptr);
+  EXPECT_EQ(embed->dtype, DType::BF16);
+  EXPECT_EQ(embed->shape, (Shape{151936, 64}));
+  const TensorInfo* counter = file->find("model.vision_tower.vision_tower.model.network.0.0.convffn.conv.bn.num_batches_tracked");
+  ASSERT_NE(counter, nullptr);
+  EXPECT_EQ(counter->dtype, DType::I64);
+  EXPECT_TRUE(counter->shape.empty());
+}
+
+TEST(Safetensors, WriteThenReadRoundTrips) {
+  TempDir dir;
+  Tensor t({2, 3});
+  for (int i = 0; i < 6; ++i) t.data()[i] = float(i) * 0.5f;
+  write_safetensors(dir.path() / "t.safetensors", {f32_tensor("x", t)}, {{"format", "pt"}});
+  auto file = SafetensorsFile::open(dir.path() / "t.safetensors");
+  const TensorInfo* x = file->find("x");
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(x->shape, (Shape{2, 3}));
+  EXPECT_EQ(std::memcmp(x->data, t.data(), 24), 0);
+  EXPECT_EQ(file->metadata().at("format"), "pt");
+  EXPECT_FALSE(fs::exists(dir.path() / "t.safetensors.tmp"));
+}
+
+TEST(Safetensors, RejectsMalformedFiles) {
+  TempDir dir;
+  const auto& d = dir.path();
+  struct Case {
+    fs::path path;
+    const char* expected;
+  };
+  const std::string ok_entry = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  std::vector<Case> cases = {
+      {write_raw(d / "empty.safetensors", "", 0, 0), "header"},
+      {write_raw(d / "past_eof.safetensors", ok_entry, 8, 1u << 20), "past the end"},
+      {write_raw(d / "huge_header.safetensors", ok_entry, 8, 1ull << 40), "limit"},
+      {write_raw(d / "bad_json.safetensors", "{not json", 0), "JSON"},
+      {write_raw(d / "dtype.safetensors", R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8), "dtype"},
+      {write_raw(d / "size.safetensors", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "holds 8 bytes"},
+      {write_raw(d / "outside.safetensors", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 8), "outside"},
+      {write_raw(d / "overlap.safetensors",
+                 R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
+       "overlap"},
+      {write_raw(d / "negative.safetensors", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "dimension"},
+  };
+  // A truncated copy of the real checkpoint: the header promises more data than the file holds.
+  {
+    std::ifstream in(kTiny / "model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(d / "truncated.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    cases.push_back({d / "truncated.safetensors", "outside the data area"});
+  }
+  for (const auto& c : cases) {
+    std::string message = error_of(c.path);
+    EXPECT_NE(message.find(c.path.string()), std::string::npos) << c.path << ": " << message;
+    EXPECT_NE(message.find(c.expected), std::string::npos) << c.path << ": " << message;
+  }
+  EXPECT_NE(error_of(d / "missing.safetensors").find("cannot open"), std::string::npos);
+}

@@ -1,0 +1,22 @@
+// fastvlm: run Apple's FastVLM vision-language models on the CPU.
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fastvlm: FastVLM vision-language models on the CPU"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "fastvlm 0.1.0");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    // Subcommands run inside parse() via their callbacks; any failure ends here as one line.
+    std::fprintf(stderr, "fastvlm: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
