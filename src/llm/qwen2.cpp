@@ -1,0 +1,286 @@
+#include "llm/qwen2.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/ops.h"
+
+namespace fastvlm {
+
+Qwen2::Linear Qwen2::Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                                  int in_features, bool with_bias) {
+  Linear linear;
+  linear.in_features = in_features;
+  linear.out_features = out_features;
+  linear.weight = std::make_shared<const Tensor>(checkpoint.load_f32(prefix + ".weight", {out_features, in_features}));
+  if (with_bias) linear.bias = checkpoint.load_f32(prefix + ".bias", {out_features});
+  return linear;
+}
+
+void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
+  linear_f32(x, rows, in_features, weight->data(), out_features, bias.empty() ? nullptr : bias.data(), y);
+}
+
+// Queries per attention block in prefill; bounds the score matrix to kAttentionQueryBlock x context.
+constexpr int kAttentionQueryBlock = 128;
+
+// Activations of one forward call, allocated once per call and sized by its number of positions.
+struct Qwen2::Workspace {
+  int n;             // positions in this call
+  int first;         // position of the first of them (= cache size before the call)
+  std::vector<float> residual, normed, q, k, v, attended, projected, gate, up, scores;
+  std::vector<float> rotary_cos, rotary_sin;  // [n, head_dim / 2]
+
+  Workspace(const TextConfig& c, int n, int first)
+      : n(n),
+        first(first),
+        residual(size_t(n) * c.hidden_size),
+        normed(size_t(n) * c.hidden_size),
+        q(size_t(n) * c.num_attention_heads * c.head_dim),
+        k(size_t(n) * c.num_key_value_heads * c.head_dim),
+        v(size_t(n) * c.num_key_value_heads * c.head_dim),
+        attended(size_t(n) * c.num_attention_heads * c.head_dim),
+        projected(size_t(n) * c.hidden_size),
+        gate(size_t(n) * c.intermediate_size),
+        up(size_t(n) * c.intermediate_size),
+        scores(size_t(std::min(n, kAttentionQueryBlock)) * size_t(first + n)),
+        rotary_cos(size_t(n) * c.head_dim / 2),
+        rotary_sin(size_t(n) * c.head_dim / 2) {}
+};
+
+namespace {
+
+void check_config(const TextConfig& c) {
+  auto positive = [](int value, const char* key) {
+    if (value <= 0) throw Error(std::string("config.json: ") + key + " must be positive, got " + std::to_string(value));
+  };
+  positive(c.hidden_size, "hidden_size");
+  positive(c.intermediate_size, "intermediate_size");
+  positive(c.num_hidden_layers, "num_hidden_layers");
+  positive(c.num_attention_heads, "num_attention_heads");
+  positive(c.num_key_value_heads, "num_key_value_heads");
+  positive(c.head_dim, "head_dim");
+  positive(c.vocab_size, "vocab_size");
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    throw Error("config.json: num_attention_heads (" + std::to_string(c.num_attention_heads) +
+                ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")");
+  }
+  if (c.head_dim % 2 != 0) {
+    throw Error("config.json: head_dim " + std::to_string(c.head_dim) + " must be even for rotary embeddings");
+  }
+  if (!(c.rope_theta > 0) || !(c.rms_norm_eps > 0)) {
+    throw Error("config.json: rope_theta and rms_norm_eps must be positive");
+  }
+}
+
+void add_inplace(float* accumulator, const float* addend, size_t count) {
+  for (size_t i = 0; i < count; ++i) accumulator[i] += addend[i];
+}
+
+}  // namespace
+
+std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint) {
+  const TextConfig& c = checkpoint.config().text;
+  check_config(c);
+  std::unique_ptr<Qwen2> model(new Qwen2(c));
+  const int hidden = c.hidden_size;
+  const int q_dim = c.num_attention_heads * c.head_dim;
+  const int kv_dim = c.num_key_value_heads * c.head_dim;
+
+  model->embed_tokens_ =
+      std::make_shared<const Tensor>(checkpoint.load_f32("model.embed_tokens.weight", {c.vocab_size, hidden}));
+  model->layers_.reserve(c.num_hidden_layers);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    Layer layer;
+    layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
+    layer.q_proj = Linear::load(checkpoint, prefix + "self_attn.q_proj", q_dim, hidden, true);
+    layer.k_proj = Linear::load(checkpoint, prefix + "self_attn.k_proj", kv_dim, hidden, true);
+    layer.v_proj = Linear::load(checkpoint, prefix + "self_attn.v_proj", kv_dim, hidden, true);
+    layer.o_proj = Linear::load(checkpoint, prefix + "self_attn.o_proj", hidden, q_dim, false);
+    layer.post_attention_norm = checkpoint.load_f32(prefix + "post_attention_layernorm.weight", {hidden});
+    layer.gate_proj = Linear::load(checkpoint, prefix + "mlp.gate_proj", c.intermediate_size, hidden, false);
+    layer.up_proj = Linear::load(checkpoint, prefix + "mlp.up_proj", c.intermediate_size, hidden, false);
+    layer.down_proj = Linear::load(checkpoint, prefix + "mlp.down_proj", hidden, c.intermediate_size, false);
+    model->layers_.push_back(std::move(layer));
+  }
+  model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
+  if (c.tie_word_embeddings) {
+    model->lm_head_ = Linear{model->embed_tokens_, Tensor(), hidden, c.vocab_size};
+  } else {
+    model->lm_head_ = Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false);
+  }
+
+  // Frequencies in double: the angles position·frequency then stay exact to float precision even for
+  // positions in the tens of thousands.
+  const int half = c.head_dim / 2;
+  model->inverse_frequencies_.resize(half);
+  for (int j = 0; j < half; ++j) {
+    model->inverse_frequencies_[j] = std::pow(double(c.rope_theta), -2.0 * j / c.head_dim);
+  }
+  return model;
+}
+
+void Qwen2::embed(std::span<const int32_t> ids, float* out) const {
+  const int hidden = config_.hidden_size;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= config_.vocab_size) {
+      throw Error("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
+    }
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::memcpy(out + i * hidden, embed_tokens_->data() + size_t(ids[i]) * hidden, sizeof(float) * hidden);
+  }
+}
+
+void Qwen2::rms_norm(const float* x, const Tensor& weight, int rows, float* y) const {
+  const int hidden = config_.hidden_size;
+  const float* w = weight.data();
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x + size_t(r) * hidden;
+    double sum_of_squares = 0;
+    for (int i = 0; i < hidden; ++i) sum_of_squares += double(row[i]) * row[i];
+    const float inverse_rms = float(1.0 / std::sqrt(sum_of_squares / hidden + config_.rms_norm_eps));
+    float* out = y + size_t(r) * hidden;
+    for (int i = 0; i < hidden; ++i) out[i] = w[i] * (row[i] * inverse_rms);
+  }
+}
+
+// Rotate-half rotary embedding: with h = head_dim/2, the pairs (x[j], x[j+h]) of every head are rotated by
+// the angle position·frequency[j].
+void Qwen2::apply_rotary(float* x, int rows, int heads, const Workspace& ws) const {
+  const int head_dim = config_.head_dim;
+  const int half = head_dim / 2;
+  for (int r = 0; r < rows; ++r) {
+    const float* cos_row = ws.rotary_cos.data() + size_t(r) * half;
+    const float* sin_row = ws.rotary_sin.data() + size_t(r) * half;
+    for (int h = 0; h < heads; ++h) {
+      float* head = x + (size_t(r) * heads + h) * head_dim;
+      for (int j = 0; j < half; ++j) {
+        const float first = head[j];
+        const float second = head[j + half];
+        head[j] = first * cos_row[j] - second * sin_row[j];
+        head[j + half] = second * cos_row[j] + first * sin_row[j];
+      }
+    }
+  }
+}
+
+void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const {
+  const int n = ws.n;
+  const int heads = config_.num_attention_heads;
+  const int kv_heads = config_.num_key_value_heads;
+  const int head_dim = config_.head_dim;
+  const int queries_per_kv_head = heads / kv_heads;
+  const int total = ws.first + n;  // positions attended to, cached ones included
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+
+  rms_norm(ws.residual.data(), layer.input_norm, n, ws.normed.data());
+  layer.q_proj.forward(ws.normed.data(), n, ws.q.data());
+  layer.k_proj.forward(ws.normed.data(), n, ws.k.data());
+  layer.v_proj.forward(ws.normed.data(), n, ws.v.data());
+  apply_rotary(ws.q.data(), n, heads, ws);
+  apply_rotary(ws.k.data(), n, kv_heads, ws);
+
+  for (int kv = 0; kv < kv_heads; ++kv) {
+    float* keys = cache.keys(layer_index, kv);
+    float* values = cache.values(layer_index, kv);
+    for (int r = 0; r < n; ++r) {
+      const size_t source = (size_t(r) * kv_heads + kv) * head_dim;
+      const size_t destination = size_t(ws.first + r) * head_dim;
+      std::memcpy(keys + destination, ws.k.data() + source, sizeof(float) * head_dim);
+      std::memcpy(values + destination, ws.v.data() + source, sizeof(float) * head_dim);
+    }
+  }
+
+  // Queries go in blocks so that the score matrix stays [block, total] however long the prompt is.
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  for (int block_start = 0; block_start < n; block_start += kAttentionQueryBlock) {
+    const int block_rows = std::min(kAttentionQueryBlock, n - block_start);
+    for (int h = 0; h < heads; ++h) {
+      const int kv = h / queries_per_kv_head;
+      const size_t head_offset = size_t(block_start) * row_stride + size_t(h) * head_dim;
+      // scores[block_rows, total] = q_h · K_kvᵀ, then a causal softmax: the query at position first+r
+      // sees positions 0 .. first+r.
+      gemm_f32(true, block_rows, total, head_dim, ws.q.data() + head_offset, row_stride,
+               cache.keys(layer_index, kv), head_dim, ws.scores.data(), total);
+      for (int r = 0; r < block_rows; ++r) {
+        float* row = ws.scores.data() + size_t(r) * total;
+        const int visible = ws.first + block_start + r + 1;
+        for (int p = 0; p < visible; ++p) row[p] *= scale;
+        softmax_rows(row, 1, visible);
+        std::fill(row + visible, row + total, 0.0f);
+      }
+      gemm_f32(false, block_rows, head_dim, total, ws.scores.data(), total, cache.values(layer_index, kv),
+               head_dim, ws.attended.data() + head_offset, row_stride);
+    }
+  }
+
+  layer.o_proj.forward(ws.attended.data(), n, ws.projected.data());
+  add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
+}
+
+void Qwen2::mlp(const Layer& layer, Workspace& ws) const {
+  const int n = ws.n;
+  rms_norm(ws.residual.data(), layer.post_attention_norm, n, ws.normed.data());
+  layer.gate_proj.forward(ws.normed.data(), n, ws.gate.data());
+  layer.up_proj.forward(ws.normed.data(), n, ws.up.data());
+  for (size_t i = 0; i < ws.gate.size(); ++i) ws.gate[i] = silu(ws.gate[i]) * ws.up[i];
+  layer.down_proj.forward(ws.gate.data(), n, ws.projected.data());
+  add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
+}
+
+std::vector<float> Qwen2::forward(const float* embeddings, int n, KVCache& cache,
+                                  const HiddenStateObserver& observer) const {
+  if (cache.num_layers() != config_.num_hidden_layers || cache.num_kv_heads() != config_.num_key_value_heads ||
+      cache.head_dim() != config_.head_dim) {
+    throw Error("KV cache was made for " + std::to_string(cache.num_layers()) + " layers x " +
+                std::to_string(cache.num_kv_heads()) + " KV heads x head_dim " + std::to_string(cache.head_dim()) +
+                ", the model has " + std::to_string(config_.num_hidden_layers) + " x " +
+                std::to_string(config_.num_key_value_heads) + " x " + std::to_string(config_.head_dim));
+  }
+  if (n < 1) throw Error("Qwen2 forward: needs at least one position, got " + std::to_string(n));
+  if (n > cache.capacity() - cache.size()) {
+    throw Error("context overflow: " + std::to_string(cache.size()) + " positions in the cache + " +
+                std::to_string(n) + " new ones exceed the context size " + std::to_string(cache.capacity()));
+  }
+
+  const int hidden = config_.hidden_size;
+  Workspace ws(config_, n, cache.size());
+  std::memcpy(ws.residual.data(), embeddings, sizeof(float) * ws.residual.size());
+
+  const int half = config_.head_dim / 2;
+  for (int r = 0; r < n; ++r) {
+    const double position = ws.first + r;
+    for (int j = 0; j < half; ++j) {
+      const double angle = position * inverse_frequencies_[j];
+      ws.rotary_cos[size_t(r) * half + j] = float(std::cos(angle));
+      ws.rotary_sin[size_t(r) * half + j] = float(std::sin(angle));
+    }
+  }
+
+  for (int i = 0; i < int(layers_.size()); ++i) {
+    attention(i, layers_[i], ws, cache);
+    mlp(layers_[i], ws);
+    if (observer) observer("llm.hidden." + std::to_string(i), ws.residual.data(), n, hidden);
+  }
+  // Keys and values of every layer are written; only now do the new positions become part of the context.
+  cache.commit(n);
+
+  if (observer) {
+    rms_norm(ws.residual.data(), final_norm_, n, ws.normed.data());
+    observer("llm.final_norm", ws.normed.data(), n, hidden);
+  }
+  // Only the last position predicts the next token: normalise it alone and run lm_head on one row.
+  std::vector<float> last_normed(hidden);
+  rms_norm(ws.residual.data() + size_t(n - 1) * hidden, final_norm_, 1, last_normed.data());
+  std::vector<float> logits(config_.vocab_size);
+  lm_head_.forward(last_normed.data(), 1, logits.data());
+  return logits;
+}
+
+}  // namespace fastvlm
