@@ -7,7 +7,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libicu-dev             # Unicode normalisation and character classes for the tokenizer
-  libcurl4-openssl-dev   # hub downloads
+  libcurl4-openssl-dev libssl-dev  # hub downloads, sha256
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
 )

@@ -9,6 +9,11 @@ int main(int argc, char** argv) {
   CLI::App app{"fastvlm: FastVLM vision-language models on the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "fastvlm 0.1.0");
+  fastvlm::cli::add_encode_command(app);
+  fastvlm::cli::add_hub_commands(app);
+  fastvlm::cli::add_run_command(app);
+  fastvlm::cli::add_chat_command(app);
+  fastvlm::cli::add_tokenize_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,138 @@
+#pragma once
+// fastvlm.cpp C++ API: load a FastVLM checkpoint once (Engine), then hold conversations with it
+// (Session), each with its own KV cache. Only standard types cross this boundary.
+//
+//   auto engine = fastvlm::Engine::load("FastVLM-0.5B");
+//   fastvlm::Session chat(*engine);
+//   auto answer = chat.ask("Describe the image.", fastvlm::ImageInput::file("cat.jpg"), {},
+//                          [](std::string_view piece) { std::cout << piece << std::flush; return true; });
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fastvlm {
+
+struct EngineOptions {
+  int threads = 0;                        // 0: one per core
+  int context = 4096;                     // KV cache positions of each Session
+  int image_size = 0;                     // 0: the model's native input size; else a multiple of 64
+  int64_t max_image_pixels = 64LL << 20;  // images whose header claims more are refused before decoding
+  int image_cache_entries = 16;           // LRU of image embeddings keyed by the decoded pixels (0: off)
+};
+
+struct GenerateOptions {
+  int max_tokens = 256;
+  float temperature = 0.0f;  // 0: greedy
+  int top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
+};
+
+// Milliseconds. ttft_ms runs from the moment the image file is opened (or, without an image, from the
+// start of the turn) to the first sampled token.
+struct Timings {
+  double load_ms = 0, preprocess_ms = 0, vision_ms = 0, projector_ms = 0, prefill_ms = 0, ttft_ms = 0;
+  double decode_ms_per_token = 0;
+  bool image_cache_hit = false;  // the image's embeddings came from the cache (vision_ms is then 0)
+};
+
+enum class StopReason { EndOfTurn, MaxTokens, StopString, Cancelled };
+
+struct Generation {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  int prompt_tokens = 0;  // positions prefilled for this turn (image tokens included)
+  StopReason stop_reason = StopReason::EndOfTurn;
+  Timings timings;
+};
+
+// An image as a file or as encoded bytes (JPEG, PNG, WebP).
+struct ImageInput {
+  std::string path;
+  std::vector<uint8_t> bytes;
+  static ImageInput file(std::string path) { return {std::move(path), {}}; }
+  static ImageInput memory(std::vector<uint8_t> bytes) { return {"", std::move(bytes)}; }
+};
+
+struct ModelInfo {
+  std::string path;
+  int hidden_size = 0, num_layers = 0, vocab_size = 0;
+  int image_size = 0;         // input size used for images
+  int image_tokens = 0;       // (image_size / 64)^2
+  int vision_channels = 0;    // mm_hidden_size
+};
+
+// One message of a conversation. An image is placed before the text of its (user) message, as FastVLM
+// was trained: "<image>\n{text}".
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string text;
+  std::optional<ImageInput> image;
+};
+
+// Receives each piece of generated text as soon as it is printable (UTF-8 complete, not part of a
+// possible stop string). Returning false cancels the generation.
+using TextCallback = std::function<bool(std::string_view piece)>;
+
+class Engine {
+ public:
+  // Throws fastvlm::Error (a std::runtime_error) naming the file and problem.
+  static std::unique_ptr<Engine> load(const std::string& model_dir, const EngineOptions& options = {});
+  ~Engine();
+
+  const ModelInfo& info() const;
+  const EngineOptions& options() const;
+  double load_ms() const;
+
+  // The image's embeddings as the LLM sees them: [image_tokens, hidden_size] row-major. With
+  // `features`, also the vision tower's output [image_tokens, vision_channels] before the projector.
+  std::vector<float> embed_image(const ImageInput& image, Timings* timings = nullptr,
+                                 std::vector<float>* features = nullptr,
+                                 std::vector<float>* pixel_values = nullptr) const;
+
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A conversation: the qwen_2 chat template, its KV cache kept across turns so a follow-up question
+// only prefills the new turn.
+class Session {
+ public:
+  explicit Session(const Engine& engine);
+  ~Session();
+
+  void set_system_prompt(std::string system_prompt);  // default "You are a helpful assistant."
+  // One user turn, optionally with an image (placed before the text, as FastVLM was trained), and the
+  // model's answer. Throws fastvlm::Error before any work when the turn does not fit the context.
+  Generation ask(const std::string& user_text, const ImageInput* image, const GenerateOptions& options,
+                 const TextCallback& on_text = {});
+  // Answers the last (user) message of a whole conversation, as an OpenAI-style server receives it.
+  // The KV cache keeps the longest prefix shared with the previous call (text and image positions
+  // alike), so a follow-up request prefills only what is new.
+  Generation respond(const std::vector<ChatMessage>& conversation, const GenerateOptions& options,
+                     const TextCallback& on_text = {});
+
+  void reset();
+  int context_used() const;
+
+ private:
+  struct State;
+  void check_fits(std::span<const int32_t> ids, int images, size_t already_used) const;
+  const Engine& engine_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace fastvlm

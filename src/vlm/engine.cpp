@@ -1,0 +1,465 @@
+// The pipeline behind include/fastvlm/fastvlm.hpp: image -> pixels -> FastViTHD -> projector ->
+// embeddings spliced into the tokenized chat prompt -> Qwen2 prefill -> sampled tokens.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <list>
+#include <mutex>
+
+#include "core/error.h"
+#include "fastvlm/fastvlm.hpp"
+#include "image/decode.h"
+#include "image/preprocess.h"
+#include "io/checkpoint.h"
+#include "llm/kv_cache.h"
+#include "llm/qwen2.h"
+#include "llm/sampling.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+#include "vision/fastvit.h"
+#include "vision/projector.h"
+
+namespace fastvlm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+// An image's embeddings [image_tokens, hidden] with the hash that identifies it in KV-cache prefixes.
+struct EncodedImage {
+  uint64_t key;
+  std::shared_ptr<const std::vector<float>> embeddings;
+};
+
+struct Engine::Impl {
+  EncodedImage encode(const ImageInput& input, Timings* timings, std::vector<float>* features = nullptr,
+                      std::vector<float>* pixel_values = nullptr) const;
+
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<VisionTower> vision;
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<Qwen2> llm;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  EngineOptions options;
+  ModelInfo info;
+  double load_ms = 0;
+  std::vector<int32_t> stop_ids;  // end-of-turn ids: <|im_end|>, <|endoftext|>, config eos ids
+
+  // Embeddings of recently seen images, keyed by a hash of the decoded pixels (the input size is fixed
+  // per engine), most recently used first.
+  struct CachedImage {
+    uint64_t key;
+    std::shared_ptr<const std::vector<float>> embeddings;
+  };
+  mutable std::mutex image_cache_mutex;
+  mutable std::list<CachedImage> image_cache;
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineOptions& options) {
+  const auto start = Clock::now();
+  if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
+  if (options.threads > 0) omp_set_num_threads(options.threads);
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->checkpoint = Checkpoint::open(model_dir);
+  const ModelConfig& config = impl->checkpoint->config();
+
+  const int stride = config.vision.total_stride();
+  const int image_size = options.image_size > 0 ? options.image_size : config.vision.image_size;
+  if (image_size % stride != 0 || image_size > 4096)
+    throw Error("image size " + std::to_string(image_size) + " must be a multiple of " + std::to_string(stride) +
+                " and at most 4096");
+  if (options.context < 1 || options.context > config.text.max_position_embeddings)
+    throw Error("context " + std::to_string(options.context) + " must be between 1 and the model's " +
+                std::to_string(config.text.max_position_embeddings) + " positions");
+
+  impl->vision = VisionTower::load(*impl->checkpoint);
+  impl->projector = Projector::load(*impl->checkpoint);
+  impl->llm = Qwen2::load(*impl->checkpoint);
+  impl->tokenizer = text::Tokenizer::load(model_dir);
+
+  for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {
+    int32_t id = impl->tokenizer->token_to_id(name);
+    if (id >= 0) impl->stop_ids.push_back(id);
+  }
+  for (int id : config.text.eos_token_ids) impl->stop_ids.push_back(id);
+
+  ModelInfo& info = impl->info;
+  info.path = model_dir;
+  info.hidden_size = config.text.hidden_size;
+  info.num_layers = config.text.num_hidden_layers;
+  info.vocab_size = config.text.vocab_size;
+  info.image_size = image_size;
+  info.image_tokens = (image_size / stride) * (image_size / stride);
+  info.vision_channels = config.mm_hidden_size;
+  impl->load_ms = ms_since(start);
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const ModelInfo& Engine::info() const { return impl_->info; }
+const EngineOptions& Engine::options() const { return impl_->options; }
+double Engine::load_ms() const { return impl_->load_ms; }
+
+namespace {
+
+// 64-bit hash of the decoded pixels, 8 bytes a step: fast enough to be noise next to the encoder.
+uint64_t hash_image(const Image& image) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t(image.width) << 32) ^ uint64_t(image.height);
+  const uint8_t* p = image.rgb.data();
+  size_t n = image.rgb.size(), i = 0;
+  auto mix = [&h](uint64_t v) {
+    h ^= v;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  };
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    mix(v);
+  }
+  for (; i < n; ++i) mix(p[i]);
+  return h;
+}
+
+}  // namespace
+
+EncodedImage Engine::Impl::encode(const ImageInput& input, Timings* timings, std::vector<float>* features,
+                                  std::vector<float>* pixel_values) const {
+  auto start = Clock::now();
+  DecodeOptions decode_options;
+  decode_options.max_pixels = options.max_image_pixels;
+  Image image = input.path.empty() ? decode_image_memory(input.bytes, decode_options)
+                                   : decode_image_file(input.path, decode_options);
+  const uint64_t key = hash_image(image);
+  const bool use_cache = options.image_cache_entries > 0 && !features && !pixel_values;
+  if (use_cache) {
+    std::lock_guard lock(image_cache_mutex);
+    for (auto it = image_cache.begin(); it != image_cache.end(); ++it)
+      if (it->key == key) {
+        image_cache.splice(image_cache.begin(), image_cache, it);
+        if (timings) {
+          timings->preprocess_ms = ms_since(start);
+          timings->image_cache_hit = true;
+        }
+        return {key, it->embeddings};
+      }
+  }
+  Tensor pixels = preprocess_image(image, info.image_size);
+  if (timings) timings->preprocess_ms = ms_since(start);
+  if (pixel_values) pixel_values->assign(pixels.data(), pixels.data() + pixels.numel());
+
+  start = Clock::now();
+  Tensor tokens = vision->encode(pixels);
+  if (timings) timings->vision_ms = ms_since(start);
+  if (features) features->assign(tokens.data(), tokens.data() + tokens.numel());
+
+  start = Clock::now();
+  Tensor embeds = projector->forward(tokens);
+  if (timings) timings->projector_ms = ms_since(start);
+  auto embeddings = std::make_shared<const std::vector<float>>(embeds.data(), embeds.data() + embeds.numel());
+  if (use_cache) {
+    std::lock_guard lock(image_cache_mutex);
+    image_cache.push_front({key, embeddings});
+    if (int(image_cache.size()) > options.image_cache_entries) image_cache.pop_back();
+  }
+  return {key, embeddings};
+}
+
+std::vector<float> Engine::embed_image(const ImageInput& input, Timings* timings, std::vector<float>* features,
+                                       std::vector<float>* pixel_values) const {
+  return *impl_->encode(input, timings, features, pixel_values).embeddings;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+namespace {
+
+// The positions of a prompt: text token ids and image rows. Each position has a key that identifies
+// its content (token id, or image hash and row), so two prompts can be compared for a shared prefix.
+struct Sequence {
+  std::vector<uint64_t> keys;
+  std::vector<int32_t> ids;        // kImageMarker at image positions
+  std::vector<const float*> rows;  // the embedding row of image positions, nullptr for text
+
+  void add_text(std::span<const int32_t> tokens) {
+    for (int32_t id : tokens) {
+      keys.push_back(uint32_t(id));
+      ids.push_back(id);
+      rows.push_back(nullptr);
+    }
+  }
+  void add_image(const EncodedImage& image, int tokens, int hidden) {
+    for (int i = 0; i < tokens; ++i) {
+      keys.push_back((image.key | (1ull << 63)) + uint64_t(i));  // never equal to a token id
+      ids.push_back(text::kImageMarker);
+      rows.push_back(image.embeddings->data() + size_t(i) * hidden);
+    }
+  }
+  // Tokenized prompt ids with markers, each marker taking the next image in order.
+  void add_prompt(std::span<const int32_t> prompt_ids, std::span<const EncodedImage> images, int tokens, int hidden) {
+    size_t next_image = 0;
+    for (size_t i = 0; i < prompt_ids.size(); ++i) {
+      if (prompt_ids[i] != text::kImageMarker) {
+        add_text(prompt_ids.subspan(i, 1));
+        continue;
+      }
+      if (next_image == images.size())
+        throw Error("the prompt contains the text \"<image>\": images are placed by the engine, not by the prompt text");
+      add_image(images[next_image++], tokens, hidden);
+    }
+    if (next_image != images.size()) throw Error("internal: an image has no place in the prompt");
+  }
+  int size() const { return int(keys.size()); }
+};
+
+// Streams text while holding back anything that could still become a stop string.
+class StopStringFilter {
+ public:
+  explicit StopStringFilter(const std::vector<std::string>& stops) : stops_(stops) {}
+
+  // Appends `piece`; returns the text now safe to emit. Sets stopped() when a stop string appeared (the
+  // text is then cut just before it).
+  std::string push(std::string_view piece) {
+    text_ += piece;
+    size_t safe_end = text_.size();
+    for (const auto& stop : stops_) {
+      if (stop.empty()) continue;
+      size_t search_from = emitted_ > stop.size() ? emitted_ - stop.size() : 0;
+      size_t at = text_.find(stop, search_from);
+      if (at != std::string::npos) {
+        stopped_ = true;
+        text_.resize(at);
+        safe_end = std::min(safe_end, at);
+      }
+    }
+    if (!stopped_) {
+      for (const auto& stop : stops_)
+        for (size_t len = std::min(stop.size() - 1, text_.size()); len > 0; --len)
+          if (text_.compare(text_.size() - len, len, stop, 0, len) == 0) {
+            safe_end = std::min(safe_end, text_.size() - len);
+            break;
+          }
+    }
+    safe_end = std::max(safe_end, emitted_);
+    std::string out = text_.substr(emitted_, safe_end - emitted_);
+    emitted_ = safe_end;
+    return out;
+  }
+  // Whatever was held back, at the end of generation.
+  std::string finish() {
+    std::string out = text_.substr(emitted_);
+    emitted_ = text_.size();
+    return out;
+  }
+  bool stopped() const { return stopped_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  const std::vector<std::string>& stops_;
+  std::string text_;
+  size_t emitted_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+struct Session::State {
+  explicit State(const Engine::Impl& engine) : cache(engine.checkpoint->config().text, engine.options.context) {}
+  KVCache cache;
+  std::string system_prompt{text::kDefaultSystemPrompt};
+  std::vector<uint64_t> keys;     // content keys of the cached positions
+  std::vector<int32_t> tokens;    // their ids (kImageMarker at image positions), for the repetition penalty
+  // The last sampled token when generation stopped without feeding it back (max tokens, stop string).
+  int32_t unfed_token = -1;
+
+  // Prefills `sequence` from position `reuse` on (the cache already holds [0, reuse) of it), then samples
+  // up to max_tokens tokens, feeding each back.
+  Generation generate(const Engine::Impl& engine, const Sequence& sequence, int reuse, const GenerateOptions& options,
+                      const TextCallback& on_text, Clock::time_point turn_start, Timings timings);
+};
+
+Session::Session(const Engine& engine) : engine_(engine), state_(std::make_unique<State>(engine.impl())) {}
+Session::~Session() = default;
+
+void Session::set_system_prompt(std::string system_prompt) { state_->system_prompt = std::move(system_prompt); }
+
+void Session::reset() {
+  state_->cache.clear();
+  state_->keys.clear();
+  state_->tokens.clear();
+  state_->unfed_token = -1;
+}
+
+int Session::context_used() const { return state_->cache.size(); }
+
+Generation Session::ask(const std::string& user_text, const ImageInput* image, const GenerateOptions& options,
+                        const TextCallback& on_text) {
+  const Engine::Impl& engine = engine_.impl();
+  State& state = *state_;
+  const auto turn_start = Clock::now();
+  text::ChatMessage turn{"user", user_text, image != nullptr};
+  const std::string prompt = state.keys.empty() ? text::render_chat_prompt(state.system_prompt, std::span(&turn, 1))
+                                                : text::render_chat_continuation(turn);
+  std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, prompt);
+  if (state.unfed_token >= 0) ids.insert(ids.begin(), state.unfed_token);
+  check_fits(ids, image ? 1 : 0, state.keys.size());
+
+  Timings timings;
+  std::vector<EncodedImage> images;
+  if (image) images.push_back(engine.encode(*image, &timings));
+  // The new turn continues what the cache holds.
+  Sequence sequence;
+  sequence.keys = state.keys;
+  sequence.ids = state.tokens;
+  sequence.rows.assign(state.keys.size(), nullptr);
+  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
+  return state.generate(engine, sequence, state.cache.size(), options, on_text, turn_start, timings);
+}
+
+Generation Session::respond(const std::vector<ChatMessage>& conversation, const GenerateOptions& options,
+                            const TextCallback& on_text) {
+  const Engine::Impl& engine = engine_.impl();
+  State& state = *state_;
+  const auto turn_start = Clock::now();
+  if (conversation.empty() || conversation.back().role != "user")
+    throw Error("the conversation must end with a user message");
+  std::string system{text::kDefaultSystemPrompt};
+  std::vector<text::ChatMessage> turns;
+  int image_count = 0;
+  for (const auto& message : conversation) {
+    if (message.role == "system") {
+      if (message.image) throw Error("a system message cannot carry an image");
+      system = message.text;
+      continue;
+    }
+    turns.push_back({message.role, message.text, message.image.has_value()});
+    image_count += message.image ? 1 : 0;
+  }
+  std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, text::render_chat_prompt(system, turns));
+  check_fits(ids, image_count, 0);
+
+  Timings timings;
+  std::vector<EncodedImage> images;
+  for (const auto& message : conversation)
+    if (message.image) images.push_back(engine.encode(*message.image, image_count == 1 ? &timings : nullptr));
+  Sequence sequence;
+  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
+
+  // Keep the longest prefix the cache shares with this conversation; at least one position is
+  // prefilled so that there are logits to sample from.
+  size_t reuse = 0;
+  while (reuse < state.keys.size() && reuse < sequence.keys.size() && state.keys[reuse] == sequence.keys[reuse]) ++reuse;
+  reuse = std::min(reuse, sequence.keys.size() - 1);
+  state.unfed_token = -1;
+  return state.generate(engine, sequence, int(reuse), options, on_text, turn_start, timings);
+}
+
+void Session::check_fits(std::span<const int32_t> ids, int images, size_t already_used) const {
+  const Engine::Impl& engine = engine_.impl();
+  const size_t markers = size_t(std::count(ids.begin(), ids.end(), text::kImageMarker));
+  const size_t positions = ids.size() - markers + size_t(images) * engine.info.image_tokens;
+  if (markers != size_t(images))
+    throw Error(images ? "the prompt must not contain the text \"<image>\": the image is placed automatically"
+                       : "the prompt contains \"<image>\" but no image was given");
+  if (already_used + positions >= size_t(state_->cache.capacity()))
+    throw Error("prompt of " + std::to_string(positions) + " positions does not fit the context of " +
+                std::to_string(state_->cache.capacity()) + " (" + std::to_string(already_used) +
+                " already used): raise --ctx or shorten the prompt");
+}
+
+Generation Session::State::generate(const Engine::Impl& engine, const Sequence& sequence, int reuse,
+                                    const GenerateOptions& options, const TextCallback& on_text,
+                                    Clock::time_point turn_start, Timings timings) {
+  if (options.max_tokens < 0) throw Error("max_tokens must be >= 0");
+  Generation result;
+  const int hidden = engine.info.hidden_size;
+  const int positions = sequence.size() - reuse;
+
+  // Embeddings of the positions to prefill: runs of text through the embedding table, image rows copied.
+  std::vector<float> embeds(size_t(positions) * hidden);
+  for (int p = reuse; p < sequence.size();) {
+    float* out = &embeds[size_t(p - reuse) * hidden];
+    if (sequence.rows[p]) {
+      std::memcpy(out, sequence.rows[p], size_t(hidden) * sizeof(float));
+      ++p;
+      continue;
+    }
+    int run_end = p;
+    while (run_end < sequence.size() && !sequence.rows[run_end]) ++run_end;
+    engine.llm->embed(std::span(sequence.ids).subspan(p, run_end - p), out);
+    p = run_end;
+  }
+
+  auto start = Clock::now();
+  cache.truncate(reuse);
+  keys.resize(reuse);
+  tokens.resize(reuse);
+  std::vector<float> logits = engine.llm->forward(embeds.data(), positions, cache);
+  timings.prefill_ms = ms_since(start);
+  keys.insert(keys.end(), sequence.keys.begin() + reuse, sequence.keys.end());
+  tokens.insert(tokens.end(), sequence.ids.begin() + reuse, sequence.ids.end());
+  unfed_token = -1;
+  result.prompt_tokens = positions;
+
+  SamplingParams sampling;
+  sampling.temperature = options.temperature;
+  sampling.top_k = options.top_k;
+  sampling.top_p = options.top_p;
+  sampling.min_p = options.min_p;
+  sampling.repeat_penalty = options.repeat_penalty;
+  sampling.repeat_last_n = options.repeat_last_n;
+  sampling.seed = options.seed;
+  Sampler sampler(sampling);
+  text::StreamDecoder decoder(*engine.tokenizer);
+  StopStringFilter filter(options.stop);
+  auto emit = [&](const std::string& piece) {
+    if (!piece.empty() && on_text && !on_text(piece)) result.stop_reason = StopReason::Cancelled;
+  };
+
+  std::vector<float> step_embedding(hidden);
+  double decode_ms = 0;
+  int decode_steps = 0;
+  result.stop_reason = StopReason::MaxTokens;
+  for (int n = 0; n < options.max_tokens; ++n) {
+    int32_t token = sampler.sample(logits, tokens);
+    if (n == 0) timings.ttft_ms = ms_since(turn_start);
+    if (std::find(engine.stop_ids.begin(), engine.stop_ids.end(), token) != engine.stop_ids.end()) {
+      result.stop_reason = StopReason::EndOfTurn;
+      break;
+    }
+    result.token_ids.push_back(token);
+    emit(filter.push(decoder.push(token)));
+    if (filter.stopped()) result.stop_reason = StopReason::StopString;
+    if (result.stop_reason == StopReason::Cancelled || result.stop_reason == StopReason::StopString ||
+        n + 1 == options.max_tokens || cache.size() + 1 >= cache.capacity()) {
+      unfed_token = token;
+      break;
+    }
+    start = Clock::now();
+    engine.llm->embed(std::span(&token, 1), step_embedding.data());
+    logits = engine.llm->forward(step_embedding.data(), 1, cache);
+    keys.push_back(uint32_t(token));
+    tokens.push_back(token);
+    decode_ms += ms_since(start);
+    ++decode_steps;
+  }
+  if (result.stop_reason != StopReason::StopString && result.stop_reason != StopReason::Cancelled)
+    emit(filter.push(decoder.flush()) + filter.finish());
+  result.text = filter.text();
+  timings.load_ms = engine.load_ms;
+  timings.decode_ms_per_token = decode_steps ? decode_ms / decode_steps : 0;
+  result.timings = timings;
+  return result;
+}
+
+}  // namespace fastvlm

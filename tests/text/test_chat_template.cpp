@@ -1,0 +1,110 @@
+// The qwen_2 prompt against the tiny fixture's golden prompt ids (golden/golden.json).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace fastvlm::text {
+namespace {
+
+const std::string kTinyModel = std::string(FASTVLM_SHARED_DIR) + "/fixtures/tiny-fastvlm";
+
+class ChatTemplate : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tokenizer_ = Tokenizer::load(kTinyModel).release();
+    std::ifstream file(kTinyModel + "/golden/golden.json");
+    golden_ = new nlohmann::json(nlohmann::json::parse(file));
+  }
+  static void TearDownTestSuite() {
+    delete tokenizer_;
+    delete golden_;
+  }
+  static const Tokenizer* tokenizer_;
+  static const nlohmann::json* golden_;
+};
+const Tokenizer* ChatTemplate::tokenizer_ = nullptr;
+const nlohmann::json* ChatTemplate::golden_ = nullptr;
+
+const std::vector<ChatMessage> kDescribeWithImage = {{"user", "Describe the image.", true}};
+
+TEST_F(ChatTemplate, RendersTheGoldenPromptText) {
+  EXPECT_EQ(render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage), (*golden_)["prompt_text"].get<std::string>());
+}
+
+TEST_F(ChatTemplate, ReproducesTheGoldenPromptIds) {
+  const std::vector<int32_t> expected = (*golden_)["prompt_ids"];
+  ASSERT_EQ(expected.size(), 25u);
+  ASSERT_EQ(expected[14], kImageMarker);
+  EXPECT_EQ(tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage)), expected);
+}
+
+// golden.json's text_only ids are prompt_ids with the -200 dropped: the two chunks around "<image>"
+// tokenized separately, so "user\n" and "\nDescribe" give 198 198 rather than the merged "\n\n" (271)
+// that tokenizing the prompt text with "<image>" deleted would give.
+TEST_F(ChatTemplate, TextOnlyIdsAreThePromptChunksWithoutTheMarker) {
+  const std::vector<int32_t> expected = (*golden_)["text_only"]["ids"];
+  ASSERT_EQ(expected.size(), 24u);
+  std::vector<int32_t> ids = tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage));
+  std::erase(ids, kImageMarker);
+  EXPECT_EQ(ids, expected);
+
+  std::string without_marker = render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage);
+  without_marker.erase(without_marker.find(kImagePlaceholder), kImagePlaceholder.size());
+  EXPECT_NE(tokenizer_->encode(without_marker), expected);
+}
+
+TEST_F(ChatTemplate, MultiTurnHistoryAndSystemPrompt) {
+  const std::vector<ChatMessage> conversation = {
+      {"user", "What is this?", true}, {"assistant", "A cat."}, {"user", "What colour?"}};
+  EXPECT_EQ(render_chat_prompt("Be brief.", conversation),
+            "<|im_start|>system\nBe brief.<|im_end|>\n"
+            "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n"
+            "<|im_start|>assistant\nA cat.<|im_end|>\n"
+            "<|im_start|>user\nWhat colour?<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_TRUE(render_chat_prompt("Be brief.", conversation, /*add_generation_prompt=*/false)
+                  .ends_with("<|im_start|>user\nWhat colour?<|im_end|>\n"));
+}
+
+// After the first answer the KV cache holds the first prompt and the answer's ids; appending the
+// continuation's ids must give exactly the ids of the whole conversation rendered at once.
+TEST_F(ChatTemplate, ContinuationAppendsToTheCachedConversation) {
+  const std::vector<ChatMessage> first_turn = {{"user", "What is this?", true}};
+  const std::string answer = "A cat on a mat.";
+  const ChatMessage follow_up{"user", "What colour is it?"};
+
+  std::vector<int32_t> cached = tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, first_turn));
+  const std::vector<int32_t> answer_ids = tokenizer_->encode(answer);
+  cached.insert(cached.end(), answer_ids.begin(), answer_ids.end());
+  const std::vector<int32_t> continuation = tokenize_prompt(*tokenizer_, render_chat_continuation(follow_up));
+  EXPECT_EQ(continuation.front(), tokenizer_->token_to_id("<|im_end|>"));
+  cached.insert(cached.end(), continuation.begin(), continuation.end());
+
+  const std::vector<ChatMessage> whole = {first_turn[0], {"assistant", answer}, follow_up};
+  EXPECT_EQ(cached, tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, whole)));
+}
+
+TEST_F(ChatTemplate, ImageMarkersSplitTheText) {
+  const std::vector<int32_t> ids = tokenize_prompt(*tokenizer_, "<image>a<image><image>");
+  EXPECT_EQ(ids, (std::vector<int32_t>{kImageMarker, 64, kImageMarker, kImageMarker}));
+  EXPECT_EQ(tokenize_prompt(*tokenizer_, "Hello world"), (std::vector<int32_t>{9707, 1879}));
+}
+
+TEST_F(ChatTemplate, RejectsUnknownRolesAndAssistantImages) {
+  const std::vector<ChatMessage> system_in_messages = {{"system", "x"}};
+  EXPECT_THROW(render_chat_prompt(kDefaultSystemPrompt, system_in_messages), Error);
+  const std::vector<ChatMessage> assistant_image = {{"assistant", "x", true}};
+  EXPECT_THROW(render_chat_prompt(kDefaultSystemPrompt, assistant_image), Error);
+  EXPECT_THROW(render_chat_continuation({"assistant", "x"}), Error);
+}
+
+}  // namespace
+}  // namespace fastvlm::text

@@ -1,0 +1,185 @@
+// The Qwen2 tokenizer against the expected encodings in fixtures/qwen2-tokenizer/cases.jsonl, loaded
+// both from tokenizer.json and from the slow file set (vocab.json + merges.txt) of tiny-fastvlm.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "text/tokenizer.h"
+#include "text/unicode.h"
+
+namespace fastvlm::text {
+namespace {
+
+const std::string kFixtures = std::string(FASTVLM_SHARED_DIR) + "/fixtures";
+
+// Loading parses ~10 MB of JSON/text, so each directory is loaded once for the whole test program.
+const Tokenizer& tokenizer_from(const std::string& dir) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
+  auto& tokenizer = loaded[dir];
+  if (!tokenizer) tokenizer = Tokenizer::load(kFixtures + "/" + dir);
+  return *tokenizer;
+}
+
+std::vector<nlohmann::json> read_cases() {
+  std::ifstream file(kFixtures + "/qwen2-tokenizer/cases.jsonl");
+  EXPECT_TRUE(file) << "cannot open cases.jsonl";
+  std::vector<nlohmann::json> cases;
+  for (std::string line; std::getline(file, line);) {
+    if (!line.empty()) cases.push_back(nlohmann::json::parse(line));
+  }
+  return cases;
+}
+
+class TokenizerFiles : public testing::TestWithParam<std::string> {
+ protected:
+  const Tokenizer& tokenizer() const { return tokenizer_from(GetParam()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Qwen2, TokenizerFiles, testing::Values("qwen2-tokenizer", "tiny-fastvlm"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           return info.param == "qwen2-tokenizer" ? std::string("TokenizerJson")
+                                                                  : std::string("VocabAndMerges");
+                         });
+
+TEST_P(TokenizerFiles, EveryFixtureCase) {
+  const std::vector<nlohmann::json> cases = read_cases();
+  ASSERT_EQ(cases.size(), 198u);
+  for (size_t line = 0; line < cases.size(); ++line) {
+    const nlohmann::json& c = cases[line];
+    SCOPED_TRACE("cases.jsonl line " + std::to_string(line + 1) + " [" + c["tag"].get<std::string>() + "] " +
+                 c["text"].dump());
+    const std::string text = c["text"];
+    const std::vector<int32_t> ids = c["ids"];
+    if (c["kind"] == "encode") {
+      EXPECT_EQ(tokenizer().encode(text), ids);
+      EXPECT_EQ(tokenizer().decode(ids), c.value("decoded", text));
+    } else {
+      ASSERT_EQ(c["kind"], "decode");
+      EXPECT_EQ(tokenizer().decode(ids), text);
+    }
+  }
+}
+
+TEST_P(TokenizerFiles, VocabularyAndAddedTokens) {
+  EXPECT_EQ(tokenizer().vocab_size(), 151646u);
+  EXPECT_EQ(tokenizer().token_to_id("<|endoftext|>"), 151643);
+  EXPECT_EQ(tokenizer().token_to_id("<|im_start|>"), 151644);
+  EXPECT_EQ(tokenizer().token_to_id("<|im_end|>"), 151645);
+  EXPECT_EQ(tokenizer().token_to_id("Hello"), 9707);
+  EXPECT_EQ(tokenizer().token_to_id("\xC4\xA0world"), 1879);  // "Ġworld": the byte alphabet's spelling
+  EXPECT_EQ(tokenizer().token_to_id("\xC4\x8A"), 198);        // "Ċ" is "\n"
+  EXPECT_EQ(tokenizer().token_to_id("<image>"), -1);
+  EXPECT_EQ(tokenizer().token_to_id(" world"), -1);  // a raw space is not in the byte alphabet
+  EXPECT_EQ(tokenizer().token_bytes(1879), " world");
+}
+
+TEST_P(TokenizerFiles, InvalidUtf8NamesTheByteOffset) {
+  const std::vector<std::pair<std::string, size_t>> invalid = {
+      {"ab\xC3(", 2},               // a lead byte without its continuation
+      {"abc\xC0\x80", 3},           // overlong NUL
+      {"x\xED\xA0\x80", 1},         // a UTF-16 surrogate
+      {"\xF4\x90\x80\x80", 0},      // past U+10FFFF
+      {"caf\xC3\xA9 \xE4\xB8", 6},  // truncated at the end, after a valid é
+      {"12345678\x80", 8},          // a stray continuation byte after the ASCII fast path
+  };
+  for (const auto& [text, offset] : invalid) {
+    try {
+      tokenizer().encode(text);
+      ADD_FAILURE() << "no error for invalid UTF-8 at offset " << offset;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("byte offset " + std::to_string(offset)), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST_P(TokenizerFiles, IdsOutsideTheVocabularyDecodeToNothing) {
+  // The embedding table has 151936 rows: ids past the tokenizer's 151646 can be sampled.
+  const std::vector<int32_t> ids = {9707, 151646, 151935, 1 << 30, -1, -200, 1879};
+  EXPECT_EQ(tokenizer().decode(ids), "Hello world");
+  EXPECT_EQ(tokenizer().token_bytes(151700), "");
+}
+
+TEST_P(TokenizerFiles, LongCjkRunIsOnePieceAndNotQuadratic) {
+  // 10,000 ideographs with no space or punctuation are a single pre-tokenizer piece of 30,000 bytes.
+  std::string text;
+  for (int i = 0; i < 10000; ++i) append_utf8(text, char32_t(0x4E00 + (i * 7919) % 0x5000));
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tokenizer().encode(text);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(tokenizer().decode(ids), text);
+  // Linked-list-and-heap BPE takes milliseconds here; a quadratic one takes many seconds.
+  EXPECT_LT(seconds, 2.0);
+
+  const std::string same_letter(20000, 'a');
+  EXPECT_EQ(tokenizer().decode(tokenizer().encode(same_letter)), same_letter);
+}
+
+TEST_P(TokenizerFiles, RandomTextRoundTripsToItsNfcForm) {
+  // Code points drawn from ranges that exercise every pre-tokenizer class and NFC composition.
+  const std::vector<std::pair<char32_t, char32_t>> ranges = {
+      {0x20, 0x7E}, {0x09, 0x0D}, {0x80, 0x2FF}, {0x300, 0x36F}, {0x1100, 0x11FF}, {0xAC00, 0xAC40},
+      {0x2000, 0x206F}, {0x3000, 0x303F}, {0x4E00, 0x4E80}, {0x1F600, 0x1F64F}, {0xFEFF, 0xFEFF}};
+  std::mt19937 random(1234);
+  for (int round = 0; round < 300; ++round) {
+    std::string text;
+    const int length = int(random() % 40);
+    for (int i = 0; i < length; ++i) {
+      if (random() % 50 == 0) text += "<|im_end|>";
+      const auto& [low, high] = ranges[random() % ranges.size()];
+      append_utf8(text, low + char32_t(random() % (high - low + 1)));
+    }
+    EXPECT_EQ(tokenizer().decode(tokenizer().encode(text)), nfc(text)) << nlohmann::json(text).dump();
+  }
+}
+
+TEST(StreamDecoder, HoldsBackIncompleteCharacters) {
+  const Tokenizer& tokenizer = tokenizer_from("qwen2-tokenizer");
+  // 视 (E8 A7 86) and 觉 (E8 A7 89) one byte-token at a time, from the fixture's decode-bytes case.
+  const std::vector<int32_t> byte_ids = {164, 100, 228, 164, 100, 231};
+  StreamDecoder decoder(tokenizer);
+  const std::vector<std::string> expected = {"", "", "视", "", "", "觉"};
+  for (size_t i = 0; i < byte_ids.size(); ++i) EXPECT_EQ(decoder.push(byte_ids[i]), expected[i]) << "push " << i;
+  EXPECT_EQ(decoder.flush(), "");
+
+  // 汉 as a whole token, then 语 split over three byte tokens, then "!" (decode-partial-char case).
+  StreamDecoder split(tokenizer);
+  std::string printed;
+  for (int32_t id : {99897, 164, 107}) printed += split.push(id);
+  EXPECT_EQ(printed, "汉");
+  printed += split.push(255);
+  printed += split.push(0);
+  EXPECT_EQ(printed + split.flush(), "汉语!");
+}
+
+TEST(StreamDecoder, ReplacesBytesThatCanNeverFormACharacter) {
+  const Tokenizer& tokenizer = tokenizer_from("qwen2-tokenizer");
+  StreamDecoder decoder(tokenizer);
+  // A lone continuation byte: the byte alphabet spells 0x80 as U+0122 "Ģ".
+  const int32_t continuation_byte = tokenizer.token_to_id("\xC4\xA2");
+  ASSERT_EQ(tokenizer.token_bytes(continuation_byte), "\x80");
+  EXPECT_EQ(decoder.push(continuation_byte), "\xEF\xBF\xBD");
+  EXPECT_EQ(decoder.push(9707), "Hello");
+  EXPECT_EQ(decoder.push(164), "");  // E8: start of a 3-byte character
+  EXPECT_EQ(decoder.push(151700), "");  // not a token: nothing, and the held byte stays held
+  EXPECT_EQ(decoder.flush(), "\xEF\xBF\xBD");
+  EXPECT_EQ(decoder.flush(), "");
+}
+
+TEST(TokenizerLoad, MissingDirectoryIsAClearError) {
+  try {
+    Tokenizer::load(kFixtures + "/no-such-model");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-model"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fastvlm::text

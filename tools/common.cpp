@@ -1,0 +1,50 @@
+#include "common.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "hub/hub.h"
+
+namespace fastvlm::cli {
+
+void ModelFlags::add_to(CLI::App& command) {
+  command.add_option("-m,--model", model,
+                     "Model directory, or a Hugging Face hub id owner/name[@revision] (default " +
+                         std::string(hub::kDefaultModel) + ", downloaded on first use)");
+  command.add_flag("-q,--quiet", quiet, "No download progress");
+  command.add_option("--threads", engine.threads, "Threads (0: one per core)")->check(CLI::NonNegativeNumber);
+  command.add_option("--ctx", engine.context, "Context size in positions")->check(CLI::PositiveNumber);
+  command.add_option("--image-size", engine.image_size, "Image input size, a multiple of 64 (0: the model's own)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_option("--max-image-pixels", engine.max_image_pixels, "Refuse images with more pixels than this")
+      ->check(CLI::PositiveNumber);
+}
+
+std::unique_ptr<Engine> ModelFlags::load() const {
+  hub::DownloadOptions download;
+  download.quiet = quiet;
+  const auto dir = hub::resolve_model(model.empty() ? hub::kDefaultModel : std::string_view(model), download);
+  return Engine::load(dir.string(), engine);
+}
+
+void add_generate_flags(CLI::App& command, GenerateOptions& options) {
+  command.add_option("-n,--max-tokens", options.max_tokens, "Maximum tokens to generate")->check(CLI::NonNegativeNumber);
+  command.add_option("--temp", options.temperature, "Sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  command.add_option("--top-k", options.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+  command.add_option("--top-p", options.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0f, 1.0f));
+  command.add_option("--min-p", options.min_p, "Drop tokens less likely than min-p x the best")->check(CLI::Range(0.0f, 1.0f));
+  command.add_option("--repeat-penalty", options.repeat_penalty, "Penalty for repeated tokens (1: off)")
+      ->check(CLI::PositiveNumber);
+  command.add_option("--repeat-last-n", options.repeat_last_n, "Tokens the repeat penalty looks back over (-1: all)")
+      ->check(CLI::Range(-1, 1 << 30));
+  command.add_option("--seed", options.seed, "Random seed for sampling");
+  command.add_option("--stop", options.stop, "Stop before this text (repeatable)");
+}
+
+nlohmann::json timings_json(const Timings& t) {
+  return {{"load_ms", t.load_ms},     {"preprocess_ms", t.preprocess_ms}, {"vision_ms", t.vision_ms},
+          {"projector_ms", t.projector_ms}, {"prefill_ms", t.prefill_ms}, {"ttft_ms", t.ttft_ms},
+          {"decode_ms_per_token", t.decode_ms_per_token}};
+}
+
+}  // namespace fastvlm::cli
