@@ -7,6 +7,7 @@ namespace fastvlm::cli {
 void add_encode_command(CLI::App& app);
 void add_hub_commands(CLI::App& app);  // pull, list
 void add_run_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 }  // namespace fastvlm::cli

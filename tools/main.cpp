@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   fastvlm::cli::add_encode_command(app);
   fastvlm::cli::add_hub_commands(app);
   fastvlm::cli::add_run_command(app);
+  fastvlm::cli::add_bench_command(app);
   fastvlm::cli::add_chat_command(app);
   fastvlm::cli::add_tokenize_commands(app);
   try {

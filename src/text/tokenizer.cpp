@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "core/error.h"
 #include "text/unicode.h"
@@ -167,6 +168,61 @@ struct Merge {
 
 uint64_t pair_key(int32_t left, int32_t right) { return (uint64_t(uint32_t(left)) << 32) | uint32_t(right); }
 
+// Merges keyed by the pair of token ids, in one flat open-addressing array: the lookup is the inner
+// loop of BPE, and a linear probe touches one cache line where a node-based map chases pointers.
+class MergeTable {
+ public:
+  MergeTable() { rehash(1024); }
+
+  void reserve(size_t count) {
+    if (count * 2 > slots_.size()) rehash(count * 2);
+  }
+
+  // Keeps the first merge given for a pair (the higher priority); returns whether it was new.
+  bool insert(uint64_t key, Merge merge) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);
+    Slot& slot = slots_[probe(key)];
+    if (slot.key == key) return false;
+    slot = {key, merge};
+    ++size_;
+    return true;
+  }
+
+  const Merge* find(uint64_t key) const {
+    const Slot& slot = slots_[probe(key)];
+    return slot.key == key ? &slot.merge : nullptr;
+  }
+
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr uint64_t kEmpty = ~0ull;  // never a key: token ids are non-negative int32
+  struct Slot {
+    uint64_t key = kEmpty;
+    Merge merge{};
+  };
+
+  // Index of the slot holding `key`, or of the empty slot where it belongs.
+  size_t probe(uint64_t key) const {
+    const size_t mask = slots_.size() - 1;
+    size_t index = size_t((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+    while (slots_[index].key != key && slots_[index].key != kEmpty) index = (index + 1) & mask;
+    return index;
+  }
+
+  void rehash(size_t min_slots) {
+    size_t capacity = 1;
+    while (capacity < min_slots) capacity *= 2;
+    std::vector<Slot> old = std::exchange(slots_, std::vector<Slot>(capacity));
+    for (const Slot& slot : old) {
+      if (slot.key != kEmpty) slots_[probe(slot.key)] = slot;
+    }
+  }
+
+  std::vector<Slot> slots_;
+  size_t size_ = 0;
+};
+
 // A pair of adjacent symbols that a merge applies to, valid while both symbols are unchanged.
 struct MergeCandidate {
   int32_t rank;
@@ -213,7 +269,7 @@ struct Tokenizer::Model {
   std::vector<std::string> token_bytes;  // indexed by id; empty for ids that are not tokens
   StringToId vocab_by_bytes;
   std::array<int32_t, 256> byte_token{};
-  std::unordered_map<uint64_t, Merge> merges;
+  MergeTable merges;
   std::vector<AddedToken> added_tokens;  // longest first, so that the longest match wins
   std::array<bool, 256> starts_added_token{};
 
@@ -250,8 +306,8 @@ struct Tokenizer::Model {
       throw Error(where + ": merge \"" + std::string(left) + " " + std::string(right) +
                   "\" uses or makes a token that is not in the vocabulary");
     }
-    // A repeated merge keeps its first (highest-priority) rank.
-    merges.emplace(pair_key(left_id->second, right_id->second), Merge{int32_t(merges.size()), merged_id->second});
+    // Ranks count the distinct merges in file order; a repeated merge keeps its first rank.
+    merges.insert(pair_key(left_id->second, right_id->second), Merge{int32_t(merges.size()), merged_id->second});
   }
 
   void add_added_token(std::string content, int32_t id, const std::string& where) {
@@ -303,9 +359,9 @@ struct Tokenizer::Model {
       if (right < 0) return;
       const int32_t left_id = symbols[size_t(left)].id;
       const int32_t right_id = symbols[size_t(right)].id;
-      const auto merge = merges.find(pair_key(left_id, right_id));
-      if (merge == merges.end()) return;
-      heap.push_back({merge->second.rank, left, left_id, right_id, merge->second.merged_id});
+      const Merge* merge = merges.find(pair_key(left_id, right_id));
+      if (!merge) return;
+      heap.push_back({merge->rank, left, left_id, right_id, merge->merged_id});
       std::push_heap(heap.begin(), heap.end(), LaterCandidate{});
     };
     for (int32_t i = 0; i + 1 < length; ++i) consider_pair(i);
