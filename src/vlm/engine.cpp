@@ -51,6 +51,7 @@ struct Engine::Impl {
   ModelInfo info;
   double load_ms = 0;
   std::vector<int32_t> stop_ids;  // end-of-turn ids: <|im_end|>, <|endoftext|>, config eos ids
+  size_t sampled_vocab = 0;       // ids that can be sampled: min(LLM vocab, tokenizer vocab)
 
   // Embeddings of recently seen images, keyed by a hash of the decoded pixels (the input size is fixed
   // per engine), most recently used first.
@@ -93,6 +94,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
     if (id >= 0) impl->stop_ids.push_back(id);
   }
   for (int id : config.text.eos_token_ids) impl->stop_ids.push_back(id);
+  impl->sampled_vocab = std::min(size_t(config.text.vocab_size), impl->tokenizer->vocab_size());
 
   ModelInfo& info = impl->info;
   info.path = model_dir;
@@ -431,7 +433,9 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
   int decode_steps = 0;
   result.stop_reason = StopReason::MaxTokens;
   for (int n = 0; n < options.max_tokens; ++n) {
-    int32_t token = sampler.sample(logits, tokens);
+    // Rows past the tokenizer (the embedding is padded) are never sampled: the reference resizes the
+    // embedding to the tokenizer's length.
+    int32_t token = sampler.sample(std::span(logits).first(engine.sampled_vocab), tokens);
     if (n == 0) timings.ttft_ms = ms_since(turn_start);
     if (std::find(engine.stop_ids.begin(), engine.stop_ids.end(), token) != engine.stop_ids.end()) {
       result.stop_reason = StopReason::EndOfTurn;
