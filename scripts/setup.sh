@@ -22,3 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The official OpenAI Node SDK for tests/server/openai_sdk.test.mjs, at the version its package-lock.json pins.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+npm ci --prefix "$(dirname "$0")/../tests/server" --no-audit --no-fund --loglevel=error

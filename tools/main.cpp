@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   fastvlm::cli::add_bench_command(app);
   fastvlm::cli::add_chat_command(app);
   fastvlm::cli::add_tokenize_commands(app);
+  fastvlm::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

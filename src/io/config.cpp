@@ -171,23 +171,11 @@ int VisionConfig::total_stride() const {
   return stride;
 }
 
-ModelConfig load_model_config(const std::filesystem::path& dir) {
-  const auto file = dir / "config.json";
-  const json root = read_json(file);
-  if (!root.is_object()) throw Error(file.string() + ": expected a JSON object");
-  Keys keys(root, file);
-  ModelConfig config;
+namespace {
 
-  const std::string model_type = keys.string("model_type", "");
-  if (model_type == "llava_qwen2") {
-    config.layout = CheckpointLayout::LlavaQwen2;
-  } else if (model_type == "fast_vlm") {
-    throw Error(file.string() + ": key 'model_type': the transformers-native \"fast_vlm\" layout is not supported yet");
-  } else {
-    keys.fail("model_type", "\"llava_qwen2\" (a FastVLM release checkpoint)");
-  }
-
-  TextConfig& text = config.text;
+// The Qwen2 part of a config: the top level of a llava_qwen2 config, `text_config` of a fast_vlm one.
+TextConfig parse_text_config(const Keys& keys) {
+  TextConfig text;
   text.hidden_size = keys.required_integer("hidden_size");
   text.intermediate_size = keys.required_integer("intermediate_size");
   text.num_hidden_layers = keys.required_integer("num_hidden_layers");
@@ -206,7 +194,12 @@ ModelConfig load_model_config(const std::filesystem::path& dir) {
   text.eos_token_ids = keys.integers("eos_token_id");
   if (keys.string("hidden_act", "silu") != "silu") keys.fail("hidden_act", "\"silu\"");
   if (keys.has("rope_scaling")) keys.fail("rope_scaling", "null (RoPE scaling is not supported)");
+  return text;
+}
 
+// The original release: LLaVA keys at the top level, the tower named mobileclip_l_<input size>.
+void parse_llava_multimodal(const Keys& keys, const json& root, const std::filesystem::path& file,
+                            ModelConfig& config) {
   config.mm_hidden_size = keys.required_integer("mm_hidden_size");
   config.mm_projector_type = keys.string("mm_projector_type", "mlp2x_gelu");
   if (config.mm_projector_type != "mlp2x_gelu") keys.fail("mm_projector_type", "\"mlp2x_gelu\"");
@@ -228,6 +221,81 @@ ModelConfig load_model_config(const std::filesystem::path& dir) {
                   " disagrees with mm_vision_tower size " + std::to_string(tower_size));
   }
   vision.image_size = tower_size;
+}
+
+// The transformers-native layout (FastVlmForConditionalGeneration): Qwen2 under text_config, the tower a
+// timm `fastvit_mci3` (stock FastViTHD) under vision_config, the input size in preprocessor_config.json.
+void parse_fast_vlm_multimodal(const Keys& keys, const json& root, const std::filesystem::path& dir,
+                               ModelConfig& config) {
+  const auto file = dir / "config.json";
+  if (!keys.has("vision_config") || !root["vision_config"].is_object())
+    keys.fail("vision_config", "an object describing the timm FastViT tower");
+  Keys vision_keys(root["vision_config"], file, "vision_config.");
+  if (vision_keys.string("architecture", "fastvit_mci3") != "fastvit_mci3")
+    vision_keys.fail("architecture", "\"fastvit_mci3\" (FastViTHD)");
+  // A reduced tower may be described with the same keys as in the llava_qwen2 layout.
+  if (vision_keys.has("layers")) parse_vision_config(root["vision_config"], file, config.vision);
+  config.mm_hidden_size = vision_keys.integer("hidden_size", config.vision.out_channels(), 1);
+  if (keys.string("projector_hidden_act", "gelu") != "gelu") keys.fail("projector_hidden_act", "\"gelu\"");
+  if (!keys.boolean("multimodal_projector_bias", true)) keys.fail("multimodal_projector_bias", "true");
+  if (keys.string("vision_feature_select_strategy", "full") != "full")
+    keys.fail("vision_feature_select_strategy", "\"full\"");
+  config.image_token_index = keys.integer("image_token_index", keys.integer("image_token_id", 151646, 0), 0);
+
+  // The processor resizes to crop_size (or size.shortest_edge); FastViTHD's native input is 1024.
+  config.vision.image_size = 1024;
+  const auto processor_file = dir / "preprocessor_config.json";
+  if (std::filesystem::exists(processor_file)) {
+    const json processor = read_json(processor_file);
+    for (const char* key : {"crop_size", "size"}) {
+      if (!processor.contains(key) || !processor[key].is_object()) continue;
+      const json& size = processor[key];
+      for (const char* dim : {"height", "shortest_edge"})
+        if (size.contains(dim) && size[dim].is_number_integer()) {
+          config.vision.image_size = size[dim].get<int>();
+          break;
+        }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+ModelConfig load_model_config(const std::filesystem::path& dir) {
+  const auto file = dir / "config.json";
+  const json root = read_json(file);
+  if (!root.is_object()) throw Error(file.string() + ": expected a JSON object");
+  Keys keys(root, file);
+  ModelConfig config;
+
+  const std::string model_type = keys.string("model_type", "");
+  if (model_type == "llava_qwen2") {
+    config.layout = CheckpointLayout::LlavaQwen2;
+    config.text = parse_text_config(keys);
+  } else if (model_type == "fast_vlm") {
+    config.layout = CheckpointLayout::FastVlm;
+    if (!keys.has("text_config") || !root["text_config"].is_object()) keys.fail("text_config", "an object");
+    config.text = parse_text_config(Keys(root["text_config"], file, "text_config."));
+  } else {
+    keys.fail("model_type", "\"llava_qwen2\" or \"fast_vlm\" (a FastVLM checkpoint)");
+  }
+  TextConfig& text = config.text;
+
+  if (keys.has("quantization")) {
+    if (!keys.at("quantization").is_object()) keys.fail("quantization", "an object {\"type\", \"group_size\"}");
+    Keys quant(keys.at("quantization"), file, "quantization.");
+    config.quantization.type = quant.string("type", "");
+    if (config.quantization.type != "q8_0" && config.quantization.type != "q4_0")
+      quant.fail("type", "\"q8_0\" or \"q4_0\"");
+    config.quantization.group_size = quant.integer("group_size", 0);
+    if (config.quantization.group_size != 32) quant.fail("group_size", "32");
+  }
+
+  if (config.layout == CheckpointLayout::LlavaQwen2) parse_llava_multimodal(keys, root, file, config);
+  else parse_fast_vlm_multimodal(keys, root, dir, config);
+
+  const VisionConfig& vision = config.vision;
   if (vision.image_size % vision.total_stride() != 0)
     throw Error(file.string() + ": image size " + std::to_string(vision.image_size) + " is not a multiple of the " +
                 "vision tower's stride " + std::to_string(vision.total_stride()));

@@ -55,8 +55,17 @@ struct TextConfig {
 
 enum class CheckpointLayout { LlavaQwen2, FastVlm };
 
+// The record `fastvlm quantize` adds to config.json: "quantization": {"type": "q8_0", "group_size": 32}.
+// The LLM linears (lm_head included) are then stored block-quantised (layout in core/quant.h); an empty
+// type means a dense checkpoint.
+struct QuantizationConfig {
+  std::string type;  // "", "q8_0" or "q4_0"
+  int group_size = 0;
+};
+
 struct ModelConfig {
   CheckpointLayout layout = CheckpointLayout::LlavaQwen2;
+  QuantizationConfig quantization;
   TextConfig text;
   VisionConfig vision;
   int mm_hidden_size = 3072;

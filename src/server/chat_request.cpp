@@ -1,0 +1,230 @@
+#include "server/chat_request.h"
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "server/api_error.h"
+#include "server/base64.h"
+
+namespace fastvlm::server {
+namespace {
+
+using nlohmann::json;
+
+// Deeper JSON than any chat request needs is refused while parsing, so a hostile body cannot exhaust
+// the stack of code that walks it.
+constexpr int kMaxJsonDepth = 32;
+constexpr size_t kMaxStopStrings = 16;
+
+json parse_json(std::string_view body) {
+  json::parser_callback_t limit_depth = [](int depth, json::parse_event_t, json&) {
+    if (depth > kMaxJsonDepth)
+      throw invalid_request("invalid_json", "request body nests deeper than " + std::to_string(kMaxJsonDepth) +
+                                                " levels");
+    return true;
+  };
+  try {
+    return json::parse(body, limit_depth);
+  } catch (const json::exception& e) {
+    throw invalid_request("invalid_json", std::string("request body is not valid JSON: ") + e.what());
+  }
+}
+
+// Typed access to optional fields, each failure naming the field and the type it should have.
+const json* field(const json& object, const char* name) {
+  auto it = object.find(name);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+
+[[noreturn]] void wrong_type(const std::string& where, const char* expected) {
+  throw invalid_request("invalid_type", "'" + where + "' must be " + expected);
+}
+
+double number_field(const json& value, const std::string& where, double min, double max) {
+  if (!value.is_number()) wrong_type(where, "a number");
+  double number = value.get<double>();
+  if (!(number >= min && number <= max))
+    throw invalid_request("invalid_value", "'" + where + "' must be between " + std::to_string(min) + " and " +
+                                               std::to_string(max) + ", got " + value.dump());
+  return number;
+}
+
+int64_t integer_field(const json& value, const std::string& where, int64_t min, int64_t max) {
+  if (!value.is_number_integer()) wrong_type(where, "an integer");
+  const bool in_range = value.is_number_unsigned()
+                            ? value.get<uint64_t>() <= uint64_t(max) && (min <= 0 || value.get<uint64_t>() >= uint64_t(min))
+                            : value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+  if (!in_range)
+    throw invalid_request("invalid_value", "'" + where + "' must be between " + std::to_string(min) + " and " +
+                                               std::to_string(max) + ", got " + value.dump());
+  return value.is_number_unsigned() ? int64_t(value.get<uint64_t>()) : value.get<int64_t>();
+}
+
+bool bool_field(const json& value, const std::string& where) {
+  if (!value.is_boolean()) wrong_type(where, "true or false");
+  return value.get<bool>();
+}
+
+const std::string& string_field(const json& value, const std::string& where) {
+  if (!value.is_string()) wrong_type(where, "a string");
+  return value.get_ref<const std::string&>();
+}
+
+ImageInput image_from_data_url(std::string_view url, const std::string& where) {
+  // data:[<media type>][;<parameter>]*;base64,<data>
+  const size_t comma = url.find(',');
+  if (comma == std::string_view::npos)
+    throw invalid_request("invalid_image_url", "'" + where + "' is a data URL without a ',' before its data");
+  std::string_view header = url.substr(5, comma - 5);
+  if (header.size() < 7 || header.substr(header.size() - 7) != ";base64")
+    throw invalid_request("invalid_image_url", "'" + where + "' must be a base64 data URL (data:image/...;base64,...)");
+  std::string_view media_type = header.substr(0, header.find(';'));
+  if (!media_type.empty() && media_type.substr(0, 6) != "image/")
+    throw invalid_request("invalid_image_url",
+                          "'" + where + "' has media type '" + std::string(media_type) + "', not an image type");
+  auto bytes = decode_base64(url.substr(comma + 1));
+  if (!bytes) throw invalid_request("invalid_base64", "'" + where + "' does not hold valid base64 data");
+  if (bytes->empty()) throw invalid_request("invalid_image", "'" + where + "' holds an empty image");
+  return ImageInput::memory(std::move(*bytes));
+}
+
+ImageInput image_from_local_path(std::string_view url, const std::string& where, const RequestPolicy& policy) {
+  if (!policy.allowed_image_dir)
+    throw invalid_request("image_path_not_allowed", "'" + where +
+                                                        "': local image paths are disabled (the server must be "
+                                                        "started with --allowed-image-dir)");
+  std::string_view path_text = url.substr(0, 7) == "file://" ? url.substr(7) : url;
+  std::error_code error;
+  // canonical() resolves symlinks and "..", so the containment check below cannot be walked around.
+  std::filesystem::path path = std::filesystem::canonical(std::filesystem::path(path_text), error);
+  if (error) throw invalid_request("invalid_image", "'" + where + "': cannot open '" + std::string(path_text) + "'");
+  std::filesystem::path inside = path.lexically_relative(*policy.allowed_image_dir);
+  if (inside.empty() || *inside.begin() == "..")
+    throw invalid_request("image_path_not_allowed",
+                          "'" + where + "': '" + std::string(path_text) + "' is outside the allowed image directory");
+  return ImageInput::file(path.string());
+}
+
+ImageInput image_from_url(std::string_view url, const std::string& where, const RequestPolicy& policy) {
+  if (url.substr(0, 5) == "data:") return image_from_data_url(url, where);
+  if (url.substr(0, 7) == "http://" || url.substr(0, 8) == "https://")
+    throw invalid_request("remote_image_not_allowed",
+                          "'" + where + "': remote image URLs are not fetched; send the image as a data URL");
+  if (url.substr(0, 7) == "file://" || url.substr(0, 1) == "/") return image_from_local_path(url, where, policy);
+  throw invalid_request("invalid_image_url", "'" + where + "' must be a data: URL or a local file path");
+}
+
+// One message's content: a string, or parts of type "text" (joined by newlines) and at most one
+// "image_url" (FastVLM sees one image per message, placed before the text).
+void parse_content(const json& content, ChatMessage& message, const std::string& where, const RequestPolicy& policy) {
+  if (content.is_string()) {
+    message.text = content.get<std::string>();
+    return;
+  }
+  if (!content.is_array()) wrong_type(where, "a string or an array of content parts");
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string part_where = where + "[" + std::to_string(i) + "]";
+    if (!part.is_object()) wrong_type(part_where, "an object");
+    const json* type = field(part, "type");
+    if (!type) throw invalid_request("missing_field", "'" + part_where + ".type' is required");
+    const std::string& kind = string_field(*type, part_where + ".type");
+    if (kind == "text") {
+      const json* text = field(part, "text");
+      if (!text) throw invalid_request("missing_field", "'" + part_where + ".text' is required");
+      if (!message.text.empty()) message.text += '\n';
+      message.text += string_field(*text, part_where + ".text");
+    } else if (kind == "image_url") {
+      if (message.image)
+        throw invalid_request("too_many_images", "'" + where + "' has more than one image; send one per message");
+      const json* image_url = field(part, "image_url");
+      if (!image_url) throw invalid_request("missing_field", "'" + part_where + ".image_url' is required");
+      std::string url_where = part_where + ".image_url";
+      const json* url = image_url;
+      if (image_url->is_object()) {
+        url = field(*image_url, "url");
+        url_where += ".url";
+        if (!url) throw invalid_request("missing_field", "'" + url_where + "' is required");
+      }
+      message.image = image_from_url(string_field(*url, url_where), url_where, policy);
+    } else {
+      throw invalid_request("invalid_value", "'" + part_where + ".type' must be \"text\" or \"image_url\", got \"" +
+                                                 kind + "\"");
+    }
+  }
+}
+
+std::vector<ChatMessage> parse_messages(const json& messages, const RequestPolicy& policy) {
+  if (!messages.is_array() || messages.empty()) wrong_type("messages", "a non-empty array");
+  std::vector<ChatMessage> conversation;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    const json& entry = messages[i];
+    if (!entry.is_object()) wrong_type(where, "an object");
+    const json* role = field(entry, "role");
+    if (!role) throw invalid_request("missing_field", "'" + where + ".role' is required");
+    ChatMessage message;
+    message.role = string_field(*role, where + ".role");
+    if (message.role == "developer") message.role = "system";  // OpenAI's newer name for the system role
+    if (message.role != "system" && message.role != "user" && message.role != "assistant")
+      throw invalid_request("invalid_value", "'" + where + ".role' must be system, user or assistant, got \"" +
+                                                 message.role + "\"");
+    if (const json* content = field(entry, "content")) parse_content(*content, message, where + ".content", policy);
+    else if (message.role != "assistant")
+      throw invalid_request("missing_field", "'" + where + ".content' is required");
+    if (message.image && message.role != "user")
+      throw invalid_request("invalid_value", "'" + where + "': only user messages may carry an image");
+    conversation.push_back(std::move(message));
+  }
+  if (conversation.back().role != "user")
+    throw invalid_request("invalid_value", "the last message must have role \"user\"");
+  return conversation;
+}
+
+std::vector<std::string> parse_stop(const json& stop) {
+  if (stop.is_string()) return {stop.get<std::string>()};
+  if (!stop.is_array() || stop.size() > kMaxStopStrings)
+    wrong_type("stop", "a string or an array of at most 16 strings");
+  std::vector<std::string> strings;
+  for (size_t i = 0; i < stop.size(); ++i) strings.push_back(string_field(stop[i], "stop[" + std::to_string(i) + "]"));
+  return strings;
+}
+
+}  // namespace
+
+ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& policy) {
+  const json root = parse_json(body);
+  if (!root.is_object()) wrong_type("the request body", "a JSON object");
+  ChatRequest request;
+  if (const json* model = field(root, "model")) request.model = string_field(*model, "model");
+  const json* messages = field(root, "messages");
+  if (!messages) throw invalid_request("missing_field", "'messages' is required");
+  request.conversation = parse_messages(*messages, policy);
+
+  GenerateOptions& generate = request.generate;
+  // OpenAI's defaults: sample at temperature 1 over the whole nucleus, a fresh seed per request.
+  generate.temperature = 1.0f;
+  generate.top_p = 1.0f;
+  generate.seed = std::random_device{}();
+  generate.max_tokens = policy.default_max_tokens;
+  for (const char* name : {"max_tokens", "max_completion_tokens"})
+    if (const json* value = field(root, name)) generate.max_tokens = int(integer_field(*value, name, 1, 1 << 30));
+  if (const json* value = field(root, "temperature")) generate.temperature = float(number_field(*value, "temperature", 0, 2));
+  if (const json* value = field(root, "top_p")) generate.top_p = float(number_field(*value, "top_p", 0, 1));
+  // Beyond OpenAI, as llama.cpp's server accepts them.
+  if (const json* value = field(root, "top_k")) generate.top_k = int(integer_field(*value, "top_k", 0, 1 << 30));
+  if (const json* value = field(root, "min_p")) generate.min_p = float(number_field(*value, "min_p", 0, 1));
+  if (const json* value = field(root, "seed"))
+    generate.seed = uint64_t(integer_field(*value, "seed", INT64_MIN, INT64_MAX));
+  if (const json* value = field(root, "stop")) generate.stop = parse_stop(*value);
+  if (const json* value = field(root, "n")) integer_field(*value, "n", 1, 1);  // one choice per request
+  if (const json* value = field(root, "stream")) request.stream = bool_field(*value, "stream");
+  if (const json* options = field(root, "stream_options")) {
+    if (!options->is_object()) wrong_type("stream_options", "an object");
+    if (const json* value = field(*options, "include_usage"))
+      request.include_usage = bool_field(*value, "stream_options.include_usage");
+  }
+  return request;
+}
+
+}  // namespace fastvlm::server

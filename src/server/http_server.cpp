@@ -1,0 +1,344 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <thread>
+
+#include "core/error.h"
+#include "server/api_error.h"
+#include "server/chat_request.h"
+#include "server/metrics.h"
+#include "server/openai_format.h"
+#include "server/slot_pool.h"
+#include "server/token_stream.h"
+
+namespace fastvlm::server {
+namespace {
+
+using nlohmann::json;
+
+// Connections beyond the slots and the queue: /health, /metrics and /v1/models stay answerable, and
+// requests over the queue limit still reach the handler to be told 503 rather than wait unseen.
+constexpr int kSpareConnectionThreads = 8;
+constexpr int kRetryAfterSeconds = 1;
+
+void send_error(httplib::Response& res, int status, const std::string& type, const std::string& code,
+                const std::string& message) {
+  res.status = status;
+  if (status == 503) res.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
+  res.set_content(dump(error_json(message, type, code)), "application/json");
+}
+
+// Maps whatever a request's handling threw to OpenAI's error object and the matching status.
+void send_exception(httplib::Response& res, const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const ApiError& e) {
+    send_error(res, e.status(), e.type(), e.code(), e.what());
+  } catch (const fastvlm::Error& e) {
+    // The engine's own checks: an image that does not decode or is too large, a prompt over the context.
+    send_error(res, 400, "invalid_request_error", "invalid_request", e.what());
+  } catch (const std::exception& e) {
+    send_error(res, 500, "server_error", "internal_error", std::string("internal error: ") + e.what());
+  } catch (...) {
+    send_error(res, 500, "server_error", "internal_error", "internal error");
+  }
+}
+
+// Compares every byte whatever the first difference, so response times do not reveal the key.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char difference = 0;
+  for (size_t i = 0; i < a.size(); ++i) difference |= uint8_t(a[i]) ^ uint8_t(b[i]);
+  return difference == 0;
+}
+
+std::vector<uint64_t> fingerprints(const std::vector<ChatMessage>& conversation) {
+  std::vector<uint64_t> result;
+  for (const ChatMessage& message : conversation) result.push_back(message_fingerprint(message));
+  return result;
+}
+
+// What a slot's KV cache holds after answering: the conversation, then the answer when it completed.
+std::vector<uint64_t> history_after(std::vector<uint64_t> conversation, const Generation& answer) {
+  if (answer.stop_reason != StopReason::Cancelled)
+    conversation.push_back(message_fingerprint({"assistant", answer.text, std::nullopt}));
+  return conversation;
+}
+
+bool send_event(httplib::DataSink& sink, const std::string& data) {
+  const std::string event = "data: " + data + "\n\n";
+  return sink.write(event.data(), event.size());
+}
+
+// One streamed completion: its slot, and the thread generating into the stream the HTTP thread reads.
+struct StreamingJob {
+  StreamingJob(SlotPool::Lease lease, ChatRequest request, std::vector<uint64_t> conversation,
+               const std::atomic<bool>& stopping)
+      : lease(std::move(lease)), request(std::move(request)), conversation(std::move(conversation)), stopping(stopping) {}
+  ~StreamingJob() {
+    stream.cancel();
+    if (worker.joinable()) worker.join();
+  }
+  void start() {
+    worker = std::thread([this] {
+      try {
+        Generation answer = lease.session().respond(
+            request.conversation, request.generate,
+            [this](std::string_view piece) { return !stopping && stream.push(piece); });
+        lease.set_history(history_after(conversation, answer));
+        stream.finish(std::move(answer));
+      } catch (...) {
+        lease.session().reset();
+        lease.set_history({});
+        stream.fail(std::current_exception());
+      }
+    });
+  }
+
+  SlotPool::Lease lease;
+  ChatRequest request;
+  std::vector<uint64_t> conversation;
+  const std::atomic<bool>& stopping;  // the server's: set, every generation ends at its next piece
+  TokenStream stream;
+  std::thread worker;  // last: joined before the members it uses go away
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(const Engine& engine, ServerOptions options)
+      : engine(engine),
+        options(std::move(options)),
+        pool(engine, this->options.parallel, this->options.queue, std::chrono::seconds(this->options.timeout_seconds)) {
+    policy.allowed_image_dir = this->options.allowed_image_dir;
+    // Without a limit in the request, generate until the context is full (OpenAI's behaviour).
+    policy.default_max_tokens = engine.options().context;
+  }
+
+  void install_routes();
+  bool authorized(const httplib::Request& req) const;
+  void chat_completions(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const;
+  void stream_completion(httplib::Response& res, ChatRequest request, std::vector<uint64_t> conversation,
+                         SlotPool::Lease lease);
+
+  const Engine& engine;
+  const ServerOptions options;
+  RequestPolicy policy;
+  SlotPool pool;
+  Metrics metrics;
+  std::atomic<bool> stopping{false};
+  httplib::Server http;
+};
+
+bool HttpServer::Impl::authorized(const httplib::Request& req) const {
+  if (options.api_key.empty()) return true;
+  const std::string header = req.get_header_value("Authorization");
+  constexpr std::string_view scheme = "Bearer ";
+  if (header.compare(0, scheme.size(), scheme) != 0) return false;
+  return constant_time_equal(std::string_view(header).substr(scheme.size()), options.api_key);
+}
+
+std::string HttpServer::Impl::read_body(const httplib::Request& req, httplib::Response& res,
+                                        const httplib::ContentReader& reader) const {
+  // Without either header HTTP/1.1 says there is no body, but httplib would read until the client
+  // closes the connection.
+  if (!req.has_header("Content-Length") &&
+      req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos)
+    throw invalid_request("invalid_body", "the request has no body: send the JSON with a Content-Length");
+  std::string body;
+  bool too_large = false;
+  // httplib refuses a declared Content-Length over the limit itself (status 413); a chunked body is
+  // counted here as it arrives.
+  const bool complete = reader([&](const char* data, size_t size) {
+    if (body.size() + size > options.max_body_bytes) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, size);
+    return true;
+  });
+  if (too_large || res.status == 413)
+    throw ApiError(413, "invalid_request_error", "request_too_large",
+                   "request body is larger than the server's limit of " + std::to_string(options.max_body_bytes) +
+                       " bytes");
+  if (!complete) throw invalid_request("invalid_body", "the request body could not be read");
+  return body;
+}
+
+void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Response& res,
+                                        const httplib::ContentReader& reader) {
+  try {
+    ChatRequest request = parse_chat_request(read_body(req, res, reader), policy);
+    std::vector<uint64_t> conversation = fingerprints(request.conversation);
+    SlotPool::Lease lease = pool.acquire(conversation);
+    if (request.stream) return stream_completion(res, std::move(request), std::move(conversation), std::move(lease));
+    try {
+      Generation answer = lease.session().respond(request.conversation, request.generate,
+                                                  [this](std::string_view) { return !stopping; });
+      lease.set_history(history_after(std::move(conversation), answer));
+      metrics.count_generation(answer);
+      res.set_content(dump(completion_json(new_completion_id(options.model_id), answer)), "application/json");
+    } catch (...) {
+      // Whatever the KV cache holds now is unknown: start the slot's next conversation afresh.
+      lease.session().reset();
+      lease.set_history({});
+      throw;
+    }
+  } catch (...) {
+    send_exception(res, std::current_exception());
+  }
+}
+
+void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest request,
+                                         std::vector<uint64_t> conversation, SlotPool::Lease lease) {
+  auto job = std::make_shared<StreamingJob>(std::move(lease), std::move(request), std::move(conversation), stopping);
+  job->start();
+  // The status line goes out with the first byte of the stream: wait until the generation has either
+  // produced text or failed, so a bad image or an over-long prompt is still a plain 4xx response.
+  job->stream.wait_for_output();
+  if (job->stream.failed()) return send_exception(res, job->stream.error());
+
+  const CompletionId id = new_completion_id(options.model_id);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, id](size_t, httplib::DataSink& sink) {
+        TokenStream& stream = job->stream;
+        const bool include_usage = job->request.include_usage;
+        auto send_chunk = [&](json chunk) {
+          if (include_usage) chunk["usage"] = nullptr;  // as OpenAI: every chunk but the last has usage null
+          return send_event(sink, dump(chunk));
+        };
+        bool connected = send_chunk(chunk_json(id, {{"role", "assistant"}, {"content", ""}}, nullptr));
+        while (connected) {
+          std::optional<std::string> text = stream.next();
+          if (!text) break;
+          connected = send_chunk(chunk_json(id, {{"content", *text}}, nullptr));
+        }
+        if (!connected) {
+          // The client went away: the generation's next callback returns false and frees the slot.
+          stream.cancel();
+          metrics.count_cancelled();
+          return false;
+        }
+        if (stream.failed()) {
+          // Too late for a status code: report the failure in the stream, as OpenAI does.
+          httplib::Response error_response;
+          send_exception(error_response, stream.error());
+          send_event(sink, error_response.body);
+        } else {
+          const Generation& answer = stream.generation();
+          metrics.count_generation(answer);
+          send_chunk(chunk_json(id, json::object(), finish_reason(answer.stop_reason)));
+          if (include_usage) send_event(sink, dump(usage_chunk_json(id, answer)));
+        }
+        send_event(sink, "[DONE]");
+        sink.done();
+        return true;
+      },
+      // Runs when the response is over, however it ended: stops the generation if it still runs,
+      // joins its thread and releases the slot.
+      [job](bool) mutable { job.reset(); });
+}
+
+void HttpServer::Impl::install_routes() {
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // /health and /metrics stay open for load balancers and scrapers; the API needs the key.
+    if (req.path.rfind("/v1/", 0) != 0 || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_error(res, 401, "invalid_request_error", "invalid_api_key",
+               req.has_header("Authorization") ? "incorrect API key provided"
+                                               : "missing API key: send the header 'Authorization: Bearer <key>'");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+
+  http.Post("/v1/chat/completions",
+            [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+              chat_completions(req, res, reader);
+            });
+
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const ModelInfo& info = engine.info();
+    json model = {{"id", options.model_id},
+                  {"object", "model"},
+                  {"created", 0},
+                  {"owned_by", "fastvlm"},
+                  {"meta", {{"context", engine.options().context},
+                            {"image_size", info.image_size},
+                            {"image_tokens", info.image_tokens},
+                            {"hidden_size", info.hidden_size},
+                            {"layers", info.num_layers}}}};
+    res.set_content(dump({{"object", "list"}, {"data", json::array({model})}}), "application/json");
+  });
+
+  // The server listens only once the model is loaded, so reaching it means it is ready.
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(dump({{"status", "ok"}, {"slots_busy", pool.busy()}, {"slots", pool.slots()}}),
+                    "application/json");
+  });
+
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics.render({pool.slots(), pool.busy(), pool.queued()}), "text/plain; version=0.0.4");
+  });
+
+  // Responses httplib produced itself (unknown route, body over the limit, unreadable request) get
+  // OpenAI's error shape too.
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    switch (res.status) {
+      case 404:
+        send_error(res, 404, "invalid_request_error", "not_found", "no route for " + req.method + " " + req.path);
+        break;
+      case 413:
+        send_error(res, 413, "invalid_request_error", "request_too_large", "request body is larger than the limit");
+        break;
+      default:
+        send_error(res, res.status, res.status < 500 ? "invalid_request_error" : "server_error", "http_error",
+                   "HTTP error " + std::to_string(res.status));
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+    send_exception(res, error);
+  });
+  http.set_logger([this](const httplib::Request&, const httplib::Response& res) { metrics.count_response(res.status); });
+}
+
+HttpServer::HttpServer(const Engine& engine, ServerOptions options)
+    : impl_(std::make_unique<Impl>(engine, std::move(options))) {
+  Impl& impl = *impl_;
+  const ServerOptions& o = impl.options;
+  const int threads = o.parallel + o.queue + kSpareConnectionThreads;
+  impl.http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  impl.http.set_payload_max_length(o.max_body_bytes);
+  impl.http.set_read_timeout(o.timeout_seconds);
+  impl.http.set_write_timeout(o.timeout_seconds);
+  // Idle keep-alive connections each hold a thread: let them go soon.
+  impl.http.set_keep_alive_timeout(2);
+  impl.install_routes();
+}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::bind() {
+  const ServerOptions& o = impl_->options;
+  const int port = o.port == 0 ? impl_->http.bind_to_any_port(o.host)
+                               : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
+  if (port <= 0) throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port) + " (address in use?)");
+  return port;
+}
+
+void HttpServer::run() { impl_->http.listen_after_bind(); }
+
+void HttpServer::stop() {
+  // Running generations end at their next token and queued requests are turned away, so the
+  // connections drain at once instead of after every answer is complete.
+  impl_->stopping = true;
+  impl_->pool.close();
+  impl_->http.stop();
+}
+
+}  // namespace fastvlm::server

@@ -1,0 +1,44 @@
+#pragma once
+// `fastvlm serve`: an OpenAI-compatible HTTP API over one loaded Engine.
+//   POST /v1/chat/completions  (streaming with Server-Sent Events, or one JSON object)
+//   GET  /v1/models, /health, /metrics
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "fastvlm/fastvlm.hpp"
+
+namespace fastvlm::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                  // 0: any free port (bind() tells which)
+  std::string api_key;              // empty: no authentication
+  int parallel = 1;                 // generations in flight, one Session each
+  int queue = 16;                   // requests that may wait for a slot; beyond that 503
+  size_t max_body_bytes = 32 << 20; // larger request bodies get 413
+  int timeout_seconds = 600;        // socket read/write timeout, and the longest wait for a slot
+  std::optional<std::filesystem::path> allowed_image_dir;  // local image paths only under it
+  std::string model_id;             // the name /v1/models reports and responses carry
+};
+
+class HttpServer {
+ public:
+  HttpServer(const Engine& engine, ServerOptions options);
+  ~HttpServer();
+
+  // Binds the listening socket and returns its port. Throws fastvlm::Error when it cannot.
+  int bind();
+  // Serves until stop(); returns once every connection has been handled.
+  void run();
+  // Safe to call from any thread (not from a signal handler).
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fastvlm::server

@@ -1,0 +1,39 @@
+#pragma once
+// The JSON objects of OpenAI's chat completions API that the server sends back.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "fastvlm/fastvlm.hpp"
+
+namespace fastvlm::server {
+
+// Identifies one completion in every object sent for it.
+struct CompletionId {
+  std::string id;       // "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
+  std::string model;
+};
+CompletionId new_completion_id(const std::string& model);
+
+// "stop" (end of turn or a stop string), "length" (max_tokens or the context filled), or null while running.
+const char* finish_reason(StopReason reason);
+
+nlohmann::json usage_json(const Generation& generation);
+nlohmann::json timings_json(const Timings& timings);
+
+// The whole answer: object "chat.completion", with usage and (beyond OpenAI, like llama.cpp) timings.
+nlohmann::json completion_json(const CompletionId& id, const Generation& generation);
+
+// One streamed "chat.completion.chunk" with a single choice. `delta` is e.g. {"content": "..."};
+// a null finish_reason leaves the choice open.
+nlohmann::json chunk_json(const CompletionId& id, nlohmann::json delta, const char* finish_reason);
+
+// The chunk sent last when stream_options.include_usage is set: no choices, only usage.
+nlohmann::json usage_chunk_json(const CompletionId& id, const Generation& generation);
+
+// Serialised for the wire; invalid UTF-8 (which a client can send in its own text) becomes U+FFFD.
+std::string dump(const nlohmann::json& value);
+
+}  // namespace fastvlm::server

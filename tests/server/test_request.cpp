@@ -1,0 +1,116 @@
+// Request parsing and base64 on their own, without a server: RFC 4648 vectors and OpenAI request shapes.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "server/api_error.h"
+#include "server/base64.h"
+#include "server/chat_request.h"
+
+namespace fastvlm::server {
+namespace {
+
+std::string decoded(std::string_view text) {
+  auto bytes = decode_base64(text);
+  EXPECT_TRUE(bytes.has_value()) << text;
+  return bytes ? std::string(bytes->begin(), bytes->end()) : std::string();
+}
+
+TEST(Base64, DecodesRfc4648TestVectors) {
+  EXPECT_EQ(decoded(""), "");
+  EXPECT_EQ(decoded("Zg=="), "f");
+  EXPECT_EQ(decoded("Zm8="), "fo");
+  EXPECT_EQ(decoded("Zm9v"), "foo");
+  EXPECT_EQ(decoded("Zm9vYg=="), "foob");
+  EXPECT_EQ(decoded("Zm9vYmE="), "fooba");
+  EXPECT_EQ(decoded("Zm9vYmFy"), "foobar");
+}
+
+TEST(Base64, AcceptsMissingPaddingAndWrappedLines) {
+  EXPECT_EQ(decoded("Zm9vYg"), "foob");
+  EXPECT_EQ(decoded("Zm9v\r\nYmFy"), "foobar");
+  EXPECT_EQ(decoded("/+8="), "\xff\xef");
+}
+
+TEST(Base64, RefusesWhatNoEncoderProduces) {
+  for (const char* bad : {"Zm9v!", "Z", "Zm9vY", "Zg=a", "Zg===", "Zm9v=", "Zh==", "Zm-_", "Zg=\n=Zg"})
+    EXPECT_FALSE(decode_base64(bad).has_value()) << bad;
+}
+
+int status_of(std::string_view body, const RequestPolicy& policy = {}) {
+  try {
+    parse_chat_request(body, policy);
+  } catch (const ApiError& e) {
+    return e.status();
+  }
+  return 200;
+}
+
+TEST(ChatRequest, ParsesContentPartsAndOptions) {
+  ChatRequest request = parse_chat_request(R"({
+    "model": "m", "max_completion_tokens": 7, "temperature": 0, "top_p": 0.5, "seed": 42, "stop": ["x", "y"],
+    "stream": true, "stream_options": {"include_usage": true},
+    "messages": [
+      {"role": "system", "content": "be brief"},
+      {"role": "user", "content": [{"type": "text", "text": "a"},
+                                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,Zm9vYmFy"}},
+                                   {"type": "text", "text": "b"}]},
+      {"role": "assistant", "content": null},
+      {"role": "developer", "content": "c"},
+      {"role": "user", "content": "d"}]})",
+                                           {});
+  ASSERT_EQ(request.conversation.size(), 5u);
+  EXPECT_EQ(request.conversation[1].text, "a\nb");
+  ASSERT_TRUE(request.conversation[1].image.has_value());
+  EXPECT_EQ(std::string(request.conversation[1].image->bytes.begin(), request.conversation[1].image->bytes.end()),
+            "foobar");
+  EXPECT_EQ(request.conversation[3].role, "system");
+  EXPECT_EQ(request.generate.max_tokens, 7);
+  EXPECT_EQ(request.generate.temperature, 0.0f);
+  EXPECT_EQ(request.generate.top_p, 0.5f);
+  EXPECT_EQ(request.generate.seed, 42u);
+  EXPECT_EQ(request.generate.stop, (std::vector<std::string>{"x", "y"}));
+  EXPECT_TRUE(request.stream);
+  EXPECT_TRUE(request.include_usage);
+}
+
+TEST(ChatRequest, RefusesMalformedRequestsWith400) {
+  const char* user = R"("messages": [{"role": "user", "content": "hi"}])";
+  auto with = [&](const std::string& fields) { return "{" + std::string(user) + "," + fields + "}"; };
+  EXPECT_EQ(status_of(with(R"("max_tokens": 5)")), 200);
+  for (const std::string& body : {
+           std::string("{"), std::string("[]"), std::string(R"({"messages": []})"), std::string("{}"),
+           std::string(R"({"messages": [{"role": "tool", "content": "x"}]})"),
+           std::string(R"({"messages": [{"role": "assistant", "content": "x"}]})"),
+           std::string(R"({"messages": [{"role": "user"}]})"),
+           std::string(R"({"messages": [{"role": "user", "content": [{"type": "audio"}]}]})"),
+           with(R"("max_tokens": 0)"), with(R"("max_tokens": 1.5)"), with(R"("max_tokens": "5")"),
+           with(R"("temperature": 3)"), with(R"("top_p": -1)"), with(R"("stream": "yes")"), with(R"("n": 2)"),
+           with(R"("stop": 5)"), std::string(200, '[') + std::string(200, ']'),
+       })
+    EXPECT_EQ(status_of(body), 400) << body;
+}
+
+TEST(ChatRequest, RefusesBadImageUrls) {
+  auto image = [](const std::string& url) {
+    return R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": ")" + url +
+           R"("}}]}]})";
+  };
+  EXPECT_EQ(status_of(image("data:image/png;base64,Zm9v")), 200);
+  EXPECT_EQ(status_of(image("data:image/png;base64,Zm9v!!")), 400);
+  EXPECT_EQ(status_of(image("data:image/png,Zm9v")), 400);
+  EXPECT_EQ(status_of(image("data:text/plain;base64,Zm9v")), 400);
+  EXPECT_EQ(status_of(image("https://example.com/cat.png")), 400);
+  EXPECT_EQ(status_of(image("file:///etc/passwd")), 400);  // no allowed directory
+
+  RequestPolicy policy;
+  policy.allowed_image_dir = std::filesystem::canonical(FASTVLM_SHARED_DIR "/fixtures/tiny-fastvlm/golden");
+  const std::string inside = policy.allowed_image_dir->string() + "/image_b_97x131.jpg";
+  EXPECT_EQ(status_of(image("file://" + inside), policy), 200);
+  EXPECT_EQ(status_of(image(inside), policy), 200);
+  EXPECT_EQ(status_of(image(policy.allowed_image_dir->string() + "/../README.md"), policy), 400);
+  EXPECT_EQ(status_of(image("file:///etc/passwd"), policy), 400);
+}
+
+}  // namespace
+}  // namespace fastvlm::server

@@ -1,0 +1,602 @@
+// Starts the real `fastvlm serve` on a loopback port with the tiny fixture and talks to it with curl and
+// httplib: the OpenAI chat API (plain and streamed), the other endpoints, every error status, a client
+// disconnecting mid-stream, a full queue, and a bounded load test. Greedy answers must equal those of
+// `fastvlm run --temp 0` for the same image and prompt.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+const std::string kBinary = FASTVLM_BIN_DIR "/fastvlm";
+const std::string kModel = FASTVLM_SHARED_DIR "/fixtures/tiny-fastvlm";
+const std::string kImageDir = FASTVLM_SHARED_DIR "/fixtures/tiny-fastvlm/golden";
+const std::string kSmallImage = kImageDir + "/image_b_97x131.jpg";  // 12707 pixels
+const std::string kLargeImage = kImageDir + "/image_a_320x200.png";  // 64000 pixels: over the limit below
+const std::string kApiKey = "test-key-123";
+const std::string kPrompt = "Describe the image.";
+constexpr int kAnswerTokens = 12;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in) << path;
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// Written out here so the test does not depend on the server's own base64 code.
+std::string encode_base64(const std::string& bytes) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t group = 0;
+    for (size_t k = 0; k < 3; ++k) group = (group << 8) | (k < n ? uint8_t(bytes[i + k]) : 0u);
+    for (size_t k = 0; k < 4; ++k) out += k <= n ? alphabet[(group >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
+std::string data_url(const std::string& path, const std::string& media_type) {
+  return "data:" + media_type + ";base64," + encode_base64(read_file(path));
+}
+
+json image_request(const std::string& url, const std::string& text, int max_tokens, bool stream = false) {
+  json content = json::array({{{"type", "text"}, {"text", text}}, {{"type", "image_url"}, {"image_url", {{"url", url}}}}});
+  return {{"model", "tiny-fastvlm"},
+          {"messages", json::array({{{"role", "user"}, {"content", content}}})},
+          {"max_tokens", max_tokens},
+          {"temperature", 0},
+          {"stream", stream}};
+}
+
+json text_request(const std::string& text, int max_tokens) {
+  return {{"messages", json::array({{{"role", "user"}, {"content", text}}})}, {"max_tokens", max_tokens}, {"temperature", 0}};
+}
+
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs a command, returns its stdout and exit status.
+std::pair<std::string, int> run_command(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr) << command;
+  if (!pipe) return {"", -1};
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
+  return {out, pclose(pipe)};
+}
+
+// The CLI's greedy answer, the reference every server answer is compared with.
+std::string cli_answer(const std::string* image, const std::string& prompt, int max_tokens) {
+  std::string command = shell_quote(kBinary) + " run -m " + shell_quote(kModel) + " --threads 1 -n " +
+                        std::to_string(max_tokens) + " --temp 0 --json -p " + shell_quote(prompt);
+  if (image) command += " --image " + shell_quote(*image);
+  auto [out, status] = run_command(command);
+  EXPECT_EQ(status, 0) << command;
+  return json::parse(out).at("text").get<std::string>();
+}
+
+// One `fastvlm serve` process on a free loopback port, stopped with SIGTERM when destroyed.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extra_args) {
+    std::vector<std::string> args = {kBinary, "serve", "-m", kModel, "--port", "0", "--threads", "1"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    EXPECT_EQ(posix_spawn(&pid_, kBinary.c_str(), &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    stdout_ = out[0];
+    port_ = wait_for_listening_line();
+  }
+  ~ServerProcess() { stop(); }
+
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  // SIGTERM, then the exit status (0 for a clean shutdown); SIGKILL if it does not exit in 10 s.
+  int stop() {
+    if (pid_ <= 0) return exit_status_;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    for (auto deadline = Clock::now() + std::chrono::seconds(10); Clock::now() < deadline;) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        pid_ = -1;
+        close(stdout_);
+        return exit_status_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    close(stdout_);
+    return exit_status_ = 137;
+  }
+
+ private:
+  int wait_for_listening_line() {
+    std::string seen;
+    const std::regex listening(R"(listening on http://127\.0\.0\.1:(\d+))");
+    for (auto deadline = Clock::now() + std::chrono::seconds(60); Clock::now() < deadline;) {
+      pollfd fd{stdout_, POLLIN, 0};
+      if (poll(&fd, 1, 200) <= 0) continue;
+      char buffer[512];
+      ssize_t n = read(stdout_, buffer, sizeof buffer);
+      if (n <= 0) break;
+      seen.append(buffer, size_t(n));
+      std::smatch match;
+      if (std::regex_search(seen, match, listening)) return std::stoi(match[1]);
+    }
+    ADD_FAILURE() << "the server did not report listening; stdout: " << seen;
+    return -1;
+  }
+
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+  int port_ = -1;
+  int exit_status_ = -1;
+};
+
+struct CurlResult {
+  int status = 0;
+  std::string body;
+  std::string headers;
+};
+
+// curl against the server. The request body goes through a file, as large bodies would not fit a command line.
+CurlResult curl(const ServerProcess& server, const std::string& method, const std::string& path,
+                const std::optional<std::string>& body = std::nullopt, const std::string& api_key = kApiKey,
+                const std::vector<std::string>& extra = {}) {
+  static std::atomic<int> counter{0};
+  const std::string stem = ::testing::TempDir() + "fastvlm_server_" + std::to_string(getpid()) + "_" +
+                           std::to_string(counter++);
+  std::string command = "curl -sS --max-time 60 -X " + method + " -D " + shell_quote(stem + ".headers") + " -o " +
+                        shell_quote(stem + ".body") + " -w '%{http_code}'";
+  if (!api_key.empty()) command += " -H " + shell_quote("Authorization: Bearer " + api_key);
+  if (body) {
+    std::ofstream(stem + ".request", std::ios::binary) << *body;
+    command += " -H 'Content-Type: application/json' --data-binary @" + shell_quote(stem + ".request");
+  }
+  for (const auto& arg : extra) command += " " + shell_quote(arg);
+  command += " " + shell_quote(server.url() + path);
+  auto [code, status] = run_command(command);
+  EXPECT_EQ(status, 0) << command;
+  CurlResult result{std::atoi(code.c_str()), read_file(stem + ".body"), read_file(stem + ".headers")};
+  for (const char* suffix : {".headers", ".body", ".request"}) std::remove((stem + suffix).c_str());
+  return result;
+}
+
+// The content deltas of a Server-Sent Events body, and its usage chunk; checks the framing on the way.
+struct StreamedAnswer {
+  std::string text;
+  std::optional<json> usage;
+  std::string finish_reason;
+  bool done = false;
+};
+
+StreamedAnswer parse_event_stream(const std::string& body) {
+  StreamedAnswer answer;
+  std::istringstream lines(body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    EXPECT_EQ(line.rfind("data: ", 0), 0u) << line;
+    const std::string data = line.substr(6);
+    EXPECT_FALSE(answer.done) << "event after [DONE]: " << data;
+    if (data == "[DONE]") {
+      answer.done = true;
+      continue;
+    }
+    json chunk = json::parse(data);
+    EXPECT_EQ(chunk.at("object"), "chat.completion.chunk");
+    if (chunk.contains("usage") && !chunk["usage"].is_null()) answer.usage = chunk["usage"];
+    for (const json& choice : chunk.at("choices")) {
+      if (choice.at("delta").contains("content")) answer.text += choice["delta"]["content"].get<std::string>();
+      if (!choice.at("finish_reason").is_null()) answer.finish_reason = choice["finish_reason"];
+    }
+  }
+  return answer;
+}
+
+void expect_openai_error(const CurlResult& result, int status) {
+  EXPECT_EQ(result.status, status) << result.body;
+  json body = json::parse(result.body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << result.body;
+  ASSERT_TRUE(body.contains("error")) << result.body;
+  EXPECT_TRUE(body["error"].at("message").is_string());
+  EXPECT_TRUE(body["error"].at("type").is_string());
+  EXPECT_TRUE(body["error"].contains("code"));
+}
+
+// One metric's value in the Prometheus text, or -1.
+double metric(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line))
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(access(kBinary.c_str(), X_OK), 0) << kBinary << " is not built";
+    // Images over 50000 pixels are refused: image A (64000) is too large, image B (12707) fits.
+    server_ = new ServerProcess({"--parallel", "2", "--queue", "16", "--ctx", "256", "--api-key", kApiKey,
+                                 "--max-image-pixels", "50000", "--max-body-bytes", "200000",
+                                 "--allowed-image-dir", kImageDir, "--timeout", "30"});
+    image_answer_ = cli_answer(&kSmallImage, kPrompt, kAnswerTokens);
+    text_answer_ = cli_answer(nullptr, kPrompt, kAnswerTokens);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static ServerProcess* server_;
+  static std::string image_answer_, text_answer_;
+};
+ServerProcess* ServerTest::server_ = nullptr;
+std::string ServerTest::image_answer_, ServerTest::text_answer_;
+
+TEST_F(ServerTest, HealthModelsAndMetrics) {
+  CurlResult health = curl(*server_, "GET", "/health", std::nullopt, "");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(json::parse(health.body).at("status"), "ok");
+
+  CurlResult models = curl(*server_, "GET", "/v1/models");
+  ASSERT_EQ(models.status, 200) << models.body;
+  json list = json::parse(models.body);
+  EXPECT_EQ(list.at("object"), "list");
+  ASSERT_EQ(list.at("data").size(), 1u);
+  EXPECT_EQ(list["data"][0].at("id"), "tiny-fastvlm");
+  EXPECT_EQ(list["data"][0].at("object"), "model");
+
+  curl(*server_, "POST", "/v1/chat/completions", image_request(data_url(kSmallImage, "image/jpeg"), kPrompt, 2).dump());
+  CurlResult metrics = curl(*server_, "GET", "/metrics", std::nullopt, "");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.headers.find("text/plain"), std::string::npos);
+  EXPECT_GE(metric(metrics.body, "fastvlm_http_responses_total{code=\"200\"}"), 1);
+  EXPECT_GE(metric(metrics.body, "fastvlm_time_to_first_token_seconds_count"), 1);
+  EXPECT_GE(metric(metrics.body, "fastvlm_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), 1);
+  EXPECT_GE(metric(metrics.body, "fastvlm_generated_tokens_total"), 1);
+  EXPECT_GE(metric(metrics.body, "fastvlm_queue_depth"), 0);
+  EXPECT_GE(metric(metrics.body, "fastvlm_image_cache_hits_total"), 0);
+  EXPECT_GE(metric(metrics.body, "fastvlm_vision_encode_seconds_count"), 0);
+}
+
+TEST_F(ServerTest, NonStreamingAnswerEqualsTheCli) {
+  CurlResult result = curl(*server_, "POST", "/v1/chat/completions",
+                           image_request(data_url(kSmallImage, "image/jpeg"), kPrompt, kAnswerTokens).dump());
+  ASSERT_EQ(result.status, 200) << result.body;
+  json completion = json::parse(result.body);
+  EXPECT_EQ(completion.at("object"), "chat.completion");
+  EXPECT_EQ(completion.at("model"), "tiny-fastvlm");
+  EXPECT_EQ(completion.at("id").get<std::string>().rfind("chatcmpl-", 0), 0u);
+  const json& choice = completion.at("choices").at(0);
+  EXPECT_EQ(choice.at("message").at("role"), "assistant");
+  EXPECT_EQ(choice["message"].at("content"), image_answer_);
+  const json& usage = completion.at("usage");
+  EXPECT_EQ(usage.at("completion_tokens").get<int>() + usage.at("prompt_tokens").get<int>(),
+            usage.at("total_tokens").get<int>());
+  EXPECT_LE(usage.at("completion_tokens").get<int>(), kAnswerTokens);
+  if (usage["completion_tokens"] == kAnswerTokens) {
+    EXPECT_EQ(choice.at("finish_reason"), "length");
+  }
+
+  // The same image again (behind another system prompt, so no KV-cache prefix covers it): the
+  // embeddings come from the image cache.
+  json again = image_request(data_url(kSmallImage, "image/jpeg"), "What colour dominates?", 2);
+  const json system_message = {{"role", "system"}, {"content", "Answer briefly."}};
+  again["messages"].insert(again["messages"].begin(), system_message);
+  CurlResult second = curl(*server_, "POST", "/v1/chat/completions", again.dump());
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_TRUE(json::parse(second.body).at("timings").at("image_cache_hit").get<bool>()) << second.body;
+  EXPECT_GE(metric(curl(*server_, "GET", "/metrics").body, "fastvlm_image_cache_hits_total"), 1);
+}
+
+TEST_F(ServerTest, TextOnlyAnswerEqualsTheCli) {
+  CurlResult result = curl(*server_, "POST", "/v1/chat/completions", text_request(kPrompt, kAnswerTokens).dump());
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], text_answer_);
+}
+
+TEST_F(ServerTest, StreamedAnswerEqualsTheCli) {
+  json request = image_request(data_url(kSmallImage, "image/jpeg"), kPrompt, kAnswerTokens, true);
+  request["stream_options"] = {{"include_usage", true}};
+  CurlResult result = curl(*server_, "POST", "/v1/chat/completions", request.dump(), kApiKey, {"-N"});
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_NE(result.headers.find("text/event-stream"), std::string::npos) << result.headers;
+  StreamedAnswer answer = parse_event_stream(result.body);
+  EXPECT_TRUE(answer.done);
+  EXPECT_EQ(answer.text, image_answer_);
+  EXPECT_FALSE(answer.finish_reason.empty());
+  ASSERT_TRUE(answer.usage.has_value()) << result.body;
+  EXPECT_LE(answer.usage->at("completion_tokens").get<int>(), kAnswerTokens);
+}
+
+TEST_F(ServerTest, LocalImagePathInsideTheAllowedDirectory) {
+  CurlResult result = curl(*server_, "POST", "/v1/chat/completions",
+                           image_request("file://" + kSmallImage, kPrompt, kAnswerTokens).dump());
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["message"]["content"], image_answer_);
+  expect_openai_error(
+      curl(*server_, "POST", "/v1/chat/completions", image_request("file://" + kModel + "/config.json", kPrompt, 2).dump()),
+      400);
+}
+
+TEST_F(ServerTest, ErrorsHaveOpenAiShapeAndStatus) {
+  auto post = [&](const std::string& body, const std::string& key = kApiKey) {
+    return curl(*server_, "POST", "/v1/chat/completions", body, key);
+  };
+  const std::string valid = text_request("hi", 2).dump();
+  expect_openai_error(post("{\"messages\": [", kApiKey), 400);                                  // malformed JSON
+  expect_openai_error(post(image_request("data:image/jpeg;base64,@@@notbase64", kPrompt, 2).dump()), 400);
+  expect_openai_error(post(image_request("data:image/png;base64," + encode_base64("plain text, no image"), kPrompt, 2).dump()),
+                      400);                                                                      // not an image
+  expect_openai_error(post(image_request(data_url(kLargeImage, "image/png"), kPrompt, 2).dump()), 400);  // pixels
+  expect_openai_error(post(image_request("https://example.com/cat.png", kPrompt, 2).dump()), 400);
+  expect_openai_error(post(std::string(300000, ' ') + valid), 413);                             // body limit
+  expect_openai_error(post(valid, ""), 401);                                                    // no key
+  expect_openai_error(post(valid, "wrong-key"), 401);
+  std::string long_prompt;
+  for (int i = 0; i < 400; ++i) long_prompt += "word ";
+  expect_openai_error(post(text_request(long_prompt, 2).dump()), 400);                         // over --ctx 256
+  expect_openai_error(curl(*server_, "GET", "/v1/nothing-here"), 404);
+  // The same failures streamed still get their status, since nothing was sent yet.
+  json streamed = image_request(data_url(kLargeImage, "image/png"), kPrompt, 2, true);
+  expect_openai_error(post(streamed.dump()), 400);
+  // After all that the server still answers.
+  EXPECT_EQ(post(valid).status, 200);
+}
+
+// One streamed request read by httplib; `stop_after_chunks` > 0 closes the connection after that many
+// chunks (a client that disconnects).
+struct StreamOutcome {
+  int status = 0;
+  std::string body;
+  bool cancelled = false;
+};
+StreamOutcome stream_with_httplib(int port, const json& request, int stop_after_chunks = 0,
+                                  const std::string& api_key = kApiKey) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(60, 0);
+  client.set_connection_timeout(10, 0);
+  StreamOutcome outcome;
+  int chunks = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.headers = {{"Authorization", "Bearer " + api_key}, {"Content-Type", "application/json"}};
+  req.body = request.dump();
+  req.response_handler = [&](const httplib::Response& res) {
+    outcome.status = res.status;
+    return true;
+  };
+  req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+    outcome.body.append(data, size);
+    if (stop_after_chunks > 0 && ++chunks >= stop_after_chunks) {
+      outcome.cancelled = true;
+      return false;
+    }
+    return true;
+  };
+  client.send(req);
+  return outcome;
+}
+
+TEST(ServerSlots, DisconnectFreesTheSlotAndAFullQueueGets503) {
+  // One slot, no queue: a second request while the first runs is turned away at once.
+  ServerProcess server({"--parallel", "1", "--queue", "0", "--ctx", "4096", "--api-key", kApiKey});
+  json long_request = text_request("Count to a thousand.", 4000);
+  long_request["stream"] = true;
+
+  // A client that reads three chunks and hangs up.
+  StreamOutcome left = stream_with_httplib(server.port(), long_request, 3);
+  ASSERT_EQ(left.status, 200);
+  ASSERT_TRUE(left.cancelled);
+
+  // The disconnected generation is cancelled: the slot frees long before 4000 tokens would be done.
+  auto until_idle = Clock::now() + std::chrono::seconds(20);
+  json health;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    health = json::parse(curl(server, "GET", "/health", std::nullopt, "").body);
+  } while (health.at("slots_busy") != 0 && Clock::now() < until_idle);
+  EXPECT_EQ(health.at("slots_busy"), 0);
+  EXPECT_GE(metric(curl(server, "GET", "/metrics", std::nullopt, "").body, "fastvlm_cancelled_requests_total"), 1);
+
+  // Queue full: hold the only slot with a stream that is read slowly, then ask again.
+  std::atomic<bool> holding{false}, release{false};
+  std::thread slow_reader([&] {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.headers = {{"Authorization", "Bearer " + kApiKey}};
+    req.body = long_request.dump();
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      holding = true;
+      return !release.load();
+    };
+    client.send(req);
+  });
+  for (auto deadline = Clock::now() + std::chrono::seconds(30); !holding && Clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(holding);
+  CurlResult busy = curl(server, "POST", "/v1/chat/completions", text_request("hi", 2).dump());
+  expect_openai_error(busy, 503);
+  EXPECT_NE(busy.headers.find("Retry-After:"), std::string::npos) << busy.headers;
+  release = true;
+  slow_reader.join();
+
+  // The slot is free again and serves the next request.
+  CurlResult after;
+  for (auto deadline = Clock::now() + std::chrono::seconds(20); Clock::now() < deadline;) {
+    after = curl(server, "POST", "/v1/chat/completions", text_request("hi", 2).dump());
+    if (after.status != 503) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(server.stop(), 0) << "the server must exit cleanly on SIGTERM";
+}
+
+TEST(ServerSlots, SigtermWithAStreamInFlightExitsPromptly) {
+  ServerProcess server({"--parallel", "1", "--ctx", "4096"});
+  json long_request = text_request("Count to a thousand.", 4000);  // about 15 s of generation
+  long_request["stream"] = true;
+  std::atomic<bool> streaming{false};
+  std::thread reader([&] {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.body = long_request.dump();
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      streaming = true;
+      return true;
+    };
+    client.send(req);
+  });
+  for (auto deadline = Clock::now() + std::chrono::seconds(30); !streaming && Clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(streaming);
+  const auto start = Clock::now();
+  EXPECT_EQ(server.stop(), 0);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0);
+  reader.join();
+}
+
+double percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, size_t(fraction * double(values.size())))];
+}
+
+TEST_F(ServerTest, LoadTestEightClientsTwoHundredRequests) {
+  constexpr int kClients = 8, kRequests = 200, kTokens = 8;
+  const std::string image_answer = cli_answer(&kSmallImage, kPrompt, kTokens);
+  const std::string text_answer = cli_answer(nullptr, kPrompt, kTokens);
+  const std::string image_url = data_url(kSmallImage, "image/jpeg");
+  std::atomic<int> next{0}, wrong{0}, valid_ok{0}, invalid_4xx{0}, cancelled{0};
+  std::mutex latencies_mutex;
+  std::vector<double> latencies_ms;
+  std::vector<std::string> failures;
+  auto fail = [&](const std::string& failure) {
+    std::lock_guard lock(latencies_mutex);
+    failures.push_back(failure);
+  };
+
+  auto client_loop = [&] {
+    httplib::Client client("127.0.0.1", server_->port());
+    client.set_read_timeout(60, 0);
+    const httplib::Headers auth = {{"Authorization", "Bearer " + kApiKey}};
+    for (int i; (i = next++) < kRequests;) {
+      const auto start = Clock::now();
+      bool is_valid = false, correct = false;
+      switch (i % 5) {
+        case 0: {  // image, one JSON answer
+          auto res = client.Post("/v1/chat/completions", auth, image_request(image_url, kPrompt, kTokens).dump(),
+                                 "application/json");
+          is_valid = true;
+          correct = res && res->status == 200 &&
+                    json::parse(res->body)["choices"][0]["message"]["content"] == image_answer;
+          break;
+        }
+        case 1: {  // image, streamed
+          StreamOutcome outcome = stream_with_httplib(server_->port(), image_request(image_url, kPrompt, kTokens, true));
+          is_valid = true;
+          correct = outcome.status == 200 && parse_event_stream(outcome.body).text == image_answer;
+          break;
+        }
+        case 2: {  // streamed, the client leaves after the first chunk
+          json request = text_request(kPrompt, 200);
+          request["stream"] = true;
+          StreamOutcome outcome = stream_with_httplib(server_->port(), request, 1);
+          cancelled += outcome.cancelled;
+          if (!outcome.cancelled) fail("request " + std::to_string(i) + " was not cancelled");
+          continue;
+        }
+        case 3: {  // invalid: alternately bad JSON and bad base64
+          std::string body = i % 2 ? "{\"messages\": 5" : image_request("data:image/png;base64,%%%", kPrompt, 2).dump();
+          auto res = client.Post("/v1/chat/completions", auth, body, "application/json");
+          if (res && res->status >= 400 && res->status < 500) ++invalid_4xx;
+          else fail("invalid request " + std::to_string(i) + " got " + (res ? std::to_string(res->status) : "no response"));
+          continue;
+        }
+        case 4: {  // text only
+          auto res = client.Post("/v1/chat/completions", auth, text_request(kPrompt, kTokens).dump(), "application/json");
+          is_valid = true;
+          correct = res && res->status == 200 && json::parse(res->body)["choices"][0]["message"]["content"] == text_answer;
+          break;
+        }
+      }
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      std::lock_guard lock(latencies_mutex);
+      if (is_valid) latencies_ms.push_back(ms);
+      if (correct) ++valid_ok;
+      else failures.push_back("valid request " + std::to_string(i) + " answered wrongly");
+    }
+  };
+  const auto start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) clients.emplace_back(client_loop);
+  for (auto& client : clients) client.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+  for (const auto& failure : failures) ADD_FAILURE() << failure;
+  EXPECT_EQ(valid_ok.load(), kRequests * 3 / 5);
+  EXPECT_EQ(invalid_4xx.load(), kRequests / 5);
+  EXPECT_EQ(cancelled.load(), kRequests / 5);
+  std::printf("load test: %d requests from %d clients in %.2f s (%.1f requests/s); valid requests p50 %.1f ms, "
+              "p99 %.1f ms\n",
+              kRequests, kClients, seconds, kRequests / seconds, percentile(latencies_ms, 0.5),
+              percentile(latencies_ms, 0.99));
+  CurlResult health = curl(*server_, "GET", "/health", std::nullopt, "");
+  EXPECT_EQ(health.status, 200);
+  CurlResult after = curl(*server_, "POST", "/v1/chat/completions",
+                          image_request(image_url, kPrompt, kAnswerTokens).dump());
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(json::parse(after.body)["choices"][0]["message"]["content"], image_answer_);
+}
+
+}  // namespace
