@@ -162,7 +162,8 @@ bool engine_needs(const std::string& filename) {
   static const std::set<std::string, std::less<>> kNamed = {
       "config.json",     "generation_config.json", "model.safetensors.index.json",
       "tokenizer.json",  "tokenizer_config.json",  "vocab.json",
-      "merges.txt",      "added_tokens.json",      "special_tokens_map.json"};
+      "merges.txt",      "added_tokens.json",      "special_tokens_map.json",
+      "preprocessor_config.json"};  // the fast_vlm layout's input size
   if (filename.find('/') != std::string::npos) return false;
   return kNamed.count(filename) > 0 || (filename.size() > 12 && filename.ends_with(".safetensors"));
 }

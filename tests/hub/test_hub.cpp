@@ -506,3 +506,30 @@ TEST_F(HubTest, ListShowsCachedModelsWithSizesAndRevisions) {
 }
 
 }  // namespace
+
+// The README's quick start: `fastvlm run` with no -m pulls the default model on first use, then runs
+// from the cache (offline too), answering exactly as from the fixture directory.
+TEST_F(HubTest, CliWithoutModelDownloadsTheDefaultAndAnswers) {
+  const fs::path image = kFixtureDir / "golden" / "image_a_320x200.png";
+  auto run_cli = [&](const std::string& env) {
+    std::string command = env + " '" FASTVLM_BIN_DIR "/fastvlm' run -q --image '" + image.string() +
+                          "' -p 'Describe the image.' -n 4 --temp 0 --json 2>&1";
+    FILE* pipe = popen(command.c_str(), "r");
+    std::string out;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+    EXPECT_EQ(pclose(pipe), 0) << out;
+    return out;
+  };
+  const std::string first = run_cli("");
+  EXPECT_FALSE(hub_.requests_starting_with("/api/models/" + std::string(kRepo)).empty());
+  const auto golden = nlohmann::json::parse(std::ifstream(kFixtureDir / "golden" / "golden.json"));
+  auto expected = golden["images"]["image_a_320x200"]["greedy_tokens"].get<std::vector<int>>();
+  expected.resize(4);
+  EXPECT_EQ(nlohmann::json::parse(first)["token_ids"].get<std::vector<int>>(), expected) << first;
+  const size_t requests = hub_.requests_starting_with("/").size();
+  const std::string offline = run_cli("HF_HUB_OFFLINE=1");
+  EXPECT_EQ(nlohmann::json::parse(offline)["token_ids"], nlohmann::json::parse(first)["token_ids"]);
+  EXPECT_EQ(hub_.requests_starting_with("/").size(), requests);
+}
