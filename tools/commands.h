@@ -10,5 +10,6 @@ void add_run_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
+void add_quantize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 }  // namespace fastvlm::cli

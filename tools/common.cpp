@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <filesystem>
+#include <map>
 
 #include "core/error.h"
 #include "hub/hub.h"
@@ -18,6 +19,10 @@ void ModelFlags::add_to(CLI::App& command) {
       ->check(CLI::NonNegativeNumber);
   command.add_option("--max-image-pixels", engine.max_image_pixels, "Refuse images with more pixels than this")
       ->check(CLI::PositiveNumber);
+  command.add_option("--dtype", engine.precision, "Compute precision: f32 (reference-exact, default), bf16 (faster, within 2e-2), auto (bf16 where the CPU has it)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Precision>{{"auto", Precision::Auto}, {"f32", Precision::F32}, {"bf16", Precision::Bf16}},
+          CLI::ignore_case));
 }
 
 std::unique_ptr<Engine> ModelFlags::load() const {

@@ -1,11 +1,16 @@
 // fastvlm: run Apple's FastVLM vision-language models on the CPU.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include "commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+  // Threads that sleep at OpenMP barriers instead of spinning: on a shared 2-core machine a spinning
+  // thread that lost its core turns every barrier into a scheduler tick (decode went from 8 ms to 1.5 s
+  // per token). A user's own setting wins.
+  setenv("OMP_WAIT_POLICY", "passive", 0);
   CLI::App app{"fastvlm: FastVLM vision-language models on the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "fastvlm 0.1.0");
@@ -15,6 +20,7 @@ int main(int argc, char** argv) {
   fastvlm::cli::add_bench_command(app);
   fastvlm::cli::add_chat_command(app);
   fastvlm::cli::add_tokenize_commands(app);
+  fastvlm::cli::add_quantize_command(app);
   fastvlm::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);

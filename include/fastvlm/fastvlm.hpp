@@ -17,12 +17,18 @@
 
 namespace fastvlm {
 
+// Arithmetic of the vision tower and the LLM. F32 (the default) reproduces the reference to 1e-4 and
+// its greedy tokens; Bf16 (AVX512-BF16 or AMX GEMMs, f32 accumulation) is faster and within 2e-2 of it;
+// Auto picks Bf16 where the CPU has it, else F32.
+enum class Precision { Auto, F32, Bf16 };
+
 struct EngineOptions {
   int threads = 0;                        // 0: one per core
   int context = 4096;                     // KV cache positions of each Session
   int image_size = 0;                     // 0: the model's native input size; else a multiple of 64
   int64_t max_image_pixels = 64LL << 20;  // images whose header claims more are refused before decoding
   int image_cache_entries = 16;           // LRU of image embeddings keyed by the decoded pixels (0: off)
+  Precision precision = Precision::F32;
 };
 
 struct GenerateOptions {

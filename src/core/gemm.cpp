@@ -2,13 +2,28 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/cpu.h"
 #include "core/error.h"
 
 namespace fastvlm {
 namespace {
 
+// oneDNN's JIT level follows FASTVLM_ISA too (it can only be capped before the first primitive exists).
+dnnl::cpu_isa onednn_isa_cap(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return dnnl::cpu_isa::sse41;
+    case Isa::Avx2: return dnnl::cpu_isa::avx2;
+    case Isa::Avx512: return dnnl::cpu_isa::avx512_core_bf16;
+    case Isa::Amx: return dnnl::cpu_isa::all;
+  }
+  return dnnl::cpu_isa::all;
+}
+
 dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::engine engine = [] {
+    if (active_isa() != detected_isa()) dnnl::set_max_cpu_isa(onednn_isa_cap(active_isa()));
+    return dnnl::engine(dnnl::engine::kind::cpu, 0);
+  }();
   return engine;
 }
 
@@ -37,6 +52,117 @@ void gemm_f32(bool b_transposed, int64_t M, int64_t N, int64_t K, const float* A
   };
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, engine, const_cast<float*>(bias)));
   prim.execute(stream, args);
+  stream.wait();
+}
+
+void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y) {
+  using dt = dnnl::memory::data_type;
+  if (active_isa() < Isa::Avx512)
+    throw Error("linear_bf16: this CPU (or FASTVLM_ISA=" + std::string(isa_name(active_isa())) +
+                ") has no AVX512-BF16; use the float32 path");
+  if (M <= 0 || N <= 0) return;
+  dnnl::memory::desc a_md({M, K}, dt::bf16, {K, 1});
+  dnnl::memory::desc b_md({K, N}, dt::bf16, {1, K});  // [N,K] storage read as its transpose
+  dnnl::memory::desc c_md({M, N}, dt::f32, {N, 1});
+  dnnl::memory::desc bias_md({1, N}, dt::f32, {N, 1});
+  auto& engine = cpu_engine();
+  auto pd = bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, bias_md, c_md), engine)
+                 : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+  dnnl::matmul prim(pd);
+  dnnl::stream stream(engine);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(a_md, engine, const_cast<uint16_t*>(x))},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, const_cast<uint16_t*>(w))},
+      {DNNL_ARG_DST, dnnl::memory(c_md, engine, y)},
+  };
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, engine, const_cast<float*>(bias)));
+  prim.execute(stream, args);
+  stream.wait();
+}
+
+}  // namespace fastvlm
+
+namespace fastvlm {
+namespace {
+
+dnnl::memory::data_type onednn_type(MatrixType type) {
+  return type == MatrixType::Bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
+// oneDNN's own primitive cache also keys on the descriptors, but looking a primitive up there costs a
+// descriptor hash per call; the vision tower issues thousands of identical products per image, so
+// the created primitives are kept here under the exact shape/stride/type/epilogue combination.
+struct MatmulKey {
+  int64_t M, N, K, lda, ldb, ldc;
+  MatrixType ab_type, c_type;
+  bool b_transposed, has_bias;
+  Epilogue epilogue;
+  bool operator==(const MatmulKey&) const = default;
+};
+
+struct MatmulKeyHash {
+  size_t operator()(const MatmulKey& key) const {
+    size_t hash = 0;
+    for (int64_t value : {key.M, key.N, key.K, key.lda, key.ldb, key.ldc, int64_t(key.ab_type), int64_t(key.c_type),
+                          int64_t(key.b_transposed), int64_t(key.has_bias), int64_t(key.epilogue)})
+      hash = hash * 1000003u ^ std::hash<int64_t>()(value);
+    return hash;
+  }
+};
+
+// A created product with the memory descriptors its arguments are wrapped in.
+struct MatmulPrimitive {
+  dnnl::memory::desc a, b, c, bias;
+  dnnl::matmul primitive;
+};
+
+MatmulPrimitive create_matmul(const MatmulKey& key) {
+  using dims = dnnl::memory::dims;
+  const auto ab = onednn_type(key.ab_type);
+  MatmulPrimitive created;
+  created.a = dnnl::memory::desc({key.M, key.K}, ab, dims{key.lda, 1});
+  created.b = dnnl::memory::desc({key.K, key.N}, ab, key.b_transposed ? dims{1, key.ldb} : dims{key.ldb, 1});
+  created.c = dnnl::memory::desc({key.M, key.N}, onednn_type(key.c_type), dims{key.ldc, 1});
+  created.bias = dnnl::memory::desc({1, key.N}, dnnl::memory::data_type::f32, dims{key.N, 1});
+  dnnl::post_ops post_ops;
+  if (key.epilogue == Epilogue::Gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+  if (key.epilogue == Epilogue::AddToOutput) post_ops.append_sum(1.0f);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(post_ops);
+  auto desc = key.has_bias ? dnnl::matmul::desc(created.a, created.b, created.bias, created.c)
+                           : dnnl::matmul::desc(created.a, created.b, created.c);
+  created.primitive = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, cpu_engine()));
+  return created;
+}
+
+}  // namespace
+
+void matmul(const MatmulSpec& spec) {
+  if (spec.M <= 0 || spec.N <= 0) return;
+  if (spec.ab_type == MatrixType::Bf16 && active_isa() < Isa::Avx512)
+    throw Error("matmul: bfloat16 operands need AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
+                std::string(isa_name(active_isa())) + ") does not offer; use the float32 path");
+  if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != MatrixType::F32)
+    throw Error("matmul: adding to the output needs a float32 output");
+  const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         spec.ldb,
+                      spec.ldc,     spec.ab_type, spec.c_type,  spec.b_transposed, spec.bias != nullptr,
+                      spec.epilogue};
+  // One cache per thread: the tower may call from inside OpenMP regions, and primitives are
+  // cheap enough to hold twice.
+  thread_local std::unordered_map<MatmulKey, MatmulPrimitive, MatmulKeyHash> primitives;
+  auto found = primitives.find(key);
+  if (found == primitives.end()) found = primitives.emplace(key, create_matmul(key)).first;
+  const MatmulPrimitive& created = found->second;
+
+  auto& engine = cpu_engine();
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<void*>(spec.a))},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(created.b, engine, const_cast<void*>(spec.b))},
+      {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
+  };
+  if (spec.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(created.bias, engine, const_cast<float*>(spec.bias)));
+  dnnl::stream stream(engine);
+  created.primitive.execute(stream, args);
   stream.wait();
 }
 

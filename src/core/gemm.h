@@ -17,4 +17,43 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
   gemm_f32(true, M, N, K, x, K, w, K, y, N, bias);
 }
 
+// y[M,N] = x[M,K] · w[N,K]ᵀ + bias with x and w bfloat16 (raw bits), y and bias float32, accumulated in
+// float32 (oneDNN: AMX tiles where present, else AVX512-BF16). Needs active_isa() >= Isa::Avx512; throws
+// fastvlm::Error otherwise.
+void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
+
+}  // namespace fastvlm
+
+namespace fastvlm {
+
+// Element types of the operands of matmul() below; Bf16 elements are raw bfloat16 bits (uint16_t).
+enum class MatrixType { F32, Bf16 };
+
+// What matmul() does with each result element after adding the bias.
+enum class Epilogue {
+  None,         // C = A·op(B) + bias
+  Gelu,         // C = gelu_erf(A·op(B) + bias)
+  AddToOutput,  // C += A·op(B) + bias (a residual connection; C must be F32)
+};
+
+// C[M,N] = epilogue(A[M,K] · op(B) + bias[N]) on strided row-major matrices, accumulated in float32.
+// op(B) = Bᵀ with B stored [N,K] when b_transposed (Linear / 1x1 conv weights), else B stored [K,N].
+// A and B must have the same type; Bf16 needs active_isa() >= Isa::Avx512 (AMX tiles where present)
+// and throws fastvlm::Error otherwise. The primitive for each distinct shape is created once and reused.
+struct MatmulSpec {
+  int64_t M = 0, N = 0, K = 0;
+  MatrixType ab_type = MatrixType::F32;
+  const void* a = nullptr;
+  int64_t lda = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0;
+  bool b_transposed = true;
+  MatrixType c_type = MatrixType::F32;
+  void* c = nullptr;
+  int64_t ldc = 0;
+  const float* bias = nullptr;  // [N] or null
+  Epilogue epilogue = Epilogue::None;
+};
+void matmul(const MatmulSpec& spec);
+
 }  // namespace fastvlm

@@ -3,29 +3,158 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <omp.h>
 
 #include "core/error.h"
+#include "core/cpu.h"
+#include "core/dtype.h"
 #include "core/gemm.h"
+#include "core/gemv.h"
 #include "core/ops.h"
+#include "llm/activations.h"
 
 namespace fastvlm {
 
-Qwen2::Linear Qwen2::Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                                  int in_features, bool with_bias) {
+namespace {
+
+// Decode feeds one row at a time; up to this many rows a GEMV per row beats repacking for a GEMM.
+constexpr int kMaxRowsForGemv = 3;
+
+QuantType quant_type_of(const Checkpoint& checkpoint) {
+  return checkpoint.config().quantization.type == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+}
+
+void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType expected, const char* why) {
+  if (info.dtype != expected)
+    throw Error(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "' is " +
+                std::string(dtype_name(info.dtype)) + ", expected " + std::string(dtype_name(expected)) + " (" +
+                why + ")");
+}
+
+// Scratch buffers of one prefill GEMM, reused across calls (and layers) on the calling thread.
+struct GemmScratch {
+  std::vector<uint16_t> x_bf16;
+  std::vector<uint16_t> weights_bf16;
+  std::vector<float> weights_f32;
+};
+GemmScratch& gemm_scratch() {
+  thread_local GemmScratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
+Qwen2::Linear Qwen2::Linear::load_dense(const Checkpoint& checkpoint, const std::string& name, int out_features,
+                                        int in_features, LlmDtype dtype) {
   Linear linear;
   linear.in_features = in_features;
   linear.out_features = out_features;
-  linear.weight = std::make_shared<const Tensor>(checkpoint.load_f32(prefix + ".weight", {out_features, in_features}));
-  if (with_bias) linear.bias = checkpoint.load_f32(prefix + ".bias", {out_features});
+  if (dtype == LlmDtype::F32) {
+    linear.format = Format::F32;
+    linear.f32 = std::make_shared<const Tensor>(checkpoint.load_f32(name, {out_features, in_features}));
+    return linear;
+  }
+  linear.format = Format::BF16;
+  const TensorInfo& info = checkpoint.tensor(name, {out_features, in_features});
+  if (info.dtype == DType::BF16) {
+    linear.bf16 = reinterpret_cast<const uint16_t*>(info.data);
+  } else {
+    const Tensor widened = checkpoint.load_f32(name, {out_features, in_features});
+    auto converted = std::make_shared<std::vector<uint16_t>>(size_t(widened.numel()));
+    convert_f32_to_bf16(widened.data(), converted->data(), widened.numel());
+    linear.bf16 = converted->data();
+    linear.converted_bf16 = std::move(converted);
+  }
+  return linear;
+}
+
+Qwen2::Linear Qwen2::Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                                  int in_features, bool with_bias, LlmDtype dtype) {
+  Linear linear;
+  if (checkpoint.config().quantization.type.empty()) {
+    linear = load_dense(checkpoint, prefix + ".weight", out_features, in_features, dtype);
+  } else {
+    const QuantType type = quant_type_of(checkpoint);
+    if (in_features % kQuantGroupSize != 0)
+      throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
+                  " inputs, not a multiple of the quantisation group size 32");
+    const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
+    expect_dtype(checkpoint, codes, type == QuantType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
+    const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
+    expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
+    linear.format = Format::Quantized;
+    linear.quantized = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
+                                   in_features};
+    linear.in_features = in_features;
+    linear.out_features = out_features;
+  }
+  if (with_bias) {
+    const Tensor bias = checkpoint.load_f32(prefix + ".bias", {out_features});
+    linear.bias.assign(bias.data(), bias.data() + bias.numel());
+  }
   return linear;
 }
 
 void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
-  linear_f32(x, rows, in_features, weight->data(), out_features, bias.empty() ? nullptr : bias.data(), y);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (format == Format::F32) {
+    linear_f32(x, rows, in_features, f32->data(), out_features, b, y);
+    return;
+  }
+  if (rows <= kMaxRowsForGemv) {
+    for (int r = 0; r < rows; ++r) {
+      const float* x_row = x + size_t(r) * in_features;
+      float* y_row = y + size_t(r) * out_features;
+      if (format == Format::BF16) {
+        gemv_bf16(bf16, out_features, in_features, x_row, y_row);
+      } else {
+        gemv_quant(quantized, x_row, y_row);
+      }
+      if (b) for (int o = 0; o < out_features; ++o) y_row[o] += b[o];
+    }
+    return;
+  }
+  // Prefill: a bf16 GEMM where the CPU has one (quantised weights expanded to bf16 first), else float32.
+  GemmScratch& scratch = gemm_scratch();
+  const size_t weight_count = size_t(out_features) * in_features;
+  if (active_isa() >= Isa::Avx512) {
+    scratch.x_bf16.resize(size_t(rows) * in_features);
+    convert_f32_to_bf16(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
+    const uint16_t* weights = bf16;
+    if (format == Format::Quantized) {
+      scratch.weights_bf16.resize(weight_count);
+      dequantize_rows_bf16(quantized, 0, out_features, scratch.weights_bf16.data());
+      weights = scratch.weights_bf16.data();
+    }
+    linear_bf16(scratch.x_bf16.data(), rows, in_features, weights, out_features, b, y);
+    return;
+  }
+  scratch.weights_f32.resize(weight_count);
+  if (format == Format::BF16) {
+    convert_to_f32(DType::BF16, bf16, scratch.weights_f32.data(), weight_count);
+  } else {
+    dequantize_rows_f32(quantized, 0, out_features, scratch.weights_f32.data());
+  }
+  linear_f32(x, rows, in_features, scratch.weights_f32.data(), out_features, b, y);
 }
 
-// Queries per attention block in prefill; bounds the score matrix to kAttentionQueryBlock x context.
-constexpr int kAttentionQueryBlock = 128;
+void Qwen2::Linear::row(int64_t index, float* out) const {
+  switch (format) {
+    case Format::F32:
+      std::memcpy(out, f32->data() + index * in_features, sizeof(float) * in_features);
+      break;
+    case Format::BF16:
+      convert_to_f32(DType::BF16, bf16 + index * in_features, out, size_t(in_features));
+      break;
+    case Format::Quantized:
+      dequantize_rows_f32(quantized, index, 1, out);
+      break;
+  }
+}
+
+// Queries per attention block in prefill; bounds the score matrix to kAttentionQueryBlock x context. Large
+// enough that a typical prompt is one block: each block costs two oneDNN calls per head.
+constexpr int kAttentionQueryBlock = 512;
 
 // Activations of one forward call, allocated once per call and sized by its number of positions.
 struct Qwen2::Workspace {
@@ -46,7 +175,9 @@ struct Qwen2::Workspace {
         projected(size_t(n) * c.hidden_size),
         gate(size_t(n) * c.intermediate_size),
         up(size_t(n) * c.intermediate_size),
-        scores(size_t(std::min(n, kAttentionQueryBlock)) * size_t(first + n)),
+        // Prefill: one query block of one head per thread; decode: a row per head.
+        scores(size_t(std::max(std::min(n, kAttentionQueryBlock) * omp_get_max_threads(), c.num_attention_heads)) *
+               size_t(first + n)),
         rotary_cos(size_t(n) * c.head_dim / 2),
         rotary_sin(size_t(n) * c.head_dim / 2) {}
 };
@@ -82,7 +213,7 @@ void add_inplace(float* accumulator, const float* addend, size_t count) {
 
 }  // namespace
 
-std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint) {
+std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint, const LlmOptions& options) {
   const TextConfig& c = checkpoint.config().text;
   check_config(c);
   std::unique_ptr<Qwen2> model(new Qwen2(c));
@@ -90,28 +221,28 @@ std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint) {
   const int q_dim = c.num_attention_heads * c.head_dim;
   const int kv_dim = c.num_key_value_heads * c.head_dim;
 
-  model->embed_tokens_ =
-      std::make_shared<const Tensor>(checkpoint.load_f32("model.embed_tokens.weight", {c.vocab_size, hidden}));
+  const LlmDtype dtype = options.dtype;
+  model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens.weight", c.vocab_size, hidden, dtype);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     Layer layer;
     layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
-    layer.q_proj = Linear::load(checkpoint, prefix + "self_attn.q_proj", q_dim, hidden, true);
-    layer.k_proj = Linear::load(checkpoint, prefix + "self_attn.k_proj", kv_dim, hidden, true);
-    layer.v_proj = Linear::load(checkpoint, prefix + "self_attn.v_proj", kv_dim, hidden, true);
-    layer.o_proj = Linear::load(checkpoint, prefix + "self_attn.o_proj", hidden, q_dim, false);
+    layer.q_proj = Linear::load(checkpoint, prefix + "self_attn.q_proj", q_dim, hidden, true, dtype);
+    layer.k_proj = Linear::load(checkpoint, prefix + "self_attn.k_proj", kv_dim, hidden, true, dtype);
+    layer.v_proj = Linear::load(checkpoint, prefix + "self_attn.v_proj", kv_dim, hidden, true, dtype);
+    layer.o_proj = Linear::load(checkpoint, prefix + "self_attn.o_proj", hidden, q_dim, false, dtype);
     layer.post_attention_norm = checkpoint.load_f32(prefix + "post_attention_layernorm.weight", {hidden});
-    layer.gate_proj = Linear::load(checkpoint, prefix + "mlp.gate_proj", c.intermediate_size, hidden, false);
-    layer.up_proj = Linear::load(checkpoint, prefix + "mlp.up_proj", c.intermediate_size, hidden, false);
-    layer.down_proj = Linear::load(checkpoint, prefix + "mlp.down_proj", hidden, c.intermediate_size, false);
+    layer.gate_proj = Linear::load(checkpoint, prefix + "mlp.gate_proj", c.intermediate_size, hidden, false, dtype);
+    layer.up_proj = Linear::load(checkpoint, prefix + "mlp.up_proj", c.intermediate_size, hidden, false, dtype);
+    layer.down_proj = Linear::load(checkpoint, prefix + "mlp.down_proj", hidden, c.intermediate_size, false, dtype);
     model->layers_.push_back(std::move(layer));
   }
   model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
   if (c.tie_word_embeddings) {
-    model->lm_head_ = Linear{model->embed_tokens_, Tensor(), hidden, c.vocab_size};
+    model->lm_head_ = model->embed_tokens_;
   } else {
-    model->lm_head_ = Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false);
+    model->lm_head_ = Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dtype);
   }
 
   // Frequencies in double: the angles position·frequency then stay exact to float precision even for
@@ -132,9 +263,7 @@ void Qwen2::embed(std::span<const int32_t> ids, float* out) const {
                   " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
     }
   }
-  for (size_t i = 0; i < ids.size(); ++i) {
-    std::memcpy(out + i * hidden, embed_tokens_->data() + size_t(ids[i]) * hidden, sizeof(float) * hidden);
-  }
+  for (size_t i = 0; i < ids.size(); ++i) embed_tokens_.row(ids[i], out + i * hidden);
 }
 
 void Qwen2::rms_norm(const float* x, const Tensor& weight, int rows, float* y) const {
@@ -175,9 +304,6 @@ void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCach
   const int heads = config_.num_attention_heads;
   const int kv_heads = config_.num_key_value_heads;
   const int head_dim = config_.head_dim;
-  const int queries_per_kv_head = heads / kv_heads;
-  const int total = ws.first + n;  // positions attended to, cached ones included
-  const float scale = 1.0f / std::sqrt(float(head_dim));
 
   rms_norm(ws.residual.data(), layer.input_norm, n, ws.normed.data());
   layer.q_proj.forward(ws.normed.data(), n, ws.q.data());
@@ -197,31 +323,78 @@ void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCach
     }
   }
 
-  // Queries go in blocks so that the score matrix stays [block, total] however long the prompt is.
-  const int64_t row_stride = int64_t(heads) * head_dim;
-  for (int block_start = 0; block_start < n; block_start += kAttentionQueryBlock) {
-    const int block_rows = std::min(kAttentionQueryBlock, n - block_start);
-    for (int h = 0; h < heads; ++h) {
-      const int kv = h / queries_per_kv_head;
-      const size_t head_offset = size_t(block_start) * row_stride + size_t(h) * head_dim;
-      // scores[block_rows, total] = q_h · K_kvᵀ, then a causal softmax: the query at position first+r
-      // sees positions 0 .. first+r.
-      gemm_f32(true, block_rows, total, head_dim, ws.q.data() + head_offset, row_stride,
-               cache.keys(layer_index, kv), head_dim, ws.scores.data(), total);
-      for (int r = 0; r < block_rows; ++r) {
-        float* row = ws.scores.data() + size_t(r) * total;
-        const int visible = ws.first + block_start + r + 1;
-        for (int p = 0; p < visible; ++p) row[p] *= scale;
-        softmax_rows(row, 1, visible);
-        std::fill(row + visible, row + total, 0.0f);
-      }
-      gemm_f32(false, block_rows, head_dim, total, ws.scores.data(), total, cache.values(layer_index, kv),
-               head_dim, ws.attended.data() + head_offset, row_stride);
-    }
+  if (n <= kMaxRowsForGemv) {
+    attend_with_dot_loops(layer_index, ws, cache);
+  } else {
+    attend_with_gemms(layer_index, ws, cache);
   }
 
   layer.o_proj.forward(ws.attended.data(), n, ws.projected.data());
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
+}
+
+void Qwen2::attend_with_gemms(int layer_index, Workspace& ws, const KVCache& cache) const {
+  const int n = ws.n;
+  const int heads = config_.num_attention_heads;
+  const int head_dim = config_.head_dim;
+  const int queries_per_kv_head = heads / config_.num_key_value_heads;
+  const int total = ws.first + n;  // positions attended to, cached ones included
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  // Queries go in blocks so that the score matrix stays [block, total] however long the prompt is. Heads
+  // are spread over the threads, each running single-threaded GEMMs (oneDNN does not nest) on its own
+  // slice of the score buffer: the softmax between the two GEMMs then runs in parallel too.
+  const int64_t row_stride = int64_t(heads) * head_dim;
+  const Isa isa = active_isa();
+  for (int block_start = 0; block_start < n; block_start += kAttentionQueryBlock) {
+    const int block_rows = std::min(kAttentionQueryBlock, n - block_start);
+#pragma omp parallel for schedule(dynamic)
+    for (int h = 0; h < heads; ++h) {
+      const int kv = h / queries_per_kv_head;
+      float* scores = ws.scores.data() + size_t(omp_get_thread_num()) * std::min(n, kAttentionQueryBlock) * total;
+      const size_t head_offset = size_t(block_start) * row_stride + size_t(h) * head_dim;
+      // scores[block_rows, total] = q_h · K_kvᵀ, then a causal softmax: the query at position first+r
+      // sees positions 0 .. first+r.
+      gemm_f32(true, block_rows, total, head_dim, ws.q.data() + head_offset, row_stride,
+               cache.keys(layer_index, kv), head_dim, scores, total);
+      for (int r = 0; r < block_rows; ++r) {
+        float* row = scores + size_t(r) * total;
+        const int visible = ws.first + block_start + r + 1;
+        for (int p = 0; p < visible; ++p) row[p] *= scale;
+        softmax_row(row, visible, isa);
+        std::fill(row + visible, row + total, 0.0f);
+      }
+      gemm_f32(false, block_rows, head_dim, total, scores, total, cache.values(layer_index, kv), head_dim,
+               ws.attended.data() + head_offset, row_stride);
+    }
+  }
+}
+
+// Decode: a handful of queries against the cache, per head with vector dot products and axpys (a GEMM
+// call per head would cost more in setup than the arithmetic). Heads are spread over the threads.
+void Qwen2::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const {
+  const int heads = config_.num_attention_heads;
+  const int head_dim = config_.head_dim;
+  const int queries_per_kv_head = heads / config_.num_key_value_heads;
+  const int total = ws.first + ws.n;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  const Isa isa = active_isa();
+#pragma omp parallel for schedule(static) if (int64_t(heads) * total * head_dim >= 32768)
+  for (int h = 0; h < heads; ++h) {
+    const int kv = h / queries_per_kv_head;
+    const float* keys = cache.keys(layer_index, kv);
+    const float* values = cache.values(layer_index, kv);
+    float* scores = ws.scores.data() + size_t(h) * total;
+    for (int r = 0; r < ws.n; ++r) {
+      const size_t offset = (size_t(r) * heads + h) * head_dim;
+      const float* query = ws.q.data() + offset;
+      const int visible = ws.first + r + 1;
+      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim, isa);
+      softmax_row(scores, visible, isa);
+      float* out = ws.attended.data() + offset;
+      std::fill(out, out + head_dim, 0.0f);
+      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim, isa);
+    }
+  }
 }
 
 void Qwen2::mlp(const Layer& layer, Workspace& ws) const {
@@ -229,7 +402,7 @@ void Qwen2::mlp(const Layer& layer, Workspace& ws) const {
   rms_norm(ws.residual.data(), layer.post_attention_norm, n, ws.normed.data());
   layer.gate_proj.forward(ws.normed.data(), n, ws.gate.data());
   layer.up_proj.forward(ws.normed.data(), n, ws.up.data());
-  for (size_t i = 0; i < ws.gate.size(); ++i) ws.gate[i] = silu(ws.gate[i]) * ws.up[i];
+  silu_multiply(ws.gate.data(), ws.up.data(), int64_t(ws.gate.size()));
   layer.down_proj.forward(ws.gate.data(), n, ws.projected.data());
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
 }

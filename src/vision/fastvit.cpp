@@ -1,11 +1,20 @@
 #include "vision/fastvit.h"
 
+#include <omp.h>
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <utility>
 
+#include "core/cpu.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/ops.h"
+#include "core/simd_math.h"
+#include "vision/conv_kernels.h"
 
 namespace fastvlm {
 namespace {
@@ -66,6 +75,8 @@ GroupedConv load_depthwise(const Checkpoint& checkpoint, const std::string& name
 // A Linear layer, stored [out, in].
 Pointwise load_linear(const Checkpoint& checkpoint, const std::string& name, int in, int out, bool has_bias) {
   Pointwise layer;
+  layer.in = in;
+  layer.out = out;
   layer.weight = load(checkpoint, name + ".weight", {out, in});
   if (has_bias) layer.bias = load(checkpoint, name + ".bias", {out});
   return layer;
@@ -74,17 +85,26 @@ Pointwise load_linear(const Checkpoint& checkpoint, const std::string& name, int
 // A 1x1 Conv2d with bias, stored [out, in, 1, 1]: the same matrix as a Linear.
 Pointwise load_conv1x1(const Checkpoint& checkpoint, const std::string& name, int in, int out) {
   Pointwise layer;
+  layer.in = in;
+  layer.out = out;
   layer.weight = load(checkpoint, name + ".weight", {out, in, 1, 1});
   layer.weight.reshape({out, in});
   layer.bias = load(checkpoint, name + ".bias", {out});
   return layer;
 }
 
-// A layer scale stored [C, 1, 1], used as a per-channel vector.
-Tensor load_layer_scale(const Checkpoint& checkpoint, const std::string& name, int channels) {
-  Tensor scale = load(checkpoint, name, {channels, 1, 1});
-  scale.reshape({channels});
-  return scale;
+// Multiplies output row o of `layer` (and its bias) by scale[o]: scale ⊙ (W x + b) = (scale ⊙ W) x + scale ⊙ b.
+void scale_outputs(Pointwise& layer, const float* scale, int64_t rows) {
+  for (int64_t o = 0; o < rows; ++o) {
+    for (int64_t i = 0; i < layer.in; ++i) layer.weight.data()[o * layer.in + i] *= scale[o];
+    if (!layer.bias.empty()) layer.bias.data()[o] *= scale[o];
+  }
+}
+
+// Folds a layer scale stored [C, 1, 1] into the layer producing the scaled branch.
+void fold_layer_scale(const Checkpoint& checkpoint, const std::string& name, Pointwise& layer) {
+  const Tensor scale = load(checkpoint, name, {layer.out, 1, 1});
+  scale_outputs(layer, scale.data(), layer.out);
 }
 
 ConvFFN load_conv_ffn(const Checkpoint& checkpoint, const std::string& name, int channels, int hidden) {
@@ -115,7 +135,7 @@ VisionBlock load_block(const Checkpoint& checkpoint, const VisionConfig& config,
     RepMixerBlock block;
     block.mixer = load_depthwise(checkpoint, name + ".token_mixer.reparam_conv", channels, config.repmixer_kernel_size);
     block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden);
-    block.ffn_scale = load_layer_scale(checkpoint, name + ".layer_scale", channels);
+    fold_layer_scale(checkpoint, name + ".layer_scale", block.ffn.contract);
     return block;
   }
   if (channels % config.head_dim != 0)
@@ -127,9 +147,12 @@ VisionBlock load_block(const Checkpoint& checkpoint, const VisionConfig& config,
   block.qkv = load_linear(checkpoint, name + ".token_mixer.qkv", channels, 3 * channels, /*has_bias=*/false);
   block.proj = load_linear(checkpoint, name + ".token_mixer.proj", channels, channels, /*has_bias=*/true);
   block.head_dim = config.head_dim;
-  block.attention_scale = load_layer_scale(checkpoint, name + ".layer_scale_1", channels);
-  block.ffn_scale = load_layer_scale(checkpoint, name + ".layer_scale_2", channels);
+  // The reference scales q before the product: (q * scale) @ k^T.
+  const std::vector<float> q_scale(size_t(channels), 1.0f / std::sqrt(float(config.head_dim)));
+  scale_outputs(block.qkv, q_scale.data(), channels);
+  fold_layer_scale(checkpoint, name + ".layer_scale_1", block.proj);
   block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden);
+  fold_layer_scale(checkpoint, name + ".layer_scale_2", block.ffn.contract);
   return block;
 }
 
@@ -142,98 +165,205 @@ void check_vision_config(const Checkpoint& checkpoint, const VisionConfig& confi
                 "token_mixers and pos_embs must all have one entry per stage");
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Kernels on [H, W, C] maps
-
-// Adds one kernel tap of one input pixel into one output pixel. The depthwise case (by far the most
-// common) is a straight multiply-add over contiguous channels that the compiler vectorises.
-inline void accumulate_tap(const GroupedConv& conv, const float* __restrict tap_weight, const float* __restrict src,
-                           float* __restrict dst) {
-  const int in_per_group = conv.in_channels / conv.groups;
-  const int out_per_group = conv.out_channels / conv.groups;
-  if (in_per_group == 1 && out_per_group == 1) {
-    for (int c = 0; c < conv.out_channels; ++c) dst[c] += tap_weight[c] * src[c];
-    return;
-  }
-  for (int g = 0; g < conv.groups; ++g) {
-    float* group_dst = dst + int64_t(g) * out_per_group;
-    for (int j = 0; j < in_per_group; ++j) {
-      const float value = src[int64_t(g) * in_per_group + j];
-      const float* w = tap_weight + int64_t(j) * conv.out_channels + int64_t(g) * out_per_group;
-      for (int o = 0; o < out_per_group; ++o) group_dst[o] += w[o] * value;
-    }
-  }
+// Keeps only the weight copy that `compute` multiplies with.
+void prepare_weights(Pointwise& layer, VisionCompute compute) {
+  if (compute != VisionCompute::Bf16) return;
+  layer.weight_bf16.resize(size_t(layer.weight.numel()));
+  f32_to_bf16_simd(layer.weight.data(), layer.weight_bf16.data(), layer.weight.numel());
+  layer.weight = Tensor();
 }
 
-Tensor run_conv(const GroupedConv& conv, const Tensor& input, Activation activation) {
-  const int64_t in_h = input.dim(0), in_w = input.dim(1);
-  const int kernel = conv.kernel, stride = conv.stride, pad = conv.kernel / 2;
-  const int64_t out_h = (in_h + 2 * pad - kernel) / stride + 1;
-  const int64_t out_w = (in_w + 2 * pad - kernel) / stride + 1;
-  const int64_t in_c = conv.in_channels, out_c = conv.out_channels;
-  const int64_t tap_stride = int64_t(conv.in_channels / conv.groups) * out_c;
-  Tensor output({out_h, out_w, out_c});
-  const float* in = input.data();
-  float* out = output.data();
+void prepare_weights(ConvFFN& ffn, VisionCompute compute) {
+  prepare_weights(ffn.expand, compute);
+  prepare_weights(ffn.contract, compute);
+}
 
+void prepare_weights(VisionBlock& block, VisionCompute compute) {
+  if (auto* mixer = std::get_if<RepMixerBlock>(&block)) return prepare_weights(mixer->ffn, compute);
+  auto& attention = std::get<AttentionBlock>(block);
+  prepare_weights(attention.qkv, compute);
+  prepare_weights(attention.proj, compute);
+  prepare_weights(attention.ffn, compute);
+}
+
+void prepare_weights(NetworkModule& module, VisionCompute compute) {
+  if (auto* stage = std::get_if<VisionStage>(&module))
+    for (VisionBlock& block : stage->blocks) prepare_weights(block, compute);
+  if (auto* embed = std::get_if<PatchEmbed>(&module)) prepare_weights(embed->pointwise, compute);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Activation storage
+
+// Grow-only, 64-byte aligned storage for one activation buffer, reused from layer to layer and image to
+// image. Large buffers are asked to live on transparent huge pages (fewer TLB misses and page faults).
+class Buffer {
+ public:
+  template <class T>
+  T* as(int64_t count) {
+    const size_t bytes = size_t(count) * sizeof(T);
+    if (bytes > capacity_) {
+      constexpr size_t kHugePage = size_t(2) << 20;
+      const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
+      const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+      void* memory = std::aligned_alloc(alignment, rounded);
+      if (!memory) throw Error("vision tower: out of memory allocating " + std::to_string(rounded) + " bytes");
+      if (alignment == kHugePage) madvise(memory, rounded, MADV_HUGEPAGE);
+      data_.reset(memory);
+      capacity_ = rounded;
+    }
+    return static_cast<T*>(data_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t capacity_ = 0;
+};
+
+// A matrix of GEMM operands in the tower's activation type (float32, or bfloat16 bits).
+struct Activations {
+  MatrixType type;
+  void* data;
+  // The element `index` elements in.
+  void* at(int64_t index) const {
+    return static_cast<char*>(data) + index * (type == MatrixType::Bf16 ? int64_t(sizeof(uint16_t)) : int64_t(sizeof(float)));
+  }
+};
+
+Activations allocate(Buffer& buffer, MatrixType type, int64_t count) {
+  return {type, type == MatrixType::Bf16 ? static_cast<void*>(buffer.as<uint16_t>(count))
+                                         : static_cast<void*>(buffer.as<float>(count))};
+}
+
+// Writes `n` floats (a row computed in float32) to `dst` in its type.
+void store_row(const float* src, int64_t n, const Activations& dst, int64_t offset) {
+  if (dst.type == MatrixType::Bf16)
+    f32_to_bf16_simd(src, static_cast<uint16_t*>(dst.at(offset)), n);
+  else if (static_cast<float*>(dst.at(offset)) != src)
+    std::copy(src, src + n, static_cast<float*>(dst.at(offset)));
+}
+
+}  // namespace
+
+// The buffers of one encode, named by their role (each is reused by every layer of that role).
+struct VisionScratch {
+  Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed conv)
+  Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread
+  Buffer qkv;        // attention q|k|v, [tokens, 3C]
+  Buffer scores;     // one head's attention logits, float32 [tokens, tokens]
+  Buffer probs;      // one head's attention weights in bfloat16 [tokens, tokens] (Bf16 compute only)
+  Buffer attended;   // attention output before the projection, [tokens, C]
+  Tensor spare;      // float32 map that out-of-place convolutions write before it is swapped with x
+};
+
+namespace {
+
+// Everything a forward step needs besides the weights and buffers.
+struct Pass {
+  MatrixType activation_type;  // of every GEMM operand
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Layers on [H, W, C] maps
+
+// Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) into `output` ([out_h, out_w,
+// out_channels] in its type), applying `activation`. Threaded over output rows; a row is computed in
+// float32 and converted while it is still in cache.
+void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, const Activations& output,
+              Activation activation) {
+  const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
+  const int64_t row_size = out_w * conv.out_channels;
+  const Isa isa = active_isa();
 #pragma omp parallel for schedule(static)
   for (int64_t oy = 0; oy < out_h; ++oy) {
-    const int64_t y0 = oy * stride - pad;
-    const int ky_begin = int(std::max<int64_t>(0, -y0)), ky_end = int(std::min<int64_t>(kernel, in_h - y0));
-    for (int64_t ox = 0; ox < out_w; ++ox) {
-      const int64_t x0 = ox * stride - pad;
-      const int kx_begin = int(std::max<int64_t>(0, -x0)), kx_end = int(std::min<int64_t>(kernel, in_w - x0));
-      float* dst = out + (oy * out_w + ox) * out_c;
-      std::copy(conv.bias.data(), conv.bias.data() + out_c, dst);
-      for (int ky = ky_begin; ky < ky_end; ++ky)
-        for (int kx = kx_begin; kx < kx_end; ++kx)
-          accumulate_tap(conv, conv.weight.data() + (ky * kernel + kx) * tap_stride,
-                         in + ((y0 + ky) * in_w + (x0 + kx)) * in_c, dst);
-      if (activation == Activation::Gelu)
-        for (int64_t c = 0; c < out_c; ++c) dst[c] = gelu(dst[c]);
+    thread_local std::vector<float> staging;
+    float* row = output.type == MatrixType::F32 ? static_cast<float*>(output.at(oy * row_size)) : nullptr;
+    if (!row) {
+      staging.resize(size_t(row_size));
+      row = staging.data();
+    }
+    conv_rows(conv, input, in_h, in_w, row, oy, oy + 1, isa);
+    if (activation == Activation::Gelu) gelu_simd(row, row_size);
+    store_row(row, row_size, output, oy * row_size);
+  }
+}
+
+// A float32 map for `conv`'s output on an [in_h, in_w] input, reusing `storage` when it has the size.
+Tensor& conv_output_map(const GroupedConv& conv, int64_t in_h, int64_t in_w, Tensor& storage) {
+  const Shape shape{conv_output_size(conv, in_h), conv_output_size(conv, in_w), conv.out_channels};
+  if (storage.numel() == shape_numel(shape))
+    storage.reshape(shape);
+  else
+    storage = Tensor(shape);
+  return storage;
+}
+
+// x = conv(x) for convolutions that keep the map's shape (RepMixer, RepCPE), through the spare map.
+void run_conv_in_place(const GroupedConv& conv, Tensor& x, Tensor& spare) {
+  Tensor& output = conv_output_map(conv, x.dim(0), x.dim(1), spare);
+  run_conv(conv, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, output.data()}, Activation::None);
+  std::swap(x, spare);
+}
+
+// output[rows, layer.out] (epilogue) = input[rows, layer.in] · weightᵀ + bias, with the weights in the
+// input's type.
+void run_linear(const Pointwise& layer, const Activations& input, int64_t rows, const Activations& output,
+                Epilogue epilogue) {
+  const bool bf16 = input.type == MatrixType::Bf16;
+  matmul({.M = rows,
+          .N = layer.out,
+          .K = layer.in,
+          .ab_type = input.type,
+          .a = input.data,
+          .lda = layer.in,
+          .b = bf16 ? static_cast<const void*>(layer.weight_bf16.data()) : static_cast<const void*>(layer.weight.data()),
+          .ldb = layer.in,
+          .b_transposed = true,
+          .c_type = output.type,
+          .c = output.data,
+          .ldc = layer.out,
+          .bias = layer.bias.empty() ? nullptr : layer.bias.data(),
+          .epilogue = epilogue});
+}
+
+// Pixels per ConvFFN tile: the tile's hidden activation (256 x 4C, 768 KB in bf16 at C = 384) stays in
+// the core's L2 cache between the two GEMMs.
+constexpr int64_t kFFNTilePixels = 256;
+
+// x += ConvFFN(x) (layer scale folded into contract). The depthwise conv runs over the whole map first
+// (its halo reads rows that the residual add would change); then each thread takes tiles of pixels
+// through expand -> GELU -> contract -> residual add with single-threaded GEMMs.
+void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  const int64_t pixels = x.dim(0) * x.dim(1);
+  const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * ffn.expand.in);
+  run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
+  const int64_t tiles = (pixels + kFFNTilePixels - 1) / kFFNTilePixels;
+  const int64_t tile_hidden = kFFNTilePixels * ffn.expand.out;
+  const Activations hidden = allocate(scratch.hidden, pass.activation_type, omp_get_max_threads() * tile_hidden);
+#pragma omp parallel
+  {
+    const Activations my_hidden{hidden.type, hidden.at(omp_get_thread_num() * tile_hidden)};
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t first = tile * kFFNTilePixels, count = std::min(kFFNTilePixels, pixels - first);
+      run_linear(ffn.expand, {mixed.type, mixed.at(first * ffn.expand.in)}, count, my_hidden, Epilogue::Gelu);
+      run_linear(ffn.contract, my_hidden, count, {MatrixType::F32, x.data() + first * ffn.contract.out},
+                 Epilogue::AddToOutput);
     }
   }
-  return output;
 }
 
-// Applies a 1x1 conv / Linear to the last axis, keeping the leading ones.
-Tensor run_pointwise(const Pointwise& layer, const Tensor& input, Activation activation) {
-  const int64_t in = layer.weight.dim(1), out = layer.weight.dim(0);
-  const int64_t rows = input.numel() / in;
-  Shape shape = input.shape();
-  shape.back() = out;
-  Tensor output(shape);
-  linear_f32(input.data(), rows, in, layer.weight.data(), out, layer.bias.empty() ? nullptr : layer.bias.data(),
-             output.data());
-  if (activation == Activation::Gelu) gelu_inplace(output.data(), output.numel());
-  return output;
-}
-
-// x += scale (per channel) * update
-void add_scaled(Tensor& x, const Tensor& update, const Tensor& scale) {
-  const int64_t channels = scale.numel(), pixels = x.numel() / channels;
-  float* dst = x.data();
-  const float* src = update.data();
-  const float* s = scale.data();
-#pragma omp parallel for schedule(static) if (pixels * channels > 65536)
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t c = 0; c < channels; ++c) dst[p * channels + c] += s[c] * src[p * channels + c];
-}
-
-Tensor run_conv_ffn(const ConvFFN& ffn, const Tensor& x) {
-  const Tensor mixed = run_conv(ffn.spatial, x, Activation::None);
-  const Tensor hidden = run_pointwise(ffn.expand, mixed, Activation::Gelu);
-  return run_pointwise(ffn.contract, hidden, Activation::None);
-}
-
-// LayerNormChannel: normalises each pixel over its channels (biased variance).
-Tensor layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+// LayerNormChannel: normalises each pixel over its channels (biased variance), into `output`.
+void layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, const Activations& output) {
   const int64_t channels = weight.numel(), pixels = x.numel() / channels;
-  Tensor output(x.shape());
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < pixels; ++p) {
+    thread_local std::vector<float> normalised;
+    normalised.resize(size_t(channels));
     const float* src = x.data() + p * channels;
-    float* dst = output.data() + p * channels;
     double sum = 0;
     for (int64_t c = 0; c < channels; ++c) sum += src[c];
     const double mean = sum / double(channels);
@@ -241,75 +371,95 @@ Tensor layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& 
     for (int64_t c = 0; c < channels; ++c) squares += (src[c] - mean) * (src[c] - mean);
     const float inv_std = float(1.0 / std::sqrt(squares / double(channels) + kLayerNormEps));
     for (int64_t c = 0; c < channels; ++c)
-      dst[c] = weight.data()[c] * ((src[c] - float(mean)) * inv_std) + bias.data()[c];
+      normalised[size_t(c)] = weight.data()[c] * ((src[c] - float(mean)) * inv_std) + bias.data()[c];
+    store_row(normalised.data(), channels, output, p * channels);
   }
+}
+
+// x += proj(MHSA(LayerNormChannel(x))) over all H*W tokens (layer scale folded into proj, the q scale
+// into qkv).
+void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  const MatrixType type = pass.activation_type;
+  const int64_t channels = x.dim(-1), tokens = x.numel() / channels;
+  const int64_t head_dim = block.head_dim, heads = channels / head_dim, row = 3 * channels;
+  const Activations normed = allocate(scratch.mixed, type, tokens * channels);
+  const Activations qkv = allocate(scratch.qkv, type, tokens * row);
+  const Activations attended = allocate(scratch.attended, type, tokens * channels);
+  float* scores = scratch.scores.as<float>(tokens * tokens);
+  // Bf16 probabilities go to their own buffer; float32 ones replace the scores.
+  const Activations probs =
+      type == MatrixType::Bf16 ? allocate(scratch.probs, type, tokens * tokens) : Activations{type, scores};
+
+  layer_norm_channels(x, block.norm_weight, block.norm_bias, normed);
+  run_linear(block.qkv, normed, tokens, qkv, Epilogue::None);
+  // Row layout of qkv: [q | k | v], each split into heads of head_dim.
+  for (int64_t h = 0; h < heads; ++h) {
+    matmul({.M = tokens, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(h * head_dim), .lda = row,
+            .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true, .c_type = MatrixType::F32,
+            .c = scores, .ldc = tokens});
+    softmax_rows_simd(scores, tokens, tokens,
+                      type == MatrixType::Bf16 ? static_cast<uint16_t*>(probs.data) : nullptr);
+    matmul({.M = tokens, .N = head_dim, .K = tokens, .ab_type = type, .a = probs.data, .lda = tokens,
+            .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = type,
+            .c = attended.at(h * head_dim), .ldc = channels});
+  }
+  run_linear(block.proj, attended, tokens, {MatrixType::F32, x.data()}, Epilogue::AddToOutput);
+}
+
+void run_block(const RepMixerBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  run_conv_in_place(block.mixer, x, scratch.spare);
+  run_conv_ffn(block.ffn, x, scratch, pass);
+}
+
+void run_block(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  run_attention(block, x, scratch, pass);
+  run_conv_ffn(block.ffn, x, scratch, pass);
+}
+
+void run_module(const VisionStage& stage, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  for (const VisionBlock& block : stage.blocks)
+    std::visit([&](const auto& b) { run_block(b, x, scratch, pass); }, block);
+}
+
+// A spatial conv (GELU) into the GEMM input buffer, then a 1x1 conv (GELU) into a new float32 map.
+Tensor conv_then_pointwise(const GroupedConv& conv, const Pointwise& pointwise, const float* input, int64_t in_h,
+                           int64_t in_w, VisionScratch& scratch, const Pass& pass) {
+  const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
+  const Activations mixed = allocate(scratch.mixed, pass.activation_type, out_h * out_w * conv.out_channels);
+  run_conv(conv, input, in_h, in_w, mixed, Activation::Gelu);
+  Tensor output({out_h, out_w, pointwise.out});
+  run_linear(pointwise, mixed, out_h * out_w, {MatrixType::F32, output.data()}, Epilogue::Gelu);
   return output;
 }
 
-// Multi-head self-attention over all H*W tokens of a normalised [H, W, C] map.
-Tensor run_attention(const AttentionBlock& block, const Tensor& normed) {
-  const int64_t channels = normed.dim(-1), tokens = normed.numel() / channels;
-  const int64_t head_dim = block.head_dim, heads = channels / head_dim;
-  // Row layout of qkv: [q | k | v], each split into heads of head_dim.
-  Tensor qkv = run_pointwise(block.qkv, normed, Activation::None);
-  const int64_t row = 3 * channels;
-  // The reference scales q before the product (q * scale) @ k^T.
-  const float scale = 1.0f / std::sqrt(float(head_dim));
-#pragma omp parallel for schedule(static) if (tokens * channels > 65536)
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t c = 0; c < channels; ++c) qkv.data()[t * row + c] *= scale;
-
-  Tensor mixed({tokens, channels});
-  Tensor scores({tokens, tokens});
-  for (int64_t h = 0; h < heads; ++h) {
-    const float* q = qkv.data() + h * head_dim;
-    const float* k = q + channels;
-    const float* v = q + 2 * channels;
-    gemm_f32(/*b_transposed=*/true, tokens, tokens, head_dim, q, row, k, row, scores.data(), tokens);
-    softmax_rows(scores.data(), tokens, tokens);
-    gemm_f32(/*b_transposed=*/false, tokens, head_dim, tokens, scores.data(), tokens, v, row,
-             mixed.data() + h * head_dim, channels);
-  }
-  Tensor projected = run_pointwise(block.proj, mixed, Activation::None);
-  projected.reshape(normed.shape());
-  return projected;
+void run_module(const PatchEmbed& embed, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  x = conv_then_pointwise(embed.spatial, embed.pointwise, x.data(), x.dim(0), x.dim(1), scratch, pass);
 }
 
-void run_block(const RepMixerBlock& block, Tensor& x) {
-  x = run_conv(block.mixer, x, Activation::None);
-  add_scaled(x, run_conv_ffn(block.ffn, x), block.ffn_scale);
+void run_module(const RepCPE& cpe, Tensor& x, VisionScratch& scratch, const Pass&) {
+  run_conv_in_place(cpe.conv, x, scratch.spare);
 }
 
-void run_block(const AttentionBlock& block, Tensor& x) {
-  add_scaled(x, run_attention(block, layer_norm_channels(x, block.norm_weight, block.norm_bias)),
-             block.attention_scale);
-  add_scaled(x, run_conv_ffn(block.ffn, x), block.ffn_scale);
-}
-
-void run_module(const VisionStage& stage, Tensor& x) {
-  for (const VisionBlock& block : stage.blocks) std::visit([&](const auto& b) { run_block(b, x); }, block);
-}
-
-void run_module(const PatchEmbed& embed, Tensor& x) {
-  x = run_pointwise(embed.pointwise, run_conv(embed.spatial, x, Activation::Gelu), Activation::Gelu);
-}
-
-void run_module(const RepCPE& cpe, Tensor& x) { x = run_conv(cpe.conv, x, Activation::None); }
-
-// Squeeze-excite: scale each channel by sigmoid(excite(relu(squeeze(mean over pixels)))).
+// Squeeze-excite: scale each channel by sigmoid(excite(relu(squeeze(mean over pixels)))). Tiny (one
+// row), so always float32.
 void squeeze_excite(const Pointwise& squeeze, const Pointwise& excite, Tensor& x) {
   const int64_t channels = x.dim(-1), pixels = x.numel() / channels;
-  Tensor pooled({1, channels});
   std::vector<double> sums(size_t(channels), 0.0);
   for (int64_t p = 0; p < pixels; ++p)
     for (int64_t c = 0; c < channels; ++c) sums[size_t(c)] += x.data()[p * channels + c];
-  for (int64_t c = 0; c < channels; ++c) pooled.data()[c] = float(sums[size_t(c)] / double(pixels));
-  Tensor reduced = run_pointwise(squeeze, pooled, Activation::None);
-  for (int64_t i = 0; i < reduced.numel(); ++i) reduced.data()[i] = std::max(reduced.data()[i], 0.0f);
-  Tensor gates = run_pointwise(excite, reduced, Activation::None);
-  for (int64_t c = 0; c < channels; ++c) gates.data()[c] = 1.0f / (1.0f + std::exp(-gates.data()[c]));
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t c = 0; c < channels; ++c) x.data()[p * channels + c] *= gates.data()[c];
+  std::vector<float> pooled(static_cast<size_t>(channels)), reduced(static_cast<size_t>(squeeze.out)),
+      gates(static_cast<size_t>(channels));
+  for (int64_t c = 0; c < channels; ++c) pooled[size_t(c)] = float(sums[size_t(c)] / double(pixels));
+  linear_f32(pooled.data(), 1, squeeze.in, squeeze.weight.data(), squeeze.out, squeeze.bias.data(), reduced.data());
+  for (float& value : reduced) value = std::max(value, 0.0f);
+  linear_f32(reduced.data(), 1, excite.in, excite.weight.data(), excite.out, excite.bias.data(), gates.data());
+  for (float& gate : gates) gate = 1.0f / (1.0f + std::exp(-gate));
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < pixels; ++p) {
+    float* pixel = x.data() + p * channels;
+    for (int64_t c = 0; c < channels; ++c) pixel[c] *= gates[size_t(c)];
+    gelu_simd(pixel, channels);
+  }
 }
 
 Tensor nchw_to_hwc(const Tensor& image) {
@@ -322,10 +472,20 @@ Tensor nchw_to_hwc(const Tensor& image) {
 
 }  // namespace
 
-std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint) {
+VisionCompute default_vision_compute() {
+  return active_isa() >= Isa::Avx512 ? VisionCompute::Bf16 : VisionCompute::F32;
+}
+
+VisionTower::~VisionTower() = default;
+
+std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, VisionCompute compute) {
+  if (compute == VisionCompute::Bf16 && active_isa() < Isa::Avx512)
+    throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
+                std::string(isa_name(active_isa())) + ") lacks; use f32");
   const VisionConfig& config = checkpoint.config().vision;
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
+  tower->compute_ = compute;
   const int stem_channels = config.embed_dims.front();
   tower->stem_conv_ = load_grouped_conv(checkpoint, "patch_embed.0.reparam_conv", 3, stem_channels, 3, 2, 1);
   tower->stem_depthwise_ =
@@ -370,6 +530,8 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint) {
   tower->excite_ = load_conv1x1(checkpoint, "conv_exp.se.expand", squeezed, out);
   tower->total_stride_ = stride;
   tower->out_channels_ = out;
+  prepare_weights(tower->stem_pointwise_, compute);
+  for (NetworkModule& module : tower->network_) prepare_weights(module, compute);
   return tower;
 }
 
@@ -384,21 +546,27 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
     if (observer) observer(name, x);
   };
 
-  Tensor x = nchw_to_hwc(pixel_values);
-  x = run_conv(stem_conv_, x, Activation::Gelu);
-  x = run_conv(stem_depthwise_, x, Activation::Gelu);
-  x = run_pointwise(stem_pointwise_, x, Activation::Gelu);
+  const std::lock_guard<std::mutex> lock(scratch_mutex_);
+  if (!scratch_) scratch_ = std::make_unique<VisionScratch>();
+  VisionScratch& scratch = *scratch_;
+  const Pass pass{compute_ == VisionCompute::Bf16 ? MatrixType::Bf16 : MatrixType::F32};
+
+  const Tensor image = nchw_to_hwc(pixel_values);
+  Tensor stem_map({conv_output_size(stem_conv_, height), conv_output_size(stem_conv_, width), stem_conv_.out_channels});
+  run_conv(stem_conv_, image.data(), height, width, {MatrixType::F32, stem_map.data()}, Activation::Gelu);
+  Tensor x = conv_then_pointwise(stem_depthwise_, stem_pointwise_, stem_map.data(), stem_map.dim(0), stem_map.dim(1),
+                                 scratch, pass);
   observe("vision.patch_embed", x);
   for (size_t i = 0; i < network_.size(); ++i) {
-    std::visit([&](const auto& module) { run_module(module, x); }, network_[i]);
+    std::visit([&](const auto& module) { run_module(module, x, scratch, pass); }, network_[i]);
     observe("vision.network." + std::to_string(i), x);
   }
-  x = run_conv(head_conv_, x, Activation::None);
-  squeeze_excite(squeeze_, excite_, x);
-  gelu_inplace(x.data(), x.numel());
-  observe("vision.conv_exp", x);
-  x.reshape({x.dim(0) * x.dim(1), x.dim(2)});
-  return x;
+  Tensor head({x.dim(0), x.dim(1), head_conv_.out_channels});
+  run_conv(head_conv_, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, head.data()}, Activation::None);
+  squeeze_excite(squeeze_, excite_, head);
+  observe("vision.conv_exp", head);
+  head.reshape({head.dim(0) * head.dim(1), head.dim(2)});
+  return head;
 }
 
 }  // namespace fastvlm

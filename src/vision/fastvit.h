@@ -1,12 +1,20 @@
 #pragma once
 // The FastViT image encoder of FastVLM (FastViTHD in the released models), in its re-parameterised
-// inference form, computed in float32 on channels-last activations.
+// inference form, on channels-last activations.
 //
 // Activations are [H, W, C] tensors: every 1x1 convolution is then a plain GEMM over H*W rows, and the
 // spatial convolutions run with channels innermost. The network is built from ModelConfig::vision, so
 // reduced configurations and any input size that is a multiple of the total stride work.
+//
+// Two compute types: F32 (the accuracy reference) and Bf16, where every GEMM (1x1 convs, attention
+// linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
+// present). In both, the residual stream and the spatial convolutions stay float32, BatchNorm and the
+// layer scales are folded into the adjacent weights at load, and GELU / residual adds are fused into
+// the GEMM epilogues.
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -28,33 +36,40 @@ struct GroupedConv {
   Tensor bias;    // [out_channels]
 };
 
-// A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias.
+enum class VisionCompute { F32, Bf16 };
+
+// Bf16 when the CPU has AVX512-BF16 or AMX (active_isa() >= Isa::Avx512), else F32.
+VisionCompute default_vision_compute();
+
+// A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias. Under Bf16
+// compute the weight is held as bfloat16 only.
 struct Pointwise {
-  Tensor weight;  // [out, in]
-  Tensor bias;    // [out], empty when the layer has none
+  int64_t in = 0, out = 0;
+  Tensor weight;                      // [out, in] float32 (F32 compute)
+  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute)
+  Tensor bias;                        // [out], empty when the layer has none
 };
 
 // Depthwise conv + BatchNorm (folded into the conv at load time) -> 1x1 -> GELU -> 1x1.
 struct ConvFFN {
   GroupedConv spatial;
   Pointwise expand;
-  Pointwise contract;
+  Pointwise contract;  // with the block's layer scale folded in (its rows and bias scaled)
 };
 
-// x = dwconv(x); x = x + scale * ConvFFN(x).
+// x = dwconv(x); x = x + scale * ConvFFN(x), the scale folded into ffn.contract.
 struct RepMixerBlock {
   GroupedConv mixer;
   ConvFFN ffn;
-  Tensor ffn_scale;  // [C]
 };
 
-// x = x + scale1 * MHSA(LayerNormChannel(x)); x = x + scale2 * ConvFFN(x).
+// x = x + scale1 * MHSA(LayerNormChannel(x)); x = x + scale2 * ConvFFN(x). scale1 is folded into proj,
+// scale2 into ffn.contract, and the attention's 1/sqrt(head_dim) into the q rows of qkv.
 struct AttentionBlock {
   Tensor norm_weight, norm_bias;  // [C]
   Pointwise qkv;                  // [3C, C], no bias
   Pointwise proj;                 // [C, C] with bias
   int head_dim = 32;
-  Tensor attention_scale, ffn_scale;  // [C]
   ConvFFN ffn;
 };
 
@@ -78,15 +93,21 @@ struct RepCPE {
 // One entry of the official `network` ModuleList, in order.
 using NetworkModule = std::variant<VisionStage, PatchEmbed, RepCPE>;
 
+// The activation buffers of an encode (defined in fastvit.cpp).
+struct VisionScratch;
+
 class VisionTower {
  public:
   // Called with the name of a module (as in the golden intermediates: "vision.patch_embed",
   // "vision.network.N", "vision.conv_exp") and its output as an [H, W, C] tensor.
   using Observer = std::function<void(const std::string& name, const Tensor& hwc)>;
 
-  // Loads every weight of the tower described by `checkpoint.config().vision`; a missing tensor or a
-  // wrong shape is a fastvlm::Error naming the tensor.
-  static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint);
+  // Loads every weight of the tower described by `checkpoint.config().vision`, prepared for `compute`;
+  // a missing tensor or a wrong shape is a fastvlm::Error naming the tensor. Bf16 on a CPU without
+  // AVX512-BF16 is an Error too.
+  static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint,
+                                           VisionCompute compute = default_vision_compute());
+  ~VisionTower();
 
   // pixel_values [1, 3, H, W] (NCHW, as preprocessing produces), H and W multiples of stride().
   // Returns [(H / stride) * (W / stride), out_channels] tokens in row-major order.
@@ -94,6 +115,7 @@ class VisionTower {
 
   int stride() const { return total_stride_; }
   int out_channels() const { return out_channels_; }
+  VisionCompute compute() const { return compute_; }
 
  private:
   VisionTower() = default;
@@ -106,6 +128,11 @@ class VisionTower {
   Pointwise squeeze_, excite_;
   int total_stride_ = 1;
   int out_channels_ = 0;
+  VisionCompute compute_ = VisionCompute::F32;
+  // Activation buffers kept between encodes (no page faults after the first image); one encode at a
+  // time uses them.
+  mutable std::mutex scratch_mutex_;
+  mutable std::unique_ptr<VisionScratch> scratch_;
 };
 
 }  // namespace fastvlm

@@ -8,6 +8,7 @@
 #include <list>
 #include <mutex>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
 #include "image/decode.h"
@@ -84,9 +85,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
     throw Error("context " + std::to_string(options.context) + " must be between 1 and the model's " +
                 std::to_string(config.text.max_position_embeddings) + " positions");
 
-  impl->vision = VisionTower::load(*impl->checkpoint);
+  // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
+  const bool bf16 = options.precision == Precision::Bf16 ||
+                    (options.precision == Precision::Auto && active_isa() >= Isa::Avx512);
+  impl->vision = VisionTower::load(*impl->checkpoint, bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
+  impl->llm = Qwen2::load(*impl->checkpoint, LlmOptions{bf16 ? LlmDtype::BF16 : LlmDtype::F32});
   impl->projector = Projector::load(*impl->checkpoint);
-  impl->llm = Qwen2::load(*impl->checkpoint);
   impl->tokenizer = text::Tokenizer::load(model_dir);
 
   for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {

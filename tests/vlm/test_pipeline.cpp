@@ -26,6 +26,7 @@ const nlohmann::json& golden() {
   return g;
 }
 
+// The default (f32) path is the one held to the reference's tolerances; bf16 has a looser bound.
 Engine& tiny_engine() {
   static std::unique_ptr<Engine> engine = Engine::load(kTiny.string());
   return *engine;
@@ -77,6 +78,29 @@ TEST_P(GoldenImage, EmbeddingsMatchTheReference) {
   EXPECT_EQ(pixels, golden_tensor(tensors, "pixel_values"));
   EXPECT_LE(relative_max_error(features, golden_tensor(tensors, "image_features")), 1e-4);
   EXPECT_LE(relative_max_error(embeds, golden_tensor(tensors, "projector_output")), 1e-4);
+}
+
+TEST_P(GoldenImage, Bf16EmbeddingsStayWithinTwoPercent) {
+  EngineOptions options;
+  options.precision = Precision::Bf16;
+  std::unique_ptr<Engine> engine;
+  try {
+    engine = Engine::load(kTiny.string(), options);
+  } catch (const Error& e) {
+    GTEST_SKIP() << "no bf16 on this CPU: " << e.what();
+  }
+  const auto& entry = golden()["images"][GetParam()];
+  const std::string tensors = entry["tensors_file"];
+  std::vector<float> features;
+  std::vector<float> embeds =
+      engine->embed_image(ImageInput::file((kGolden / entry["file"].get<std::string>()).string()), nullptr, &features);
+  EXPECT_LE(relative_max_error(features, golden_tensor(tensors, "image_features")), 2e-2);
+  EXPECT_LE(relative_max_error(embeds, golden_tensor(tensors, "projector_output")), 2e-2);
+  // And the answer is the f32 path's.
+  Session bf16(*engine), f32(tiny_engine());
+  ImageInput image = ImageInput::file((kGolden / entry["file"].get<std::string>()).string());
+  EXPECT_EQ(bf16.ask("Describe the image.", &image, greedy(16)).token_ids,
+            f32.ask("Describe the image.", &image, greedy(16)).token_ids);
 }
 
 TEST_P(GoldenImage, GreedyAnswerMatchesTheReference) {

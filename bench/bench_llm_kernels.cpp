@@ -1,0 +1,246 @@
+// LLM kernels at Qwen2-0.5B shapes: decode GEMVs (bf16, Q8_0, Q4_0) in GB/s of weights streamed, prefill
+// GEMMs for 280 positions in GFLOP/s, next to this machine's measured read bandwidth (BM_DramRead).
+// GEMV weights rotate over enough copies to overflow the caches, so the figures are DRAM-bound like
+// decoding a real model.
+//
+// With FASTVLM_BENCH_LLM_MODELS=dir[:f32|:bf16][,...] it also times whole-model prefill of 280 positions
+// and one decode step at context 280 (lm_head included) for each model directory: f32 and bf16 (or the one
+// named) for a dense checkpoint, the stored format for a `fastvlm quantize`d one. Run with OMP_NUM_THREADS=2 on an idle
+// machine and --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/gemm.h"
+#include "core/gemv.h"
+#include "core/quant.h"
+#include "io/checkpoint.h"
+#include "llm/kv_cache.h"
+#include "llm/qwen2.h"
+
+namespace fastvlm {
+namespace {
+
+constexpr int64_t kRotationBytes = int64_t(512) << 20;  // well past any last-level cache
+constexpr int kPrefillPositions = 280;
+
+std::vector<float> random_floats(size_t count, uint32_t seed, float scale) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& v : values) v = normal(generator);
+  return values;
+}
+
+// Copies of one weight matrix in a given format, cycled through by the GEMV benchmarks.
+struct WeightCopies {
+  std::vector<std::vector<uint16_t>> bf16;
+  std::vector<std::vector<uint8_t>> codes;
+  std::vector<std::vector<uint16_t>> scales;
+  int64_t bytes_per_copy = 0;
+};
+
+WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
+  const std::vector<float> weights = random_floats(size_t(rows * cols), 1, 0.05f);
+  WeightCopies copies;
+  const std::string name = format;
+  if (name == "bf16") {
+    copies.bytes_per_copy = rows * cols * 2;
+  } else {
+    const QuantType type = name == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+    copies.bytes_per_copy = rows * quant_row_bytes(type, cols) + rows * cols / kQuantGroupSize * 2;
+  }
+  const int64_t count = std::max<int64_t>(1, kRotationBytes / copies.bytes_per_copy);
+  for (int64_t i = 0; i < count; ++i) {
+    if (name == "bf16") {
+      std::vector<uint16_t> w(weights.size());
+      convert_f32_to_bf16(weights.data(), w.data(), int64_t(w.size()));
+      copies.bf16.push_back(std::move(w));
+    } else {
+      const QuantType type = name == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+      std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+      std::vector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
+      quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+      copies.codes.push_back(std::move(codes));
+      copies.scales.push_back(std::move(scales));
+    }
+  }
+  return copies;
+}
+
+void BM_Gemv(benchmark::State& state, const char* format, Isa isa) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  if (isa > detected_isa()) {
+    state.SkipWithError("ISA not available on this CPU");
+    return;
+  }
+  const WeightCopies copies = make_copies(format, rows, cols);
+  const std::vector<float> x = random_floats(size_t(cols), 2, 1.0f);
+  std::vector<float> y(static_cast<size_t>(rows));
+  const bool bf16 = !copies.bf16.empty();
+  const size_t count = bf16 ? copies.bf16.size() : copies.codes.size();
+  const QuantType type = std::string(format) == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+  size_t next = 0;
+  for (auto _ : state) {
+    if (bf16) {
+      gemv_bf16(copies.bf16[next].data(), rows, cols, x.data(), y.data(), isa);
+    } else {
+      gemv_quant(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols}, x.data(),
+                 y.data(), isa);
+    }
+    benchmark::DoNotOptimize(y.data());
+    next = (next + 1) % count;
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(copies.bytes_per_copy) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Peak read bandwidth: a threaded sum over 512 MB (what a perfect GEMV would reach).
+void BM_DramRead(benchmark::State& state) {
+  const size_t count = size_t(kRotationBytes) / sizeof(int64_t);
+  std::vector<int64_t> data(count, 1);
+  for (auto _ : state) {
+    int64_t sum = 0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+    for (size_t i = 0; i < count; ++i) sum += data[i];
+    benchmark::DoNotOptimize(sum);
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(kRotationBytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and the Q8_0 route
+// (expand the weights to bf16, then the bf16 GEMM).
+void BM_PrefillGemm(benchmark::State& state, const char* format) {
+  const int64_t n = state.range(0), k = state.range(1), m = kPrefillPositions;
+  const std::string name = format;
+  const std::vector<float> weights = random_floats(size_t(n * k), 3, 0.05f);
+  const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
+  std::vector<float> y(size_t(m * n));
+  std::vector<uint16_t> weights_bf16(weights.size()), x_bf16(x.size());
+  convert_f32_to_bf16(weights.data(), weights_bf16.data(), int64_t(weights.size()));
+  std::vector<uint8_t> codes(size_t(n * k));
+  std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
+  quantize_matrix(QuantType::Q8_0, weights.data(), n, k, codes.data(), scales.data());
+  const QuantMatrix q8{QuantType::Q8_0, codes.data(), scales.data(), n, k};
+  if (name != "f32" && active_isa() < Isa::Avx512) {
+    state.SkipWithError("no AVX512-BF16");
+    return;
+  }
+  for (auto _ : state) {
+    if (name == "f32") {
+      linear_f32(x.data(), m, k, weights.data(), n, nullptr, y.data());
+    } else {
+      if (name == "q8_0") dequantize_rows_bf16(q8, 0, n, weights_bf16.data());
+      convert_f32_to_bf16(x.data(), x_bf16.data(), int64_t(x.size()));
+      linear_bf16(x_bf16.data(), m, k, weights_bf16.data(), n, nullptr, y.data());
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+const std::vector<std::vector<int64_t>> kGemvShapes = {{896, 896}, {4864, 896}, {896, 4864}, {151936, 896}};
+
+void register_kernel_benchmarks() {
+  benchmark::RegisterBenchmark("BM_DramRead", BM_DramRead)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (const char* format : {"bf16", "q8_0", "q4_0"}) {
+    for (Isa isa : {Isa::Avx512, Isa::Avx2}) {
+      const std::string name = std::string("BM_Gemv_") + format + "/" + std::string(isa_name(isa));
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, format, isa);
+      for (const auto& shape : kGemvShapes) b->Args(shape);
+      b->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
+  for (const char* format : {"f32", "bf16", "q8_0"}) {
+    auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillGemm_") + format).c_str(), BM_PrefillGemm, format);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}}) b->Args(shape);
+    b->Unit(benchmark::kMillisecond)->UseRealTime();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Whole-model timings.
+
+struct LoadedModel {
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<Qwen2> model;
+  std::vector<float> prompt;  // [280, hidden] embeddings of random token ids
+};
+
+std::shared_ptr<LoadedModel> load_model(const std::string& dir, LlmDtype dtype) {
+  auto loaded = std::make_shared<LoadedModel>();
+  loaded->checkpoint = Checkpoint::open(dir);
+  loaded->model = Qwen2::load(*loaded->checkpoint, LlmOptions{dtype});
+  std::mt19937 generator(5);
+  std::uniform_int_distribution<int32_t> token(0, 150000);
+  std::vector<int32_t> ids(kPrefillPositions);
+  for (int32_t& id : ids) id = token(generator);
+  loaded->prompt.resize(size_t(kPrefillPositions) * loaded->model->config().hidden_size);
+  loaded->model->embed(ids, loaded->prompt.data());
+  return loaded;
+}
+
+void BM_LlmPrefill(benchmark::State& state, std::shared_ptr<LoadedModel> m) {
+  KVCache cache(m->model->config(), kPrefillPositions + 1);
+  for (auto _ : state) {
+    cache.clear();
+    benchmark::DoNotOptimize(m->model->forward(m->prompt.data(), kPrefillPositions, cache));
+  }
+}
+
+void BM_LlmDecodeStep(benchmark::State& state, std::shared_ptr<LoadedModel> m) {
+  KVCache cache(m->model->config(), kPrefillPositions + 1);
+  m->model->forward(m->prompt.data(), kPrefillPositions - 1, cache);
+  const float* next = m->prompt.data() + size_t(kPrefillPositions - 1) * m->model->config().hidden_size;
+  for (auto _ : state) {
+    cache.truncate(kPrefillPositions - 1);
+    benchmark::DoNotOptimize(m->model->forward(next, 1, cache));
+  }
+}
+
+void register_model_benchmarks() {
+  const char* list = std::getenv("FASTVLM_BENCH_LLM_MODELS");
+  if (!list) return;
+  std::stringstream dirs(list);
+  for (std::string entry; std::getline(dirs, entry, ',');) {
+    const size_t colon = entry.rfind(':');
+    const std::string dir = colon == std::string::npos ? entry : entry.substr(0, colon);
+    const std::string only = colon == std::string::npos ? "" : entry.substr(colon + 1);
+    const auto probe = Checkpoint::open(dir);
+    const std::string quantization = probe->config().quantization.type;
+    std::vector<std::pair<std::string, LlmDtype>> variants;
+    if (quantization.empty()) {
+      if (only != "bf16") variants.push_back({"f32", LlmDtype::F32});
+      if (only != "f32") variants.push_back({"bf16", LlmDtype::BF16});
+    } else {
+      variants = {{quantization, LlmDtype::BF16}};
+    }
+    for (const auto& [label, dtype] : variants) {
+      auto model = load_model(dir, dtype);
+      benchmark::RegisterBenchmark(("BM_LlmPrefill280/" + label).c_str(), BM_LlmPrefill, model)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+      benchmark::RegisterBenchmark(("BM_LlmDecodeStep/" + label).c_str(), BM_LlmDecodeStep, model)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastvlm
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("isa", std::string(fastvlm::isa_name(fastvlm::active_isa())));
+  fastvlm::register_kernel_benchmarks();
+  fastvlm::register_model_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,424 @@
+#include "core/gemv.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/dtype.h"
+
+#define FASTVLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define FASTVLM_TARGET_AVX512 \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")))
+
+// GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace fastvlm {
+namespace {
+
+// Runs body(begin, end) on contiguous slices of [0, rows), one per OpenMP thread. Small matrices stay on
+// the calling thread: waking the team costs more than they do, and far more when the cores are busy.
+template <typename Body>
+void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
+  constexpr int64_t kMinWeightsToSplit = 1 << 16;
+#pragma omp parallel if (rows * cols >= kMinWeightsToSplit)
+  {
+    const int64_t threads = omp_get_num_threads();
+    const int64_t thread = omp_get_thread_num();
+    const int64_t begin = rows * thread / threads;
+    const int64_t end = rows * (thread + 1) / threads;
+    if (begin < end) body(begin, end);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Activation quantisation shared by every gemv_quant path: per 32-group, scale = max|x| / 127 and
+// code = round_to_nearest_even(x · 127 / max|x|).
+struct QuantizedActivation {
+  std::vector<int8_t> codes;   // [groups * 32], natural order
+  std::vector<float> scales;   // [groups]
+  std::vector<int32_t> sums;   // [groups]: Σ codes of the group, for the unsigned-code corrections
+};
+
+void quantize_group_scalar(const float* x, int8_t* codes, float& scale, int32_t& sum) {
+  float largest = 0;
+  for (int i = 0; i < kQuantGroupSize; ++i) largest = std::max(largest, std::fabs(x[i]));
+  scale = largest / 127.0f;
+  const float inverse = largest == 0 ? 0.0f : 127.0f / largest;
+  sum = 0;
+  for (int i = 0; i < kQuantGroupSize; ++i) {
+    codes[i] = int8_t(std::nearbyint(x[i] * inverse));
+    sum += codes[i];
+  }
+}
+
+FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
+  const __m512 low = _mm512_loadu_ps(x), high = _mm512_loadu_ps(x + 16);
+  const float largest = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+  scale = largest / 127.0f;
+  const __m512 inverse = _mm512_set1_ps(largest == 0 ? 0.0f : 127.0f / largest);
+  // Default MXCSR rounding is to nearest even, as std::nearbyint in the scalar version.
+  const __m512i low_codes = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
+  const __m512i high_codes = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtepi32_epi8(low_codes));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm512_cvtepi32_epi8(high_codes));
+  sum = _mm512_reduce_add_epi32(_mm512_add_epi32(low_codes, high_codes));
+}
+
+void quantize_activation(const float* x, int64_t cols, Isa isa, QuantizedActivation& q) {
+  const int64_t groups = cols / kQuantGroupSize;
+  q.codes.resize(size_t(cols));
+  q.scales.resize(size_t(groups));
+  q.sums.resize(size_t(groups));
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t offset = g * kQuantGroupSize;
+    if (isa >= Isa::Avx512) {
+      quantize_group_avx512(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
+    } else {
+      quantize_group_scalar(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalar paths.
+
+void gemv_bf16_rows_scalar(const uint16_t* w, int64_t cols, const float* x, int64_t begin, int64_t end, float* y) {
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* row = w + r * cols;
+    float sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += bf16_to_f32(row[c]) * x[c];
+    y[r] = sum;
+  }
+}
+
+void gemv_quant_rows_scalar(const QuantMatrix& m, const QuantizedActivation& q, int64_t begin, int64_t end,
+                            float* y) {
+  const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* codes = m.row_codes(r);
+    const uint16_t* scales = m.row_scales(r);
+    float sum = 0;
+    for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+      int32_t dot = 0;
+      for (int j = 0; j < kQuantGroupSize; ++j)
+        dot += quant_code(m.type, codes + g * group_bytes, j) * q.codes[g * kQuantGroupSize + j];
+      sum += f16_to_f32(scales[g]) * q.scales[g] * float(dot);
+    }
+    y[r] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX2 paths: 8 floats / 32 int8 per register, one quantisation group per step.
+
+FASTVLM_TARGET_AVX2 inline float reduce_add_avx2(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+FASTVLM_TARGET_AVX2 inline __m256 load_bf16x8_avx2(const uint16_t* p) {
+  const __m256i widened = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(widened, 16));
+}
+
+FASTVLM_TARGET_AVX2 void gemv_bf16_rows_avx2(const uint16_t* w, int64_t cols, const float* x, int64_t begin,
+                                             int64_t end, float* y) {
+  const int64_t vector_cols = cols & ~int64_t(15);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* row = w + r * cols;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t c = 0; c < vector_cols; c += 16) {
+      acc0 = _mm256_fmadd_ps(load_bf16x8_avx2(row + c), _mm256_loadu_ps(x + c), acc0);
+      acc1 = _mm256_fmadd_ps(load_bf16x8_avx2(row + c + 8), _mm256_loadu_ps(x + c + 8), acc1);
+    }
+    float sum = reduce_add_avx2(_mm256_add_ps(acc0, acc1));
+    for (int64_t c = vector_cols; c < cols; ++c) sum += bf16_to_f32(row[c]) * x[c];
+    y[r] = sum;
+  }
+}
+
+// The 32 codes of a group as unsigned bytes for VPMADDUBSW, whose unsigned x signed products saturate
+// past 16 bits in pairs: Q4_0 codes are used as stored (0..15, i.e. q + 8; the +8 is corrected with the
+// group's activation sum); Q8_0 goes through the sign trick |x| · (w · sign x), all within 127 · 127 · 2.
+FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(QuantType type, const uint8_t* group, __m256i x_codes,
+                                                  int32_t x_sum) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i pairs;
+  if (type == QuantType::Q8_0) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
+    pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x_codes), _mm256_sign_epi8(w, x_codes));
+    return _mm256_madd_epi16(pairs, ones);
+  }
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group));
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
+  pairs = _mm256_maddubs_epi16(w, x_codes);
+  return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), _mm256_setr_epi32(-8 * x_sum, 0, 0, 0, 0, 0, 0, 0));
+}
+
+FASTVLM_TARGET_AVX2 void gemv_quant_rows_avx2(const QuantMatrix& m, const QuantizedActivation& q, int64_t begin,
+                                              int64_t end, float* y) {
+  const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* codes = m.row_codes(r);
+    const uint16_t* scales = m.row_scales(r);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+      const __m256i x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes.data() + g * kQuantGroupSize));
+      const __m256i dot = group_dot_avx2(m.type, codes + g * group_bytes, x_codes, q.sums[g]);
+      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[g]) * q.scales[g]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+    }
+    y[r] = reduce_add_avx2(acc);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX-512 paths. The quantised kernel takes two groups (64 weights) per step with VPDPBUSD, which
+// multiplies unsigned by signed bytes: weight codes are made unsigned (Q8_0: w + 128 by flipping the sign
+// bit; Q4_0: the stored q + 8) and the offset times the group's activation sum is subtracted through the
+// accumulator's initial value. The 16 int32 lanes then hold partial sums of the two groups, scaled by a
+// vector of the matching d_w · d_x before the float accumulation.
+//
+// Lane layout of a step (dword lane i covers bytes 4i..4i+3 of the 64 codes):
+//   Q8_0: bytes are the two groups in order            -> lanes 0-7 group 0, lanes 8-15 group 1
+//   Q4_0: 32 packed bytes split into low nibbles (groups 0,1 weights 0-15) then high nibbles (weights
+//         16-31)                                       -> lanes 0-3 g0, 4-7 g1, 8-11 g0, 12-15 g1
+// The activation codes are rearranged once per call to the same byte order.
+
+struct PreparedActivationAvx512 {
+  std::vector<int8_t> codes;     // [pairs * 64] in the weight layout's byte order
+  std::vector<int32_t> offsets;  // [pairs * 16] initial accumulator: -(code offset)·Σx per group
+  std::vector<float> scales;     // [pairs * 16] d_x of the group owning each lane
+};
+
+constexpr int kLanes = 16;
+
+// Which of the step's two groups lane i belongs to, and where byte b of group-local weight j goes.
+inline int lane_group(QuantType type, int lane) { return type == QuantType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
+inline int byte_position(QuantType type, int group_in_pair, int j) {
+  if (type == QuantType::Q8_0) return group_in_pair * kQuantGroupSize + j;
+  return (j < 16 ? 0 : 32) + group_in_pair * 16 + j % 16;
+}
+
+void prepare_activation_avx512(QuantType type, const QuantizedActivation& q, int64_t groups,
+                               PreparedActivationAvx512& p) {
+  const int64_t pairs = (groups + 1) / 2;
+  const int32_t code_offset = type == QuantType::Q8_0 ? 128 : 8;
+  p.codes.assign(size_t(pairs) * 64, 0);
+  p.offsets.assign(size_t(pairs) * kLanes, 0);
+  p.scales.assign(size_t(pairs) * kLanes, 0.0f);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t pair = g / 2;
+    const int in_pair = int(g % 2);
+    for (int j = 0; j < kQuantGroupSize; ++j)
+      p.codes[pair * 64 + byte_position(type, in_pair, j)] = q.codes[g * kQuantGroupSize + j];
+    bool offset_placed = false;
+    for (int lane = 0; lane < kLanes; ++lane) {
+      if (lane_group(type, lane) != in_pair) continue;
+      p.scales[pair * kLanes + lane] = q.scales[g];
+      if (!offset_placed) p.offsets[pair * kLanes + lane] = -code_offset * q.sums[g];
+      offset_placed = true;
+    }
+  }
+}
+
+// The 64 unsigned weight codes of groups (2·pair, 2·pair+1), or with `single` of the first group alone (the
+// rest zero). Masked loads only for that last lone group: on some CPUs (AMD Zen) a byte-masked load from
+// memory stalls the stream.
+FASTVLM_TARGET_AVX512 inline __m512i load_pair_codes(QuantType type, const uint8_t* codes, bool single) {
+  if (type == QuantType::Q8_0) {
+    const __m512i signed_codes =
+        single ? _mm512_maskz_loadu_epi8(0xffffffffull, codes) : _mm512_loadu_si512(codes);
+    return _mm512_xor_si512(signed_codes, _mm512_set1_epi8(char(0x80)));
+  }
+  const __m256i packed = single ? _mm256_maskz_loadu_epi8(0xffffu, codes)
+                                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  const __m256i low = _mm256_and_si256(packed, nibble);
+  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
+}
+
+// d_w of the step's two groups spread over their lanes.
+FASTVLM_TARGET_AVX512 inline __m512 load_pair_scales(const uint16_t* scales, bool single, __m512i lane_to_group) {
+  uint32_t two_halves = scales[0];
+  if (!single) std::memcpy(&two_halves, scales, sizeof two_halves);
+  const __m128 both = _mm_cvtph_ps(_mm_cvtsi32_si128(int(two_halves)));
+  return _mm512_permutexvar_ps(lane_to_group, _mm512_castps128_ps512(both));
+}
+
+// One step: acc += (Σ of the pair's unsigned-code products, offset-corrected) · d_w · d_x per lane.
+template <QuantType Type>
+FASTVLM_TARGET_AVX512 inline __m512 accumulate_pair(__m512 acc, const uint8_t* codes, const uint16_t* scales,
+                                                   const PreparedActivationAvx512& p, int64_t pair, bool single,
+                                                   __m512i lane_to_group) {
+  const __m512i w = load_pair_codes(Type, codes, single);
+  const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p.offsets.data() + pair * kLanes), w,
+                                          _mm512_loadu_si512(p.codes.data() + pair * 64));
+  const __m512 scale = _mm512_mul_ps(load_pair_scales(scales, single, lane_to_group),
+                                     _mm512_loadu_ps(p.scales.data() + pair * kLanes));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+}
+
+template <QuantType Type>
+FASTVLM_TARGET_AVX512 void gemv_quant_rows_avx512(const QuantMatrix& m, const PreparedActivationAvx512& p,
+                                                  int64_t begin, int64_t end, float* y) {
+  const int64_t groups = m.groups_per_row();
+  const int64_t full_pairs = groups / 2;
+  const bool lone_last_group = groups % 2 == 1;
+  const int64_t pair_bytes = 2 * quant_row_bytes(Type, kQuantGroupSize);
+  const int64_t row_bytes = quant_row_bytes(Type, m.cols);
+  alignas(64) int32_t lane_groups[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) lane_groups[lane] = lane_group(Type, lane);
+  const __m512i lane_to_group = _mm512_load_si512(lane_groups);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* codes = m.codes + r * row_bytes;
+    const uint16_t* scales = m.scales + r * groups;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t pair = 0; pair < full_pairs; ++pair)
+      acc = accumulate_pair<Type>(acc, codes + pair * pair_bytes, scales + 2 * pair, p, pair, false, lane_to_group);
+    if (lone_last_group)
+      acc = accumulate_pair<Type>(acc, codes + full_pairs * pair_bytes, scales + 2 * full_pairs, p, full_pairs, true,
+                                  lane_to_group);
+    y[r] = _mm512_reduce_add_ps(acc);
+  }
+}
+
+// x rounded to bf16 once per call, 32 per register, zero-padded to a whole register.
+FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols, std::vector<uint16_t>& out) {
+  const int64_t padded = (cols + 31) / 32 * 32;
+  out.assign(size_t(padded), 0);
+  for (int64_t c = 0; c < cols; c += 32) {
+    const int64_t left = cols - c;
+    const __mmask16 low_mask = left >= 16 ? 0xffff : __mmask16((1u << left) - 1);
+    const __mmask16 high_mask = left >= 32 ? 0xffff : left <= 16 ? 0 : __mmask16((1u << (left - 16)) - 1);
+    const __m512 low = _mm512_maskz_loadu_ps(low_mask, x + c);
+    const __m512 high = _mm512_maskz_loadu_ps(high_mask, x + c + 16);
+    _mm512_storeu_si512(out.data() + c, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+  }
+}
+
+FASTVLM_TARGET_AVX512 void gemv_bf16_rows_avx512(const uint16_t* w, int64_t cols, const uint16_t* x_bf16,
+                                                 int64_t begin, int64_t end, float* y) {
+  const int64_t full = cols / 32 * 32;
+  const __mmask32 tail_mask = __mmask32((1ull << (cols - full)) - 1);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* row = w + r * cols;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 64 <= full; c += 64) {
+      acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(row + c), (__m512bh)_mm512_loadu_si512(x_bf16 + c));
+      acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(row + c + 32),
+                              (__m512bh)_mm512_loadu_si512(x_bf16 + c + 32));
+    }
+    for (; c < full; c += 32)
+      acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(row + c), (__m512bh)_mm512_loadu_si512(x_bf16 + c));
+    if (tail_mask)
+      acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, row + full),
+                              (__m512bh)_mm512_loadu_si512(x_bf16 + full));
+    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  }
+}
+
+FASTVLM_TARGET_AVX512 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < n) {
+    const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, a + i), _mm512_maskz_loadu_ps(tail, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+FASTVLM_TARGET_AVX512 void axpy_f32_avx512(float alpha, const float* x, float* y, int64_t n) {
+  const __m512 a = _mm512_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i == n) return;
+  const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+  _mm512_mask_storeu_ps(y + i, tail, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, x + i), _mm512_maskz_loadu_ps(tail, y + i)));
+}
+
+FASTVLM_TARGET_AVX2 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float sum = reduce_add_avx2(acc);
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace
+
+// The per-call activation buffers are thread_local so that concurrent callers do not share them; the
+// OpenMP workers must get them through plain references (naming a thread_local inside the parallel
+// region would reach the worker's own, empty, instance).
+void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y, Isa isa) {
+  if (isa >= Isa::Avx512) {
+    thread_local std::vector<uint16_t> x_bf16_buffer;
+    convert_activation_bf16(x, cols, x_bf16_buffer);
+    const uint16_t* x_bf16 = x_bf16_buffer.data();
+    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
+      gemv_bf16_rows_avx512(weights, cols, x_bf16, begin, end, y);
+    });
+  } else if (isa == Isa::Avx2) {
+    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) { gemv_bf16_rows_avx2(weights, cols, x, begin, end, y); });
+  } else {
+    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) { gemv_bf16_rows_scalar(weights, cols, x, begin, end, y); });
+  }
+}
+
+void gemv_quant(const QuantMatrix& m, const float* x, float* y, Isa isa) {
+  thread_local QuantizedActivation quantized_buffer;
+  const QuantizedActivation& q = quantized_buffer;
+  quantize_activation(x, m.cols, isa, quantized_buffer);
+  if (isa >= Isa::Avx512) {
+    thread_local PreparedActivationAvx512 prepared_buffer;
+    const PreparedActivationAvx512& prepared = prepared_buffer;
+    prepare_activation_avx512(m.type, q, m.groups_per_row(), prepared_buffer);
+    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
+      if (m.type == QuantType::Q8_0) {
+        gemv_quant_rows_avx512<QuantType::Q8_0>(m, prepared, begin, end, y);
+      } else {
+        gemv_quant_rows_avx512<QuantType::Q4_0>(m, prepared, begin, end, y);
+      }
+    });
+  } else if (isa == Isa::Avx2) {
+    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_avx2(m, q, begin, end, y); });
+  } else {
+    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_scalar(m, q, begin, end, y); });
+  }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n, Isa isa) {
+  if (isa >= Isa::Avx512) return dot_f32_avx512(a, b, n);
+  if (isa == Isa::Avx2) return dot_f32_avx2(a, b, n);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void axpy_f32(float alpha, const float* x, float* y, int64_t n, Isa isa) {
+  if (isa >= Isa::Avx512) return axpy_f32_avx512(alpha, x, y, n);
+  if (isa == Isa::Avx2) return axpy_f32_avx2(alpha, x, y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+}  // namespace fastvlm

@@ -1,0 +1,174 @@
+#include "core/quant.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+// GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace fastvlm {
+
+std::string_view quant_type_name(QuantType type) { return type == QuantType::Q8_0 ? "q8_0" : "q4_0"; }
+
+int64_t quant_row_bytes(QuantType type, int64_t cols) { return type == QuantType::Q8_0 ? cols : cols / 2; }
+
+uint16_t f32_to_f16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
+  if (magnitude >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds past 65504: infinity
+  if (magnitude < 0x38800000u) {
+    // Subnormal half (or zero): scale into the 10-bit fraction and let the FPU round to nearest even.
+    float absolute;
+    std::memcpy(&absolute, &magnitude, sizeof absolute);
+    return uint16_t(sign | uint32_t(std::nearbyint(absolute * 16777216.0f)));  // 2^24 = 1 / smallest subnormal
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 23-bit fraction to 10 bits, ties to even; a
+  // carry out of the fraction correctly bumps the exponent.
+  const uint32_t rebased = magnitude - 0x38000000u;
+  const uint32_t rounded = rebased + 0xfffu + ((rebased >> 13) & 1u);
+  return uint16_t(sign | (rounded >> 13));
+}
+
+namespace {
+
+void quantize_group(QuantType type, const float* w, uint8_t* codes, uint16_t* scale) {
+  if (type == QuantType::Q8_0) {
+    float largest = 0;
+    for (int i = 0; i < kQuantGroupSize; ++i) largest = std::max(largest, std::fabs(w[i]));
+    *scale = f32_to_f16(largest / 127.0f);
+    const float d = f16_to_f32(*scale);
+    const float inverse = d == 0 ? 0.0f : 1.0f / d;
+    for (int i = 0; i < kQuantGroupSize; ++i) {
+      const float q = std::clamp(std::nearbyint(w[i] * inverse), -127.0f, 127.0f);
+      codes[i] = uint8_t(int8_t(q));
+    }
+    return;
+  }
+  float extreme = 0;  // the signed weight of largest magnitude
+  for (int i = 0; i < kQuantGroupSize; ++i)
+    if (std::fabs(w[i]) > std::fabs(extreme)) extreme = w[i];
+  *scale = f32_to_f16(extreme / -8.0f);
+  const float d = f16_to_f32(*scale);
+  const float inverse = d == 0 ? 0.0f : 1.0f / d;
+  auto code = [&](float x) { return uint8_t(std::clamp(std::nearbyint(x * inverse), -8.0f, 7.0f) + 8.0f); };
+  const int half = kQuantGroupSize / 2;
+  for (int j = 0; j < half; ++j) codes[j] = uint8_t(code(w[j]) | (code(w[j + half]) << 4));
+}
+
+template <typename Store>
+void dequantize_row_scalar(const QuantMatrix& m, int64_t row, Store store) {
+  const uint8_t* codes = m.row_codes(row);
+  const uint16_t* scales = m.row_scales(row);
+  const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
+  for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+    const float d = f16_to_f32(scales[g]);
+    for (int j = 0; j < kQuantGroupSize; ++j)
+      store(g * kQuantGroupSize + j, d * float(quant_code(m.type, codes + g * group_bytes, j)));
+  }
+}
+
+// 32 weights of one group as two vectors of 16 int32 (weights 0-15, 16-31).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void load_group_avx512(QuantType type,
+                                                                                  const uint8_t* codes,
+                                                                                  __m512i& low, __m512i& high) {
+  if (type == QuantType::Q8_0) {
+    low = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+    high = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16)));
+    return;
+  }
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  const __m512i eight = _mm512_set1_epi32(8);
+  low = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(packed, nibble)), eight);
+  high = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble)), eight);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c"))) void dequantize_row_bf16_avx512(
+    const QuantMatrix& m, int64_t row, uint16_t* out) {
+  const uint8_t* codes = m.row_codes(row);
+  const uint16_t* scales = m.row_scales(row);
+  const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
+  for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+    __m512i low, high;
+    load_group_avx512(m.type, codes + g * group_bytes, low, high);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(scales[g]));
+    const __m512 low_f = _mm512_mul_ps(_mm512_cvtepi32_ps(low), d);
+    const __m512 high_f = _mm512_mul_ps(_mm512_cvtepi32_ps(high), d);
+    _mm512_storeu_si512(out + g * kQuantGroupSize, (__m512i)_mm512_cvtne2ps_pbh(high_f, low_f));
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void convert_f32_to_bf16_avx512(
+    const float* src, uint16_t* dst, int64_t count) {
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    _mm512_storeu_si512(dst + i, (__m512i)packed);
+  }
+  for (; i < count; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+}  // namespace
+
+void convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t count) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (count + kChunk - 1) / kChunk;
+  const bool avx512 = active_isa() >= Isa::Avx512;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t begin = chunk * kChunk;
+    const int64_t length = std::min(kChunk, count - begin);
+    if (avx512) {
+      convert_f32_to_bf16_avx512(src + begin, dst + begin, length);
+    } else {
+      for (int64_t i = 0; i < length; ++i) dst[begin + i] = f32_to_bf16(src[begin + i]);
+    }
+  }
+}
+
+void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
+                     uint16_t* scales) {
+  if (cols % kQuantGroupSize != 0)
+    throw Error("quantize: " + std::to_string(cols) + " columns is not a multiple of the group size 32");
+  const int64_t groups = cols / kQuantGroupSize;
+  const int64_t group_bytes = quant_row_bytes(type, kQuantGroupSize);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < groups; ++g)
+      quantize_group(type, weights + r * cols + g * kQuantGroupSize, codes + (r * groups + g) * group_bytes,
+                     scales + r * groups + g);
+}
+
+void dequantize_rows_f32(const QuantMatrix& m, int64_t row_begin, int64_t row_count, float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < row_count; ++r) {
+    float* out_row = out + r * m.cols;
+    dequantize_row_scalar(m, row_begin + r, [out_row](int64_t c, float v) { out_row[c] = v; });
+  }
+}
+
+void dequantize_rows_bf16(const QuantMatrix& m, int64_t row_begin, int64_t row_count, uint16_t* out) {
+  const bool avx512 = active_isa() >= Isa::Avx512;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < row_count; ++r) {
+    uint16_t* out_row = out + r * m.cols;
+    if (avx512) {
+      dequantize_row_bf16_avx512(m, row_begin + r, out_row);
+    } else {
+      dequantize_row_scalar(m, row_begin + r, [out_row](int64_t c, float v) { out_row[c] = f32_to_bf16(v); });
+    }
+  }
+}
+
+}  // namespace fastvlm
