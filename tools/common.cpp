@@ -34,15 +34,15 @@ std::unique_ptr<Engine> ModelFlags::load() const {
 
 void add_generate_flags(CLI::App& command, GenerateOptions& options) {
   command.add_option("-n,--max-tokens", options.max_tokens, "Maximum tokens to generate")->check(CLI::NonNegativeNumber);
-  command.add_option("--temp", options.temperature, "Sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
-  command.add_option("--top-k", options.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
-  command.add_option("--top-p", options.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0f, 1.0f));
-  command.add_option("--min-p", options.min_p, "Drop tokens less likely than min-p x the best")->check(CLI::Range(0.0f, 1.0f));
-  command.add_option("--repeat-penalty", options.repeat_penalty, "Penalty for repeated tokens (1: off)")
+  command.add_option("--temp", options.sampling.temperature, "Sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  command.add_option("--top-k", options.sampling.top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+  command.add_option("--top-p", options.sampling.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0f, 1.0f));
+  command.add_option("--min-p", options.sampling.min_p, "Drop tokens less likely than min-p x the best")->check(CLI::Range(0.0f, 1.0f));
+  command.add_option("--repeat-penalty", options.sampling.repeat_penalty, "Penalty for repeated tokens (1: off)")
       ->check(CLI::PositiveNumber);
-  command.add_option("--repeat-last-n", options.repeat_last_n, "Tokens the repeat penalty looks back over (-1: all)")
+  command.add_option("--repeat-last-n", options.sampling.repeat_last_n, "Tokens the repeat penalty looks back over (-1: all)")
       ->check(CLI::Range(-1, 1 << 30));
-  command.add_option("--seed", options.seed, "Random seed for sampling");
+  command.add_option("--seed", options.sampling.seed, "Random seed for sampling");
   command.add_option("--stop", options.stop, "Stop before this text (repeatable)");
 }
 

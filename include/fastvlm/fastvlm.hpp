@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fastvlm/sampling.hpp"
+
 namespace fastvlm {
 
 // Arithmetic of the vision tower and the LLM. F32 (the default) reproduces the reference to 1e-4 and
@@ -33,13 +35,7 @@ struct EngineOptions {
 
 struct GenerateOptions {
   int max_tokens = 256;
-  float temperature = 0.0f;  // 0: greedy
-  int top_k = 40;
-  float top_p = 0.95f;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  int repeat_last_n = 64;
-  uint64_t seed = 0;
+  SamplingParams sampling;        // greedy by default
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
 };
 

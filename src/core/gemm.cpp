@@ -31,58 +31,22 @@ dnnl::engine& cpu_engine() {
 
 void gemm_f32(bool b_transposed, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
               const float* B, int64_t ldb, float* C, int64_t ldc, const float* bias) {
-  using dt = dnnl::memory::data_type;
-  if (M <= 0 || N <= 0) return;
-  dnnl::memory::desc a_md({M, K}, dt::f32, {lda, 1});
-  // B as a logical [K,N] matrix: transposed storage means element (k,n) sits at n*ldb + k.
-  dnnl::memory::desc b_md({K, N}, dt::f32, b_transposed ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-  dnnl::memory::desc c_md({M, N}, dt::f32, {ldc, 1});
-  dnnl::memory::desc bias_md({1, N}, dt::f32, {N, 1});
-
-  auto& engine = cpu_engine();
-  // oneDNN keeps its own primitive cache keyed by the descriptors, so re-creating is cheap.
-  auto pd = bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, bias_md, c_md), engine)
-                 : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), engine);
-  dnnl::matmul prim(pd);
-  dnnl::stream stream(engine);
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(a_md, engine, const_cast<float*>(A))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, const_cast<float*>(B))},
-      {DNNL_ARG_DST, dnnl::memory(c_md, engine, C)},
-  };
-  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, engine, const_cast<float*>(bias)));
-  prim.execute(stream, args);
-  stream.wait();
+  MatmulSpec spec;
+  spec.M = M, spec.N = N, spec.K = K;
+  spec.a = A, spec.lda = lda, spec.b = B, spec.ldb = ldb, spec.b_transposed = b_transposed;
+  spec.c = C, spec.ldc = ldc, spec.bias = bias;
+  matmul(spec);
 }
 
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y) {
-  using dt = dnnl::memory::data_type;
-  if (active_isa() < Isa::Avx512)
-    throw Error("linear_bf16: this CPU (or FASTVLM_ISA=" + std::string(isa_name(active_isa())) +
-                ") has no AVX512-BF16; use the float32 path");
-  if (M <= 0 || N <= 0) return;
-  dnnl::memory::desc a_md({M, K}, dt::bf16, {K, 1});
-  dnnl::memory::desc b_md({K, N}, dt::bf16, {1, K});  // [N,K] storage read as its transpose
-  dnnl::memory::desc c_md({M, N}, dt::f32, {N, 1});
-  dnnl::memory::desc bias_md({1, N}, dt::f32, {N, 1});
-  auto& engine = cpu_engine();
-  auto pd = bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, bias_md, c_md), engine)
-                 : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), engine);
-  dnnl::matmul prim(pd);
-  dnnl::stream stream(engine);
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(a_md, engine, const_cast<uint16_t*>(x))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, const_cast<uint16_t*>(w))},
-      {DNNL_ARG_DST, dnnl::memory(c_md, engine, y)},
-  };
-  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, engine, const_cast<float*>(bias)));
-  prim.execute(stream, args);
-  stream.wait();
+  MatmulSpec spec;
+  spec.M = M, spec.N = N, spec.K = K;
+  spec.ab_type = MatrixType::Bf16;
+  spec.a = x, spec.lda = K, spec.b = w, spec.ldb = K;
+  spec.c = y, spec.ldc = N, spec.bias = bias;
+  matmul(spec);
 }
 
-}  // namespace fastvlm
-
-namespace fastvlm {
 namespace {
 
 dnnl::memory::data_type onednn_type(MatrixType type) {
@@ -151,7 +115,11 @@ void matmul(const MatmulSpec& spec) {
   // cheap enough to hold twice.
   thread_local std::unordered_map<MatmulKey, MatmulPrimitive, MatmulKeyHash> primitives;
   auto found = primitives.find(key);
-  if (found == primitives.end()) found = primitives.emplace(key, create_matmul(key)).first;
+  if (found == primitives.end()) {
+    // Prefill attention meets a new shape per prompt length: bound what a long-running server keeps.
+    if (primitives.size() >= 512) primitives.clear();
+    found = primitives.emplace(key, create_matmul(key)).first;
+  }
   const MatmulPrimitive& created = found->second;
 
   auto& engine = cpu_engine();

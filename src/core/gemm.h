@@ -22,9 +22,6 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
 // fastvlm::Error otherwise.
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
 
-}  // namespace fastvlm
-
-namespace fastvlm {
 
 // Element types of the operands of matmul() below; Bf16 elements are raw bfloat16 bits (uint16_t).
 enum class MatrixType { F32, Bf16 };

@@ -203,19 +203,19 @@ ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& polic
 
   GenerateOptions& generate = request.generate;
   // OpenAI's defaults: sample at temperature 1 over the whole nucleus, a fresh seed per request.
-  generate.temperature = 1.0f;
-  generate.top_p = 1.0f;
-  generate.seed = std::random_device{}();
+  generate.sampling.temperature = 1.0f;
+  generate.sampling.top_p = 1.0f;
+  generate.sampling.seed = std::random_device{}();
   generate.max_tokens = policy.default_max_tokens;
   for (const char* name : {"max_tokens", "max_completion_tokens"})
     if (const json* value = field(root, name)) generate.max_tokens = int(integer_field(*value, name, 1, 1 << 30));
-  if (const json* value = field(root, "temperature")) generate.temperature = float(number_field(*value, "temperature", 0, 2));
-  if (const json* value = field(root, "top_p")) generate.top_p = float(number_field(*value, "top_p", 0, 1));
+  if (const json* value = field(root, "temperature")) generate.sampling.temperature = float(number_field(*value, "temperature", 0, 2));
+  if (const json* value = field(root, "top_p")) generate.sampling.top_p = float(number_field(*value, "top_p", 0, 1));
   // Beyond OpenAI, as llama.cpp's server accepts them.
-  if (const json* value = field(root, "top_k")) generate.top_k = int(integer_field(*value, "top_k", 0, 1 << 30));
-  if (const json* value = field(root, "min_p")) generate.min_p = float(number_field(*value, "min_p", 0, 1));
+  if (const json* value = field(root, "top_k")) generate.sampling.top_k = int(integer_field(*value, "top_k", 0, 1 << 30));
+  if (const json* value = field(root, "min_p")) generate.sampling.min_p = float(number_field(*value, "min_p", 0, 1));
   if (const json* value = field(root, "seed"))
-    generate.seed = uint64_t(integer_field(*value, "seed", INT64_MIN, INT64_MAX));
+    generate.sampling.seed = uint64_t(integer_field(*value, "seed", INT64_MIN, INT64_MAX));
   if (const json* value = field(root, "stop")) generate.stop = parse_stop(*value);
   if (const json* value = field(root, "n")) integer_field(*value, "n", 1, 1);  // one choice per request
   if (const json* value = field(root, "stream")) request.stream = bool_field(*value, "stream");

@@ -43,7 +43,8 @@ fastvlm_engine_params fastvlm_engine_default_params(void) {
 
 fastvlm_generate_params fastvlm_generate_default_params(void) {
   fastvlm::GenerateOptions d;
-  return {d.max_tokens, d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty, d.repeat_last_n, d.seed};
+  const fastvlm::SamplingParams& s = d.sampling;
+  return {d.max_tokens, s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.repeat_last_n, s.seed};
 }
 
 fastvlm_engine* fastvlm_engine_load(const char* model_dir, const fastvlm_engine_params* params) {
@@ -71,13 +72,13 @@ char* fastvlm_session_ask(fastvlm_session* session, const char* prompt, const ch
     fastvlm_generate_params p = params ? *params : fastvlm_generate_default_params();
     fastvlm::GenerateOptions options;
     options.max_tokens = p.max_tokens;
-    options.temperature = p.temperature;
-    options.top_k = p.top_k;
-    options.top_p = p.top_p;
-    options.min_p = p.min_p;
-    options.repeat_penalty = p.repeat_penalty;
-    options.repeat_last_n = p.repeat_last_n;
-    options.seed = p.seed;
+    options.sampling.temperature = p.temperature;
+    options.sampling.top_k = p.top_k;
+    options.sampling.top_p = p.top_p;
+    options.sampling.min_p = p.min_p;
+    options.sampling.repeat_penalty = p.repeat_penalty;
+    options.sampling.repeat_last_n = p.repeat_last_n;
+    options.sampling.seed = p.seed;
     fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
     fastvlm::TextCallback callback;
     if (on_text)

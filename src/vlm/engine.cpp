@@ -417,15 +417,7 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
   unfed_token = -1;
   result.prompt_tokens = positions;
 
-  SamplingParams sampling;
-  sampling.temperature = options.temperature;
-  sampling.top_k = options.top_k;
-  sampling.top_p = options.top_p;
-  sampling.min_p = options.min_p;
-  sampling.repeat_penalty = options.repeat_penalty;
-  sampling.repeat_last_n = options.repeat_last_n;
-  sampling.seed = options.seed;
-  Sampler sampler(sampling);
+  Sampler sampler(options.sampling);
   text::StreamDecoder decoder(*engine.tokenizer);
   StopStringFilter filter(options.stop);
   auto emit = [&](const std::string& piece) {

@@ -66,9 +66,9 @@ TEST(ChatRequest, ParsesContentPartsAndOptions) {
             "foobar");
   EXPECT_EQ(request.conversation[3].role, "system");
   EXPECT_EQ(request.generate.max_tokens, 7);
-  EXPECT_EQ(request.generate.temperature, 0.0f);
-  EXPECT_EQ(request.generate.top_p, 0.5f);
-  EXPECT_EQ(request.generate.seed, 42u);
+  EXPECT_EQ(request.generate.sampling.temperature, 0.0f);
+  EXPECT_EQ(request.generate.sampling.top_p, 0.5f);
+  EXPECT_EQ(request.generate.sampling.seed, 42u);
   EXPECT_EQ(request.generate.stop, (std::vector<std::string>{"x", "y"}));
   EXPECT_TRUE(request.stream);
   EXPECT_TRUE(request.include_usage);

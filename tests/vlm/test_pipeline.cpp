@@ -54,7 +54,7 @@ double relative_max_error(const std::vector<float>& actual, const std::vector<fl
 GenerateOptions greedy(int n) {
   GenerateOptions options;
   options.max_tokens = n;
-  options.temperature = 0;
+  options.sampling.temperature = 0;
   return options;
 }
 
@@ -131,16 +131,16 @@ TEST(Pipeline, TextOnlyPromptHasNoImageLine) {
 
 TEST(Pipeline, SeededSamplingIsReproducible) {
   GenerateOptions options = greedy(12);
-  options.temperature = 1.0f;
-  options.top_k = 0;
-  options.top_p = 1.0f;
-  options.min_p = 0.0f;
-  options.seed = 1234;
+  options.sampling.temperature = 1.0f;
+  options.sampling.top_k = 0;
+  options.sampling.top_p = 1.0f;
+  options.sampling.min_p = 0.0f;
+  options.sampling.seed = 1234;
   Session a(tiny_engine()), b(tiny_engine());
   auto first = a.ask("Hello", nullptr, options).token_ids;
   auto second = b.ask("Hello", nullptr, options).token_ids;
   EXPECT_EQ(first, second);
-  options.seed = 99;
+  options.sampling.seed = 99;
   Session c(tiny_engine());
   EXPECT_NE(c.ask("Hello", nullptr, options).token_ids, first);
 }
