@@ -133,6 +133,11 @@ const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
+void Checkpoint::release(std::string_view prefix) const {
+  for (auto it = entries_.lower_bound(prefix); it != entries_.end() && it->first.starts_with(prefix); ++it)
+    it->second.file->release(*it->second.info);
+}
+
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }
 
 std::filesystem::path Checkpoint::file_of(const std::string& name) const {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
@@ -26,6 +27,9 @@ class Checkpoint {
   const TensorInfo& tensor(const std::string& name, const Shape& expected_shape) const;
   // The same, converted to float32 (F32/F16/BF16 storage).
   Tensor load_f32(const std::string& name, const Shape& expected_shape) const;
+  // Releases the resident pages of every tensor whose (llava_qwen2) name starts with `prefix`: for
+  // weights the model has copied into its own layout, so they are not held twice in memory.
+  void release(std::string_view prefix) const;
   // The file a tensor lives in, for error messages.
   std::filesystem::path file_of(const std::string& name) const;
 

@@ -38,6 +38,9 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   size_t file_size() const { return size_; }
+  // Drops the resident pages wholly inside `tensor`'s bytes (they are re-read from the file if touched
+  // again), for weights that were copied into another layout at load time.
+  void release(const TensorInfo& tensor) const;
 
  private:
   SafetensorsFile() = default;

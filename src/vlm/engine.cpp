@@ -95,6 +95,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   impl->vision = VisionTower::load(*impl->checkpoint, bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
   impl->llm = Qwen2::load(*impl->checkpoint, LlmOptions{bf16 ? LlmDtype::BF16 : LlmDtype::F32});
   impl->projector = Projector::load(*impl->checkpoint);
+  // The tower and the projector keep their weights in their own (folded, converted) copies.
+  impl->checkpoint->release("model.vision_tower.");
+  impl->checkpoint->release("model.mm_projector.");
   impl->tokenizer = tokenizer.get();
 
   for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {
