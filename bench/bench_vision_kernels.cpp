@@ -1,6 +1,6 @@
 // Microbenchmarks of the vision tower's hot kernels at FastViTHD's 1024x1024 shapes: the depthwise 7x7
 // convolutions (float32, this CPU's kernel level) and the ConvFFN / attention 1x1 GEMMs (bf16 on oneDNN,
-// with the epilogues the tower uses, and float32 for comparison). Counters report GFLOP/s (2 flops per
+// with the epilogues the tower uses, float32 for comparison, and the Int8 compute's s8 products). Counters report GFLOP/s (2 flops per
 // multiply-accumulate); this machine kind measured AVX-512 fp32 FMA peak ~350 GFLOP/s on 2 cores, and
 // oneDNN AMX bf16 0.7-2.2 TFLOP/s on these shapes.
 #include <benchmark/benchmark.h>
@@ -100,6 +100,38 @@ BENCHMARK(BM_PointwiseGemm)
     ->Args({65536, 96, 384, 1, 1})->Args({65536, 384, 96, 1, 2})
     ->Args({16384, 192, 768, 1, 1})->Args({16384, 768, 192, 1, 2})
     ->Args({1024, 768, 2304, 1, 0})->Args({256, 384, 1536, 1, 1})->Args({256, 1536, 384, 1, 2})
+    ->Args({128, 384, 1536, 1, 1})->Args({128, 1536, 384, 1, 2})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The Int8 compute's ConvFFN product: int8 codes, per-channel weight scales, float32 output with the
+// tower's epilogues. args: M, K, N, epilogue (1 gelu, 2 add to output). Compare with the bf16 rows above.
+void BM_PointwiseGemmInt8(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const auto epilogue = Epilogue(state.range(3));
+  if (!cpu_features().avx512_vnni || active_isa() < Isa::Avx512) {
+    state.SkipWithError("no AVX512-VNNI");
+    return;
+  }
+  std::vector<int8_t> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = int8_t(int((i * 2654435761u) % 255) - 127);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = int8_t(int((i * 40503u) % 255) - 127);
+  std::vector<float> b_scales(static_cast<size_t>(N), 1e-3f), bias(static_cast<size_t>(N)), c(static_cast<size_t>(M * N));
+  fill(bias.data(), N);
+  const Int8MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .a_scale = 1e-2f, .b = b.data(),
+                            .ldb = K, .b_scales = b_scales.data(), .c = c.data(), .ldc = N, .bias = bias.data(),
+                            .epilogue = epilogue};
+  for (auto _ : state) {
+    matmul_s8(spec);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,
+                                               benchmark::Counter::kIs1000);
+  state.SetLabel("s8, " + std::to_string(omp_get_max_threads()) + " threads");
+}
+// The tower's int8 tiles are 128 pixels; stage 2 and stage 1 ConvFFN, then the whole stage-2 map.
+BENCHMARK(BM_PointwiseGemmInt8)
+    ->Args({128, 384, 1536, 1})->Args({128, 1536, 384, 2})->Args({128, 192, 768, 1})->Args({128, 768, 192, 2})
+    ->Args({4096, 384, 1536, 1})->Args({4096, 1536, 384, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -54,3 +54,30 @@ struct MatmulSpec {
 void matmul(const MatmulSpec& spec);
 
 }  // namespace fastvlm
+
+namespace fastvlm {
+
+// A product of signed 8-bit matrices, accumulated exactly in int32 and dequantised in the epilogue:
+//   C[M,N] = epilogue(a_scale · b_scales[n] · (A[M,K] · B[N,K]ᵀ) + bias[n])
+// A holds activations quantised with one scale for the whole block, B holds weights quantised per
+// output channel n (the Linear / 1x1 conv layout [N,K]). Runs on oneDNN's int8 GEMM (AVX512-VNNI
+// vpdpbusd, AMX-INT8 tiles where present). C is F32 or Bf16; AddToOutput needs F32. Needs AVX512-VNNI
+// and active_isa() >= Isa::Avx512; throws fastvlm::Error otherwise. Primitives are cached per shape as
+// for matmul(); the scales (all non-zero) may change from call to call.
+struct Int8MatmulSpec {
+  int64_t M = 0, N = 0, K = 0;
+  const int8_t* a = nullptr;
+  int64_t lda = 0;
+  float a_scale = 1.0f;
+  const int8_t* b = nullptr;
+  int64_t ldb = 0;
+  const float* b_scales = nullptr;  // [N]
+  MatrixType c_type = MatrixType::F32;
+  void* c = nullptr;
+  int64_t ldc = 0;
+  const float* bias = nullptr;  // [N] or null
+  Epilogue epilogue = Epilogue::None;
+};
+void matmul_s8(const Int8MatmulSpec& spec);
+
+}  // namespace fastvlm

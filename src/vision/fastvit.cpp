@@ -15,6 +15,7 @@
 #include "core/ops.h"
 #include "core/simd_math.h"
 #include "vision/conv_kernels.h"
+#include "vision/int8_quant.h"
 
 namespace fastvlm {
 namespace {
@@ -165,17 +166,37 @@ void check_vision_config(const Checkpoint& checkpoint, const VisionConfig& confi
                 "token_mixers and pos_embs must all have one entry per stage");
 }
 
-// Keeps only the weight copy that `compute` multiplies with.
-void prepare_weights(Pointwise& layer, VisionCompute compute) {
-  if (compute != VisionCompute::Bf16) return;
-  layer.weight_bf16.resize(size_t(layer.weight.numel()));
-  f32_to_bf16_simd(layer.weight.data(), layer.weight_bf16.data(), layer.weight.numel());
+// How a Pointwise layer's weights are held for its GEMMs.
+enum class WeightFormat { F32, Bf16, S8 };
+
+// Int8 compute quantises only the ConvFFN layers; every other GEMM runs as under Bf16.
+WeightFormat weight_format(VisionCompute compute, bool in_conv_ffn) {
+  if (compute == VisionCompute::F32) return WeightFormat::F32;
+  return compute == VisionCompute::Int8 && in_conv_ffn ? WeightFormat::S8 : WeightFormat::Bf16;
+}
+
+// Keeps only the weight copy in `format`.
+void prepare_weights(Pointwise& layer, WeightFormat format) {
+  if (format == WeightFormat::F32) return;
+  if (format == WeightFormat::Bf16) {
+    layer.weight_bf16.resize(size_t(layer.weight.numel()));
+    f32_to_bf16_simd(layer.weight.data(), layer.weight_bf16.data(), layer.weight.numel());
+  } else {
+    layer.weight_s8.resize(size_t(layer.weight.numel()));
+    layer.weight_scales.resize(size_t(layer.out));
+    quantize_rows_s8(layer.weight.data(), layer.out, layer.in, layer.weight_s8.data(), layer.weight_scales.data());
+  }
   layer.weight = Tensor();
 }
 
+void prepare_weights(Pointwise& layer, VisionCompute compute) {
+  prepare_weights(layer, weight_format(compute, /*in_conv_ffn=*/false));
+}
+
 void prepare_weights(ConvFFN& ffn, VisionCompute compute) {
-  prepare_weights(ffn.expand, compute);
-  prepare_weights(ffn.contract, compute);
+  const WeightFormat format = weight_format(compute, /*in_conv_ffn=*/true);
+  prepare_weights(ffn.expand, format);
+  prepare_weights(ffn.contract, format);
 }
 
 void prepare_weights(VisionBlock& block, VisionCompute compute) {
@@ -252,6 +273,7 @@ void store_row(const float* src, int64_t n, const Activations& dst, int64_t offs
 struct VisionScratch {
   Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed conv)
   Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread
+  Buffer codes;      // Int8 compute: one thread's ConvFFN tile (input, then hidden) as int8 codes, per thread
   Buffer qkv;        // attention q|k|v, [tokens, 3C]
   Buffer scores;     // one head's attention logits, float32 [tokens, tokens]
   Buffer probs;      // one head's attention weights in bfloat16 [tokens, tokens] (Bf16 compute only)
@@ -263,7 +285,8 @@ namespace {
 
 // Everything a forward step needs besides the weights and buffers.
 struct Pass {
-  MatrixType activation_type;  // of every GEMM operand
+  MatrixType activation_type;  // of every GEMM operand outside the int8 ConvFFN
+  bool int8_conv_ffn;          // ConvFFN 1x1 convs on int8 codes (Int8 compute)
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -332,11 +355,62 @@ void run_linear(const Pointwise& layer, const Activations& input, int64_t rows, 
 // Pixels per ConvFFN tile: the tile's hidden activation (256 x 4C, 768 KB in bf16 at C = 384) stays in
 // the core's L2 cache between the two GEMMs.
 constexpr int64_t kFFNTilePixels = 256;
+// Under Int8 the hidden tile is float32 (it is quantised with its own scale before contract), so half
+// as many pixels keep it the same size. A smaller tile also means a finer-grained activation scale.
+constexpr int64_t kInt8FFNTilePixels = 128;
+
+// output[rows, layer.out] (epilogue) = dequantised(codes[rows, layer.in] · weight_s8ᵀ) + bias, where the
+// codes are the layer input divided by `input_scale`.
+void run_linear_s8(const Pointwise& layer, const int8_t* codes, float input_scale, int64_t rows, float* output,
+                   Epilogue epilogue) {
+  matmul_s8({.M = rows,
+             .N = layer.out,
+             .K = layer.in,
+             .a = codes,
+             .lda = layer.in,
+             .a_scale = input_scale,
+             .b = layer.weight_s8.data(),
+             .ldb = layer.in,
+             .b_scales = layer.weight_scales.data(),
+             .c_type = MatrixType::F32,
+             .c = output,
+             .ldc = layer.out,
+             .bias = layer.bias.empty() ? nullptr : layer.bias.data(),
+             .epilogue = epilogue});
+}
+
+// run_conv_ffn under Int8 compute. The depthwise conv output stays float32; each thread quantises a
+// tile of it with the tile's own scale, runs expand (+ GELU) into float32, quantises that hidden tile
+// with its own scale, and adds contract's output to x.
+void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
+  const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in, hidden_width = ffn.expand.out;
+  float* mixed = scratch.mixed.as<float>(pixels * channels);
+  run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, mixed}, Activation::None);
+  const int64_t tiles = (pixels + kInt8FFNTilePixels - 1) / kInt8FFNTilePixels;
+  const int64_t tile_hidden = kInt8FFNTilePixels * hidden_width;
+  const int64_t tile_codes = kInt8FFNTilePixels * std::max(channels, hidden_width);
+  float* hidden = scratch.hidden.as<float>(omp_get_max_threads() * tile_hidden);
+  int8_t* codes = scratch.codes.as<int8_t>(omp_get_max_threads() * tile_codes);
+#pragma omp parallel
+  {
+    float* my_hidden = hidden + omp_get_thread_num() * tile_hidden;
+    int8_t* my_codes = codes + omp_get_thread_num() * tile_codes;
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t first = tile * kInt8FFNTilePixels, count = std::min(kInt8FFNTilePixels, pixels - first);
+      const float input_scale = quantize_block_s8(mixed + first * channels, count, channels, channels, my_codes);
+      run_linear_s8(ffn.expand, my_codes, input_scale, count, my_hidden, Epilogue::Gelu);
+      const float hidden_scale = quantize_block_s8(my_hidden, count, hidden_width, hidden_width, my_codes);
+      run_linear_s8(ffn.contract, my_codes, hidden_scale, count, x.data() + first * channels, Epilogue::AddToOutput);
+    }
+  }
+}
 
 // x += ConvFFN(x) (layer scale folded into contract). The depthwise conv runs over the whole map first
 // (its halo reads rows that the residual add would change); then each thread takes tiles of pixels
 // through expand -> GELU -> contract -> residual add with single-threaded GEMMs.
 void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const Pass& pass) {
+  if (pass.int8_conv_ffn) return run_conv_ffn_int8(ffn, x, scratch);
   const int64_t pixels = x.dim(0) * x.dim(1);
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * ffn.expand.in);
   run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
@@ -482,6 +556,9 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, Vis
   if (compute == VisionCompute::Bf16 && active_isa() < Isa::Avx512)
     throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 std::string(isa_name(active_isa())) + ") lacks; use f32");
+  if (compute == VisionCompute::Int8 && (active_isa() < Isa::Avx512 || !cpu_features().avx512_vnni))
+    throw Error("vision tower: int8 compute needs AVX512-BF16 and AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
+                std::string(isa_name(active_isa())) + ") lacks; use bf16 or f32");
   const VisionConfig& config = checkpoint.config().vision;
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
@@ -549,7 +626,8 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   const std::lock_guard<std::mutex> lock(scratch_mutex_);
   if (!scratch_) scratch_ = std::make_unique<VisionScratch>();
   VisionScratch& scratch = *scratch_;
-  const Pass pass{compute_ == VisionCompute::Bf16 ? MatrixType::Bf16 : MatrixType::F32};
+  const Pass pass{compute_ == VisionCompute::F32 ? MatrixType::F32 : MatrixType::Bf16,
+                  compute_ == VisionCompute::Int8};
 
   const Tensor image = nchw_to_hwc(pixel_values);
   Tensor stem_map({conv_output_size(stem_conv_, height), conv_output_size(stem_conv_, width), stem_conv_.out_channels});

@@ -6,9 +6,13 @@
 // spatial convolutions run with channels innermost. The network is built from ModelConfig::vision, so
 // reduced configurations and any input size that is a multiple of the total stride work.
 //
-// Two compute types: F32 (the accuracy reference) and Bf16, where every GEMM (1x1 convs, attention
+// Three compute types: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
 // linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
-// present). In both, the residual stream and the spatial convolutions stay float32, BatchNorm and the
+// present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs (87%
+// of the multiply-accumulates) multiply signed 8-bit codes on oneDNN's VNNI GEMM: weights quantised per
+// output channel at load, activations per tile of pixels with a scale taken from that tile at run time,
+// int32 accumulation, and dequantisation + bias + GELU / residual add in the epilogue. In all, the
+// residual stream and the spatial convolutions stay float32, BatchNorm and the
 // layer scales are folded into the adjacent weights at load, and GELU / residual adds are fused into
 // the GEMM epilogues.
 #include <cstdint>
@@ -36,17 +40,19 @@ struct GroupedConv {
   Tensor bias;    // [out_channels]
 };
 
-enum class VisionCompute { F32, Bf16 };
+enum class VisionCompute { F32, Bf16, Int8 };
 
 // Bf16 when the CPU has AVX512-BF16 or AMX (active_isa() >= Isa::Avx512), else F32.
 VisionCompute default_vision_compute();
 
-// A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias. Under Bf16
-// compute the weight is held as bfloat16 only.
+// A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias. Only the
+// weight copy the compute type multiplies with is kept.
 struct Pointwise {
   int64_t in = 0, out = 0;
   Tensor weight;                      // [out, in] float32 (F32 compute)
-  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute)
+  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute; Int8 outside ConvFFN)
+  std::vector<int8_t> weight_s8;      // [out, in] codes (Int8 compute, ConvFFN): weight = code * weight_scales[o]
+  std::vector<float> weight_scales;   // [out]
   Tensor bias;                        // [out], empty when the layer has none
 };
 
@@ -104,7 +110,7 @@ class VisionTower {
 
   // Loads every weight of the tower described by `checkpoint.config().vision`, prepared for `compute`;
   // a missing tensor or a wrong shape is a fastvlm::Error naming the tensor. Bf16 on a CPU without
-  // AVX512-BF16 is an Error too.
+  // AVX512-BF16, or Int8 without AVX512-BF16 and AVX512-VNNI, is an Error too.
   static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint,
                                            VisionCompute compute = default_vision_compute());
   ~VisionTower();

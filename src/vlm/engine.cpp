@@ -90,9 +90,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
                 std::to_string(config.text.max_position_embeddings) + " positions");
 
   // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
-  const bool bf16 = options.precision == Precision::Bf16 ||
+  const bool bf16 = options.precision == Precision::Bf16 || options.precision == Precision::Int8 ||
                     (options.precision == Precision::Auto && active_isa() >= Isa::Avx512);
-  impl->vision = VisionTower::load(*impl->checkpoint, bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
+  const VisionCompute vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8
+                                       : bf16                               ? VisionCompute::Bf16
+                                                                            : VisionCompute::F32;
+  impl->vision = VisionTower::load(*impl->checkpoint, vision_compute);
   impl->llm = Qwen2::load(*impl->checkpoint, LlmOptions{bf16 ? LlmDtype::BF16 : LlmDtype::F32});
   impl->projector = Projector::load(*impl->checkpoint);
   // The tower and the projector keep their weights in their own (folded, converted) copies.

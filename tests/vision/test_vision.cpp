@@ -83,16 +83,20 @@ void expect_close(const Tensor& actual, const Tensor& expected, const Tolerance&
 // same bound is used for the RMS ratio.
 constexpr double kBf16Bound = 2e-2;
 
+bool int8_supported() { return active_isa() >= Isa::Avx512 && cpu_features().avx512_vnni; }
+
 class VisionGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     checkpoint_ = Checkpoint::open(kFixture).release();
     tower_ = VisionTower::load(*checkpoint_, VisionCompute::F32).release();
     if (active_isa() >= Isa::Avx512) bf16_tower_ = VisionTower::load(*checkpoint_, VisionCompute::Bf16).release();
+    if (int8_supported()) int8_tower_ = VisionTower::load(*checkpoint_, VisionCompute::Int8).release();
     projector_ = Projector::load(*checkpoint_).release();
   }
   static void TearDownTestSuite() {
     delete projector_;
+    delete int8_tower_;
     delete bf16_tower_;
     delete tower_;
     delete checkpoint_;
@@ -100,11 +104,13 @@ class VisionGolden : public ::testing::Test {
   static Checkpoint* checkpoint_;
   static VisionTower* tower_;       // float32 compute
   static VisionTower* bf16_tower_;  // bfloat16 compute, null without AVX512-BF16
+  static VisionTower* int8_tower_;  // int8 ConvFFN compute, null without AVX512-BF16 + VNNI
   static Projector* projector_;
 };
 Checkpoint* VisionGolden::checkpoint_ = nullptr;
 VisionTower* VisionGolden::tower_ = nullptr;
 VisionTower* VisionGolden::bf16_tower_ = nullptr;
+VisionTower* VisionGolden::int8_tower_ = nullptr;
 Projector* VisionGolden::projector_ = nullptr;
 
 TEST_F(VisionGolden, TowerShape) {
@@ -180,10 +186,39 @@ TEST_F(VisionGolden, Bf16IntermediatesAreWithinTwoPercent) {
   EXPECT_EQ(observed, 13);
 }
 
-// The default compute type follows the CPU; asking for bf16 where it cannot run is an error.
+// Int8 compute (ConvFFN 1x1 convs on int8 codes) against the float32 goldens. Its codes step by
+// 1/127 of each tile's max|x| rather than relative to each element as bf16's significand does, so it is
+// looser than bf16: measured on this fixture, max|diff|/max|ref| 0.7-1.8% and RMS 1.3-1.9% (worst:
+// image B's projector output). 3e-2 leaves ~1.6x headroom over that while still catching a wrong scale,
+// bias or epilogue, which show up as errors of order 1.
+constexpr double kInt8Bound = 3e-2;
+
+TEST_F(VisionGolden, Int8ComputeIsWithinItsBoundOnBothImages) {
+  if (!int8_tower_) GTEST_SKIP() << "no AVX512-BF16 + AVX512-VNNI (FASTVLM_ISA=" << isa_name(active_isa()) << ")";
+  EXPECT_EQ(int8_tower_->compute(), VisionCompute::Int8);
+  for (const std::string image : {"image_a_320x200", "image_b_97x131"}) {
+    SCOPED_TRACE(image);
+    const auto golden = SafetensorsFile::open(kGolden / (image + ".safetensors"));
+    const Tensor features = int8_tower_->encode(read_tensor(*golden, "pixel_values"));
+    expect_close(features, read_tensor(*golden, "image_features"), {kInt8Bound, kInt8Bound}, image + " image_features");
+    expect_close(projector_->forward(features), read_tensor(*golden, "projector_output"), {kInt8Bound, kInt8Bound},
+                 image + " projector_output");
+  }
+}
+
+// The default compute type follows the CPU (never Int8); asking for bf16 or int8 where it cannot run
+// is an error.
 TEST_F(VisionGolden, DefaultComputeFollowsTheCpu) {
   const bool has_bf16 = active_isa() >= Isa::Avx512;
   EXPECT_EQ(default_vision_compute(), has_bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
+  if (!int8_supported()) {
+    try {
+      VisionTower::load(*checkpoint_, VisionCompute::Int8);
+      ADD_FAILURE() << "int8 compute loaded without AVX512-VNNI";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << e.what();
+    }
+  }
   if (!has_bf16) {
     try {
       VisionTower::load(*checkpoint_, VisionCompute::Bf16);

@@ -1,0 +1,17 @@
+#pragma once
+// Symmetric int8 quantisation for the vision tower's Int8 compute: weights per output channel at load,
+// activations per GEMM tile at run time (dynamic scale from the tile's own max|x|).
+#include <cstdint>
+
+namespace fastvlm {
+
+// codes[r, c] = round(weights[r, c] / scales[r]) with scales[r] = max|row r| / 127 (1 for an all-zero row,
+// so that every scale is usable as a divisor).
+void quantize_rows_s8(const float* weights, int64_t rows, int64_t cols, int8_t* codes, float* scales);
+
+// Quantises the rows x cols block at `src` (row stride src_stride) into `dst` (contiguous, cols per row)
+// with one scale for the whole block, max|x| / 127 (1 for an all-zero block), and returns that scale.
+// Uses AVX-512; the caller checks that the CPU has it.
+float quantize_block_s8(const float* src, int64_t rows, int64_t cols, int64_t src_stride, int8_t* dst);
+
+}  // namespace fastvlm
