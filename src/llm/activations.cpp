@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/dtype.h"
 #include "core/ops.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
@@ -13,6 +14,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #define FASTVLM_TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")))
+#define FASTVLM_TARGET_AVX512_BF16 \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
 namespace fastvlm {
 namespace {
@@ -72,7 +75,88 @@ FASTVLM_TARGET_AVX512 void softmax_row_avx512(float* x, int64_t n) {
   if (tail) _mm512_mask_storeu_ps(x + vector_end, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + vector_end), inverse));
 }
 
+FASTVLM_TARGET_AVX512_BF16 inline void store_masked(float* out, __mmask16 lanes, __m512 values) {
+  _mm512_mask_storeu_ps(out, lanes, values);
+}
+FASTVLM_TARGET_AVX512_BF16 inline void store_masked(uint16_t* out, __mmask16 lanes, __m512 values) {
+  _mm256_mask_storeu_epi16(out, lanes, (__m256i)_mm512_cvtneps_pbh(values));
+}
+
+// Lanes [0, count) of a 16-lane block, count clamped to [0, 16].
+inline __mmask16 first_lanes(int64_t count) {
+  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+}
+
+// 1 <= valid <= width here.
+template <typename Probability>
+FASTVLM_TARGET_AVX512_BF16 float online_softmax_tile_avx512(const float* scores, int64_t valid, int64_t width,
+                                                            float scale, float& running_max, float& running_sum,
+                                                            Probability* probabilities) {
+  const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 tile_max = lowest;
+  for (int64_t i = 0; i < valid; i += 16)
+    tile_max = _mm512_max_ps(tile_max, _mm512_mask_loadu_ps(lowest, first_lanes(valid - i), scores + i));
+  const float new_max = std::max(running_max, _mm512_reduce_max_ps(tile_max));
+  const __m512 scale_vector = _mm512_set1_ps(scale);
+  const __m512 scaled_max = _mm512_set1_ps(scale * new_max);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < width; i += 16) {
+    const __mmask16 visible = first_lanes(valid - i);
+    const __m512 p = _mm512_maskz_mov_ps(
+        visible, exp_avx512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(visible, scores + i), scale_vector, scaled_max)));
+    store_masked(probabilities + i, first_lanes(width - i), p);
+    sum = _mm512_add_ps(sum, p);
+  }
+  const float correction = std::exp(scale * (running_max - new_max));  // 0 on the first tile (max -inf)
+  running_sum = running_sum * correction + _mm512_reduce_add_ps(sum);
+  running_max = new_max;
+  return correction;
+}
+
+inline void store_scalar(float* out, float value) { *out = value; }
+inline void store_scalar(uint16_t* out, float value) { *out = f32_to_bf16(value); }
+
+template <typename Probability>
+float online_softmax_tile_scalar(const float* scores, int64_t valid, int64_t width, float scale, float& running_max,
+                                 float& running_sum, Probability* probabilities) {
+  const float new_max = std::max(running_max, *std::max_element(scores, scores + valid));
+  float sum = 0;
+  for (int64_t i = 0; i < valid; ++i) {
+    const float p = std::exp(scale * (scores[i] - new_max));
+    store_scalar(probabilities + i, p);
+    sum += p;
+  }
+  for (int64_t i = valid; i < width; ++i) store_scalar(probabilities + i, 0.0f);
+  const float correction = std::exp(scale * (running_max - new_max));
+  running_sum = running_sum * correction + sum;
+  running_max = new_max;
+  return correction;
+}
+
+template <typename Probability>
+float online_softmax_tile_dispatch(const float* scores, int64_t valid, int64_t width, float scale,
+                                   float& running_max, float& running_sum, Probability* probabilities, Isa isa) {
+  if (valid <= 0) {  // the whole tile is above the diagonal for this row: it contributes nothing
+    std::fill(probabilities, probabilities + width, Probability(0));
+    return 1.0f;
+  }
+  valid = std::min(valid, width);
+  if (isa >= Isa::Avx512)
+    return online_softmax_tile_avx512(scores, valid, width, scale, running_max, running_sum, probabilities);
+  return online_softmax_tile_scalar(scores, valid, width, scale, running_max, running_sum, probabilities);
+}
+
 }  // namespace
+
+float online_softmax_tile(const float* scores, int64_t valid, int64_t width, float scale, float& running_max,
+                          float& running_sum, float* probabilities, Isa isa) {
+  return online_softmax_tile_dispatch(scores, valid, width, scale, running_max, running_sum, probabilities, isa);
+}
+
+float online_softmax_tile(const float* scores, int64_t valid, int64_t width, float scale, float& running_max,
+                          float& running_sum, uint16_t* probabilities, Isa isa) {
+  return online_softmax_tile_dispatch(scores, valid, width, scale, running_max, running_sum, probabilities, isa);
+}
 
 void silu_multiply(float* gate, const float* up, int64_t n, Isa isa) {
   constexpr int64_t kChunk = 1 << 14;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <omp.h>
 
 #include "core/error.h"
 #include "core/cpu.h"
@@ -12,6 +11,7 @@
 #include "core/gemv.h"
 #include "core/ops.h"
 #include "llm/activations.h"
+#include "llm/attention.h"
 
 namespace fastvlm {
 
@@ -152,15 +152,13 @@ void Qwen2::Linear::row(int64_t index, float* out) const {
   }
 }
 
-// Queries per attention block in prefill; bounds the score matrix to kAttentionQueryBlock x context. Large
-// enough that a typical prompt is one block: each block costs two oneDNN calls per head.
-constexpr int kAttentionQueryBlock = 512;
-
 // Activations of one forward call, allocated once per call and sized by its number of positions.
 struct Qwen2::Workspace {
   int n;             // positions in this call
   int first;         // position of the first of them (= cache size before the call)
-  std::vector<float> residual, normed, q, k, v, attended, projected, gate, up, scores;
+  std::vector<float> residual, normed, q, k, v, attended, projected, gate, up;
+  std::vector<float> scores;                  // decode attention: [heads, context]
+  AttentionScratch attention;                 // prefill attention
   std::vector<float> rotary_cos, rotary_sin;  // [n, head_dim / 2]
 
   Workspace(const TextConfig& c, int n, int first)
@@ -175,9 +173,7 @@ struct Qwen2::Workspace {
         projected(size_t(n) * c.hidden_size),
         gate(size_t(n) * c.intermediate_size),
         up(size_t(n) * c.intermediate_size),
-        // Prefill: one query block of one head per thread; decode: a row per head.
-        scores(size_t(std::max(std::min(n, kAttentionQueryBlock) * omp_get_max_threads(), c.num_attention_heads)) *
-               size_t(first + n)),
+        scores(n <= kMaxRowsForGemv ? size_t(c.num_attention_heads) * size_t(first + n) : 0),
         rotary_cos(size_t(n) * c.head_dim / 2),
         rotary_sin(size_t(n) * c.head_dim / 2) {}
 };
@@ -222,6 +218,10 @@ std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint, const LlmOption
   const int kv_dim = c.num_key_value_heads * c.head_dim;
 
   const LlmDtype dtype = options.dtype;
+  // Attention follows the weights' precision: bf16 products where the linears use them, so that the f32
+  // path stays the accuracy reference.
+  model->attention_precision_ = dtype == LlmDtype::BF16 && active_isa() >= Isa::Avx512 ? AttentionPrecision::Bf16
+                                                                                        : AttentionPrecision::F32;
   model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens.weight", c.vocab_size, hidden, dtype);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -326,47 +326,12 @@ void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCach
   if (n <= kMaxRowsForGemv) {
     attend_with_dot_loops(layer_index, ws, cache);
   } else {
-    attend_with_gemms(layer_index, ws, cache);
+    causal_attention(ws.q.data(), n, ws.first, heads, cache, layer_index, attention_precision_, ws.attention,
+                     ws.attended.data());
   }
 
   layer.o_proj.forward(ws.attended.data(), n, ws.projected.data());
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
-}
-
-void Qwen2::attend_with_gemms(int layer_index, Workspace& ws, const KVCache& cache) const {
-  const int n = ws.n;
-  const int heads = config_.num_attention_heads;
-  const int head_dim = config_.head_dim;
-  const int queries_per_kv_head = heads / config_.num_key_value_heads;
-  const int total = ws.first + n;  // positions attended to, cached ones included
-  const float scale = 1.0f / std::sqrt(float(head_dim));
-  // Queries go in blocks so that the score matrix stays [block, total] however long the prompt is. Heads
-  // are spread over the threads, each running single-threaded GEMMs (oneDNN does not nest) on its own
-  // slice of the score buffer: the softmax between the two GEMMs then runs in parallel too.
-  const int64_t row_stride = int64_t(heads) * head_dim;
-  const Isa isa = active_isa();
-  for (int block_start = 0; block_start < n; block_start += kAttentionQueryBlock) {
-    const int block_rows = std::min(kAttentionQueryBlock, n - block_start);
-#pragma omp parallel for schedule(dynamic)
-    for (int h = 0; h < heads; ++h) {
-      const int kv = h / queries_per_kv_head;
-      float* scores = ws.scores.data() + size_t(omp_get_thread_num()) * std::min(n, kAttentionQueryBlock) * total;
-      const size_t head_offset = size_t(block_start) * row_stride + size_t(h) * head_dim;
-      // scores[block_rows, total] = q_h · K_kvᵀ, then a causal softmax: the query at position first+r
-      // sees positions 0 .. first+r.
-      gemm_f32(true, block_rows, total, head_dim, ws.q.data() + head_offset, row_stride,
-               cache.keys(layer_index, kv), head_dim, scores, total);
-      for (int r = 0; r < block_rows; ++r) {
-        float* row = scores + size_t(r) * total;
-        const int visible = ws.first + block_start + r + 1;
-        for (int p = 0; p < visible; ++p) row[p] *= scale;
-        softmax_row(row, visible, isa);
-        std::fill(row + visible, row + total, 0.0f);
-      }
-      gemm_f32(false, block_rows, head_dim, total, scores, total, cache.values(layer_index, kv), head_dim,
-               ws.attended.data() + head_offset, row_stride);
-    }
-  }
 }
 
 // Decode: a handful of queries against the cache, per head with vector dot products and axpys (a GEMM

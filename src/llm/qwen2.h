@@ -15,6 +15,7 @@
 #include "core/tensor.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "llm/attention.h"
 #include "llm/kv_cache.h"
 
 namespace fastvlm {
@@ -91,7 +92,6 @@ class Qwen2 {
 
   explicit Qwen2(const TextConfig& config) : config_(config) {}
   void attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const;
-  void attend_with_gemms(int layer_index, Workspace& ws, const KVCache& cache) const;
   void attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const;
   void mlp(const Layer& layer, Workspace& ws) const;
   void rms_norm(const float* x, const Tensor& weight, int rows, float* y) const;
@@ -103,6 +103,7 @@ class Qwen2 {
   Tensor final_norm_;                           // [hidden]
   Linear lm_head_;
   std::vector<double> inverse_frequencies_;     // [head_dim / 2] rotary frequencies, theta^(-2j/head_dim)
+  AttentionPrecision attention_precision_ = AttentionPrecision::F32;  // of prefill attention
 };
 
 }  // namespace fastvlm
