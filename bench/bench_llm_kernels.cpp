@@ -21,6 +21,7 @@
 #include "core/gemm.h"
 #include "core/gemv.h"
 #include "core/quant.h"
+#include "core/simd_math.h"
 #include "io/checkpoint.h"
 #include "llm/kv_cache.h"
 #include "llm/qwen2.h"
@@ -61,7 +62,7 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < count; ++i) {
     if (name == "bf16") {
       std::vector<uint16_t> w(weights.size());
-      convert_f32_to_bf16(weights.data(), w.data(), int64_t(w.size()));
+      f32_to_bf16_simd(weights.data(), w.data(), int64_t(w.size()));
       copies.bf16.push_back(std::move(w));
     } else {
       const QuantType type = name == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
@@ -124,7 +125,7 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
   std::vector<float> y(size_t(m * n));
   std::vector<uint16_t> weights_bf16(weights.size()), x_bf16(x.size());
-  convert_f32_to_bf16(weights.data(), weights_bf16.data(), int64_t(weights.size()));
+  f32_to_bf16_simd(weights.data(), weights_bf16.data(), int64_t(weights.size()));
   std::vector<uint8_t> codes(size_t(n * k));
   std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
   quantize_matrix(QuantType::Q8_0, weights.data(), n, k, codes.data(), scales.data());
@@ -138,7 +139,7 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
       linear_f32(x.data(), m, k, weights.data(), n, nullptr, y.data());
     } else {
       if (name == "q8_0") dequantize_rows_bf16(q8, 0, n, weights_bf16.data());
-      convert_f32_to_bf16(x.data(), x_bf16.data(), int64_t(x.size()));
+      f32_to_bf16_simd(x.data(), x_bf16.data(), int64_t(x.size()));
       linear_bf16(x_bf16.data(), m, k, weights_bf16.data(), n, nullptr, y.data());
     }
     benchmark::DoNotOptimize(y.data());

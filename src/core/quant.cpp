@@ -109,33 +109,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c"))) void dequan
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void convert_f32_to_bf16_avx512(
-    const float* src, uint16_t* dst, int64_t count) {
-  int64_t i = 0;
-  for (; i + 32 <= count; i += 32) {
-    const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
-    _mm512_storeu_si512(dst + i, (__m512i)packed);
-  }
-  for (; i < count; ++i) dst[i] = f32_to_bf16(src[i]);
-}
-
 }  // namespace
-
-void convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t count) {
-  constexpr int64_t kChunk = 1 << 14;
-  const int64_t chunks = (count + kChunk - 1) / kChunk;
-  const bool avx512 = active_isa() >= Isa::Avx512;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t begin = chunk * kChunk;
-    const int64_t length = std::min(kChunk, count - begin);
-    if (avx512) {
-      convert_f32_to_bf16_avx512(src + begin, dst + begin, length);
-    } else {
-      for (int64_t i = 0; i < length; ++i) dst[begin + i] = f32_to_bf16(src[begin + i]);
-    }
-  }
-}
 
 void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales) {

@@ -59,8 +59,4 @@ void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t
 void dequantize_rows_f32(const QuantMatrix& matrix, int64_t row_begin, int64_t row_count, float* out);
 void dequantize_rows_bf16(const QuantMatrix& matrix, int64_t row_begin, int64_t row_count, uint16_t* out);
 
-// dst[i] = src[i] rounded to bfloat16 (nearest even), vectorised and threaded: prefill converts every
-// activation matrix that feeds a bf16 GEMM.
-void convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t count);
-
 }  // namespace fastvlm

@@ -10,6 +10,7 @@
 #include "core/gemm.h"
 #include "core/gemv.h"
 #include "core/ops.h"
+#include "core/simd_math.h"
 #include "llm/activations.h"
 #include "llm/attention.h"
 
@@ -61,7 +62,7 @@ Qwen2::Linear Qwen2::Linear::load_dense(const Checkpoint& checkpoint, const std:
   } else {
     const Tensor widened = checkpoint.load_f32(name, {out_features, in_features});
     auto converted = std::make_shared<std::vector<uint16_t>>(size_t(widened.numel()));
-    convert_f32_to_bf16(widened.data(), converted->data(), widened.numel());
+    f32_to_bf16_simd(widened.data(), converted->data(), widened.numel());
     linear.bf16 = converted->data();
     linear.converted_bf16 = std::move(converted);
   }
@@ -119,7 +120,7 @@ void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
   const size_t weight_count = size_t(out_features) * in_features;
   if (active_isa() >= Isa::Avx512) {
     scratch.x_bf16.resize(size_t(rows) * in_features);
-    convert_f32_to_bf16(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
+    f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
     const uint16_t* weights = bf16;
     if (format == Format::Quantized) {
       scratch.weights_bf16.resize(weight_count);
