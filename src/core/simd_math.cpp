@@ -14,17 +14,10 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/simd_exp.h"
 
 namespace fastvlm {
 namespace {
-
-// exp(y) = 2^n · exp(r), n = round(y / ln 2), r = y - n·ln 2 with ln 2 split in two parts for precision;
-// exp(r) on |r| <= ln2/2 by its degree-6 Taylor polynomial.
-constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-constexpr float kExpC2 = 0.5f, kExpC3 = 1.0f / 6, kExpC4 = 1.0f / 24, kExpC5 = 1.0f / 120, kExpC6 = 1.0f / 720;
-// Arguments are clamped here: exp(-87) is within float range (so 2^n stays a normal number) and is
-// already negligible next to the values it is summed with or subtracted from.
-constexpr float kMinExpArgument = -87.0f;
 
 // Abramowitz & Stegun 7.1.26: erf(a) = 1 - t·(a1 + t·(a2 + t·(a3 + t·(a4 + t·a5))))·exp(-a²),
 // t = 1 / (1 + p·a), for a >= 0.
@@ -38,24 +31,9 @@ constexpr float kInvSqrt2 = 0.70710678118654752440f;
 
 // ----- AVX-512
 
-// exp(y) for y <= 0.
-FASTVLM_AVX512 inline __m512 exp_nonpositive_avx512(__m512 y) {
-  y = _mm512_max_ps(y, _mm512_set1_ps(kMinExpArgument));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), y);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(kExpC6), r, _mm512_set1_ps(kExpC5));
-  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(kExpC4));
-  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(kExpC3));
-  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(kExpC2));
-  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f));
-  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(e, n);
-}
-
 FASTVLM_AVX512 inline __m512 gelu_avx512(__m512 x) {
   const __m512 a = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(kInvSqrt2)));
-  const __m512 e = exp_nonpositive_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+  const __m512 e = simd::exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
   const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(a, _mm512_set1_ps(kErfP), _mm512_set1_ps(1.0f)));
   __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kErfA5), t, _mm512_set1_ps(kErfA4));
   poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kErfA3));
@@ -88,7 +66,7 @@ FASTVLM_AVX512 void softmax_row_avx512(float* x, int64_t n, uint16_t* bf16_out) 
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = tail_mask(n - i);
-    const __m512 e = exp_nonpositive_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), row_max));
+    const __m512 e = simd::exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), row_max));
     sum = _mm512_mask_add_ps(sum, mask, sum, e);
     _mm512_mask_storeu_ps(x + i, mask, e);
   }
@@ -112,26 +90,11 @@ FASTVLM_AVX512 void f32_to_bf16_avx512(const float* src, uint16_t* dst, int64_t 
 
 // ----- AVX2
 
-FASTVLM_AVX2 inline __m256 exp_nonpositive_avx2(__m256 y) {
-  y = _mm256_max_ps(y, _mm256_set1_ps(kMinExpArgument));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), y);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(kExpC6), r, _mm256_set1_ps(kExpC5));
-  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(kExpC4));
-  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(kExpC3));
-  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(kExpC2));
-  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
-  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.0f));
-  // 2^n from the exponent bits: n >= -126 because of the clamp.
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(e, _mm256_castsi256_ps(exponent));
-}
 
 FASTVLM_AVX2 inline __m256 gelu_avx2(__m256 x) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   const __m256 a = _mm256_andnot_ps(sign_bit, _mm256_mul_ps(x, _mm256_set1_ps(kInvSqrt2)));
-  const __m256 e = exp_nonpositive_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+  const __m256 e = simd::exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
   const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(kErfP), _mm256_set1_ps(1.0f)));
   __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kErfA5), t, _mm256_set1_ps(kErfA4));
   poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kErfA3));
@@ -155,7 +118,7 @@ FASTVLM_AVX2 void softmax_row_avx2(float* x, int64_t n) {
   const __m256 row_max = _mm256_set1_ps(max_value);
   __m256 sums = _mm256_setzero_ps();
   for (int64_t i = 0; i < vector_end; i += 8) {
-    const __m256 e = exp_nonpositive_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), row_max));
+    const __m256 e = simd::exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), row_max));
     sums = _mm256_add_ps(sums, e);
     _mm256_storeu_ps(x + i, e);
   }

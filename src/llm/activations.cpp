@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/ops.h"
+#include "core/simd_exp.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -20,32 +21,12 @@
 namespace fastvlm {
 namespace {
 
-// e^x for 16 floats: x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), e^r by its
-// degree-7 Taylor polynomial (truncation < 2e-8 relative), then scaled by 2^n. Inputs are clamped to
-// the float range, so large negative x give 0 and large positive x a finite huge value.
-FASTVLM_TARGET_AVX512 inline __m512 exp_avx512(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.37f)), _mm512_set1_ps(-103.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
 FASTVLM_TARGET_AVX512 void silu_multiply_avx512(float* gate, const float* up, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 g = _mm512_loadu_ps(gate + i);
-    const __m512 sigmoid_denominator = _mm512_add_ps(one, exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+    const __m512 sigmoid_denominator = _mm512_add_ps(one, simd::exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g)));
     _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_div_ps(g, sigmoid_denominator), _mm512_loadu_ps(up + i)));
   }
   for (; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
@@ -61,12 +42,12 @@ FASTVLM_TARGET_AVX512 void softmax_row_avx512(float* x, int64_t n) {
   const __m512 largest = _mm512_set1_ps(_mm512_reduce_max_ps(running_max));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < vector_end; i += 16) {
-    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), largest));
+    const __m512 e = simd::exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), largest));
     _mm512_storeu_ps(x + i, e);
     sum = _mm512_add_ps(sum, e);
   }
   if (tail) {
-    const __m512 e = _mm512_maskz_mov_ps(tail, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + vector_end), largest)));
+    const __m512 e = _mm512_maskz_mov_ps(tail, simd::exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + vector_end), largest)));
     _mm512_mask_storeu_ps(x + vector_end, tail, e);
     sum = _mm512_add_ps(sum, e);
   }
@@ -103,7 +84,7 @@ FASTVLM_TARGET_AVX512_BF16 float online_softmax_tile_avx512(const float* scores,
   for (int64_t i = 0; i < width; i += 16) {
     const __mmask16 visible = first_lanes(valid - i);
     const __m512 p = _mm512_maskz_mov_ps(
-        visible, exp_avx512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(visible, scores + i), scale_vector, scaled_max)));
+        visible, simd::exp_avx512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(visible, scores + i), scale_vector, scaled_max)));
     store_masked(probabilities + i, first_lanes(width - i), p);
     sum = _mm512_add_ps(sum, p);
   }
