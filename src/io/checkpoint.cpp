@@ -5,20 +5,14 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace fastvlm {
 namespace {
 
 // The shard files named by model.safetensors.index.json's weight_map, in a stable order.
 std::vector<std::string> shards_from_index(const std::filesystem::path& index_path) {
-  std::ifstream in(index_path);
-  if (!in) throw Error(index_path.string() + ": cannot open");
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(index_path.string() + ": invalid JSON: " + e.what());
-  }
+  const nlohmann::json index = read_json_file(index_path);
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     throw Error(index_path.string() + ": expected an object with a 'weight_map' object");
   std::set<std::string> shards;

@@ -5,21 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace fastvlm {
 namespace {
 
 using nlohmann::json;
-
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path.string() + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(path.string() + ": invalid JSON: " + e.what());
-  }
-}
 
 // Typed access to one JSON object, with errors naming the file and the key.
 class Keys {
@@ -246,7 +237,7 @@ void parse_fast_vlm_multimodal(const Keys& keys, const json& root, const std::fi
   config.vision.image_size = 1024;
   const auto processor_file = dir / "preprocessor_config.json";
   if (std::filesystem::exists(processor_file)) {
-    const json processor = read_json(processor_file);
+    const json processor = read_json_file(processor_file);
     for (const char* key : {"crop_size", "size"}) {
       if (!processor.contains(key) || !processor[key].is_object()) continue;
       const json& size = processor[key];
@@ -264,7 +255,7 @@ void parse_fast_vlm_multimodal(const Keys& keys, const json& root, const std::fi
 
 ModelConfig load_model_config(const std::filesystem::path& dir) {
   const auto file = dir / "config.json";
-  const json root = read_json(file);
+  const json root = read_json_file(file);
   if (!root.is_object()) throw Error(file.string() + ": expected a JSON object");
   Keys keys(root, file);
   ModelConfig config;
@@ -306,7 +297,7 @@ ModelConfig load_model_config(const std::filesystem::path& dir) {
   // generation_config.json carries the stop ids the released model was tuned with.
   const auto generation_file = dir / "generation_config.json";
   if (std::filesystem::exists(generation_file)) {
-    const json generation = read_json(generation_file);
+    const json generation = read_json_file(generation_file);
     if (generation.is_object()) {
       Keys gen(generation, generation_file);
       for (int id : gen.integers("eos_token_id"))

@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/json_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
@@ -18,16 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path.string() + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(path.string() + ": invalid JSON: " + e.what());
-  }
-}
 
 // The safetensors files of a model directory: model.safetensors, or the shards its index names.
 std::vector<fs::path> weight_files(const fs::path& dir) {

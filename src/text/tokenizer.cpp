@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/json_file.h"
 #include "text/unicode.h"
 
 namespace fastvlm::text {
@@ -70,16 +71,6 @@ class ByteAlphabet {
 const ByteAlphabet& byte_alphabet() {
   static const ByteAlphabet alphabet;
   return alphabet;
-}
-
-json read_json(const fs::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw Error("cannot open " + path.string());
-  try {
-    return json::parse(file);
-  } catch (const json::exception& e) {
-    throw Error(path.string() + ": invalid JSON: " + e.what());
-  }
 }
 
 // ---- pre-tokenizer ---------------------------------------------------------------------------------
@@ -464,7 +455,7 @@ void check_qwen2_pipeline(const json& config, const std::string& where) {
 
 void load_tokenizer_json(Tokenizer::Model& model, const fs::path& path) {
   const std::string where = path.string();
-  const json config = read_json(path);
+  const json config = read_json_file(path);
   try {
     check_qwen2_pipeline(config, where);
     model.reserve(config.at("model").at("vocab").size(), config.at("model").at("merges").size());
@@ -494,7 +485,7 @@ void load_tokenizer_json(Tokenizer::Model& model, const fs::path& path) {
 
 void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
   const fs::path config_path = dir / "tokenizer_config.json";
-  const json config = fs::exists(config_path) ? read_json(config_path) : json::object();
+  const json config = fs::exists(config_path) ? read_json_file(config_path) : json::object();
   const std::string tokenizer_class = config.value("tokenizer_class", "Qwen2Tokenizer");
   if (!tokenizer_class.starts_with("Qwen2Tokenizer")) {
     throw Error(config_path.string() + ": tokenizer_class \"" + tokenizer_class +
@@ -503,7 +494,7 @@ void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
 
   const fs::path vocab_path = dir / "vocab.json";
   try {
-    const json vocab = read_json(vocab_path);
+    const json vocab = read_json_file(vocab_path);
     model.reserve(vocab.size(), vocab.size());  // BPE vocabularies have about as many merges as tokens
     for (const auto& [spelling, id] : vocab.items()) {
       model.add_vocab_entry(spelling, id.get<int32_t>(), vocab_path.string());
@@ -530,7 +521,7 @@ void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
   try {
     const fs::path added_path = dir / "added_tokens.json";
     if (fs::exists(added_path)) {
-      const json added_tokens = read_json(added_path);
+      const json added_tokens = read_json_file(added_path);
       for (const auto& [content, id] : added_tokens.items()) {
         model.add_added_token(content, id.get<int32_t>(), added_path.string());
       }
