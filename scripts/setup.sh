@@ -28,4 +28,9 @@ if ! command -v npm >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
-npm ci --prefix "$(dirname "$0")/../tests/server" --no-audit --no-fund --loglevel=error
+# A registry outage must not stop the build: the SDK test then reports itself skipped (exit 77).
+server_tests="$(dirname "$0")/../tests/server"
+if [ ! -f "$server_tests/node_modules/openai/package.json" ]; then
+  npm ci --prefix "$server_tests" --no-audit --no-fund --loglevel=error ||
+    echo "setup.sh: WARNING: npm ci failed; the OpenAI SDK test will be skipped" >&2
+fi
