@@ -20,6 +20,7 @@
 #include "llm/sampling.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 #include "vision/fastvit.h"
 #include "vision/projector.h"
 
@@ -287,6 +288,12 @@ class StopStringFilter {
   bool stopped_ = false;
 };
 
+// Offsets in the user's own text, before the chat template moves them.
+void check_utf8(const std::string& text, const char* what) {
+  if (auto offset = text::find_invalid_utf8(text))
+    throw Error(std::string(what) + " is not valid UTF-8 (byte " + std::to_string(*offset) + ")");
+}
+
 }  // namespace
 
 struct Session::State {
@@ -323,6 +330,7 @@ Generation Session::ask(const std::string& user_text, const ImageInput* image, c
   const Engine::Impl& engine = engine_.impl();
   State& state = *state_;
   const auto turn_start = Clock::now();
+  check_utf8(user_text, "the prompt");
   text::ChatMessage turn{"user", user_text, image != nullptr};
   const std::string prompt = state.keys.empty() ? text::render_chat_prompt(state.system_prompt, std::span(&turn, 1))
                                                 : text::render_chat_continuation(turn);
@@ -353,6 +361,7 @@ Generation Session::respond(const std::vector<ChatMessage>& conversation, const 
   std::vector<text::ChatMessage> turns;
   int image_count = 0;
   for (const auto& message : conversation) {
+    check_utf8(message.text, ("a " + message.role + " message").c_str());
     if (message.role == "system") {
       if (message.image) throw Error("a system message cannot carry an image");
       system = message.text;

@@ -200,6 +200,12 @@ TEST(Pipeline, BadImagesAreErrors) {
   EXPECT_THROW(session.ask("Describe the image.", &garbage, greedy(4)), Error);
   EXPECT_EQ(session.context_used(), 0);
   EXPECT_THROW(session.ask("look: <image>", nullptr, greedy(4)), Error);
+  try {
+    session.ask("bad \xff byte", nullptr, greedy(4));
+    FAIL() << "invalid UTF-8 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("byte 4"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CApi, AnswersAndReportsErrors) {
