@@ -77,6 +77,9 @@ void add_bench_command(CLI::App& app) {
       timings[key] = s.median;
       ranges[key] = {s.min, s.max};
     }
+    // Achieved throughput: 2 flops per multiply-accumulate.
+    const double vision_gflops = flags->image.empty() ? 0 : 2e-6 * double(info.vision_macs) / timings["vision_ms"].get<double>();
+    const double prefill_gflops = 2e-6 * double(engine->prefill_macs(prompt_tokens)) / timings["prefill_ms"].get<double>();
     nlohmann::json out = {{"model", info.path},
                           {"image_size", flags->image.empty() ? 0 : info.image_size},
                           {"prompt_tokens", prompt_tokens},
@@ -85,6 +88,8 @@ void add_bench_command(CLI::App& app) {
                           {"threads", flags->model.engine.threads},
                           {"timings", timings},
                           {"timings_min_max", ranges},
+                          {"vision_gflops", vision_gflops},
+                          {"prefill_gflops", prefill_gflops},
                           {"peak_rss_mb", peak_rss_mb()}};
     if (flags->json) {
       std::printf("%s\n", out.dump().c_str());
@@ -97,6 +102,8 @@ void add_bench_command(CLI::App& app) {
       Stats s = summarize(values);
       std::printf("  %-22s %10.2f ms   [%.2f - %.2f]\n", key.c_str(), s.median, s.min, s.max);
     }
+    std::printf("  %-22s %10.1f GFLOP/s\n", "vision", vision_gflops);
+    std::printf("  %-22s %10.1f GFLOP/s\n", "prefill", prefill_gflops);
     std::printf("  %-22s %10.1f MB\n", "peak RSS", peak_rss_mb());
   });
 }

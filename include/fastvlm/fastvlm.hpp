@@ -73,6 +73,7 @@ struct ModelInfo {
   int image_size = 0;         // input size used for images
   int image_tokens = 0;       // (image_size / 64)^2
   int vision_channels = 0;    // mm_hidden_size
+  int64_t vision_macs = 0;    // multiply-accumulates of one image encode at image_size
 };
 
 // One message of a conversation. An image is placed before the text of its (user) message, as FastVLM
@@ -94,6 +95,8 @@ class Engine {
   ~Engine();
 
   const ModelInfo& info() const;
+  // Multiply-accumulates of prefilling `positions` positions into an empty cache (for throughput figures).
+  int64_t prefill_macs(int positions) const;
   const EngineOptions& options() const;
   double load_ms() const;
 

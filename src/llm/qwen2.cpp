@@ -422,4 +422,13 @@ std::vector<float> Qwen2::forward(const float* embeddings, int n, KVCache& cache
   return logits;
 }
 
+int64_t prefill_macs(const TextConfig& config, int64_t positions, int64_t cached) {
+  const int64_t h = config.hidden_size, q = int64_t(config.num_attention_heads) * config.head_dim;
+  const int64_t kv = int64_t(config.num_key_value_heads) * config.head_dim;
+  const int64_t linears = h * q + 2 * h * kv + q * h + 3 * h * config.intermediate_size;
+  // Each new position attends to the cache and, causally, to the new positions before it.
+  const int64_t attended = positions * cached + positions * positions / 2;
+  return config.num_hidden_layers * (positions * linears + 2 * attended * q) + h * config.vocab_size;
+}
+
 }  // namespace fastvlm

@@ -647,4 +647,32 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   return head;
 }
 
+int64_t vision_macs(const VisionConfig& config, int image_size) {
+  const int64_t c0 = config.embed_dims[0], size = image_size;
+  int64_t macs = (size / 2) * (size / 2) * c0 * 3 * 9  // stem: 3x3 stride-2 conv
+                 + (size / 4) * (size / 4) * c0 * 9    // 3x3 stride-2 depthwise
+                 + (size / 4) * (size / 4) * c0 * c0;  // 1x1
+  int64_t side = size / 4;
+  for (int stage = 0; stage < config.num_stages(); ++stage) {
+    const int64_t c = config.embed_dims[stage], pixels = side * side, hidden = c * config.mlp_ratios[stage];
+    const int64_t pos_kernel = config.pos_emb_kernel[stage];
+    macs += pixels * c * pos_kernel * pos_kernel;  // RepCPE
+    for (int block = 0; block < config.layers[stage]; ++block) {
+      if (config.token_mixers[stage] == TokenMixer::RepMixer)
+        macs += pixels * c * config.repmixer_kernel_size * config.repmixer_kernel_size;
+      else  // qkv, q·kᵀ, ·v, proj
+        macs += pixels * c * 3 * c + 2 * pixels * pixels * c + pixels * c * c;
+      macs += pixels * c * 49 + 2 * pixels * c * hidden;  // ConvFFN: depthwise 7x7, fc1, fc2
+    }
+    if (config.has_patch_embed_after(stage)) {
+      side /= config.down_stride;
+      const int64_t k = config.down_patch_size;
+      macs += side * side * 2 * c * k * k + side * side * 4 * c * c;  // grouped k x k (1 input each), 1x1
+    }
+  }
+  const int64_t out = config.out_channels();
+  macs += side * side * out * 9 + 2 * out * (out / 16);  // conv_exp grouped 3x3 (one input each), SE
+  return macs;
+}
+
 }  // namespace fastvlm

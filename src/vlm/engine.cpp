@@ -119,11 +119,15 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   info.image_size = image_size;
   info.image_tokens = (image_size / stride) * (image_size / stride);
   info.vision_channels = config.mm_hidden_size;
+  info.vision_macs = vision_macs(config.vision, image_size);
   impl->load_ms = ms_since(start);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
 const ModelInfo& Engine::info() const { return impl_->info; }
+int64_t Engine::prefill_macs(int positions) const {
+  return fastvlm::prefill_macs(impl_->checkpoint->config().text, positions);
+}
 const EngineOptions& Engine::options() const { return impl_->options; }
 double Engine::load_ms() const { return impl_->load_ms; }
 
