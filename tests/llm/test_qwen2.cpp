@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "golden.h"
 #include "io/safetensors.h"
 #include "llm/kv_cache.h"
 #include "llm/qwen2.h"
@@ -19,17 +20,10 @@
 namespace fastvlm {
 namespace {
 
+using fastvlm::fixtures::read_golden;
+
 const std::filesystem::path kFixture = std::filesystem::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm";
 const std::filesystem::path kGolden = kFixture / "golden";
-
-std::vector<float> read_golden(const std::filesystem::path& file, const std::string& name) {
-  auto st = SafetensorsFile::open(file);
-  const TensorInfo* info = st->find(name);
-  if (!info) throw std::runtime_error(file.string() + " has no tensor " + name);
-  std::vector<float> values(shape_numel(info->shape));
-  convert_to_f32(info->dtype, info->data, values.data(), values.size());
-  return values;
-}
 
 float max_abs_diff(std::span<const float> a, std::span<const float> b) {
   EXPECT_EQ(a.size(), b.size());

@@ -14,6 +14,7 @@
 #include "core/cpu.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "golden.h"
 #include "io/safetensors.h"
 #include "llm/kv_cache.h"
 #include "llm/quantize.h"
@@ -23,6 +24,8 @@
 namespace fastvlm {
 namespace {
 
+using fastvlm::fixtures::read_golden;
+
 namespace fs = std::filesystem;
 const fs::path kFixture = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm";
 const fs::path kGolden = kFixture / "golden";
@@ -30,15 +33,6 @@ const fs::path kGolden = kFixture / "golden";
 // Logit tolerance of the bf16 path: activations are rounded to bf16 (8-bit mantissa) before every GEMM
 // and GEMV, which on this fixture's O(5) logits moves them by a few hundredths.
 constexpr float kBf16LogitMaxAbs = 0.05f;
-
-std::vector<float> read_golden(const fs::path& file, const std::string& name) {
-  auto st = SafetensorsFile::open(file);
-  const TensorInfo* info = st->find(name);
-  if (!info) throw std::runtime_error(file.string() + " has no tensor " + name);
-  std::vector<float> values(shape_numel(info->shape));
-  convert_to_f32(info->dtype, info->data, values.data(), values.size());
-  return values;
-}
 
 nlohmann::json golden_json() {
   std::ifstream in(kGolden / "golden.json");

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "fastvlm/fastvlm.h"
 #include "fastvlm/fastvlm.hpp"
+#include "golden.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -33,11 +34,7 @@ Engine& tiny_engine() {
 }
 
 std::vector<float> golden_tensor(const std::string& file, const std::string& name) {
-  auto st = SafetensorsFile::open(kGolden / file);
-  const TensorInfo* t = st->find(name);
-  EXPECT_NE(t, nullptr) << name;
-  const float* p = reinterpret_cast<const float*>(t->data);
-  return {p, p + t->nbytes / 4};
+  return fixtures::read_golden(kGolden / file, name);
 }
 
 // max|a-b| / max|ref|
