@@ -4,11 +4,6 @@
 
 namespace fastvlm {
 
-void gelu_inplace(float* x, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) x[i] = gelu(x[i]);
-}
-
 void softmax_rows(float* x, int64_t rows, int64_t cols) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
   for (int64_t r = 0; r < rows; ++r) {

@@ -9,8 +9,6 @@ namespace fastvlm {
 inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f)); }
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
-void gelu_inplace(float* x, int64_t n);
-
 // In-place numerically stable softmax of each of `rows` rows of length `cols`.
 void softmax_rows(float* x, int64_t rows, int64_t cols);
 

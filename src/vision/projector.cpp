@@ -2,7 +2,7 @@
 
 #include "core/error.h"
 #include "core/gemm.h"
-#include "core/ops.h"
+#include "core/simd_math.h"
 
 namespace fastvlm {
 
@@ -28,7 +28,7 @@ Tensor Projector::forward(const Tensor& image_features) const {
   Tensor activated({tokens, hidden});
   linear_f32(image_features.data(), tokens, input_size(), first_weight_.data(), hidden, first_bias_.data(),
              activated.data());
-  gelu_inplace(activated.data(), activated.numel());
+  gelu_simd(activated.data(), activated.numel());
   Tensor output({tokens, hidden});
   linear_f32(activated.data(), tokens, hidden, second_weight_.data(), hidden, second_bias_.data(), output.data());
   return output;
