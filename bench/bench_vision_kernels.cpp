@@ -1,4 +1,4 @@
-// Microbenchmarks of the vision tower's hot kernels at FastViTHD's 1024x1024 shapes: the depthwise 7x7
+// Microbenchmarks of the vision tower's hot kernels at FastViTHD's 1024x1024 shapes: the spatial
 // convolutions (float32, this CPU's kernel level) and the ConvFFN / attention 1x1 GEMMs (bf16 on oneDNN,
 // with the epilogues the tower uses, float32 for comparison, and the Int8 compute's s8 products). Counters report GFLOP/s (2 flops per
 // multiply-accumulate); this machine kind measured AVX-512 fp32 FMA peak ~350 GFLOP/s on 2 cores, and
@@ -14,6 +14,7 @@
 #include "core/tensor.h"
 #include "vision/conv_kernels.h"
 #include "vision/fastvit.h"
+#include "vision/int8_quant.h"
 
 namespace fastvlm {
 namespace {
@@ -22,38 +23,56 @@ void fill(float* data, int64_t n) {
   for (int64_t i = 0; i < n; ++i) data[i] = float((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
 }
 
-GroupedConv depthwise(int channels, int kernel) {
+// A convolution with seeded weights. groups == in_channels makes it depthwise (out_channels ==
+// in_channels) or channel-multiplier-2 (out_channels == 2 * in_channels, the PatchEmbed convs).
+GroupedConv spatial_conv(int in_channels, int out_channels, int groups, int kernel, int stride) {
   GroupedConv conv;
-  conv.in_channels = conv.out_channels = conv.groups = channels;
+  conv.in_channels = in_channels;
+  conv.out_channels = out_channels;
+  conv.groups = groups;
   conv.kernel = kernel;
-  conv.weight = Tensor({int64_t(kernel) * kernel, 1, channels});
-  conv.bias = Tensor({channels});
+  conv.stride = stride;
+  conv.weight = Tensor({int64_t(kernel) * kernel, in_channels / groups, out_channels});
+  conv.bias = Tensor({out_channels});
   fill(conv.weight.data(), conv.weight.numel());
   fill(conv.bias.data(), conv.bias.numel());
   return conv;
 }
 
-// args: side, channels, kernel
+// The tower's spatial convolutions, threaded over output rows like run_conv.
+// args: input side, in channels, out channels, groups, kernel, stride
 void BM_DepthwiseConv(benchmark::State& state) {
   const int64_t side = state.range(0);
-  const int channels = int(state.range(1)), kernel = int(state.range(2));
-  const GroupedConv conv = depthwise(channels, kernel);
-  Tensor input({side, side, channels}), output({side, side, channels});
+  const int in_channels = int(state.range(1)), out_channels = int(state.range(2)), groups = int(state.range(3));
+  const int kernel = int(state.range(4)), stride = int(state.range(5));
+  const GroupedConv conv = spatial_conv(in_channels, out_channels, groups, kernel, stride);
+  const int64_t out_side = conv_output_size(conv, side);
+  Tensor input({side, side, in_channels}), output({out_side, out_side, out_channels});
   fill(input.data(), input.numel());
   const Isa isa = active_isa();
   for (auto _ : state) {
 #pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < side; ++row)
-      conv_rows(conv, input.data(), side, side, output.data() + row * side * channels, row, row + 1, isa);
+    for (int64_t row = 0; row < out_side; ++row)
+      conv_rows(conv, input.data(), side, side, output.data() + row * out_side * out_channels, row, row + 1, isa);
     benchmark::ClobberMemory();
   }
-  const double flops = 2.0 * double(side * side * channels) * kernel * kernel;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  state.counters["GB/s"] = benchmark::Counter(2.0 * 4 * side * side * channels, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  const double macs = double(out_side * out_side) * out_channels * (in_channels / groups) * kernel * kernel;
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["GB/s"] = benchmark::Counter(4.0 * double(input.numel() + output.numel()),
+                                              benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   state.SetLabel(std::string(isa_name(isa)) + ", " + std::to_string(omp_get_max_threads()) + " threads");
 }
-BENCHMARK(BM_DepthwiseConv)->Args({64, 384, 7})->Args({256, 96, 7})->Args({128, 192, 7})->Args({64, 384, 3})
+// ConvFFN / RepCPE 7x7 at every stage, RepMixer 3x3, the PatchEmbed 7x7 stride-2 multiplier-2 convs,
+// the stem's dense 3x3 stride-2 conv (3 -> 96) and depthwise 3x3 stride-2 conv, and conv_exp.
+BENCHMARK(BM_DepthwiseConv)
+    ->Args({256, 96, 96, 96, 7, 1})->Args({128, 192, 192, 192, 7, 1})->Args({64, 384, 384, 384, 7, 1})
+    ->Args({32, 768, 768, 768, 7, 1})->Args({16, 1536, 1536, 1536, 7, 1})
+    ->Args({256, 96, 96, 96, 3, 1})->Args({128, 192, 192, 192, 3, 1})->Args({64, 384, 384, 384, 3, 1})
+    ->Args({256, 96, 192, 96, 7, 2})->Args({128, 192, 384, 192, 7, 2})->Args({64, 384, 768, 384, 7, 2})
+    ->Args({32, 768, 1536, 768, 7, 2})
+    ->Args({1024, 3, 96, 1, 3, 2})->Args({512, 96, 96, 96, 3, 2})
+    ->Args({16, 1536, 3072, 1536, 3, 1})
+    ->ArgNames({"side", "in", "out", "groups", "k", "s"})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // args: M, K, N, bf16 (0/1), epilogue (0 none, 1 gelu, 2 add to output)
@@ -103,11 +122,12 @@ BENCHMARK(BM_PointwiseGemm)
     ->Args({128, 384, 1536, 1, 1})->Args({128, 1536, 384, 1, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The Int8 compute's ConvFFN product: int8 codes, per-channel weight scales, float32 output with the
-// tower's epilogues. args: M, K, N, epilogue (1 gelu, 2 add to output). Compare with the bf16 rows above.
+// The Int8 compute's ConvFFN product: int8 codes multiplied exactly into int32, then the tower's
+// epilogue into float32 (1: dequantise + GELU, 2: dequantise + add to the output). args: M, K, N,
+// epilogue. Compare with the bf16 rows above.
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
-  const auto epilogue = Epilogue(state.range(3));
+  const bool gelu = state.range(3) == 1;
   if (!cpu_features().avx512_vnni || active_isa() < Isa::Avx512) {
     state.SkipWithError("no AVX512-VNNI");
     return;
@@ -115,13 +135,17 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   std::vector<int8_t> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K));
   for (size_t i = 0; i < a.size(); ++i) a[i] = int8_t(int((i * 2654435761u) % 255) - 127);
   for (size_t i = 0; i < b.size(); ++i) b[i] = int8_t(int((i * 40503u) % 255) - 127);
-  std::vector<float> b_scales(static_cast<size_t>(N), 1e-3f), bias(static_cast<size_t>(N)), c(static_cast<size_t>(M * N));
+  std::vector<float> scales(static_cast<size_t>(N), 1e-5f), bias(static_cast<size_t>(N)), c(static_cast<size_t>(M * N));
+  std::vector<int32_t> accumulators(static_cast<size_t>(M * N));
   fill(bias.data(), N);
-  const Int8MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .a_scale = 1e-2f, .b = b.data(),
-                            .ldb = K, .b_scales = b_scales.data(), .c = c.data(), .ldc = N, .bias = bias.data(),
-                            .epilogue = epilogue};
+  const Int8MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .b = b.data(), .ldb = K,
+                            .c = accumulators.data(), .ldc = N};
   for (auto _ : state) {
     matmul_s8(spec);
+    if (gelu)
+      benchmark::DoNotOptimize(dequantize_gelu(accumulators.data(), M, N, scales.data(), bias.data(), c.data()));
+    else
+      dequantize_add(accumulators.data(), M, N, scales.data(), bias.data(), c.data());
     benchmark::ClobberMemory();
   }
   state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,

@@ -27,7 +27,8 @@ PY
 echo "uptime before: $(uptime)" >&2
 for run in "f32 fastvlm-0.5b" "bf16 fastvlm-0.5b" "bf16 fastvlm-0.5b-q8" "bf16 fastvlm-0.5b-q4" "int8 fastvlm-0.5b-q8"; do
   set -- $run
+  # Each configuration also reports its logit error and greedy agreement against the f32 model.
   echo "{\"dtype\": \"$1\", \"model\": \"$2\", \"bench\": $("$bin" bench -m "$work/$2" --image "$work/image-1024.png" \
-    -p "Describe the image." -n 64 --reps "$reps" --threads 2 --dtype "$1" --json)}"
+    -p "Describe the image." -n 64 --reps "$reps" --threads 2 --dtype "$1" --reference "$work/fastvlm-0.5b" --json)}"
 done
 echo "uptime after: $(uptime)" >&2

@@ -1,13 +1,17 @@
-// fastvlm bench: the whole pipeline timed over several repetitions, reported as medians and ranges.
+// fastvlm bench: the whole pipeline timed over several repetitions, reported as medians and ranges, then
+// (when asked, or by default for a reduced-precision dense model) its accuracy against a float32 reference.
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "io/checkpoint.h"
 
 namespace fastvlm::cli {
 
@@ -30,6 +34,126 @@ double peak_rss_mb() {
   return double(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// How far the benched engine is from the f32 reference on the bench's own prompt. Per step the logits
+// are compared under teacher forcing (both engines see the reference's tokens), so one early divergence
+// does not make every later step incomparable; greedy_prefix shows what free-running generation does.
+struct Accuracy {
+  std::string reference;
+  int steps = 0;  // tokens the reference generated (fewer than -n when it ended its answer)
+  double logit_rel_rms_mean = 0, logit_rel_rms_max = 0;
+  int top1_agreement = 0;  // steps where both engines' logits have the same argmax
+  int greedy_prefix = 0;   // leading tokens of the benched engine's own greedy answer equal to the reference's
+  std::optional<double> image_embeds_rel_err;  // max|diff| / max|ref| of the embeddings the LLM sees
+};
+
+// rms(values - reference) / rms(reference).
+double relative_rms_error(std::span<const float> values, std::span<const float> reference) {
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double diff = double(values[i]) - reference[i];
+    error += diff * diff;
+    norm += double(reference[i]) * reference[i];
+  }
+  return std::sqrt(error / norm);
+}
+
+double max_relative_error(std::span<const float> values, std::span<const float> reference) {
+  double max_diff = 0, max_reference = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    max_diff = std::max(max_diff, std::fabs(double(values[i]) - reference[i]));
+    max_reference = std::max(max_reference, std::fabs(double(reference[i])));
+  }
+  return max_diff / max_reference;
+}
+
+size_t argmax(std::span<const float> values) {
+  return size_t(std::max_element(values.begin(), values.end()) - values.begin());  // first of ties, as greedy
+}
+
+// Fails before the timed repetitions, not after them, when the reference is not a model directory.
+void check_reference(const std::string& reference_dir) {
+  try {
+    Checkpoint::open(reference_dir);  // reads config.json and the safetensors headers only
+  } catch (const Error& e) {
+    throw Error("--reference " + reference_dir + " is not a model directory: " + e.what());
+  }
+}
+
+// `free_running` is one of the benched engine's own greedy answers to the same prompt.
+Accuracy measure_accuracy(const Engine& engine, const std::string& reference_dir, const std::string& prompt,
+                          const ImageInput* image, int max_tokens, const Generation& free_running) {
+  EngineOptions reference_options = engine.options();
+  reference_options.precision = Precision::F32;
+  reference_options.image_cache_entries = 1;  // the image is encoded for the answer and again for the embeddings
+  std::unique_ptr<Engine> reference;
+  try {
+    reference = Engine::load(reference_dir, reference_options);
+  } catch (const Error& e) {
+    throw Error("--reference " + reference_dir + ": " + e.what());
+  }
+  const ModelInfo &mine = engine.info(), &theirs = reference->info();
+  if (mine.vocab_size != theirs.vocab_size || mine.hidden_size != theirs.hidden_size ||
+      mine.image_tokens != theirs.image_tokens)
+    throw Error("--reference " + reference_dir + " is not the same model shape as " + mine.path + " (vocabulary " +
+                std::to_string(theirs.vocab_size) + " vs " + std::to_string(mine.vocab_size) + ", hidden " +
+                std::to_string(theirs.hidden_size) + " vs " + std::to_string(mine.hidden_size) + ")");
+
+  GenerateOptions greedy;
+  greedy.max_tokens = max_tokens;
+  greedy.keep_logits = true;
+  const Generation expected = Session(*reference).ask(prompt, image, greedy);
+  Accuracy result;
+  result.reference = theirs.path;
+  result.steps = int(expected.token_ids.size());
+  if (result.steps > 0) {
+    GenerateOptions teacher_forced = greedy;
+    teacher_forced.forced_tokens = expected.token_ids;
+    const Generation actual = Session(engine).ask(prompt, image, teacher_forced);
+    if (actual.step_logits.size() != expected.step_logits.size())
+      throw Error("internal: teacher forcing ran " + std::to_string(actual.step_logits.size()) + " steps, not " +
+                  std::to_string(expected.step_logits.size()));
+    double error_sum = 0;
+    for (int step = 0; step < result.steps; ++step) {
+      const std::vector<float>& logits = actual.step_logits[step];
+      const std::vector<float>& reference_logits = expected.step_logits[step];
+      if (logits.size() != reference_logits.size())
+        throw Error("--reference " + reference_dir + " generates from " + std::to_string(reference_logits.size()) +
+                    " token ids, " + mine.path + " from " + std::to_string(logits.size()) + ": not the same tokenizer");
+      const double error = relative_rms_error(logits, reference_logits);
+      error_sum += error;
+      result.logit_rel_rms_max = std::max(result.logit_rel_rms_max, error);
+      result.top1_agreement += argmax(logits) == argmax(reference_logits);
+    }
+    result.logit_rel_rms_mean = error_sum / result.steps;
+  }
+  const auto& own_tokens = free_running.token_ids;
+  while (result.greedy_prefix < std::min(result.steps, int(own_tokens.size())) &&
+         own_tokens[result.greedy_prefix] == expected.token_ids[result.greedy_prefix])
+    ++result.greedy_prefix;
+  if (image) result.image_embeds_rel_err = max_relative_error(engine.embed_image(*image), reference->embed_image(*image));
+  return result;
+}
+
+nlohmann::json accuracy_json(const Accuracy& a) {
+  return {{"reference", a.reference},
+          {"steps", a.steps},
+          {"logit_rel_rms_mean", a.logit_rel_rms_mean},
+          {"logit_rel_rms_max", a.logit_rel_rms_max},
+          {"top1_agreement", a.top1_agreement},
+          {"greedy_prefix", a.greedy_prefix},
+          {"image_embeds_rel_err", a.image_embeds_rel_err ? nlohmann::json(*a.image_embeds_rel_err) : nlohmann::json()}};
+}
+
+void print_accuracy(const Accuracy& a) {
+  std::printf("accuracy vs f32 (%s), %d greedy steps of the reference\n", a.reference.c_str(), a.steps);
+  std::printf("  %-22s mean %.3e, max %.3e (teacher-forced, rms(diff) / rms(f32))\n", "logit error",
+              a.logit_rel_rms_mean, a.logit_rel_rms_max);
+  std::printf("  %-22s %d/%d steps\n", "top-1 agreement", a.top1_agreement, a.steps);
+  std::printf("  %-22s %d/%d tokens\n", "greedy prefix", a.greedy_prefix, a.steps);
+  if (a.image_embeds_rel_err)
+    std::printf("  %-22s %.3e (max|diff| / max|f32|)\n", "image embeds error", *a.image_embeds_rel_err);
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -39,6 +163,8 @@ void add_bench_command(CLI::App& app) {
     std::string image, prompt = "Describe the image.";
     int reps = 5;
     bool json = false;
+    std::string reference;  // empty: the model itself at f32 when it is dense and benched below f32
+    bool no_accuracy = false;
   };
   auto flags = std::make_shared<Flags>();
   flags->generate.max_tokens = 64;
@@ -50,16 +176,24 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   command->add_option("--reps", flags->reps, "Repetitions (each encodes the image again)")->check(CLI::PositiveNumber);
   command->add_flag("--json", flags->json, "Print one JSON object");
+  auto* reference = command->add_option(
+      "--reference", flags->reference,
+      "Model directory to compare against at f32: logit error, top-1 agreement and greedy prefix over the -n "
+      "tokens (default: the model itself when it is dense and --dtype is not f32)");
+  command->add_flag("--no-accuracy", flags->no_accuracy, "Skip the accuracy comparison")->excludes(reference);
   command->callback([flags] {
+    if (!flags->reference.empty()) check_reference(flags->reference);
     // Every repetition must run the vision tower, so the embedding cache is off.
     flags->model.engine.image_cache_entries = 0;
     auto engine = flags->model.load();
     ImageInput image = ImageInput::file(flags->image);
+    const ImageInput* image_input = flags->image.empty() ? nullptr : &image;
     std::map<std::string, std::vector<double>> samples;
     int prompt_tokens = 0, generated = 0;
+    Generation g;
     for (int rep = 0; rep < flags->reps; ++rep) {
       Session session(*engine);
-      Generation g = session.ask(flags->prompt, flags->image.empty() ? nullptr : &image, flags->generate);
+      g = session.ask(flags->prompt, image_input, flags->generate);
       const Timings& t = g.timings;
       const nlohmann::json rep_timings = timings_json(t);
       for (const auto& [key, value] : rep_timings.items())
@@ -91,6 +225,17 @@ void add_bench_command(CLI::App& app) {
                           {"vision_gflops", vision_gflops},
                           {"prefill_gflops", prefill_gflops},
                           {"peak_rss_mb", peak_rss_mb()}};
+
+    std::string reference_dir = flags->reference;
+    if (reference_dir.empty() && !flags->no_accuracy && info.quantization.empty() &&
+        flags->model.engine.precision != Precision::F32)
+      reference_dir = info.path;
+    std::optional<Accuracy> accuracy;
+    if (!reference_dir.empty()) {
+      if (!flags->json) std::fprintf(stderr, "comparing with %s at f32...\n", reference_dir.c_str());
+      accuracy = measure_accuracy(*engine, reference_dir, flags->prompt, image_input, flags->generate.max_tokens, g);
+      out["accuracy"] = accuracy_json(*accuracy);
+    }
     if (flags->json) {
       std::printf("%s\n", out.dump().c_str());
       return;
@@ -104,7 +249,8 @@ void add_bench_command(CLI::App& app) {
     }
     std::printf("  %-22s %10.1f GFLOP/s\n", "vision", vision_gflops);
     std::printf("  %-22s %10.1f GFLOP/s\n", "prefill", prefill_gflops);
-    std::printf("  %-22s %10.1f MB\n", "peak RSS", peak_rss_mb());
+    std::printf("  %-22s %10.1f MB\n", "peak RSS", out["peak_rss_mb"].get<double>());
+    if (accuracy) print_accuracy(*accuracy);
   });
 }
 

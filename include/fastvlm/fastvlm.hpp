@@ -39,6 +39,11 @@ struct GenerateOptions {
   int max_tokens = 256;
   SamplingParams sampling;        // greedy by default
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
+  // Teacher forcing, to measure a model against a reference: when not empty, step i takes
+  // forced_tokens[i] instead of sampling one, and generation ends after the last of them (or earlier, as
+  // usual, at max_tokens, an end-of-turn id or a stop string).
+  std::vector<int32_t> forced_tokens;
+  bool keep_logits = false;  // fill Generation::step_logits
 };
 
 // Milliseconds. ttft_ms runs from the moment the image file is opened (or, without an image, from the
@@ -57,6 +62,10 @@ struct Generation {
   int prompt_tokens = 0;  // positions prefilled for this turn (image tokens included)
   StopReason stop_reason = StopReason::EndOfTurn;
   Timings timings;
+  // With GenerateOptions::keep_logits, one entry per token_ids entry: the raw logits (before any
+  // repetition penalty or temperature) that token was chosen from, over the ids that can be generated
+  // (the tokenizer's vocabulary, which may be shorter than the padded embedding).
+  std::vector<std::vector<float>> step_logits;
 };
 
 // An image as a file or as encoded bytes (JPEG, PNG, WebP).
@@ -74,6 +83,7 @@ struct ModelInfo {
   int image_tokens = 0;       // (image_size / 64)^2
   int vision_channels = 0;    // mm_hidden_size
   int64_t vision_macs = 0;    // multiply-accumulates of one image encode at image_size
+  std::string quantization;   // the LLM weights' block format ("q8_0", "q4_0"), empty for a dense model
 };
 
 // One message of a conversation. An image is placed before the text of its (user) message, as FastVLM

@@ -139,32 +139,21 @@ void matmul(const MatmulSpec& spec) {
 namespace fastvlm {
 namespace {
 
-// A created int8 product: the operand descriptors plus that of the per-column output scales.
+// A created int8 product with the descriptors its arguments are wrapped in.
 struct Int8MatmulPrimitive {
-  dnnl::memory::desc a, b, c, bias, scales;
+  dnnl::memory::desc a, b, c;
   dnnl::matmul primitive;
 };
 
-// The key's ab_type is unused (both operands are always s8).
 Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key) {
   using dims = dnnl::memory::dims;
   using data_type = dnnl::memory::data_type;
   Int8MatmulPrimitive created;
   created.a = dnnl::memory::desc({key.M, key.K}, data_type::s8, dims{key.lda, 1});
   created.b = dnnl::memory::desc({key.K, key.N}, data_type::s8, dims{1, key.ldb});
-  created.c = dnnl::memory::desc({key.M, key.N}, onednn_type(key.c_type), dims{key.ldc, 1});
-  created.bias = dnnl::memory::desc({1, key.N}, data_type::f32, dims{key.N, 1});
-  created.scales = dnnl::memory::desc({key.N}, data_type::f32, dims{1});
-  dnnl::post_ops post_ops;
-  if (key.epilogue == Epilogue::Gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-  if (key.epilogue == Epilogue::AddToOutput) post_ops.append_sum(1.0f);
-  dnnl::primitive_attr attr;
-  attr.set_post_ops(post_ops);
-  // One scale per output column (mask bit 1 = dimension N), given at execution time.
-  attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
-  auto desc = key.has_bias ? dnnl::matmul::desc(created.a, created.b, created.bias, created.c)
-                           : dnnl::matmul::desc(created.a, created.b, created.c);
-  created.primitive = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, cpu_engine()));
+  created.c = dnnl::memory::desc({key.M, key.N}, data_type::s32, dims{key.ldc, 1});
+  created.primitive =
+      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, created.b, created.c), cpu_engine()));
   return created;
 }
 
@@ -175,10 +164,9 @@ void matmul_s8(const Int8MatmulSpec& spec) {
   if (!cpu_features().avx512_vnni || active_isa() < Isa::Avx512)
     throw Error("matmul_s8: int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
                 std::string(isa_name(active_isa())) + ") does not offer");
-  if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != MatrixType::F32)
-    throw Error("matmul_s8: adding to the output needs a float32 output");
-  const MatmulKey key{spec.M,          spec.N,      spec.K,      spec.lda, spec.ldb, spec.ldc,
-                      MatrixType::F32, spec.c_type, true,        spec.bias != nullptr, spec.epilogue};
+  // The key's types, transposition, bias and epilogue are fixed for int8 products.
+  const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, MatrixType::F32, MatrixType::F32, true, false,
+                      Epilogue::None};
   thread_local std::unordered_map<MatmulKey, Int8MatmulPrimitive, MatmulKeyHash> primitives;
   auto found = primitives.find(key);
   if (found == primitives.end()) {
@@ -186,25 +174,12 @@ void matmul_s8(const Int8MatmulSpec& spec) {
     found = primitives.emplace(key, create_matmul_s8(key)).first;
   }
   const Int8MatmulPrimitive& created = found->second;
-
-  // oneDNN 2.x adds the bias to the accumulator before it applies the output scales
-  // (C = scale · (A·B + bias)), so the bias goes in divided by its column's scale.
-  thread_local std::vector<float> scales, scaled_bias;
-  scales.resize(size_t(spec.N));
-  for (int64_t n = 0; n < spec.N; ++n) scales[size_t(n)] = spec.a_scale * spec.b_scales[n];
-  if (spec.bias) {
-    scaled_bias.resize(size_t(spec.N));
-    for (int64_t n = 0; n < spec.N; ++n) scaled_bias[size_t(n)] = spec.bias[n] / scales[size_t(n)];
-  }
-
   auto& engine = cpu_engine();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<int8_t*>(spec.a))},
       {DNNL_ARG_WEIGHTS, dnnl::memory(created.b, engine, const_cast<int8_t*>(spec.b))},
       {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
-      {DNNL_ARG_ATTR_OUTPUT_SCALES, dnnl::memory(created.scales, engine, scales.data())},
   };
-  if (spec.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(created.bias, engine, scaled_bias.data()));
   dnnl::stream stream(engine);
   created.primitive.execute(stream, args);
   stream.wait();

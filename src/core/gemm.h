@@ -26,6 +26,9 @@ void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int
 // Element types of the operands of matmul() below; Bf16 elements are raw bfloat16 bits (uint16_t).
 enum class MatrixType { F32, Bf16 };
 
+// Bytes of one element.
+inline int64_t matrix_type_size(MatrixType type) { return type == MatrixType::Bf16 ? 2 : 4; }
+
 // What matmul() does with each result element after adding the bias.
 enum class Epilogue {
   None,         // C = A·op(B) + bias
@@ -57,26 +60,20 @@ void matmul(const MatmulSpec& spec);
 
 namespace fastvlm {
 
-// A product of signed 8-bit matrices, accumulated exactly in int32 and dequantised in the epilogue:
-//   C[M,N] = epilogue(a_scale · b_scales[n] · (A[M,K] · B[N,K]ᵀ) + bias[n])
-// A holds activations quantised with one scale for the whole block, B holds weights quantised per
-// output channel n (the Linear / 1x1 conv layout [N,K]). Runs on oneDNN's int8 GEMM (AVX512-VNNI
-// vpdpbusd, AMX-INT8 tiles where present). C is F32 or Bf16; AddToOutput needs F32. Needs AVX512-VNNI
-// and active_isa() >= Isa::Avx512; throws fastvlm::Error otherwise. Primitives are cached per shape as
-// for matmul(); the scales (all non-zero) may change from call to call.
+// C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and B (B in the Linear / 1x1 conv layout), exact in int32;
+// the caller dequantises (with the scales it quantised A and B with) while C is still in cache. Runs on
+// oneDNN's int8 GEMM (AVX512-VNNI vpdpbusd, AMX-INT8 tiles where present): oneDNN 2.x takes its fast
+// kernels only for products without run-time scales, hence the plain int32 result. Needs AVX512-VNNI and
+// active_isa() >= Isa::Avx512; throws fastvlm::Error otherwise. Primitives are cached per shape as for
+// matmul().
 struct Int8MatmulSpec {
   int64_t M = 0, N = 0, K = 0;
   const int8_t* a = nullptr;
   int64_t lda = 0;
-  float a_scale = 1.0f;
   const int8_t* b = nullptr;
   int64_t ldb = 0;
-  const float* b_scales = nullptr;  // [N]
-  MatrixType c_type = MatrixType::F32;
-  void* c = nullptr;
+  int32_t* c = nullptr;
   int64_t ldc = 0;
-  const float* bias = nullptr;  // [N] or null
-  Epilogue epilogue = Epilogue::None;
 };
 void matmul_s8(const Int8MatmulSpec& spec);
 

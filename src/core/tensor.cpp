@@ -1,5 +1,8 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -22,16 +25,31 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+void* allocate_aligned(size_t bytes, const char* what) {
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
+  const size_t rounded = std::max<size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
+  void* memory = std::aligned_alloc(alignment, rounded);
+  if (!memory) throw Error(std::string("out of memory allocating ") + std::to_string(rounded) + " bytes for " + what);
+  if (alignment == kHugePage) madvise(memory, rounded, MADV_HUGEPAGE);
+  return memory;
+}
+
 void Tensor::AlignedFree::operator()(float* p) const { std::free(p); }
 
-Tensor::Tensor(Shape shape) : shape_(std::move(shape)), numel_(shape_numel(shape_)) {
-  for (int64_t d : shape_)
-    if (d < 0) throw Error("negative tensor dimension in " + shape_string(shape_));
-  size_t bytes = (size_t(numel_) * sizeof(float) + 63) / 64 * 64;
-  if (bytes == 0) bytes = 64;
-  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!p) throw Error("out of memory allocating a tensor of shape " + shape_string(shape_));
-  data_.reset(p);
+Tensor::Tensor(Shape shape) { resize(std::move(shape)); }
+
+void Tensor::resize(Shape shape) {
+  for (int64_t d : shape)
+    if (d < 0) throw Error("negative tensor dimension in " + shape_string(shape));
+  const int64_t numel = shape_numel(shape);
+  if (numel > capacity_ || !data_) {
+    const std::string what = "a tensor of shape " + shape_string(shape);
+    data_.reset(static_cast<float*>(allocate_aligned(size_t(numel) * sizeof(float), what.c_str())));
+    capacity_ = numel;
+  }
+  shape_ = std::move(shape);
+  numel_ = numel;
 }
 
 Tensor Tensor::zeros(Shape shape) {

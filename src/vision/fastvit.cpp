@@ -1,7 +1,6 @@
 #include "vision/fastvit.h"
 
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -216,22 +215,16 @@ void prepare_weights(NetworkModule& module, VisionCompute compute) {
 // ---------------------------------------------------------------------------------------------------
 // Activation storage
 
-// Grow-only, 64-byte aligned storage for one activation buffer, reused from layer to layer and image to
-// image. Large buffers are asked to live on transparent huge pages (fewer TLB misses and page faults).
+// Grow-only storage for one activation buffer of any element type, reused from layer to layer and image
+// to image.
 class Buffer {
  public:
   template <class T>
   T* as(int64_t count) {
     const size_t bytes = size_t(count) * sizeof(T);
     if (bytes > capacity_) {
-      constexpr size_t kHugePage = size_t(2) << 20;
-      const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
-      const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-      void* memory = std::aligned_alloc(alignment, rounded);
-      if (!memory) throw Error("vision tower: out of memory allocating " + std::to_string(rounded) + " bytes");
-      if (alignment == kHugePage) madvise(memory, rounded, MADV_HUGEPAGE);
-      data_.reset(memory);
-      capacity_ = rounded;
+      data_.reset(allocate_aligned(bytes, "a vision activation buffer"));
+      capacity_ = bytes;
     }
     return static_cast<T*>(data_.get());
   }
@@ -250,7 +243,7 @@ struct Activations {
   void* data;
   // The element `index` elements in.
   void* at(int64_t index) const {
-    return static_cast<char*>(data) + index * (type == MatrixType::Bf16 ? int64_t(sizeof(uint16_t)) : int64_t(sizeof(float)));
+    return static_cast<char*>(data) + index * matrix_type_size(type);
   }
 };
 
@@ -274,11 +267,16 @@ struct VisionScratch {
   Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed conv)
   Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread
   Buffer codes;      // Int8 compute: one thread's ConvFFN tile (input, then hidden) as int8 codes, per thread
+  Buffer accumulators;   // Int8 compute: int32 products of one ConvFFN tile, per thread
+  Buffer column_scales;  // Int8 compute: dequantisation factor per output column, per thread
   Buffer qkv;        // attention q|k|v, [tokens, 3C]
-  Buffer scores;     // one head's attention logits, float32 [tokens, tokens]
-  Buffer probs;      // one head's attention weights in bfloat16 [tokens, tokens] (Bf16 compute only)
+  Buffer scores;     // attention logits of one head and query block, float32, per thread
+  Buffer probs;      // the same as bfloat16 attention weights (Bf16 compute only), per thread
   Buffer attended;   // attention output before the projection, [tokens, C]
-  Tensor spare;      // float32 map that out-of-place convolutions write before it is swapped with x
+  Tensor image;      // the input as an [H, W, 3] map
+  Tensor stem;       // output of the stem's first conv
+  Tensor x;          // the residual stream, [H, W, C] float32
+  Tensor spare;      // float32 map that out-of-place layers write before it is swapped with x
 };
 
 namespace {
@@ -314,13 +312,9 @@ void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t
   }
 }
 
-// A float32 map for `conv`'s output on an [in_h, in_w] input, reusing `storage` when it has the size.
+// `storage` resized to hold `conv`'s float32 output on an [in_h, in_w] input.
 Tensor& conv_output_map(const GroupedConv& conv, int64_t in_h, int64_t in_w, Tensor& storage) {
-  const Shape shape{conv_output_size(conv, in_h), conv_output_size(conv, in_w), conv.out_channels};
-  if (storage.numel() == shape_numel(shape))
-    storage.reshape(shape);
-  else
-    storage = Tensor(shape);
+  storage.resize({conv_output_size(conv, in_h), conv_output_size(conv, in_w), conv.out_channels});
   return storage;
 }
 
@@ -352,56 +346,68 @@ void run_linear(const Pointwise& layer, const Activations& input, int64_t rows, 
           .epilogue = epilogue});
 }
 
-// Pixels per ConvFFN tile: the tile's hidden activation (256 x 4C, 768 KB in bf16 at C = 384) stays in
-// the core's L2 cache between the two GEMMs.
-constexpr int64_t kFFNTilePixels = 256;
-// Under Int8 the hidden tile is float32 (it is quantised with its own scale before contract), so half
-// as many pixels keep it the same size. A smaller tile also means a finer-grained activation scale.
-constexpr int64_t kInt8FFNTilePixels = 128;
+// Pixels per ConvFFN tile: as many as keep the tile's hidden activation (`hidden_bytes_per_pixel` each)
+// within ~768 KB, so that it stays in the core's L2 cache between the two GEMMs, but never fewer than
+// 128 (smaller GEMMs lose more to their edges than the cache saves). Narrow early stages get long tiles.
+int64_t ffn_tile_pixels(int64_t hidden_bytes_per_pixel) {
+  constexpr int64_t kHiddenTileBytes = 768 << 10, kMinPixels = 128, kMaxPixels = 1024;
+  return std::clamp(kHiddenTileBytes / hidden_bytes_per_pixel / 64 * 64, kMinPixels, kMaxPixels);
+}
 
-// output[rows, layer.out] (epilogue) = dequantised(codes[rows, layer.in] · weight_s8ᵀ) + bias, where the
-// codes are the layer input divided by `input_scale`.
-void run_linear_s8(const Pointwise& layer, const int8_t* codes, float input_scale, int64_t rows, float* output,
-                   Epilogue epilogue) {
+// The int8 product of `codes` (rows x layer.in, the layer input divided by `input_scale`) with the
+// layer's weight codes into `accumulators` [rows, layer.out]; `scales` receives the factor that turns
+// output column o back into real units (input_scale x weight scale of o).
+void run_linear_s8(const Pointwise& layer, const int8_t* codes, float input_scale, int64_t rows,
+                   int32_t* accumulators, float* scales) {
   matmul_s8({.M = rows,
              .N = layer.out,
              .K = layer.in,
              .a = codes,
              .lda = layer.in,
-             .a_scale = input_scale,
              .b = layer.weight_s8.data(),
              .ldb = layer.in,
-             .b_scales = layer.weight_scales.data(),
-             .c_type = MatrixType::F32,
-             .c = output,
-             .ldc = layer.out,
-             .bias = layer.bias.empty() ? nullptr : layer.bias.data(),
-             .epilogue = epilogue});
+             .c = accumulators,
+             .ldc = layer.out});
+  for (int64_t o = 0; o < layer.out; ++o) scales[o] = input_scale * layer.weight_scales[size_t(o)];
 }
 
 // run_conv_ffn under Int8 compute. The depthwise conv output stays float32; each thread quantises a
-// tile of it with the tile's own scale, runs expand (+ GELU) into float32, quantises that hidden tile
-// with its own scale, and adds contract's output to x.
+// tile of it with the tile's own scale, runs expand into int32, dequantises + GELU into a float32 hidden
+// tile (finding its max |x| on the way), quantises that with its own scale, runs contract and adds the
+// dequantised result to x.
 void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
   const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in, hidden_width = ffn.expand.out;
   float* mixed = scratch.mixed.as<float>(pixels * channels);
   run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, mixed}, Activation::None);
-  const int64_t tiles = (pixels + kInt8FFNTilePixels - 1) / kInt8FFNTilePixels;
-  const int64_t tile_hidden = kInt8FFNTilePixels * hidden_width;
-  const int64_t tile_codes = kInt8FFNTilePixels * std::max(channels, hidden_width);
-  float* hidden = scratch.hidden.as<float>(omp_get_max_threads() * tile_hidden);
-  int8_t* codes = scratch.codes.as<int8_t>(omp_get_max_threads() * tile_codes);
+  const int64_t tile_pixels = ffn_tile_pixels(hidden_width * int64_t(sizeof(float)));
+  const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
+  const int64_t widest = std::max(channels, hidden_width);
+  const int64_t tile_hidden = tile_pixels * hidden_width, tile_widest = tile_pixels * widest;
+  const int threads = omp_get_max_threads();
+  float* hidden = scratch.hidden.as<float>(threads * tile_hidden);
+  int8_t* codes = scratch.codes.as<int8_t>(threads * tile_widest);
+  int32_t* accumulators = scratch.accumulators.as<int32_t>(threads * tile_widest);
+  float* scales = scratch.column_scales.as<float>(threads * widest);
 #pragma omp parallel
   {
-    float* my_hidden = hidden + omp_get_thread_num() * tile_hidden;
-    int8_t* my_codes = codes + omp_get_thread_num() * tile_codes;
+    const int thread = omp_get_thread_num();
+    float* my_hidden = hidden + thread * tile_hidden;
+    int8_t* my_codes = codes + thread * tile_widest;
+    int32_t* my_accumulators = accumulators + thread * tile_widest;
+    float* my_scales = scales + thread * widest;
+    const float* expand_bias = ffn.expand.bias.data();
+    const float* contract_bias = ffn.contract.bias.data();
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t first = tile * kInt8FFNTilePixels, count = std::min(kInt8FFNTilePixels, pixels - first);
+      const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
       const float input_scale = quantize_block_s8(mixed + first * channels, count, channels, channels, my_codes);
-      run_linear_s8(ffn.expand, my_codes, input_scale, count, my_hidden, Epilogue::Gelu);
-      const float hidden_scale = quantize_block_s8(my_hidden, count, hidden_width, hidden_width, my_codes);
-      run_linear_s8(ffn.contract, my_codes, hidden_scale, count, x.data() + first * channels, Epilogue::AddToOutput);
+      run_linear_s8(ffn.expand, my_codes, input_scale, count, my_accumulators, my_scales);
+      const float hidden_max =
+          dequantize_gelu(my_accumulators, count, hidden_width, my_scales, expand_bias, my_hidden);
+      const float hidden_scale =
+          quantize_block_s8_with_max(my_hidden, count, hidden_width, hidden_width, hidden_max, my_codes);
+      run_linear_s8(ffn.contract, my_codes, hidden_scale, count, my_accumulators, my_scales);
+      dequantize_add(my_accumulators, count, channels, my_scales, contract_bias, x.data() + first * channels);
     }
   }
 }
@@ -414,15 +420,16 @@ void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const P
   const int64_t pixels = x.dim(0) * x.dim(1);
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * ffn.expand.in);
   run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
-  const int64_t tiles = (pixels + kFFNTilePixels - 1) / kFFNTilePixels;
-  const int64_t tile_hidden = kFFNTilePixels * ffn.expand.out;
+  const int64_t tile_pixels = ffn_tile_pixels(ffn.expand.out * matrix_type_size(pass.activation_type));
+  const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
+  const int64_t tile_hidden = tile_pixels * ffn.expand.out;
   const Activations hidden = allocate(scratch.hidden, pass.activation_type, omp_get_max_threads() * tile_hidden);
 #pragma omp parallel
   {
     const Activations my_hidden{hidden.type, hidden.at(omp_get_thread_num() * tile_hidden)};
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t first = tile * kFFNTilePixels, count = std::min(kFFNTilePixels, pixels - first);
+      const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
       run_linear(ffn.expand, {mixed.type, mixed.at(first * ffn.expand.in)}, count, my_hidden, Epilogue::Gelu);
       run_linear(ffn.contract, my_hidden, count, {MatrixType::F32, x.data() + first * ffn.contract.out},
                  Epilogue::AddToOutput);
@@ -450,32 +457,48 @@ void layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& bi
   }
 }
 
+// Queries per attention work item: one head's scores for them (float32, plus their bfloat16
+// probabilities) stay in L2 while they are normalised and multiplied with v.
+constexpr int64_t kAttentionQueryBlock = 256;
+
 // x += proj(MHSA(LayerNormChannel(x))) over all H*W tokens (layer scale folded into proj, the q scale
-// into qkv).
+// into qkv). Each thread takes (head, block of queries) items with single-threaded products.
 void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
   const MatrixType type = pass.activation_type;
   const int64_t channels = x.dim(-1), tokens = x.numel() / channels;
   const int64_t head_dim = block.head_dim, heads = channels / head_dim, row = 3 * channels;
+  const int64_t query_block = std::min(tokens, kAttentionQueryBlock);
+  const int64_t query_blocks = (tokens + query_block - 1) / query_block;
+  const int threads = omp_get_max_threads();
   const Activations normed = allocate(scratch.mixed, type, tokens * channels);
   const Activations qkv = allocate(scratch.qkv, type, tokens * row);
   const Activations attended = allocate(scratch.attended, type, tokens * channels);
-  float* scores = scratch.scores.as<float>(tokens * tokens);
+  const int64_t block_scores = query_block * tokens;
+  float* scores = scratch.scores.as<float>(threads * block_scores);
   // Bf16 probabilities go to their own buffer; float32 ones replace the scores.
-  const Activations probs =
-      type == MatrixType::Bf16 ? allocate(scratch.probs, type, tokens * tokens) : Activations{type, scores};
+  const Activations probs = type == MatrixType::Bf16 ? allocate(scratch.probs, type, threads * block_scores)
+                                                     : Activations{type, scores};
 
   layer_norm_channels(x, block.norm_weight, block.norm_bias, normed);
   run_linear(block.qkv, normed, tokens, qkv, Epilogue::None);
   // Row layout of qkv: [q | k | v], each split into heads of head_dim.
-  for (int64_t h = 0; h < heads; ++h) {
-    matmul({.M = tokens, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(h * head_dim), .lda = row,
-            .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true, .c_type = MatrixType::F32,
-            .c = scores, .ldc = tokens});
-    softmax_rows_simd(scores, tokens, tokens,
-                      type == MatrixType::Bf16 ? static_cast<uint16_t*>(probs.data) : nullptr);
-    matmul({.M = tokens, .N = head_dim, .K = tokens, .ab_type = type, .a = probs.data, .lda = tokens,
-            .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = type,
-            .c = attended.at(h * head_dim), .ldc = channels});
+#pragma omp parallel
+  {
+    float* my_scores = scores + omp_get_thread_num() * block_scores;
+    const Activations my_probs{type, probs.at(omp_get_thread_num() * block_scores)};
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < heads * query_blocks; ++item) {
+      const int64_t h = item / query_blocks, first = item % query_blocks * query_block;
+      const int64_t count = std::min(query_block, tokens - first);
+      matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(first * row + h * head_dim),
+              .lda = row, .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true,
+              .c_type = MatrixType::F32, .c = my_scores, .ldc = tokens});
+      softmax_rows_simd(my_scores, count, tokens,
+                        type == MatrixType::Bf16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
+      matmul({.M = count, .N = head_dim, .K = tokens, .ab_type = type, .a = my_probs.data, .lda = tokens,
+              .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = type,
+              .c = attended.at(first * channels + h * head_dim), .ldc = channels});
+    }
   }
   run_linear(block.proj, attended, tokens, {MatrixType::F32, x.data()}, Epilogue::AddToOutput);
 }
@@ -495,19 +518,20 @@ void run_module(const VisionStage& stage, Tensor& x, VisionScratch& scratch, con
     std::visit([&](const auto& b) { run_block(b, x, scratch, pass); }, block);
 }
 
-// A spatial conv (GELU) into the GEMM input buffer, then a 1x1 conv (GELU) into a new float32 map.
-Tensor conv_then_pointwise(const GroupedConv& conv, const Pointwise& pointwise, const float* input, int64_t in_h,
-                           int64_t in_w, VisionScratch& scratch, const Pass& pass) {
+// A spatial conv (GELU) on the [in_h, in_w] map `input` into the GEMM input buffer, then a 1x1 conv
+// (GELU) into `output`.
+void conv_then_pointwise(const GroupedConv& conv, const Pointwise& pointwise, const float* input, int64_t in_h,
+                         int64_t in_w, Tensor& output, VisionScratch& scratch, const Pass& pass) {
   const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, out_h * out_w * conv.out_channels);
   run_conv(conv, input, in_h, in_w, mixed, Activation::Gelu);
-  Tensor output({out_h, out_w, pointwise.out});
+  output.resize({out_h, out_w, pointwise.out});
   run_linear(pointwise, mixed, out_h * out_w, {MatrixType::F32, output.data()}, Epilogue::Gelu);
-  return output;
 }
 
 void run_module(const PatchEmbed& embed, Tensor& x, VisionScratch& scratch, const Pass& pass) {
-  x = conv_then_pointwise(embed.spatial, embed.pointwise, x.data(), x.dim(0), x.dim(1), scratch, pass);
+  conv_then_pointwise(embed.spatial, embed.pointwise, x.data(), x.dim(0), x.dim(1), scratch.spare, scratch, pass);
+  std::swap(x, scratch.spare);
 }
 
 void run_module(const RepCPE& cpe, Tensor& x, VisionScratch& scratch, const Pass&) {
@@ -536,13 +560,12 @@ void squeeze_excite(const Pointwise& squeeze, const Pointwise& excite, Tensor& x
   }
 }
 
-Tensor nchw_to_hwc(const Tensor& image) {
+void nchw_to_hwc(const Tensor& image, Tensor& out) {
   const int64_t channels = image.dim(1), height = image.dim(2), width = image.dim(3);
-  Tensor out({height, width, channels});
+  out.resize({height, width, channels});
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t p = 0; p < height * width; ++p) out.data()[p * channels + c] = image.data()[c * height * width + p];
-  return out;
-}
+  }
 
 }  // namespace
 
@@ -629,11 +652,12 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   const Pass pass{compute_ == VisionCompute::F32 ? MatrixType::F32 : MatrixType::Bf16,
                   compute_ == VisionCompute::Int8};
 
-  const Tensor image = nchw_to_hwc(pixel_values);
-  Tensor stem_map({conv_output_size(stem_conv_, height), conv_output_size(stem_conv_, width), stem_conv_.out_channels});
-  run_conv(stem_conv_, image.data(), height, width, {MatrixType::F32, stem_map.data()}, Activation::Gelu);
-  Tensor x = conv_then_pointwise(stem_depthwise_, stem_pointwise_, stem_map.data(), stem_map.dim(0), stem_map.dim(1),
-                                 scratch, pass);
+  nchw_to_hwc(pixel_values, scratch.image);
+  Tensor& stem_map = conv_output_map(stem_conv_, height, width, scratch.stem);
+  run_conv(stem_conv_, scratch.image.data(), height, width, {MatrixType::F32, stem_map.data()}, Activation::Gelu);
+  Tensor& x = scratch.x;
+  conv_then_pointwise(stem_depthwise_, stem_pointwise_, stem_map.data(), stem_map.dim(0), stem_map.dim(1), x,
+                      scratch, pass);
   observe("vision.patch_embed", x);
   for (size_t i = 0; i < network_.size(); ++i) {
     std::visit([&](const auto& module) { run_module(module, x, scratch, pass); }, network_[i]);

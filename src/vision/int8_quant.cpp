@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/simd_math.h"
+
 // GCC 12's AVX-512 intrinsics initialise their undefined-vector placeholders with themselves, which
 // trips these warnings inside the headers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -53,7 +55,42 @@ __attribute__((target("avx512f,avx512bw"))) void block_to_codes(const float* src
   }
 }
 
+// out[c] = acc[c] · scales[c] + bias[c] (bias may be null), or out[c] += that when `add`.
+__attribute__((target("avx512f"))) void dequantize_row(const int32_t* acc, const float* scales, const float* bias,
+                                                       int64_t cols, bool add, float* out) {
+  for (int64_t c = 0; c < cols; c += 16) {
+    const __mmask16 mask = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
+    const __m512 value = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, acc + c));
+    const __m512 scale = _mm512_maskz_loadu_ps(mask, scales + c);
+    __m512 result = bias ? _mm512_fmadd_ps(value, scale, _mm512_maskz_loadu_ps(mask, bias + c))
+                         : _mm512_mul_ps(value, scale);
+    if (add) result = _mm512_add_ps(result, _mm512_maskz_loadu_ps(mask, out + c));
+    _mm512_mask_storeu_ps(out + c, mask, result);
+  }
+}
+
 }  // namespace
+
+float dequantize_gelu(const int32_t* acc, int64_t rows, int64_t cols, const float* scales, const float* bias,
+                      float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(acc + r * cols, scales, bias, cols, /*add=*/false, out + r * cols);
+    gelu_simd(out + r * cols, cols);
+  }
+  return block_abs_max(out, rows, cols, cols);
+}
+
+void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* scales, const float* bias,
+                    float* out) {
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(acc + r * cols, scales, bias, cols, /*add=*/true, out + r * cols);
+}
+
+float quantize_block_s8_with_max(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float abs_max,
+                                 int8_t* dst) {
+  const float scale = scale_for(abs_max);
+  block_to_codes(src, rows, cols, src_stride, 1.0f / scale, dst);
+  return scale;
+}
 
 void quantize_rows_s8(const float* weights, int64_t rows, int64_t cols, int8_t* codes, float* scales) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -66,9 +103,7 @@ void quantize_rows_s8(const float* weights, int64_t rows, int64_t cols, int8_t* 
 }
 
 float quantize_block_s8(const float* src, int64_t rows, int64_t cols, int64_t src_stride, int8_t* dst) {
-  const float scale = scale_for(block_abs_max(src, rows, cols, src_stride));
-  block_to_codes(src, rows, cols, src_stride, 1.0f / scale, dst);
-  return scale;
+  return quantize_block_s8_with_max(src, rows, cols, src_stride, block_abs_max(src, rows, cols, src_stride), dst);
 }
 
 }  // namespace fastvlm

@@ -120,6 +120,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   info.image_tokens = (image_size / stride) * (image_size / stride);
   info.vision_channels = config.mm_hidden_size;
   info.vision_macs = vision_macs(config.vision, image_size);
+  info.quantization = config.quantization.type;
   impl->load_ms = ms_since(start);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -410,6 +411,12 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
                                     const GenerateOptions& options, const TextCallback& on_text,
                                     Clock::time_point turn_start, Timings timings) {
   if (options.max_tokens < 0) throw Error("max_tokens must be >= 0");
+  for (int32_t id : options.forced_tokens)
+    if (id < 0 || size_t(id) >= engine.sampled_vocab)
+      throw Error("forced token " + std::to_string(id) + " is outside the vocabulary [0, " +
+                  std::to_string(engine.sampled_vocab) + ")");
+  const bool forced = !options.forced_tokens.empty();
+  const int max_tokens = forced ? std::min(options.max_tokens, int(options.forced_tokens.size())) : options.max_tokens;
   Generation result;
   const int hidden = engine.info.hidden_size;
   const int positions = sequence.size() - reuse;
@@ -451,20 +458,22 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
   double decode_ms = 0;
   int decode_steps = 0;
   result.stop_reason = StopReason::MaxTokens;
-  for (int n = 0; n < options.max_tokens; ++n) {
+  for (int n = 0; n < max_tokens; ++n) {
     // Rows past the tokenizer (the embedding is padded) are never sampled: the reference resizes the
     // embedding to the tokenizer's length.
-    int32_t token = sampler.sample(std::span(logits).first(engine.sampled_vocab), tokens);
+    const auto sampled_logits = std::span(logits).first(engine.sampled_vocab);
+    int32_t token = forced ? options.forced_tokens[n] : sampler.sample(sampled_logits, tokens);
     if (n == 0) timings.ttft_ms = ms_since(turn_start);
     if (std::find(engine.stop_ids.begin(), engine.stop_ids.end(), token) != engine.stop_ids.end()) {
       result.stop_reason = StopReason::EndOfTurn;
       break;
     }
     result.token_ids.push_back(token);
+    if (options.keep_logits) result.step_logits.emplace_back(sampled_logits.begin(), sampled_logits.end());
     emit(filter.push(decoder.push(token)));
     if (filter.stopped()) result.stop_reason = StopReason::StopString;
     if (result.stop_reason == StopReason::Cancelled || result.stop_reason == StopReason::StopString ||
-        n + 1 == options.max_tokens || cache.size() + 1 >= cache.capacity()) {
+        n + 1 == max_tokens || cache.size() + 1 >= cache.capacity()) {
       unfed_token = token;
       break;
     }
