@@ -73,142 +73,220 @@ void generic_conv_rows_baseline(const GroupedConv& conv, const float* input, int
 }
 
 // ---------------------------------------------------------------------------------------------------
-// AVX-512 depthwise (Multiplier 1) and channel-multiplier-2 convolutions (groups = in_channels): output
-// channel o reads input channel o / Multiplier, so 16 output channels read 16 / Multiplier inputs.
+// AVX-512 kernels. Each computes a strip of adjacent output pixels of one row with one accumulator
+// register per pixel and channel vector, so that an input loaded once feeds every output that sees
+// it, and the loop is bound by FMAs rather than loads. Strips whose windows cross the left or right
+// edge of the map run the same code without the outside inputs (skipped when the strip is compiled for
+// the edge, masked to zero otherwise), so borders cost no more than the interior; rows outside the map
+// are skipped through TapRange.
 
+#define FASTVLM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+// Whether input column `x` lies inside a row of `width`.
+inline bool inside(int64_t x, int64_t width) { return uint64_t(x) < uint64_t(width); }
+
+// Input vector `i` of a depthwise strip: 16 consecutive channels of one input pixel (Multiplier 1), or
+// 8 channels each duplicated, i0 i0 i1 i1 ... i7 i7 (Multiplier 2: output channel o reads input o / 2).
+// A zero mask reads nothing, so `src` may then be any mapped address.
 template <int Multiplier>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) inline __m512 load_inputs(const float* src, __mmask16 mask) {
+FASTVLM_AVX512 inline __m512 load_inputs(const float* src, __mmask16 mask) {
   if constexpr (Multiplier == 1) {
     return _mm512_maskz_loadu_ps(mask, src);
   } else {
-    // Inputs i0..i7 become i0 i0 i1 i1 ... i7 i7; `mask` covers the low outputs, so the low
-    // ceil(outputs / 2) inputs are needed.
     const __m512i duplicate = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    const __mmask8 half = __mmask8((1u << ((__builtin_popcount(mask) + 1) / 2)) - 1);
-    return _mm512_permutexvar_ps(duplicate, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(half, src)));
+    return _mm512_permutexvar_ps(duplicate, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(__mmask8(mask), src)));
   }
 }
 
-// Channels are processed in blocks of kBlock vectors so that each tap's loads feed kBlock independent
-// accumulation chains.
-constexpr int kBlock = 4;
+// Strip pixels per depthwise call: Strip accumulators + Kernel weight vectors + the input in flight
+// fit the 32 vector registers.
+constexpr int kDepthwiseStrip = 16;
 
-// One output pixel, output channels [c0, c0 + 16·vectors), the last vector masked by `tail`.
-template <int Multiplier, int Vectors>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) inline void depthwise_pixel_block(
-    const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys, const TapRange& xs, int64_t c0,
-    __mmask16 tail, float* dst) {
+// Which of a depthwise strip's inputs lie outside the row: the first `left` and the last `right` (known
+// when the strip is compiled, so they cost nothing), or, with `any`, whichever are found at run time.
+struct StripClip {
+  int left = 0, right = 0;
+  bool any = false;
+};
+
+// Depthwise (Multiplier 1) or channel-multiplier-2 convolution (groups = in_channels) of output pixels
+// [ox0, ox0 + Strip) of the row whose window rows are `ys`, output channels [c0, c0 + 16) with `tail`
+// masking the last ones. The Kernel weight vectors of a kernel row stay in registers while the
+// strip's (Strip - 1) * Stride + Kernel input vectors of that row stream past them.
+template <int Kernel, int Stride, int Multiplier, int Strip, StripClip Clip>
+FASTVLM_AVX512 void depthwise_strip(const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys,
+                                    int64_t ox0, int64_t c0, __mmask16 tail, float* row_output) {
+  constexpr int kInputs = (Strip - 1) * Stride + Kernel;
   const int64_t out_c = conv.out_channels, in_c = conv.in_channels;
-  __m512 acc[Vectors];
-  for (int v = 0; v < Vectors; ++v) {
-    const __mmask16 mask = v == Vectors - 1 ? tail : __mmask16(0xffff);
-    acc[v] = _mm512_maskz_loadu_ps(mask, conv.bias.data() + c0 + 16 * v);
-  }
-  for (int ky = ys.begin; ky < ys.end; ++ky)
-    for (int kx = xs.begin; kx < xs.end; ++kx) {
-      const float* src = input + ((ys.origin + ky) * in_w + xs.origin + kx) * in_c + c0 / Multiplier;
-      const float* w = conv.weight.data() + (ky * conv.kernel + kx) * out_c + c0;
-      for (int v = 0; v < Vectors; ++v) {
-        const __mmask16 mask = v == Vectors - 1 ? tail : __mmask16(0xffff);
-        acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, w + 16 * v),
-                                 load_inputs<Multiplier>(src + 16 / Multiplier * v, mask), acc[v]);
-      }
-    }
-  for (int v = 0; v < Vectors; ++v) {
-    const __mmask16 mask = v == Vectors - 1 ? tail : __mmask16(0xffff);
-    _mm512_mask_storeu_ps(dst + c0 + 16 * v, mask, acc[v]);
-  }
-}
-
-// Stride-1 depthwise convolution of `Strip` adjacent output pixels of one row, 16 channels from c0
-// (`tail` masking the last ones): each input vector loaded feeds up to Kernel accumulators, and the
-// Kernel weight vectors of a kernel row stay in registers, so the loop is bound by FMAs, not loads.
-// The strip's windows must lie inside the map horizontally (rows may be clipped); dst is its first pixel.
-template <int Kernel, int Strip>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) inline void depthwise_strip(
-    const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys, int64_t ox0, int64_t c0,
-    __mmask16 tail, float* dst) {
-  const int64_t channels = conv.out_channels;
+  // The inputs behind the `tail` outputs: all 16 lanes, or ceil(outputs / 2) of 8 for Multiplier 2.
+  const __mmask16 input_mask =
+      Multiplier == 1 ? tail : __mmask16((1u << ((__builtin_popcount(tail) + 1) / 2)) - 1);
+  const int64_t x_origin = ox0 * Stride - Kernel / 2;
   __m512 acc[Strip];
   const __m512 bias = _mm512_maskz_loadu_ps(tail, conv.bias.data() + c0);
-#pragma GCC unroll 16
+#pragma GCC unroll 64
   for (int j = 0; j < Strip; ++j) acc[j] = bias;
-  const int64_t x_origin = ox0 - Kernel / 2;
   for (int ky = ys.begin; ky < ys.end; ++ky) {
     __m512 w[Kernel];
 #pragma GCC unroll 8
     for (int kx = 0; kx < Kernel; ++kx)
-      w[kx] = _mm512_maskz_loadu_ps(tail, conv.weight.data() + (ky * Kernel + kx) * channels + c0);
-    const float* row = input + ((ys.origin + ky) * in_w + x_origin) * channels + c0;
-    // Fully unrolled, so that acc[] and w[] live in registers.
-#pragma GCC unroll 32
-    for (int i = 0; i < Strip + Kernel - 1; ++i) {
-      const __m512 value = _mm512_maskz_loadu_ps(tail, row + i * channels);
+      w[kx] = _mm512_maskz_loadu_ps(tail, conv.weight.data() + (ky * Kernel + kx) * out_c + c0);
+    const float* row = input + (ys.origin + ky) * in_w * in_c + c0 / Multiplier;
+    const float* src = row + x_origin * in_c;  // input i of the strip, for i = 0, 1, ...
+    // Fully unrolled, so that acc[] and w[] live in registers and the tap tests fold away.
+#pragma GCC unroll 64
+    for (int i = 0; i < kInputs; ++i, src += in_c) {
+      if (i < Clip.left || i >= kInputs - Clip.right) continue;
+      // Inputs found outside the row at run time are read as zeros, from the row's first pixel.
+      const bool valid = !Clip.any || inside(x_origin + i, in_w);
+      const __m512 value = load_inputs<Multiplier>(valid ? src : row, valid ? input_mask : 0);
 #pragma GCC unroll 8
       for (int kx = 0; kx < Kernel; ++kx) {
-        const int j = i - kx;  // the output pixel that sees input i through tap kx
-        if (j >= 0 && j < Strip) acc[j] = _mm512_fmadd_ps(w[kx], value, acc[j]);
+        const int j = (i - kx) / Stride;  // the output pixel that sees input i through tap kx, if any
+        if (i >= kx && (i - kx) % Stride == 0 && j < Strip) acc[j] = _mm512_fmadd_ps(w[kx], value, acc[j]);
       }
     }
   }
-#pragma GCC unroll 16
-  for (int j = 0; j < Strip; ++j) _mm512_mask_storeu_ps(dst + j * channels + c0, tail, acc[j]);
+#pragma GCC unroll 64
+  for (int j = 0; j < Strip; ++j) _mm512_mask_storeu_ps(row_output + (ox0 + j) * out_c + c0, tail, acc[j]);
 }
 
-// Output pixels [ox_begin, ox_end) of row oy, one pixel at a time (any stride, windows may be clipped).
-template <int Multiplier>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void depthwise_pixels_avx512(
-    const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys, int64_t ox_begin, int64_t ox_end,
-    float* row_output) {
-  const int64_t out_c = conv.out_channels;
-  const int64_t full_blocks = out_c / (16 * kBlock);
-  for (int64_t ox = ox_begin; ox < ox_end; ++ox) {
-    const TapRange xs = tap_range(ox, conv.stride, conv.kernel, in_w);
-    float* dst = row_output + ox * out_c;
-    for (int64_t block = 0; block < full_blocks; ++block)
-      depthwise_pixel_block<Multiplier, kBlock>(conv, input, in_w, ys, xs, block * 16 * kBlock, 0xffff, dst);
-    for (int64_t c0 = full_blocks * 16 * kBlock; c0 < out_c; c0 += 16) {
-      const int64_t left = std::min<int64_t>(16, out_c - c0);
-      depthwise_pixel_block<Multiplier, 1>(conv, input, in_w, ys, xs, c0, __mmask16((1u << left) - 1), dst);
-    }
-  }
-}
-
-// Stride-1 depthwise rows: strips of 16 and then 8 pixels where the windows fit, single pixels at the
-// borders and for what is left.
-template <int Kernel>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void depthwise_stride1_rows_avx512(
-    const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, float* output, int64_t row_begin,
-    int64_t row_end) {
+// Rows [row_begin, row_end) of a depthwise or multiplier-2 convolution: strips of kDepthwiseStrip
+// pixels (the last one overlapping its neighbour when the width is not a multiple of it, single pixels
+// for rows narrower than a strip), each through all channel blocks before the next.
+template <int Kernel, int Stride, int Multiplier>
+FASTVLM_AVX512 void depthwise_rows_avx512(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w,
+                                          float* output, int64_t row_begin, int64_t row_end) {
   constexpr int kPad = Kernel / 2;
-  const int64_t channels = conv.out_channels, out_w = in_w;
-  const int64_t interior_end = out_w - kPad;  // first column whose window crosses the right edge
-  for (int64_t oy = row_begin; oy < row_end; ++oy) {
-    const TapRange ys = tap_range(oy, 1, Kernel, in_h);
-    float* row_output = output + (oy - row_begin) * out_w * channels;
-    const int64_t left_end = std::min<int64_t>(kPad, out_w);
-    depthwise_pixels_avx512<1>(conv, input, in_w, ys, 0, left_end, row_output);
-    int64_t ox = left_end;
-    for (int64_t c0 = 0; c0 < channels; c0 += 16) {
-      const __mmask16 tail = __mmask16((1u << std::min<int64_t>(16, channels - c0)) - 1);
-      int64_t x = left_end;
-      for (; x + 16 <= interior_end; x += 16) depthwise_strip<Kernel, 16>(conv, input, in_w, ys, x, c0, tail, row_output + x * channels);
-      for (; x + 8 <= interior_end; x += 8) depthwise_strip<Kernel, 8>(conv, input, in_w, ys, x, c0, tail, row_output + x * channels);
-      ox = x;
+  const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels;
+  const auto strip_through_channels = [&]<int Strip, StripClip Clip>(const TapRange& ys, int64_t ox, float* row_output) {
+    for (int64_t c0 = 0; c0 < out_c; c0 += 16) {
+      const __mmask16 tail = __mmask16((1u << std::min<int64_t>(16, out_c - c0)) - 1);
+      depthwise_strip<Kernel, Stride, Multiplier, Strip, Clip>(conv, input, in_w, ys, ox, c0, tail, row_output);
     }
-    depthwise_pixels_avx512<1>(conv, input, in_w, ys, std::max(ox, left_end), out_w, row_output);
+  };
+  // The inputs a full strip has outside the row at the left edge (ox = 0) and at the right edge when
+  // the strip ends the row and in_w = Stride * out_w (every map of the tower).
+  constexpr int kInputs = (kDepthwiseStrip - 1) * Stride + Kernel;
+  constexpr int kLeft = kPad, kRight = std::max(0, Kernel - kPad - Stride);
+  constexpr StripClip kAtRuntime{.any = true};
+  for (int64_t oy = row_begin; oy < row_end; ++oy) {
+    const TapRange ys = tap_range(oy, Stride, Kernel, in_h);
+    float* row_output = output + (oy - row_begin) * out_w * out_c;
+    if (out_w < kDepthwiseStrip) {
+      for (int64_t ox = 0; ox < out_w; ++ox) strip_through_channels.template operator()<1, kAtRuntime>(ys, ox, row_output);
+      continue;
+    }
+    for (int64_t x = 0; x < out_w; x += kDepthwiseStrip) {
+      const int64_t ox = std::min(x, out_w - kDepthwiseStrip);
+      const int64_t x_origin = ox * Stride - kPad;
+      const int64_t left = std::max<int64_t>(0, -x_origin), right = std::max<int64_t>(0, x_origin + kInputs - in_w);
+      if (left == 0 && right == 0)
+        strip_through_channels.template operator()<kDepthwiseStrip, StripClip{}>(ys, ox, row_output);
+      else if (left == kLeft && right == 0)
+        strip_through_channels.template operator()<kDepthwiseStrip, StripClip{.left = kLeft}>(ys, ox, row_output);
+      else if (left == 0 && right == kRight)
+        strip_through_channels.template operator()<kDepthwiseStrip, StripClip{.right = kRight}>(ys, ox, row_output);
+      else if (left == kLeft && right == kRight)
+        strip_through_channels.template operator()<kDepthwiseStrip, StripClip{kLeft, kRight}>(ys, ox, row_output);
+      else
+        strip_through_channels.template operator()<kDepthwiseStrip, kAtRuntime>(ys, ox, row_output);
+    }
   }
 }
 
-template <int Multiplier>
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void depthwise_conv_rows_avx512(
-    const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, float* output, int64_t row_begin,
-    int64_t row_end) {
-  const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels;
+// Output pixels per dense-convolution block and output-channel vectors per block: 24 accumulators, 3
+// weight vectors and the broadcast input fit the 32 vector registers.
+constexpr int kDensePixels = 8;
+constexpr int kDenseVectors = 3;
+
+// A dense (groups = 1) convolution of output pixels [ox0, ox0 + kDensePixels) of the row whose window
+// rows are `ys`, output channels [c0, c0 + 16 * kDenseVectors) clipped to the channel count.
+// Every input value is broadcast against the weight vectors of its tap and channel, which stay loaded
+// across the block's pixels: a direct convolution shaped like a small GEMM (the stem's 3 -> 96 conv
+// has 27 inputs per pixel).
+template <bool Clipped>
+FASTVLM_AVX512 void dense_block(const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys,
+                                int64_t ox0, int64_t c0, float* row_output) {
+  const int64_t out_c = conv.out_channels, in_c = conv.in_channels, kernel = conv.kernel;
+  // The channels of vector v that exist (none past the last channel: then it reads and writes nothing).
+  const auto vector_mask = [left = out_c - c0](int v) {
+    return __mmask16((1u << std::clamp<int64_t>(left - 16 * v, 0, 16)) - 1);
+  };
+  __m512 acc[kDensePixels][kDenseVectors];
+#pragma GCC unroll 8
+  for (int v = 0; v < kDenseVectors; ++v) {
+    const __m512 bias = _mm512_maskz_loadu_ps(vector_mask(v), conv.bias.data() + c0 + 16 * v);
+#pragma GCC unroll 8
+    for (int p = 0; p < kDensePixels; ++p) acc[p][v] = bias;
+  }
+  for (int ky = ys.begin; ky < ys.end; ++ky)
+    for (int kx = 0; kx < kernel; ++kx) {
+      const float* row = input + (ys.origin + ky) * in_w * in_c;
+      const int64_t x0 = ox0 * conv.stride - kernel / 2 + kx;  // input column of pixel 0 through this tap
+      const float* tap_weight = conv.weight.data() + (ky * kernel + kx) * in_c * out_c + c0;
+      for (int64_t ci = 0; ci < in_c; ++ci) {
+        __m512 w[kDenseVectors];
+#pragma GCC unroll 8
+        for (int v = 0; v < kDenseVectors; ++v)
+          w[v] = _mm512_maskz_loadu_ps(vector_mask(v), tap_weight + ci * out_c + 16 * v);
+#pragma GCC unroll 8
+        for (int p = 0; p < kDensePixels; ++p) {
+          const int64_t x = x0 + p * conv.stride;
+          const __m512 broadcast = _mm512_set1_ps(!Clipped || inside(x, in_w) ? row[x * in_c + ci] : 0.0f);
+#pragma GCC unroll 8
+          for (int v = 0; v < kDenseVectors; ++v) acc[p][v] = _mm512_fmadd_ps(w[v], broadcast, acc[p][v]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+  for (int p = 0; p < kDensePixels; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < kDenseVectors; ++v)
+      _mm512_mask_storeu_ps(row_output + (ox0 + p) * out_c + c0 + 16 * v, vector_mask(v), acc[p][v]);
+}
+
+// Rows [row_begin, row_end) of a dense convolution with at least kDensePixels output columns, in
+// blocks of kDensePixels pixels (the last overlapping its neighbour) by 16 * kDenseVectors channels.
+FASTVLM_AVX512 void dense_rows_avx512(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w,
+                                      float* output, int64_t row_begin, int64_t row_end) {
+  const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels, pad = conv.kernel / 2;
+  const auto fits = [&](int64_t ox, int64_t count) {
+    return ox * conv.stride - pad >= 0 && (ox + count - 1) * conv.stride - pad + conv.kernel <= in_w;
+  };
+  const int64_t block_channels = 16 * kDenseVectors;
   for (int64_t oy = row_begin; oy < row_end; ++oy) {
     const TapRange ys = tap_range(oy, conv.stride, conv.kernel, in_h);
-    depthwise_pixels_avx512<Multiplier>(conv, input, in_w, ys, 0, out_w, output + (oy - row_begin) * out_w * out_c);
+    float* row_output = output + (oy - row_begin) * out_w * out_c;
+    for (int64_t c0 = 0; c0 < out_c; c0 += block_channels)
+      for (int64_t x = 0; x < out_w; x += kDensePixels) {
+        const int64_t ox = std::min(x, out_w - kDensePixels);
+        if (fits(ox, kDensePixels))
+          dense_block<false>(conv, input, in_w, ys, ox, c0, row_output);
+        else
+          dense_block<true>(conv, input, in_w, ys, ox, c0, row_output);
+      }
   }
+}
+
+#undef FASTVLM_AVX512
+
+// The AVX-512 kernel for `conv`, or null when only the generic loop handles it.
+using ConvRowsKernel = void (*)(const GroupedConv&, const float*, int64_t, int64_t, float*, int64_t, int64_t);
+ConvRowsKernel avx512_kernel_for(const GroupedConv& conv, int64_t in_w) {
+  if (conv.groups == 1 && conv_output_size(conv, in_w) >= kDensePixels) return dense_rows_avx512;
+  if (conv.groups != conv.in_channels) return nullptr;
+  const int multiplier = conv.out_channels / conv.in_channels;
+  const int shape[] = {conv.kernel, conv.stride, multiplier};
+  const auto is = [&shape](int kernel, int stride, int mult) {
+    return shape[0] == kernel && shape[1] == stride && shape[2] == mult;
+  };
+  if (is(7, 1, 1)) return depthwise_rows_avx512<7, 1, 1>;
+  if (is(3, 1, 1)) return depthwise_rows_avx512<3, 1, 1>;
+  if (is(3, 2, 1)) return depthwise_rows_avx512<3, 2, 1>;
+  if (is(7, 2, 2)) return depthwise_rows_avx512<7, 2, 2>;
+  if (is(3, 1, 2)) return depthwise_rows_avx512<3, 1, 2>;
+  return nullptr;
 }
 
 }  // namespace
@@ -219,16 +297,9 @@ int64_t conv_output_size(const GroupedConv& conv, int64_t in) {
 
 void conv_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, float* output_rows,
                int64_t row_begin, int64_t row_end, Isa isa) {
-  const bool one_input_per_group = conv.groups == conv.in_channels;
-  const int multiplier = conv.out_channels / conv.in_channels;
-  if (isa >= Isa::Avx512 && one_input_per_group && multiplier == 1 && conv.stride == 1 && conv.kernel == 7)
-    return depthwise_stride1_rows_avx512<7>(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  if (isa >= Isa::Avx512 && one_input_per_group && multiplier == 1 && conv.stride == 1 && conv.kernel == 3)
-    return depthwise_stride1_rows_avx512<3>(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  if (isa >= Isa::Avx512 && one_input_per_group && multiplier == 1)
-    return depthwise_conv_rows_avx512<1>(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  if (isa >= Isa::Avx512 && one_input_per_group && multiplier == 2)
-    return depthwise_conv_rows_avx512<2>(conv, input, in_h, in_w, output_rows, row_begin, row_end);
+  if (isa >= Isa::Avx512)
+    if (const ConvRowsKernel kernel = avx512_kernel_for(conv, in_w))
+      return kernel(conv, input, in_h, in_w, output_rows, row_begin, row_end);
   if (isa >= Isa::Avx512) return generic_conv_rows_avx512(conv, input, in_h, in_w, output_rows, row_begin, row_end);
   if (isa >= Isa::Avx2) return generic_conv_rows_avx2(conv, input, in_h, in_w, output_rows, row_begin, row_end);
   generic_conv_rows_baseline(conv, input, in_h, in_w, output_rows, row_begin, row_end);
