@@ -25,9 +25,9 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-void* allocate_aligned(size_t bytes, const char* what) {
+void* allocate_aligned(size_t bytes, const char* what, bool huge_pages) {
   constexpr size_t kHugePage = size_t(2) << 20;
-  const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
+  const size_t alignment = huge_pages && bytes >= kHugePage ? kHugePage : 64;
   const size_t rounded = std::max<size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
   void* memory = std::aligned_alloc(alignment, rounded);
   if (!memory) throw Error(std::string("out of memory allocating ") + std::to_string(rounded) + " bytes for " + what);

@@ -14,10 +14,11 @@ using Shape = std::vector<int64_t>;
 std::string shape_string(const Shape& shape);  // "[1, 3, 256, 256]"
 int64_t shape_numel(const Shape& shape);
 
-// std::free-able memory of at least `bytes`, 64-byte aligned; blocks of 2 MiB or more are aligned to
-// and advised onto transparent huge pages (fewer TLB misses and page faults on activation maps).
-// Throws fastvlm::Error naming `what` when the allocation fails.
-void* allocate_aligned(size_t bytes, const char* what);
+// std::free-able memory of at least `bytes`, 64-byte aligned. With `huge_pages`, blocks of 2 MiB or more
+// are aligned to and advised onto transparent huge pages (fewer TLB misses and page faults), for
+// long-lived activation arenas; not for short-lived tensors, whose fresh huge pages would each be
+// zeroed by the kernel. Throws fastvlm::Error naming `what` when the allocation fails.
+void* allocate_aligned(size_t bytes, const char* what, bool huge_pages = false);
 
 class Tensor {
  public:

@@ -216,14 +216,14 @@ void prepare_weights(NetworkModule& module, VisionCompute compute) {
 // Activation storage
 
 // Grow-only storage for one activation buffer of any element type, reused from layer to layer and image
-// to image.
+// to image, on huge pages.
 class Buffer {
  public:
   template <class T>
   T* as(int64_t count) {
     const size_t bytes = size_t(count) * sizeof(T);
     if (bytes > capacity_) {
-      data_.reset(allocate_aligned(bytes, "a vision activation buffer"));
+      data_.reset(allocate_aligned(bytes, "a vision activation buffer", /*huge_pages=*/true));
       capacity_ = bytes;
     }
     return static_cast<T*>(data_.get());
