@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/simd_math.h"
+#include "core/simd_gelu.h"
 
 // GCC 12's AVX-512 intrinsics initialise their undefined-vector placeholders with themselves, which
 // trips these warnings inside the headers.
@@ -55,34 +55,48 @@ __attribute__((target("avx512f,avx512bw"))) void block_to_codes(const float* src
   }
 }
 
-// out[c] = acc[c] · scales[c] + bias[c] (bias may be null), or out[c] += that when `add`.
-__attribute__((target("avx512f"))) void dequantize_row(const int32_t* acc, const float* scales, const float* bias,
-                                                       int64_t cols, bool add, float* out) {
-  for (int64_t c = 0; c < cols; c += 16) {
-    const __mmask16 mask = cols - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - c)) - 1);
-    const __m512 value = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, acc + c));
-    const __m512 scale = _mm512_maskz_loadu_ps(mask, scales + c);
-    __m512 result = bias ? _mm512_fmadd_ps(value, scale, _mm512_maskz_loadu_ps(mask, bias + c))
-                         : _mm512_mul_ps(value, scale);
-    if (add) result = _mm512_add_ps(result, _mm512_maskz_loadu_ps(mask, out + c));
-    _mm512_mask_storeu_ps(out + c, mask, result);
-  }
+// acc · scales + bias (bias may be null) for the 16 columns at `acc` in `mask`.
+__attribute__((target("avx512f"))) inline __m512 dequantize(const int32_t* acc, const float* scales, const float* bias,
+                                                             __mmask16 mask) {
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, acc)), _mm512_maskz_loadu_ps(mask, scales),
+                         bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps());
+}
+
+__attribute__((target("avx512f"))) inline __mmask16 column_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
 }
 
 }  // namespace
 
-float dequantize_gelu(const int32_t* acc, int64_t rows, int64_t cols, const float* scales, const float* bias,
-                      float* out) {
+// One pass per element while the accumulators are in cache: dequantise, add the bias, GELU, store, and
+// track max |GELU| for the quantisation of the next product.
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) float dequantize_gelu(
+    const int32_t* acc, int64_t rows, int64_t cols, const float* scales, const float* bias, float* out) {
+  __m512 running = _mm512_setzero_ps();
   for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row(acc + r * cols, scales, bias, cols, /*add=*/false, out + r * cols);
-    gelu_simd(out + r * cols, cols);
+    const int32_t* row = acc + r * cols;
+    float* out_row = out + r * cols;
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = column_mask(cols - c);
+      const __m512 value = dequantize(row + c, scales + c, bias ? bias + c : nullptr, mask);
+      const __m512 activated = _mm512_maskz_mov_ps(mask, simd::gelu_avx512(value));
+      _mm512_mask_storeu_ps(out_row + c, mask, activated);
+      running = _mm512_max_ps(running, _mm512_abs_ps(activated));
+    }
   }
-  return block_abs_max(out, rows, cols, cols);
+  return _mm512_reduce_max_ps(running);
 }
 
-void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* scales, const float* bias,
-                    float* out) {
-  for (int64_t r = 0; r < rows; ++r) dequantize_row(acc + r * cols, scales, bias, cols, /*add=*/true, out + r * cols);
+__attribute__((target("avx512f"))) void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols,
+                                                       const float* scales, const float* bias, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = column_mask(cols - c);
+      const __m512 value = dequantize(acc + r * cols + c, scales + c, bias ? bias + c : nullptr, mask);
+      float* target = out + r * cols + c;
+      _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target)));
+    }
+  }
 }
 
 float quantize_block_s8_with_max(const float* src, int64_t rows, int64_t cols, int64_t src_stride, float abs_max,
