@@ -123,8 +123,8 @@ BENCHMARK(BM_PointwiseGemm)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The Int8 compute's ConvFFN product: int8 codes multiplied exactly into int32, then the tower's
-// epilogue into float32 (1: dequantise + GELU, 2: dequantise + add to the output). args: M, K, N,
-// epilogue. Compare with the bf16 rows above.
+// epilogue (1: dequantise + GELU + requantise per pixel, 2: dequantise + add to a float32 output). args:
+// M, K, N, epilogue. Compare with the bf16 rows above.
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const bool gelu = state.range(3) == 1;
@@ -135,17 +135,20 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   std::vector<int8_t> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K));
   for (size_t i = 0; i < a.size(); ++i) a[i] = int8_t(int((i * 2654435761u) % 255) - 127);
   for (size_t i = 0; i < b.size(); ++i) b[i] = int8_t(int((i * 40503u) % 255) - 127);
-  std::vector<float> scales(static_cast<size_t>(N), 1e-5f), bias(static_cast<size_t>(N)), c(static_cast<size_t>(M * N));
+  std::vector<float> row_scales(static_cast<size_t>(M), 1e-2f), weight_scales(static_cast<size_t>(N), 1e-3f),
+      bias(static_cast<size_t>(N)), c(static_cast<size_t>(M * N)), code_scales(static_cast<size_t>(M));
   std::vector<int32_t> accumulators(static_cast<size_t>(M * N));
+  std::vector<int8_t> codes(static_cast<size_t>(M * N));
   fill(bias.data(), N);
   const Int8MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .b = b.data(), .ldb = K,
                             .c = accumulators.data(), .ldc = N};
   for (auto _ : state) {
     matmul_s8(spec);
     if (gelu)
-      benchmark::DoNotOptimize(dequantize_gelu(accumulators.data(), M, N, scales.data(), bias.data(), c.data()));
+      dequantize_gelu_quantize(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(),
+                               codes.data(), code_scales.data());
     else
-      dequantize_add(accumulators.data(), M, N, scales.data(), bias.data(), c.data());
+      dequantize_add(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(), c.data());
     benchmark::ClobberMemory();
   }
   state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,

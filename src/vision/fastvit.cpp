@@ -183,7 +183,8 @@ void prepare_weights(Pointwise& layer, WeightFormat format) {
   } else {
     layer.weight_s8.resize(size_t(layer.weight.numel()));
     layer.weight_scales.resize(size_t(layer.out));
-    quantize_rows_s8(layer.weight.data(), layer.out, layer.in, layer.weight_s8.data(), layer.weight_scales.data());
+    quantize_rows_s8(layer.weight.data(), layer.out, layer.in, layer.in, layer.weight_s8.data(),
+                     layer.weight_scales.data());
   }
   layer.weight = Tensor();
 }
@@ -264,11 +265,13 @@ void store_row(const float* src, int64_t n, const Activations& dst, int64_t offs
 
 // The buffers of one encode, named by their role (each is reused by every layer of that role).
 struct VisionScratch {
-  Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed conv)
-  Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread
-  Buffer codes;      // Int8 compute: one thread's ConvFFN tile (input, then hidden) as int8 codes, per thread
+  Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed
+                     // conv); under Int8 the ConvFFN input as int8 codes
+  Buffer pixel_scales;   // Int8 compute: the scale of each pixel of `mixed`
+  Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread; under
+                     // Int8 the scale of each hidden pixel of `codes`
+  Buffer codes;          // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
   Buffer accumulators;   // Int8 compute: int32 products of one ConvFFN tile, per thread
-  Buffer column_scales;  // Int8 compute: dequantisation factor per output column, per thread
   Buffer qkv;        // attention q|k|v, [tokens, 3C]
   Buffer scores;     // attention logits of one head and query block, float32, per thread
   Buffer probs;      // the same as bfloat16 attention weights (Bf16 compute only), per thread
@@ -290,26 +293,49 @@ struct Pass {
 // ---------------------------------------------------------------------------------------------------
 // Layers on [H, W, C] maps
 
-// Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) into `output` ([out_h, out_w,
-// out_channels] in its type), applying `activation`. Threaded over output rows; a row is computed in
-// float32 and converted while it is still in cache.
-void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, const Activations& output,
-              Activation activation) {
-  const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
-  const int64_t row_size = out_w * conv.out_channels;
+// Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) one output row at a time,
+// threaded over rows, applying `activation`: each row is computed in float32 at `target(oy)` (or in
+// thread-local staging when that is null) and handed to `store(oy, row)` while it is still in cache.
+template <class Target, class Store>
+void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, Activation activation,
+                  Target target, Store store) {
+  const int64_t out_h = conv_output_size(conv, in_h), row_size = conv_output_size(conv, in_w) * conv.out_channels;
   const Isa isa = active_isa();
 #pragma omp parallel for schedule(static)
   for (int64_t oy = 0; oy < out_h; ++oy) {
     thread_local std::vector<float> staging;
-    float* row = output.type == MatrixType::F32 ? static_cast<float*>(output.at(oy * row_size)) : nullptr;
+    float* row = target(oy);
     if (!row) {
       staging.resize(size_t(row_size));
       row = staging.data();
     }
     conv_rows(conv, input, in_h, in_w, row, oy, oy + 1, isa);
     if (activation == Activation::Gelu) gelu_simd(row, row_size);
-    store_row(row, row_size, output, oy * row_size);
+    store(oy, row);
   }
+}
+
+// `conv` over `input` into `output` ([out_h, out_w, out_channels] in its type).
+void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, const Activations& output,
+              Activation activation) {
+  const int64_t row_size = conv_output_size(conv, in_w) * conv.out_channels;
+  const auto in_place = [&](int64_t oy) {
+    return output.type == MatrixType::F32 ? static_cast<float*>(output.at(oy * row_size)) : nullptr;
+  };
+  const auto store = [&](int64_t oy, const float* row) { store_row(row, row_size, output, oy * row_size); };
+  conv_by_rows(conv, input, in_h, in_w, activation, in_place, store);
+}
+
+// `conv` over `input`, each output pixel quantised with its own scale: codes [pixels, out_channels],
+// scales [pixels].
+void run_conv_to_codes(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, int8_t* codes,
+                       float* scales) {
+  const int64_t out_w = conv_output_size(conv, in_w), channels = conv.out_channels;
+  const auto staged = [](int64_t) -> float* { return nullptr; };
+  const auto quantize = [&](int64_t oy, const float* row) {
+    quantize_rows_s8(row, out_w, channels, channels, codes + oy * out_w * channels, scales + oy * out_w);
+  };
+  conv_by_rows(conv, input, in_h, in_w, Activation::None, staged, quantize);
 }
 
 // `storage` resized to hold `conv`'s float32 output on an [in_h, in_w] input.
@@ -354,11 +380,8 @@ int64_t ffn_tile_pixels(int64_t hidden_bytes_per_pixel) {
   return std::clamp(kHiddenTileBytes / hidden_bytes_per_pixel / 64 * 64, kMinPixels, kMaxPixels);
 }
 
-// The int8 product of `codes` (rows x layer.in, the layer input divided by `input_scale`) with the
-// layer's weight codes into `accumulators` [rows, layer.out]; `scales` receives the factor that turns
-// output column o back into real units (input_scale x weight scale of o).
-void run_linear_s8(const Pointwise& layer, const int8_t* codes, float input_scale, int64_t rows,
-                   int32_t* accumulators, float* scales) {
+// accumulators [rows, layer.out] = codes [rows, layer.in] · the layer's weight codesᵀ, exact in int32.
+void run_linear_s8(const Pointwise& layer, const int8_t* codes, int64_t rows, int32_t* accumulators) {
   matmul_s8({.M = rows,
              .N = layer.out,
              .K = layer.in,
@@ -368,46 +391,39 @@ void run_linear_s8(const Pointwise& layer, const int8_t* codes, float input_scal
              .ldb = layer.in,
              .c = accumulators,
              .ldc = layer.out});
-  for (int64_t o = 0; o < layer.out; ++o) scales[o] = input_scale * layer.weight_scales[size_t(o)];
 }
 
-// run_conv_ffn under Int8 compute. The depthwise conv output stays float32; each thread quantises a
-// tile of it with the tile's own scale, runs expand into int32, dequantises + GELU into a float32 hidden
-// tile (finding its max |x| on the way), quantises that with its own scale, runs contract and adds the
-// dequantised result to x.
+// run_conv_ffn under Int8 compute. The depthwise conv output is quantised pixel by pixel as it is
+// produced; then each thread takes tiles of pixels through expand into int32, dequantise + bias + GELU
+// and requantise per pixel (one pass), contract into int32, and the dequantised residual add to x.
 void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
   const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in, hidden_width = ffn.expand.out;
-  float* mixed = scratch.mixed.as<float>(pixels * channels);
-  run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, mixed}, Activation::None);
-  const int64_t tile_pixels = ffn_tile_pixels(hidden_width * int64_t(sizeof(float)));
+  int8_t* input_codes = scratch.mixed.as<int8_t>(pixels * channels);
+  float* input_scales = scratch.pixel_scales.as<float>(pixels);
+  run_conv_to_codes(ffn.spatial, x.data(), x.dim(0), x.dim(1), input_codes, input_scales);
+  // The tile's int32 products of expand stay in L2 until they are requantised.
+  const int64_t tile_pixels = ffn_tile_pixels(hidden_width * int64_t(sizeof(int32_t)));
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
-  const int64_t widest = std::max(channels, hidden_width);
-  const int64_t tile_hidden = tile_pixels * hidden_width, tile_widest = tile_pixels * widest;
+  const int64_t tile_hidden = tile_pixels * hidden_width;
   const int threads = omp_get_max_threads();
-  float* hidden = scratch.hidden.as<float>(threads * tile_hidden);
-  int8_t* codes = scratch.codes.as<int8_t>(threads * tile_widest);
-  int32_t* accumulators = scratch.accumulators.as<int32_t>(threads * tile_widest);
-  float* scales = scratch.column_scales.as<float>(threads * widest);
+  int8_t* hidden_codes = scratch.codes.as<int8_t>(threads * tile_hidden);
+  float* hidden_scales = scratch.hidden.as<float>(threads * tile_pixels);
+  int32_t* accumulators = scratch.accumulators.as<int32_t>(threads * tile_hidden);
 #pragma omp parallel
   {
     const int thread = omp_get_thread_num();
-    float* my_hidden = hidden + thread * tile_hidden;
-    int8_t* my_codes = codes + thread * tile_widest;
-    int32_t* my_accumulators = accumulators + thread * tile_widest;
-    float* my_scales = scales + thread * widest;
-    const float* expand_bias = ffn.expand.bias.data();
-    const float* contract_bias = ffn.contract.bias.data();
+    int8_t* my_codes = hidden_codes + thread * tile_hidden;
+    float* my_scales = hidden_scales + thread * tile_pixels;
+    int32_t* my_accumulators = accumulators + thread * tile_hidden;
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      const float input_scale = quantize_block_s8(mixed + first * channels, count, channels, channels, my_codes);
-      run_linear_s8(ffn.expand, my_codes, input_scale, count, my_accumulators, my_scales);
-      const float hidden_max =
-          dequantize_gelu(my_accumulators, count, hidden_width, my_scales, expand_bias, my_hidden);
-      const float hidden_scale =
-          quantize_block_s8_with_max(my_hidden, count, hidden_width, hidden_width, hidden_max, my_codes);
-      run_linear_s8(ffn.contract, my_codes, hidden_scale, count, my_accumulators, my_scales);
-      dequantize_add(my_accumulators, count, channels, my_scales, contract_bias, x.data() + first * channels);
+      run_linear_s8(ffn.expand, input_codes + first * channels, count, my_accumulators);
+      dequantize_gelu_quantize(my_accumulators, count, hidden_width, input_scales + first,
+                               ffn.expand.weight_scales.data(), ffn.expand.bias.data(), my_codes, my_scales);
+      run_linear_s8(ffn.contract, my_codes, count, my_accumulators);
+      dequantize_add(my_accumulators, count, channels, my_scales, ffn.contract.weight_scales.data(),
+                     ffn.contract.bias.data(), x.data() + first * channels);
     }
   }
 }
