@@ -28,12 +28,8 @@ FASTVLM_AVX512 inline __m512 dequantize(const int32_t* acc, __m512 scales, const
                          bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps());
 }
 
-// Quantises one row of `cols` floats; returns its scale.
-FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, int8_t* codes) {
-  __m512 running = _mm512_setzero_ps();
-  for (int64_t c = 0; c < cols; c += 16)
-    running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(column_mask(cols - c), row + c)));
-  const float abs_max = _mm512_reduce_max_ps(running);
+// Quantises one row of `cols` floats whose max |x| is `abs_max`; returns its scale.
+FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max, int8_t* codes) {
   const float scale = abs_max > 0.0f ? abs_max / kMaxCode : 1.0f;
   // Round to nearest even (the default MXCSR mode), then saturate; |x| <= 127 · scale, so saturation
   // never bites.
@@ -46,10 +42,20 @@ FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, int8_t* codes)
   return scale;
 }
 
+FASTVLM_AVX512 float row_abs_max(const float* row, int64_t cols) {
+  __m512 running = _mm512_setzero_ps();
+  for (int64_t c = 0; c < cols; c += 16)
+    running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(column_mask(cols - c), row + c)));
+  return _mm512_reduce_max_ps(running);
+}
+
 }  // namespace
 
 void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
-  for (int64_t r = 0; r < rows; ++r) scales[r] = quantize_row(x + r * stride, cols, codes + r * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * stride;
+    scales[r] = quantize_row(row, cols, row_abs_max(row, cols), codes + r * cols);
+  }
 }
 
 FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
@@ -59,13 +65,16 @@ FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, i
   activated.resize(size_t(cols));
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
+    __m512 running = _mm512_setzero_ps();
     for (int64_t c = 0; c < cols; c += 16) {
       const __mmask16 mask = column_mask(cols - c);
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
-      _mm512_mask_storeu_ps(activated.data() + c, mask, simd::gelu_avx512(value));
+      const __m512 result = _mm512_maskz_mov_ps(mask, simd::gelu_avx512(value));
+      _mm512_mask_storeu_ps(activated.data() + c, mask, result);
+      running = _mm512_max_ps(running, _mm512_abs_ps(result));
     }
-    code_scales[r] = quantize_row(activated.data(), cols, codes + r * cols);
+    code_scales[r] = quantize_row(activated.data(), cols, _mm512_reduce_max_ps(running), codes + r * cols);
   }
 }
 
