@@ -1,0 +1,75 @@
+// This machine's compute peaks per core, the ceilings the kernel benchmarks are read against: the
+// throughput of one AVX-512 instruction kind issued back to back into independent accumulators, as
+// GFLOP/s (2 per multiply-accumulate; int8 "ops" the same way). vpdpbusd is the int8 GEMM's instruction
+// (64 MACs), vdpbf16ps the bf16 GEMM's (32 MACs), vfmadd231ps the float32 kernels' (16 MACs). Run single-
+// threaded (the figures are per core) on an idle machine: FMA-bound kernels cannot beat these.
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include "core/cpu.h"
+
+// GCC 12's AVX-512 headers build unmasked results from undefined vectors; the lanes are all written.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace fastvlm {
+namespace {
+
+// Enough independent accumulators to cover the instructions' latency on current cores.
+constexpr int kAccumulators = 12;
+constexpr int64_t kRoundsPerIteration = 4096;
+
+enum class Instruction { DotInt8, DotBf16, FmaF32 };
+
+constexpr double macs_per_instruction(Instruction kind) {
+  return kind == Instruction::DotInt8 ? 64 : kind == Instruction::DotBf16 ? 32 : 16;
+}
+
+template <Instruction Kind>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16"), noinline)) void issue(int64_t rounds, float* sink) {
+  __m512i integer[kAccumulators];
+  __m512 real[kAccumulators];
+  for (int i = 0; i < kAccumulators; ++i) {
+    integer[i] = _mm512_set1_epi32(i);
+    real[i] = _mm512_set1_ps(float(i));
+  }
+  const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01010101);
+  const __m512 x = _mm512_set1_ps(1.0001f), y = _mm512_set1_ps(0.9999f);
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAccumulators; ++i) {
+      if constexpr (Kind == Instruction::DotInt8) integer[i] = _mm512_dpbusd_epi32(integer[i], a, b);
+      if constexpr (Kind == Instruction::DotBf16) real[i] = _mm512_dpbf16_ps(real[i], (__m512bh)a, (__m512bh)b);
+      if constexpr (Kind == Instruction::FmaF32) real[i] = _mm512_fmadd_ps(real[i], x, y);
+    }
+  }
+  float total = 0;
+  for (int i = 0; i < kAccumulators; ++i)
+    total += float(_mm512_reduce_add_epi32(integer[i])) + _mm512_reduce_add_ps(real[i]);
+  *sink = total;
+}
+
+template <Instruction Kind>
+void BM_Peak(benchmark::State& state) {
+  const CpuFeatures& features = cpu_features();
+  if (!features.avx512_vnni || active_isa() < Isa::Avx512) {
+    state.SkipWithError("needs AVX-512 with BF16 and VNNI");
+    return;
+  }
+  float sink = 0;
+  for (auto _ : state) {
+    issue<Kind>(kRoundsPerIteration, &sink);
+    benchmark::DoNotOptimize(sink);
+  }
+  const double flops = 2.0 * macs_per_instruction(Kind) * kAccumulators * kRoundsPerIteration;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Peak<Instruction::DotInt8>)->Name("BM_Peak/vpdpbusd_int8");
+BENCHMARK(BM_Peak<Instruction::DotBf16>)->Name("BM_Peak/vdpbf16ps_bf16");
+BENCHMARK(BM_Peak<Instruction::FmaF32>)->Name("BM_Peak/vfmadd231ps_f32");
+
+}  // namespace
+}  // namespace fastvlm
+
+BENCHMARK_MAIN();
