@@ -1,5 +1,6 @@
 // LLM kernels at Qwen2-0.5B shapes: decode GEMVs (bf16, Q8_0, Q4_0) in GB/s of weights streamed, prefill
-// GEMMs for 280 positions in GFLOP/s, next to this machine's measured read bandwidth (BM_DramRead).
+// GEMMs for 280 positions in GFLOP/s (dense weights, and quantised weights through bf16 or int8), next to
+// this machine's measured read bandwidth (BM_DramRead).
 // GEMV weights rotate over enough copies to overflow the caches, so the figures are DRAM-bound like
 // decoding a real model.
 //
@@ -20,6 +21,7 @@
 #include "core/dtype.h"
 #include "core/gemm.h"
 #include "core/gemv.h"
+#include "core/qgemm.h"
 #include "core/quant.h"
 #include "core/simd_math.h"
 #include "io/checkpoint.h"
@@ -116,29 +118,38 @@ void BM_DramRead(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(double(kRotationBytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and the Q8_0 route
-// (expand the weights to bf16, then the bf16 GEMM).
+// Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and two routes for
+// quantised weights: "q8_0"/"q4_0" expand W to bf16 and run the bf16 GEMM (incl. converting x), as prefill
+// did before linear_quant; "q8_0_vnni"/"q4_0_vnni" run linear_quant (int8 VPDPBUSD on the stored codes).
 void BM_PrefillGemm(benchmark::State& state, const char* format) {
   const int64_t n = state.range(0), k = state.range(1), m = kPrefillPositions;
   const std::string name = format;
+  const bool integer_route = name.ends_with("_vnni");
+  const QuantType type = name.starts_with("q4_0") ? QuantType::Q4_0 : QuantType::Q8_0;
   const std::vector<float> weights = random_floats(size_t(n * k), 3, 0.05f);
   const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
   std::vector<float> y(size_t(m * n));
   std::vector<uint16_t> weights_bf16(weights.size()), x_bf16(x.size());
   f32_to_bf16_simd(weights.data(), weights_bf16.data(), int64_t(weights.size()));
-  std::vector<uint8_t> codes(size_t(n * k));
+  std::vector<uint8_t> codes(size_t(n * quant_row_bytes(type, k)));
   std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
-  quantize_matrix(QuantType::Q8_0, weights.data(), n, k, codes.data(), scales.data());
-  const QuantMatrix q8{QuantType::Q8_0, codes.data(), scales.data(), n, k};
+  quantize_matrix(type, weights.data(), n, k, codes.data(), scales.data());
+  const QuantMatrix quantized{type, codes.data(), scales.data(), n, k};
   if (name != "f32" && active_isa() < Isa::Avx512) {
     state.SkipWithError("no AVX512-BF16");
+    return;
+  }
+  if (integer_route && !linear_quant_supported()) {
+    state.SkipWithError("no AVX512-VNNI");
     return;
   }
   for (auto _ : state) {
     if (name == "f32") {
       linear_f32(x.data(), m, k, weights.data(), n, nullptr, y.data());
+    } else if (integer_route) {
+      linear_quant(x.data(), m, quantized, nullptr, y.data());
     } else {
-      if (name == "q8_0") dequantize_rows_bf16(q8, 0, n, weights_bf16.data());
+      if (name != "bf16") dequantize_rows_bf16(quantized, 0, n, weights_bf16.data());
       f32_to_bf16_simd(x.data(), x_bf16.data(), int64_t(x.size()));
       linear_bf16(x_bf16.data(), m, k, weights_bf16.data(), n, nullptr, y.data());
     }
@@ -159,7 +170,7 @@ void register_kernel_benchmarks() {
       b->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
   }
-  for (const char* format : {"f32", "bf16", "q8_0"}) {
+  for (const char* format : {"f32", "bf16", "q8_0", "q8_0_vnni", "q4_0", "q4_0_vnni"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillGemm_") + format).c_str(), BM_PrefillGemm, format);
     for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}}) b->Args(shape);
     b->Unit(benchmark::kMillisecond)->UseRealTime();

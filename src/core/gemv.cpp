@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/quant_simd.h"
 
 #define FASTVLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define FASTVLM_TARGET_AVX512 \
@@ -57,19 +58,6 @@ void quantize_group_scalar(const float* x, int8_t* codes, float& scale, int32_t&
   }
 }
 
-FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
-  const __m512 low = _mm512_loadu_ps(x), high = _mm512_loadu_ps(x + 16);
-  const float largest = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
-  scale = largest / 127.0f;
-  const __m512 inverse = _mm512_set1_ps(largest == 0 ? 0.0f : 127.0f / largest);
-  // Default MXCSR rounding is to nearest even, as std::nearbyint in the scalar version.
-  const __m512i low_codes = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
-  const __m512i high_codes = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtepi32_epi8(low_codes));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm512_cvtepi32_epi8(high_codes));
-  sum = _mm512_reduce_add_epi32(_mm512_add_epi32(low_codes, high_codes));
-}
-
 void quantize_activation(const float* x, int64_t cols, Isa isa, QuantizedActivation& q) {
   const int64_t groups = cols / kQuantGroupSize;
   q.codes.resize(size_t(cols));
@@ -78,7 +66,7 @@ void quantize_activation(const float* x, int64_t cols, Isa isa, QuantizedActivat
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t offset = g * kQuantGroupSize;
     if (isa >= Isa::Avx512) {
-      quantize_group_avx512(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
+      q.scales[g] = simd::quantize_group_avx512(x + offset, q.codes.data() + offset, &q.sums[g]);
     } else {
       quantize_group_scalar(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
     }

@@ -10,6 +10,7 @@
 #include "core/gemm.h"
 #include "core/gemv.h"
 #include "core/ops.h"
+#include "core/qgemm.h"
 #include "core/simd_math.h"
 #include "llm/activations.h"
 #include "llm/attention.h"
@@ -35,7 +36,6 @@ void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType ex
 // Scratch buffers of one prefill GEMM, reused across calls (and layers) on the calling thread.
 struct GemmScratch {
   std::vector<uint16_t> x_bf16;
-  std::vector<uint16_t> weights_bf16;
   std::vector<float> weights_f32;
 };
 GemmScratch& gemm_scratch() {
@@ -115,19 +115,18 @@ void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
     }
     return;
   }
-  // Prefill: a bf16 GEMM where the CPU has one (quantised weights expanded to bf16 first), else float32.
+  // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI
+  // (every CPU the Avx512 level admits); bf16 weights through a bf16 GEMM there; else float32.
+  if (format == Format::Quantized && linear_quant_supported()) {
+    linear_quant(x, rows, quantized, b, y);
+    return;
+  }
   GemmScratch& scratch = gemm_scratch();
   const size_t weight_count = size_t(out_features) * in_features;
-  if (active_isa() >= Isa::Avx512) {
+  if (format == Format::BF16 && active_isa() >= Isa::Avx512) {
     scratch.x_bf16.resize(size_t(rows) * in_features);
     f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
-    const uint16_t* weights = bf16;
-    if (format == Format::Quantized) {
-      scratch.weights_bf16.resize(weight_count);
-      dequantize_rows_bf16(quantized, 0, out_features, scratch.weights_bf16.data());
-      weights = scratch.weights_bf16.data();
-    }
-    linear_bf16(scratch.x_bf16.data(), rows, in_features, weights, out_features, b, y);
+    linear_bf16(scratch.x_bf16.data(), rows, in_features, bf16, out_features, b, y);
     return;
   }
   scratch.weights_f32.resize(weight_count);

@@ -1,0 +1,24 @@
+#pragma once
+// Prefill GEMM on block-quantised weights (Q8_0 / Q4_0, core/quant.h) in integer arithmetic with
+// AVX512-VNNI, reading the codes straight from the (memory-mapped) matrix: no dequantised or repacked
+// copy of the weights outlives the call.
+//
+// Arithmetic (the same model as gemv_quant, so prefill and decode agree): each row of x is quantised per
+// group of 32 to int8 with scale d_x = max|x| / 127 (round to nearest even); each group's integer dot
+// product with the weight codes is exact in int32, then scaled by d_w · d_x and summed in float. The only
+// approximation against dequant(W)·x is the activation rounding, at most d_x / 2 per element.
+#include <cstdint>
+
+#include "core/quant.h"
+
+namespace fastvlm {
+
+// Whether linear_quant() runs here: AVX-512 with VNNI, and FASTVLM_ISA not capping below avx512.
+bool linear_quant_supported();
+
+// y[rows, N] = x[rows, K] · dequant(W)ᵀ (+ bias[N] when not null) for W = `weights` [N, K], all
+// row-major float32 except W. Threads over blocks of output columns with OpenMP. Throws fastvlm::Error
+// when !linear_quant_supported().
+void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
+
+}  // namespace fastvlm

@@ -1,0 +1,216 @@
+// The integer prefill GEMM on Q8_0 / Q4_0 weights (core/qgemm.h) against double-precision references
+// written here from the documented block layout (core/quant.h) and activation quantisation (core/qgemm.h):
+//  - activations that quantise exactly must give dequant(W)·x up to float rounding;
+//  - random activations (with outlier channels) must give the documented integer arithmetic up to float
+//    rounding, and stay within the activation-rounding bound of dequant(W)·x with the unquantised x.
+// Shapes cover odd row counts (every micro-tile remainder), N not a multiple of 16 or 32, with and without
+// bias, up to Qwen2-0.5B sizes. Below avx512 the kernel must refuse to run (checked in a child process).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/qgemm.h"
+#include "core/quant.h"
+
+namespace fastvlm {
+namespace {
+
+struct Shape {
+  int64_t rows, out_features, in_features;
+  bool with_bias;
+};
+
+// A quantised weight matrix and its dequantised values, decoded independently of the library.
+struct Weights {
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> scales;
+  std::vector<double> dequantised;  // [N, K]
+  QuantMatrix view;
+};
+
+Weights make_weights(QuantType type, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> values(size_t(rows * cols));
+  for (float& v : values) v = normal(generator);
+  Weights w;
+  const int64_t row_bytes = type == QuantType::Q8_0 ? cols : cols / 2;
+  w.codes.resize(size_t(rows * row_bytes));
+  w.scales.resize(size_t(rows * cols / 32));
+  quantize_matrix(type, values.data(), rows, cols, w.codes.data(), w.scales.data());
+  w.dequantised.resize(values.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t g = c / 32, j = c % 32;
+      int code;
+      if (type == QuantType::Q8_0) {
+        code = int8_t(w.codes[size_t(r * row_bytes + c)]);
+      } else {
+        const uint8_t byte = w.codes[size_t(r * row_bytes + g * 16 + j % 16)];
+        code = (j < 16 ? (byte & 0xf) : (byte >> 4)) - 8;
+      }
+      w.dequantised[size_t(r * cols + c)] = double(f16_to_f32(w.scales[size_t(r * cols / 32 + g)])) * code;
+    }
+  }
+  w.view = QuantMatrix{type, w.codes.data(), w.scales.data(), rows, cols};
+  return w;
+}
+
+std::vector<float> make_bias(const Shape& shape) {
+  if (!shape.with_bias) return {};
+  std::vector<float> bias(size_t(shape.out_features));
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = 0.01f * float(int(i % 17) - 8);
+  return bias;
+}
+
+// The documented activation quantisation: per group of 32, d = max|x| / 127 and
+// code = round_to_nearest_even(x · (127 / max|x|)) in float; returns code · d per element, in double.
+std::vector<double> quantised_activations(const std::vector<float>& x) {
+  std::vector<double> out(x.size());
+  for (size_t start = 0; start < x.size(); start += 32) {
+    float largest = 0;
+    for (size_t i = start; i < start + 32; ++i) largest = std::max(largest, std::fabs(x[i]));
+    const float inverse = largest == 0 ? 0.0f : 127.0f / largest;
+    const double scale = double(largest / 127.0f);
+    for (size_t i = start; i < start + 32; ++i) out[i] = std::nearbyint(x[i] * inverse) * scale;
+  }
+  return out;
+}
+
+// Runs linear_quant with guard values after y, checks they are untouched, and returns y.
+std::vector<float> run(const Shape& shape, const std::vector<float>& x, const Weights& w,
+                       const std::vector<float>& bias) {
+  constexpr float kGuard = -12345.0f;
+  const size_t count = size_t(shape.rows * shape.out_features);
+  std::vector<float> y(count + 64, kGuard);
+  linear_quant(x.data(), shape.rows, w.view, bias.empty() ? nullptr : bias.data(), y.data());
+  for (size_t i = count; i < y.size(); ++i) EXPECT_EQ(y[i], kGuard) << "written past the output at " << i;
+  y.resize(count);
+  return y;
+}
+
+class QuantGemm : public ::testing::TestWithParam<QuantType> {
+ protected:
+  void SetUp() override {
+    if (!linear_quant_supported()) GTEST_SKIP() << "no AVX512-VNNI at the active ISA level";
+  }
+};
+
+const std::vector<Shape> kShapes = {
+    {1, 16, 32, false},   {5, 50, 96, true},      {7, 33, 64, false},     {13, 128, 896, true},
+    {6, 17, 160, true},   {61, 160, 4864, false}, {280, 128, 896, true},  {11, 896, 896, false},
+};
+
+// Each group of x is code · 2^e with integer codes in [-127, 127] and one code ±127: the quantisation
+// recovers the codes and scale exactly, so only float rounding separates y from dequant(W)·x.
+TEST_P(QuantGemm, ExactlyQuantisableActivationsGiveTheDequantisedProduct) {
+  const QuantType type = GetParam();
+  for (const Shape& shape : kShapes) {
+    SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
+    const Weights w = make_weights(type, shape.out_features, shape.in_features, 11);
+    std::mt19937 generator(7);
+    std::uniform_int_distribution<int> code(-127, 127), exponent(-8, 3), position(0, 31);
+    std::vector<float> x(size_t(shape.rows * shape.in_features));
+    for (size_t start = 0; start < x.size(); start += 32) {
+      const float scale = std::ldexp(1.0f, exponent(generator));
+      for (size_t i = start; i < start + 32; ++i) x[i] = float(code(generator)) * scale;
+      x[start + position(generator)] = (code(generator) < 0 ? -127.0f : 127.0f) * scale;
+    }
+    const std::vector<float> bias = make_bias(shape);
+    const std::vector<float> y = run(shape, x, w, bias);
+    const int64_t K = shape.in_features;
+    // Float error: per group a product of exact integers rounded twice, then K/32 additions.
+    const double relative = double(K / 32 + 3) * std::ldexp(1.0, -24);
+    for (int64_t r = 0; r < shape.rows; ++r) {
+      for (int64_t n = 0; n < shape.out_features; ++n) {
+        double expected = bias.empty() ? 0.0 : bias[size_t(n)], magnitude = std::fabs(expected);
+        for (int64_t k = 0; k < K; ++k) {
+          const double term = w.dequantised[size_t(n * K + k)] * x[size_t(r * K + k)];
+          expected += term;
+          magnitude += std::fabs(term);
+        }
+        ASSERT_NEAR(y[size_t(r * shape.out_features + n)], expected, relative * magnitude + 1e-30)
+            << "row " << r << ", column " << n;
+      }
+    }
+  }
+}
+
+// Normal activations with a few outlier channels (as in real LLM activations).
+TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
+  const QuantType type = GetParam();
+  for (const Shape& shape : kShapes) {
+    SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
+    const Weights w = make_weights(type, shape.out_features, shape.in_features, 21);
+    const int64_t K = shape.in_features;
+    std::mt19937 generator(9);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(size_t(shape.rows * K));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = normal(generator) * (i % K % 97 == 5 ? 30.0f : 1.0f);
+    const std::vector<double> x_quantised = quantised_activations(x);
+    const std::vector<float> bias = make_bias(shape);
+    const std::vector<float> y = run(shape, x, w, bias);
+    const double relative = double(K / 32 + 3) * std::ldexp(1.0, -24);
+    double worst_fraction_of_bound = 0;
+    for (int64_t r = 0; r < shape.rows; ++r) {
+      for (int64_t n = 0; n < shape.out_features; ++n) {
+        const double b = bias.empty() ? 0.0 : bias[size_t(n)];
+        double integer_model = b, exact = b, magnitude = std::fabs(b), rounding_bound = 0;
+        for (int64_t g = 0; g < K / 32; ++g) {
+          double largest = 0, weight_mass = 0;
+          for (int64_t k = g * 32; k < g * 32 + 32; ++k) {
+            const double weight = w.dequantised[size_t(n * K + k)];
+            integer_model += weight * x_quantised[size_t(r * K + k)];
+            exact += weight * x[size_t(r * K + k)];
+            magnitude += std::fabs(weight * x_quantised[size_t(r * K + k)]);
+            largest = std::max(largest, double(std::fabs(x[size_t(r * K + k)])));
+            weight_mass += std::fabs(weight);
+          }
+          // Rounding to the grid of d_x = max|x| / 127 moves each element by at most d_x / 2.
+          rounding_bound += weight_mass * largest / 254.0;
+        }
+        const float got = y[size_t(r * shape.out_features + n)];
+        ASSERT_NEAR(got, integer_model, relative * magnitude + 1e-30) << "row " << r << ", column " << n;
+        const double bound = rounding_bound * (1 + 1e-6) + relative * magnitude;
+        ASSERT_NEAR(got, exact, bound) << "row " << r << ", column " << n;
+        worst_fraction_of_bound = std::max(worst_fraction_of_bound, std::fabs(got - exact) / bound);
+      }
+    }
+    // Rounding errors are independent, so they stay well inside the worst case.
+    EXPECT_LT(worst_fraction_of_bound, 0.5);
+  }
+}
+
+// Below avx512 (FASTVLM_ISA=avx2 here, in a child process) the kernel reports itself unavailable and
+// refuses to run, so that callers take their fallback.
+TEST(QuantGemmDispatch, UnavailableAndRefusedBelowAvx512) {
+  if (active_isa() < Isa::Avx512) {
+    EXPECT_FALSE(linear_quant_supported());
+    const Weights w = make_weights(QuantType::Q8_0, 16, 32, 1);
+    std::vector<float> x(32, 1.0f), y(16);
+    EXPECT_THROW(linear_quant(x.data(), 1, w.view, nullptr, y.data()), Error);
+    return;
+  }
+  if (std::getenv("FASTVLM_ISA")) GTEST_SKIP() << "capped run where avx512 is still active";
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string command =
+      "FASTVLM_ISA=avx2 '" + self + "' --gtest_filter='QuantGemmDispatch.*' > /dev/null 2>&1";
+  EXPECT_EQ(std::system(command.c_str()), 0) << "failed with FASTVLM_ISA=avx2: rerun  " << command;
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, QuantGemm, ::testing::Values(QuantType::Q8_0, QuantType::Q4_0),
+                         [](const testing::TestParamInfo<QuantType>& info) {
+                           return std::string(quant_type_name(info.param));
+                         });
+
+}  // namespace
+}  // namespace fastvlm
