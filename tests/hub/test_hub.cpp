@@ -37,6 +37,7 @@
 #include "core/error.h"
 #include "hub/hub.h"
 #include "io/checkpoint.h"
+#include "run_command.h"
 
 namespace fs = std::filesystem;
 using namespace fastvlm;
@@ -514,12 +515,8 @@ TEST_F(HubTest, CliWithoutModelDownloadsTheDefaultAndAnswers) {
   auto run_cli = [&](const std::string& env) {
     std::string command = env + " '" FASTVLM_BIN_DIR "/fastvlm' run -q --image '" + image.string() +
                           "' -p 'Describe the image.' -n 4 --temp 0 --json 2>&1";
-    FILE* pipe = popen(command.c_str(), "r");
-    std::string out;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-    EXPECT_EQ(pclose(pipe), 0) << out;
+    const auto [out, exit_code] = fastvlm::test_support::run_command(command);
+    EXPECT_EQ(exit_code, 0) << out;
     return out;
   };
   const std::string first = run_cli("");

@@ -25,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "run_command.h"
+
 extern char** environ;
 
 namespace {
@@ -77,29 +79,15 @@ json text_request(const std::string& text, int max_tokens) {
   return {{"messages", json::array({{{"role", "user"}, {"content", text}}})}, {"max_tokens", max_tokens}, {"temperature", 0}};
 }
 
-std::string shell_quote(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// Runs a command, returns its stdout and exit status.
-std::pair<std::string, int> run_command(const std::string& command) {
-  FILE* pipe = popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr) << command;
-  if (!pipe) return {"", -1};
-  std::string out;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
-  return {out, pclose(pipe)};
-}
+using fastvlm::test_support::run_command;
+using fastvlm::test_support::shell_quote;
 
 // The CLI's greedy answer, the reference every server answer is compared with.
 std::string cli_answer(const std::string* image, const std::string& prompt, int max_tokens) {
   std::string command = shell_quote(kBinary) + " run -m " + shell_quote(kModel) + " --threads 1 -n " +
                         std::to_string(max_tokens) + " --temp 0 --json -p " + shell_quote(prompt);
   if (image) command += " --image " + shell_quote(*image);
-  auto [out, status] = run_command(command);
+  const auto [out, status] = run_command(command);
   EXPECT_EQ(status, 0) << command;
   return json::parse(out).at("text").get<std::string>();
 }

@@ -3,10 +3,8 @@
 // error without being asked, and a reference that is not a model fails before any timing. First, the API
 // it is built on (GenerateOptions::forced_tokens and keep_logits) against the goldens' per-step top-5 logits.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +13,7 @@
 
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
+#include "run_command.h"
 
 namespace fs = std::filesystem;
 
@@ -28,30 +27,13 @@ constexpr int kSteps = 8;
 // bits, both well under 2.5% on this fixture's logits (the budget tests/llm/test_qwen2_formats.cpp uses).
 constexpr double kSmallLogitError = 0.025;
 
-struct Result {
-  int exit_code;
-  std::string out;  // stdout, with stderr too when asked
-};
+using Result = fastvlm::test_support::CommandResult;
 
 Result run(const std::string& args, bool merge_stderr = false) {
-  std::string command = kBinary + " " + args + " < /dev/null";
-  if (merge_stderr) command += " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return fastvlm::test_support::run_command(kBinary + " " + args + " < /dev/null" + (merge_stderr ? " 2>&1" : ""));
 }
 
-// Appended piecewise: GCC 12 warns (-Wrestrict, a false positive) about "'" + std::string.
-std::string quoted(const fs::path& p) {
-  std::string out = "'";
-  out += p.string();
-  out += '\'';
-  return out;
-}
+std::string quoted(const fs::path& p) { return fastvlm::test_support::shell_quote(p.string()); }
 
 // `bench` on the fixture image, one repetition of kSteps tokens, as JSON.
 nlohmann::json bench_json(const fs::path& model, const std::string& extra_args) {

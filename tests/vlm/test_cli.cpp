@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "run_command.h"
 
 namespace fs = std::filesystem;
 
@@ -19,28 +20,19 @@ const fs::path kTiny = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm
 const fs::path kGolden = kTiny / "golden";
 const std::string kBinary = std::string(FASTVLM_BIN_DIR) + "/fastvlm";
 
-struct Result {
-  int exit_code;
-  std::string out;  // stdout, or stderr too when asked
-};
+using Result = fastvlm::test_support::CommandResult;
 
+// Runs the CLI with `stdin_text` as its standard input.
 Result run(const std::string& args, bool merge_stderr = false, const std::string& stdin_text = "") {
-  std::string command = kBinary + " " + args;
   fs::path input = fs::temp_directory_path() / ("fastvlm-cli-in-" + std::to_string(::getpid()));
   std::ofstream(input) << stdin_text;
-  command += " < " + input.string();
-  if (merge_stderr) command += " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  int status = pclose(pipe);
+  const Result result = fastvlm::test_support::run_command(kBinary + " " + args + " < " + input.string() +
+                                                           (merge_stderr ? " 2>&1" : ""));
   fs::remove(input);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return result;
 }
 
-std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string quoted(const fs::path& p) { return fastvlm::test_support::shell_quote(p.string()); }
 
 nlohmann::json golden() { return nlohmann::json::parse(std::ifstream(kGolden / "golden.json")); }
 
