@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Workload W of issue 5: FastVLM-0.5B dims (random weights), a 1024x1024 image (256 image tokens), the
 # qwen_2 prompt "Describe the image." (280 positions), 64 new tokens, 2 threads; `fastvlm bench --json`
-# for f32, bf16, q8 and q4 LLM weights, and the int8 vision path with q8. Writes its checkpoints under $WORK (default /tmp/fastvlm-bench).
+# for f32, bf16, q8 and q4 LLM weights, and the int8 vision path with q8 and q4. Writes its checkpoints under $WORK (default /tmp/fastvlm-bench).
 #   bash bench/workload_w.sh [REPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
                               + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
 PY
 echo "uptime before: $(uptime)" >&2
-for run in "f32 fastvlm-0.5b" "bf16 fastvlm-0.5b" "bf16 fastvlm-0.5b-q8" "bf16 fastvlm-0.5b-q4" "int8 fastvlm-0.5b-q8"; do
+for run in "f32 fastvlm-0.5b" "bf16 fastvlm-0.5b" "bf16 fastvlm-0.5b-q8" "bf16 fastvlm-0.5b-q4" "int8 fastvlm-0.5b-q8" "int8 fastvlm-0.5b-q4"; do
   set -- $run
   # Each configuration also reports its logit error and greedy agreement against the f32 model.
   echo "{\"dtype\": \"$1\", \"model\": \"$2\", \"bench\": $("$bin" bench -m "$work/$2" --image "$work/image-1024.png" \

@@ -8,13 +8,13 @@
 //
 // Three compute types: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
 // linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
-// present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs (87%
-// of the multiply-accumulates) multiply signed 8-bit codes on oneDNN's VNNI GEMM: weights quantised per
-// output channel at load, activations per tile of pixels with a scale taken from that tile at run time,
-// int32 accumulation, and dequantisation + bias + GELU / residual add in the epilogue. In all, the
-// residual stream and the spatial convolutions stay float32, BatchNorm and the
-// layer scales are folded into the adjacent weights at load, and GELU / residual adds are fused into
-// the GEMM epilogues.
+// present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs and
+// the attention's qkv / proj Linears (98% of the 1x1 multiply-accumulates) multiply signed 8-bit codes on
+// oneDNN's VNNI GEMM: weights quantised per output channel at load, activations per pixel (token) with
+// that pixel's own scale at run time, exact int32 products, and dequantisation + bias + GELU / residual
+// add in our own epilogues. In all, the residual stream and the spatial convolutions stay float32,
+// BatchNorm and the layer scales are folded into the adjacent weights at load, and GELU / residual adds
+// are fused into the GEMM epilogues.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -50,8 +50,8 @@ VisionCompute default_vision_compute();
 struct Pointwise {
   int64_t in = 0, out = 0;
   Tensor weight;                      // [out, in] float32 (F32 compute)
-  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute; Int8 outside ConvFFN)
-  std::vector<int8_t> weight_s8;      // [out, in] codes (Int8 compute, ConvFFN): weight = code * weight_scales[o]
+  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute; Int8's stem / PatchEmbed 1x1s)
+  std::vector<int8_t> weight_s8;      // [out, in] codes (Int8 compute): weight = code * weight_scales[o]
   std::vector<float> weight_scales;   // [out]
   Tensor bias;                        // [out], empty when the layer has none
 };

@@ -78,6 +78,24 @@ FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, i
   }
 }
 
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) void dequantize_store(
+    const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales, const float* weight_scales,
+    const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = column_mask(cols - c);
+      const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
+      __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
+      if (gelu) value = simd::gelu_avx512(value);
+      if (out_f32)
+        _mm512_mask_storeu_ps(out_f32 + r * cols + c, mask, value);
+      else
+        _mm256_mask_storeu_epi16(out_bf16 + r * cols + c, mask, (__m256i)_mm512_cvtneps_pbh(value));
+    }
+  }
+}
+
 FASTVLM_AVX512 void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
                                    const float* weight_scales, const float* bias, float* out) {
   for (int64_t r = 0; r < rows; ++r) {

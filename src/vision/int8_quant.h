@@ -17,6 +17,10 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride
 // (codes, code_scales)[r, :] = quantize_rows_s8(gelu(acc[r, :] · row_scales[r] · weight_scales + bias)).
 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
                               const float* weight_scales, const float* bias, int8_t* codes, float* code_scales);
+// out[r, c] = act(acc[r, c] · row_scales[r] · weight_scales[c] + bias[c]), act GELU when `gelu`, else
+// identity, into float32 `out_f32` or (when that is null) bfloat16 bits `out_bf16`, contiguous.
+void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+                      const float* weight_scales, const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16);
 // A residual add: out[r, c] += acc[r, c] · row_scales[r] · weight_scales[c] + bias[c] (out contiguous).
 void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
                     const float* weight_scales, const float* bias, float* out);
