@@ -16,6 +16,7 @@
 #include "core/ops.h"
 #include "core/simd_exp.h"
 #include "core/simd_gelu.h"
+#include "core/simd_mask.h"
 
 namespace fastvlm {
 namespace {
@@ -26,11 +27,9 @@ namespace {
 
 // ----- AVX-512
 
-FASTVLM_AVX512 inline __mmask16 tail_mask(int64_t left) { return __mmask16((1u << std::min<int64_t>(left, 16)) - 1); }
-
 FASTVLM_AVX512 void gelu_avx512(float* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = tail_mask(n - i);
+    const __mmask16 mask = simd::first_lanes(n - i);
     _mm512_mask_storeu_ps(x + i, mask, simd::gelu_avx512(_mm512_maskz_loadu_ps(mask, x + i)));
   }
 }
@@ -38,20 +37,20 @@ FASTVLM_AVX512 void gelu_avx512(float* x, int64_t n) {
 FASTVLM_AVX512 void softmax_row_avx512(float* x, int64_t n, uint16_t* bf16_out) {
   __m512 max = _mm512_set1_ps(-INFINITY);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = tail_mask(n - i);
+    const __mmask16 mask = simd::first_lanes(n - i);
     max = _mm512_mask_max_ps(max, mask, max, _mm512_maskz_loadu_ps(mask, x + i));
   }
   const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = tail_mask(n - i);
+    const __mmask16 mask = simd::first_lanes(n - i);
     const __m512 e = simd::exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), row_max));
     sum = _mm512_mask_add_ps(sum, mask, sum, e);
     _mm512_mask_storeu_ps(x + i, mask, e);
   }
   const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = tail_mask(n - i);
+    const __mmask16 mask = simd::first_lanes(n - i);
     const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), inv);
     if (bf16_out)
       _mm256_mask_storeu_epi16(bf16_out + i, mask, (__m256i)_mm512_cvtneps_pbh(p));
@@ -62,7 +61,7 @@ FASTVLM_AVX512 void softmax_row_avx512(float* x, int64_t n, uint16_t* bf16_out) 
 
 FASTVLM_AVX512 void f32_to_bf16_avx512(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = tail_mask(n - i);
+    const __mmask16 mask = simd::first_lanes(n - i);
     _mm256_mask_storeu_epi16(dst + i, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + i)));
   }
 }

@@ -44,8 +44,11 @@ void Tensor::resize(Shape shape) {
     if (d < 0) throw Error("negative tensor dimension in " + shape_string(shape));
   const int64_t numel = shape_numel(shape);
   if (numel > capacity_ || !data_) {
-    const std::string what = "a tensor of shape " + shape_string(shape);
-    data_.reset(static_cast<float*>(allocate_aligned(size_t(numel) * sizeof(float), what.c_str())));
+    try {
+      data_.reset(static_cast<float*>(allocate_aligned(size_t(numel) * sizeof(float), "a tensor")));
+    } catch (const Error&) {  // the shape in the message, formatted only when it is needed
+      throw Error("out of memory allocating a tensor of shape " + shape_string(shape));
+    }
     capacity_ = numel;
   }
   shape_ = std::move(shape);

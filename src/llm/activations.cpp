@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/ops.h"
 #include "core/simd_exp.h"
+#include "core/simd_mask.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -63,11 +64,6 @@ FASTVLM_TARGET_AVX512_BF16 inline void store_masked(uint16_t* out, __mmask16 lan
   _mm256_mask_storeu_epi16(out, lanes, (__m256i)_mm512_cvtneps_pbh(values));
 }
 
-// Lanes [0, count) of a 16-lane block, count clamped to [0, 16].
-inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
-}
-
 // 1 <= valid <= width here.
 template <typename Probability>
 FASTVLM_TARGET_AVX512_BF16 float online_softmax_tile_avx512(const float* scores, int64_t valid, int64_t width,
@@ -76,16 +72,16 @@ FASTVLM_TARGET_AVX512_BF16 float online_softmax_tile_avx512(const float* scores,
   const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   __m512 tile_max = lowest;
   for (int64_t i = 0; i < valid; i += 16)
-    tile_max = _mm512_max_ps(tile_max, _mm512_mask_loadu_ps(lowest, first_lanes(valid - i), scores + i));
+    tile_max = _mm512_max_ps(tile_max, _mm512_mask_loadu_ps(lowest, simd::first_lanes(valid - i), scores + i));
   const float new_max = std::max(running_max, _mm512_reduce_max_ps(tile_max));
   const __m512 scale_vector = _mm512_set1_ps(scale);
   const __m512 scaled_max = _mm512_set1_ps(scale * new_max);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < width; i += 16) {
-    const __mmask16 visible = first_lanes(valid - i);
+    const __mmask16 visible = simd::first_lanes(valid - i);
     const __m512 p = _mm512_maskz_mov_ps(
         visible, simd::exp_avx512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(visible, scores + i), scale_vector, scaled_max)));
-    store_masked(probabilities + i, first_lanes(width - i), p);
+    store_masked(probabilities + i, simd::first_lanes(width - i), p);
     sum = _mm512_add_ps(sum, p);
   }
   const float correction = std::exp(scale * (running_max - new_max));  // 0 on the first tile (max -inf)

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/simd_gelu.h"
+#include "core/simd_mask.h"
 
 // GCC 12's AVX-512 intrinsics initialise their undefined-vector placeholders with themselves, which
 // trips these warnings inside the headers.
@@ -17,10 +18,6 @@ namespace fastvlm {
 namespace {
 
 constexpr float kMaxCode = 127.0f;
-
-FASTVLM_AVX512 inline __mmask16 column_mask(int64_t left) {
-  return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
-}
 
 // acc · scales + bias (bias may be null) for the 16 columns at `acc` in `mask`.
 FASTVLM_AVX512 inline __m512 dequantize(const int32_t* acc, __m512 scales, const float* bias, __mmask16 mask) {
@@ -35,7 +32,7 @@ FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max,
   // never bites.
   const __m512 inverse = _mm512_set1_ps(1.0f / scale);
   for (int64_t c = 0; c < cols; c += 16) {
-    const __mmask16 mask = column_mask(cols - c);
+    const __mmask16 mask = simd::first_lanes(cols - c);
     const __m512i rounded = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inverse));
     _mm512_mask_cvtsepi32_storeu_epi8(codes + c, mask, rounded);
   }
@@ -45,7 +42,7 @@ FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max,
 FASTVLM_AVX512 float row_abs_max(const float* row, int64_t cols) {
   __m512 running = _mm512_setzero_ps();
   for (int64_t c = 0; c < cols; c += 16)
-    running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(column_mask(cols - c), row + c)));
+    running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(simd::first_lanes(cols - c), row + c)));
   return _mm512_reduce_max_ps(running);
 }
 
@@ -67,7 +64,7 @@ FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, i
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     __m512 running = _mm512_setzero_ps();
     for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = column_mask(cols - c);
+      const __mmask16 mask = simd::first_lanes(cols - c);
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
       // The row is requantised to 8 bits right after: the coarse GELU's error is far below a step.
@@ -85,7 +82,7 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = column_mask(cols - c);
+      const __mmask16 mask = simd::first_lanes(cols - c);
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
       if (gelu) value = simd::gelu_avx512(value);
@@ -102,7 +99,7 @@ FASTVLM_AVX512 void dequantize_add(const int32_t* acc, int64_t rows, int64_t col
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = column_mask(cols - c);
+      const __mmask16 mask = simd::first_lanes(cols - c);
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       float* target = out + r * cols + c;
       const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
