@@ -1,4 +1,5 @@
-// The qwen_2 prompt against the tiny fixture's golden prompt ids (golden/golden.json).
+// FastVLM's qwen_2 prompt (ChatFormat "fastvlm") against the tiny fixture's golden prompt ids
+// (golden/golden.json), and the engine's forwards to it (text/chat_template.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "text/chat_format.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -33,17 +35,18 @@ class ChatTemplate : public testing::Test {
 const Tokenizer* ChatTemplate::tokenizer_ = nullptr;
 const nlohmann::json* ChatTemplate::golden_ = nullptr;
 
-const std::vector<ChatMessage> kDescribeWithImage = {{"user", "Describe the image.", true}};
+const ChatFormat kFastVlm = ChatFormat::by_name("fastvlm");
+const std::vector<ChatTurn> kDescribeWithImage = {{"user", "Describe the image.", true}};
 
 TEST_F(ChatTemplate, RendersTheGoldenPromptText) {
-  EXPECT_EQ(render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage), (*golden_)["prompt_text"].get<std::string>());
+  EXPECT_EQ(kFastVlm.render(kDescribeWithImage), (*golden_)["prompt_text"].get<std::string>());
 }
 
 TEST_F(ChatTemplate, ReproducesTheGoldenPromptIds) {
   const std::vector<int32_t> expected = (*golden_)["prompt_ids"];
   ASSERT_EQ(expected.size(), 25u);
   ASSERT_EQ(expected[14], kImageMarker);
-  EXPECT_EQ(tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage)), expected);
+  EXPECT_EQ(tokenize_prompt(*tokenizer_, kFastVlm.render(kDescribeWithImage)), expected);
 }
 
 // golden.json's text_only ids are prompt_ids with the -200 dropped: the two chunks around "<image>"
@@ -52,44 +55,49 @@ TEST_F(ChatTemplate, ReproducesTheGoldenPromptIds) {
 TEST_F(ChatTemplate, TextOnlyIdsAreThePromptChunksWithoutTheMarker) {
   const std::vector<int32_t> expected = (*golden_)["text_only"]["ids"];
   ASSERT_EQ(expected.size(), 24u);
-  std::vector<int32_t> ids = tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage));
+  std::vector<int32_t> ids = tokenize_prompt(*tokenizer_, kFastVlm.render(kDescribeWithImage));
   std::erase(ids, kImageMarker);
   EXPECT_EQ(ids, expected);
 
-  std::string without_marker = render_chat_prompt(kDefaultSystemPrompt, kDescribeWithImage);
+  std::string without_marker = kFastVlm.render(kDescribeWithImage);
   without_marker.erase(without_marker.find(kImagePlaceholder), kImagePlaceholder.size());
   EXPECT_NE(tokenizer_->encode(without_marker), expected);
 }
 
 TEST_F(ChatTemplate, MultiTurnHistoryAndSystemPrompt) {
-  const std::vector<ChatMessage> conversation = {
-      {"user", "What is this?", true}, {"assistant", "A cat."}, {"user", "What colour?"}};
-  EXPECT_EQ(render_chat_prompt("Be brief.", conversation),
-            "<|im_start|>system\nBe brief.<|im_end|>\n"
-            "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n"
-            "<|im_start|>assistant\nA cat.<|im_end|>\n"
-            "<|im_start|>user\nWhat colour?<|im_end|>\n"
-            "<|im_start|>assistant\n");
-  EXPECT_TRUE(render_chat_prompt("Be brief.", conversation, /*add_generation_prompt=*/false)
+  const std::vector<ChatTurn> conversation = {
+      {"system", "Be brief."}, {"user", "What is this?", true}, {"assistant", "A cat."}, {"user", "What colour?"}};
+  const std::string expected =
+      "<|im_start|>system\nBe brief.<|im_end|>\n"
+      "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n"
+      "<|im_start|>assistant\nA cat.<|im_end|>\n"
+      "<|im_start|>user\nWhat colour?<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  EXPECT_EQ(kFastVlm.render(conversation), expected);
+  EXPECT_TRUE(kFastVlm.render(conversation, /*add_generation_prompt=*/false)
                   .ends_with("<|im_start|>user\nWhat colour?<|im_end|>\n"));
+  // The engine's forward takes the system prompt on its own.
+  EXPECT_EQ(render_chat_prompt("Be brief.", std::span(conversation).subspan(1)), expected);
 }
 
 // After the first answer the KV cache holds the first prompt and the answer's ids; appending the
 // continuation's ids must give exactly the ids of the whole conversation rendered at once.
 TEST_F(ChatTemplate, ContinuationAppendsToTheCachedConversation) {
-  const std::vector<ChatMessage> first_turn = {{"user", "What is this?", true}};
+  const std::vector<ChatTurn> first_turn = {{"user", "What is this?", true}};
   const std::string answer = "A cat on a mat.";
-  const ChatMessage follow_up{"user", "What colour is it?"};
+  const ChatTurn follow_up{"user", "What colour is it?"};
 
-  std::vector<int32_t> cached = tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, first_turn));
+  std::vector<int32_t> cached = tokenize_prompt(*tokenizer_, kFastVlm.render(first_turn));
   const std::vector<int32_t> answer_ids = tokenizer_->encode(answer);
   cached.insert(cached.end(), answer_ids.begin(), answer_ids.end());
-  const std::vector<int32_t> continuation = tokenize_prompt(*tokenizer_, render_chat_continuation(follow_up));
+  const std::vector<int32_t> continuation = tokenize_prompt(*tokenizer_, kFastVlm.render_continuation(follow_up));
   EXPECT_EQ(continuation.front(), tokenizer_->token_to_id("<|im_end|>"));
   cached.insert(cached.end(), continuation.begin(), continuation.end());
 
-  const std::vector<ChatMessage> whole = {first_turn[0], {"assistant", answer}, follow_up};
-  EXPECT_EQ(cached, tokenize_prompt(*tokenizer_, render_chat_prompt(kDefaultSystemPrompt, whole)));
+  const std::vector<ChatTurn> whole = {first_turn[0], {"assistant", answer}, follow_up};
+  EXPECT_EQ(cached, tokenize_prompt(*tokenizer_, kFastVlm.render(whole)));
+  EXPECT_EQ(render_chat_continuation(follow_up),
+            "<|im_end|>\n<|im_start|>user\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST_F(ChatTemplate, ImageMarkersSplitTheText) {
@@ -99,11 +107,16 @@ TEST_F(ChatTemplate, ImageMarkersSplitTheText) {
 }
 
 TEST_F(ChatTemplate, RejectsUnknownRolesAndAssistantImages) {
-  const std::vector<ChatMessage> system_in_messages = {{"system", "x"}};
+  const std::vector<ChatTurn> late_system = {{"user", "x"}, {"system", "y"}};
+  EXPECT_THROW(kFastVlm.render(late_system), Error);
+  const std::vector<ChatTurn> tool = {{"tool", "x"}};
+  EXPECT_THROW(kFastVlm.render(tool), Error);
+  const std::vector<ChatTurn> assistant_image = {{"assistant", "x", true}};
+  EXPECT_THROW(kFastVlm.render(assistant_image), Error);
+  EXPECT_THROW(kFastVlm.render_continuation({"assistant", "x"}), Error);
+  // The engine's forward: its messages hold no system turn.
+  const std::vector<ChatTurn> system_in_messages = {{"system", "x"}};
   EXPECT_THROW(render_chat_prompt(kDefaultSystemPrompt, system_in_messages), Error);
-  const std::vector<ChatMessage> assistant_image = {{"assistant", "x", true}};
-  EXPECT_THROW(render_chat_prompt(kDefaultSystemPrompt, assistant_image), Error);
-  EXPECT_THROW(render_chat_continuation({"assistant", "x"}), Error);
 }
 
 }  // namespace

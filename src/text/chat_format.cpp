@@ -1,0 +1,256 @@
+#include "text/chat_format.h"
+
+#include <algorithm>
+#include <iterator>
+#include <optional>
+
+#include "core/error.h"
+#include "text/unicode.h"
+
+namespace fastvlm::text {
+namespace {
+
+using Family = ChatFormat::Family;
+
+struct FamilySpec {
+  Family family;
+  std::string_view name;
+  std::string_view end_of_turn;        // the marker closing every turn; empty where eos alone closes a turn
+  std::string_view generation_prompt;  // what add_generation_prompt appends
+};
+
+// Indexed by Family. FastVLM's format is only chosen by name: its template is ChatML's.
+constexpr FamilySpec kFamilies[] = {
+    {Family::ChatML, "chatml", "<|im_end|>", "<|im_start|>assistant\n"},
+    {Family::Llama2, "llama2", "", ""},
+    {Family::Llama3, "llama3", "<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+    {Family::DeepSeek, "deepseek", "", "Assistant:"},
+    {Family::Phi3, "phi3", "<|end|>", "<|assistant|>\n"},
+    {Family::FastVlm, "fastvlm", "<|im_end|>", "<|im_start|>assistant\n"},
+};
+
+constexpr bool indexed_by_family() {
+  for (size_t i = 0; i < std::size(kFamilies); ++i)
+    if (kFamilies[i].family != Family(i)) return false;
+  return true;
+}
+static_assert(indexed_by_family());
+
+const FamilySpec& spec_of(Family family) { return kFamilies[size_t(family)]; }
+
+std::string join_names(bool detectable_only) {
+  std::string joined;
+  for (const FamilySpec& spec : kFamilies) {
+    if (detectable_only && spec.family == Family::FastVlm) continue;
+    if (!joined.empty()) joined += ", ";
+    joined += spec.name;
+  }
+  return joined;
+}
+
+bool contains(std::string_view text, std::string_view piece) { return text.find(piece) != std::string_view::npos; }
+
+// Which family a template is, by markup no other family writes. Order matters only for templates that
+// mix markups, which none of the official ones do.
+std::optional<Family> detect_family(std::string_view jinja) {
+  if (contains(jinja, "<|im_start|>")) return Family::ChatML;
+  if (contains(jinja, "<|start_header_id|>")) return Family::Llama3;
+  if (contains(jinja, "<|user|>") && contains(jinja, "<|assistant|>") && contains(jinja, "<|end|>")) return Family::Phi3;
+  if (contains(jinja, "[INST]") && contains(jinja, "<<SYS>>")) return Family::Llama2;
+  if (contains(jinja, "User: ") && contains(jinja, "Assistant:")) return Family::DeepSeek;
+  return std::nullopt;
+}
+
+// The text of the body of a Jinja string literal with its escapes resolved, or nullopt when `body` is
+// not literal text alone: an unescaped quote ends the literal (as before `+ messages[0]['content']`)
+// and braces mean template code.
+std::optional<std::string> literal_text(std::string_view body) {
+  std::string text;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (c == '\'' || c == '"' || c == '{' || c == '}') return std::nullopt;
+    if (c == '\\' && i + 1 < body.size()) {
+      const char escaped = body[++i];
+      text += escaped == 'n' ? '\n' : escaped == 't' ? '\t' : escaped;
+    } else {
+      text += c;
+    }
+  }
+  return text;
+}
+
+// A ChatML template's default system prompt: the literal it writes as
+// '<|im_start|>system\n<prompt><|im_end|>' for conversations without a system turn. Occurrences that
+// splice in the conversation's own system turn are not literal and are skipped. The newline after the
+// role is a Jinja escape or, when tokenizer_config.json spelled it "\n", the character itself.
+std::string chatml_default_system_prompt(std::string_view jinja) {
+  constexpr std::string_view kOpen = "<|im_start|>system", kClose = "<|im_end|>";
+  for (size_t at = jinja.find(kOpen); at != std::string_view::npos; at = jinja.find(kOpen, at + 1)) {
+    std::string_view rest = jinja.substr(at + kOpen.size());
+    if (rest.starts_with("\\n")) {
+      rest.remove_prefix(2);
+    } else if (rest.starts_with('\n')) {
+      rest.remove_prefix(1);
+    } else {
+      continue;
+    }
+    const size_t end = rest.find(kClose);
+    if (end == std::string_view::npos) break;
+    if (std::optional<std::string> prompt = literal_text(rest.substr(0, end)); prompt && !prompt->empty()) return *prompt;
+  }
+  return "";
+}
+
+// Python's str.isspace(), which the templates' `.strip()` and `| trim` use: Unicode White_Space plus
+// the ASCII separators U+001C..U+001F.
+bool is_python_space(char32_t c) { return is_whitespace(c) || (c >= 0x1C && c <= 0x1F); }
+
+// Python's str.strip().
+std::string_view strip(std::string_view text) {
+  if (const std::optional<size_t> offset = find_invalid_utf8(text))
+    throw Error("chat turn text is not valid UTF-8 (byte " + std::to_string(*offset) + ")");
+  size_t begin = text.size(), end = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t start = pos;
+    if (!is_python_space(next_code_point(text, pos))) {
+      begin = std::min(begin, start);
+      end = pos;
+    }
+  }
+  return begin < end ? text.substr(begin, end - begin) : std::string_view();
+}
+
+}  // namespace
+
+ChatFormat::ChatFormat(Family family, std::string bos_token, std::string eos_token, std::string default_system_prompt)
+    : family_(family),
+      name_(spec_of(family).name),
+      bos_token_(std::move(bos_token)),
+      eos_token_(std::move(eos_token)),
+      default_system_prompt_(std::move(default_system_prompt)) {
+  const std::string_view end_of_turn = spec_of(family).end_of_turn;
+  if (!end_of_turn.empty()) end_of_turn_tokens_.emplace_back(end_of_turn);
+  // Qwen2-Instruct's eos is <|im_end|> itself; a base model's differs and also ends a turn.
+  if (!eos_token_.empty() && eos_token_ != end_of_turn) end_of_turn_tokens_.push_back(eos_token_);
+}
+
+ChatFormat ChatFormat::by_name(std::string_view name, std::string bos_token, std::string eos_token) {
+  for (const FamilySpec& spec : kFamilies) {
+    if (spec.name != name) continue;
+    return ChatFormat(spec.family, std::move(bos_token), std::move(eos_token),
+                      spec.family == Family::FastVlm ? std::string(kFastVlmSystemPrompt) : std::string());
+  }
+  throw Error("unknown chat format \"" + std::string(name) + "\"; known formats: " + join_names(false));
+}
+
+ChatFormat ChatFormat::from_template(std::string_view jinja, std::string bos_token, std::string eos_token) {
+  const std::optional<Family> family = detect_family(jinja);
+  if (!family)
+    throw Error("unrecognised chat_template; known formats: " + join_names(true) + " (choose one with --chat-format)");
+  return ChatFormat(*family, std::move(bos_token), std::move(eos_token),
+                    *family == Family::ChatML ? chatml_default_system_prompt(jinja) : std::string());
+}
+
+std::vector<std::string> ChatFormat::names() {
+  std::vector<std::string> names;
+  for (const FamilySpec& spec : kFamilies) names.emplace_back(spec.name);
+  return names;
+}
+
+std::string ChatFormat::render(std::span<const ChatTurn> turns, bool add_generation_prompt) const {
+  std::vector<ChatTurn> conversation;
+  conversation.reserve(turns.size() + 1);
+  if (!default_system_prompt_.empty() && (turns.empty() || turns.front().role != "system"))
+    conversation.push_back({"system", default_system_prompt_});
+  for (const ChatTurn& turn : turns) {
+    if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
+      throw Error("chat turn role \"" + turn.role + "\" is not supported (expected system, user or assistant)");
+    if (turn.has_image && turn.role != "user") throw Error("only a user turn can carry an image, not a " + turn.role + " turn");
+    conversation.push_back({turn.role, turn.has_image ? std::string(kImagePlaceholder) + "\n" + turn.content : turn.content});
+  }
+  // Llama 2 has no system turn: its template writes the system text in a <<SYS>> block at the start of
+  // the first turn after it (and nothing when no turn follows).
+  if (family_ == Family::Llama2 && !conversation.empty() && conversation.front().role == "system") {
+    const std::string system_block = "<<SYS>>\n" + conversation.front().content + "\n<</SYS>>\n\n";
+    conversation.erase(conversation.begin());
+    if (!conversation.empty()) conversation.front().content.insert(0, system_block);
+  }
+
+  std::string prompt = family_ == Family::DeepSeek ? bos_token_ : std::string();
+  for (size_t i = 0; i < conversation.size(); ++i) append_turn(prompt, conversation[i], i);
+  if (add_generation_prompt) {
+    prompt += spec_of(family_).generation_prompt;
+  } else if (family_ == Family::Phi3) {
+    prompt += eos_token_;  // Phi-3's template closes a conversation without a generation prompt with eos
+  }
+  return prompt;
+}
+
+void ChatFormat::append_turn(std::string& prompt, const ChatTurn& turn, size_t index) const {
+  const std::string& role = turn.role;
+  switch (family_) {
+    case Family::FastVlm:
+      // LLaVA's conversation has a single system slot, before the messages.
+      if (role == "system" && index != 0) throw Error("the fastvlm chat format has one system turn, at the start");
+      [[fallthrough]];
+    case Family::ChatML:
+      prompt += "<|im_start|>" + role + "\n" + turn.content + "<|im_end|>\n";
+      return;
+    case Family::Llama2:
+      // The template raises unless the turns alternate from a user turn (a later system turn it would drop).
+      if (role == "system" || (role == "user") != (index % 2 == 0))
+        throw Error("the llama2 chat format needs one optional system turn, then turns alternating user/assistant "
+                    "starting with user; turn " + std::to_string(index) + " is " + role);
+      if (role == "user") {
+        prompt += bos_token_ + "[INST] ";
+        prompt += strip(turn.content);
+        prompt += " [/INST]";
+      } else {
+        prompt += " ";
+        prompt += strip(turn.content);
+        prompt += " " + eos_token_;
+      }
+      return;
+    case Family::Llama3:
+      if (index == 0) prompt += bos_token_;
+      prompt += "<|start_header_id|>" + role + "<|end_header_id|>\n\n";
+      prompt += strip(turn.content);
+      prompt += "<|eot_id|>";
+      return;
+    case Family::DeepSeek:
+      if (role == "user") prompt += "User: " + turn.content + "\n\n";
+      if (role == "assistant") prompt += "Assistant: " + turn.content + eos_token_;
+      if (role == "system") prompt += turn.content + "\n\n";
+      return;
+    case Family::Phi3:
+      prompt += "<|" + role + "|>\n" + turn.content + "<|end|>\n";
+      return;
+  }
+}
+
+std::string ChatFormat::render_continuation(const ChatTurn& user_turn) const {
+  if (user_turn.role != "user") throw Error("a conversation continues with a user turn, not \"" + user_turn.role + "\"");
+  // Rather than restating each format's markup: render a conversation whose answer is a marker and keep
+  // what follows the marker. The marker is searched for after the prompt that led to the answer, so
+  // neither the default system prompt nor the user's text can be mistaken for it.
+  constexpr std::string_view kAnswer = "\xEE\x80\x80";  // U+E000, a private-use character
+  const ChatTurn question{"user", ""};
+  const ChatTurn conversation[] = {question, {"assistant", std::string(kAnswer)}, user_turn};
+  const size_t before_answer = render(std::span(&question, 1)).size();
+  const std::string prompt = render(conversation);
+  return prompt.substr(prompt.find(kAnswer, before_answer) + kAnswer.size());
+}
+
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, std::string_view prompt_text) {
+  std::vector<int32_t> ids;
+  for (size_t chunk_start = 0;;) {
+    const size_t marker = prompt_text.find(kImagePlaceholder, chunk_start);
+    const std::vector<int32_t> chunk_ids = tokenizer.encode(prompt_text.substr(chunk_start, marker - chunk_start));
+    ids.insert(ids.end(), chunk_ids.begin(), chunk_ids.end());
+    if (marker == std::string_view::npos) return ids;
+    ids.push_back(kImageMarker);
+    chunk_start = marker + kImagePlaceholder.size();
+  }
+}
+
+}  // namespace fastvlm::text
