@@ -5,10 +5,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace fastvlm {
 namespace {
@@ -193,13 +196,153 @@ Image resize_on_canvas(const Image& image, int canvas_width, int canvas_height, 
   return out;
 }
 
+// Per channel, what each 8-bit value becomes, as transformers computes it: rescale multiplies in float64
+// and casts to float32, normalize subtracts and divides in float32.
+using ValueTable = std::array<std::array<float, 256>, kChannels>;
+
+ValueTable value_table(const ImageProcessorConfig& config) {
+  ValueTable table;
+  for (int c = 0; c < kChannels; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      const float x = config.do_rescale ? float(double(v) * config.rescale_factor) : float(v);
+      table[c][v] = config.do_normalize ? (x - config.mean[c]) / config.std[c] : x;
+    }
+  }
+  return table;
+}
+
+// The out_height x out_width window of `image` whose top-left pixel is (top, left), as [1, 3, H, W]
+// NCHW through `table`. Window pixels off the image read as 0 before the table, as transformers'
+// center_crop pads the uint8 image with zeros when the crop is larger.
+Tensor to_tensor(const Image& image, int top, int left, int out_height, int out_width, const ValueTable& table) {
+  const int64_t plane = int64_t(out_height) * out_width;
+  Tensor pixels({1, kChannels, out_height, out_width});
+  float* out = pixels.data();
+#pragma omp parallel for schedule(static)
+  for (int y = 0; y < out_height; ++y) {
+    const int image_y = y + top;
+    for (int x = 0; x < out_width; ++x) {
+      const int image_x = x + left;
+      const bool on_image = image_y >= 0 && image_y < image.height && image_x >= 0 && image_x < image.width;
+      const uint8_t* pixel = on_image ? &image.rgb[(size_t(image_y) * image.width + image_x) * kChannels] : nullptr;
+      for (int c = 0; c < kChannels; ++c) out[c * plane + int64_t(y) * out_width + x] = table[c][pixel ? pixel[c] : 0];
+    }
+  }
+  return pixels;
+}
+
+// Python's a // 2 (floor, also for negative a): transformers' center_crop offset.
+int floor_half(int a) { return a >= 0 ? a / 2 : -((1 - a) / 2); }
+
+// transformers' get_resize_output_image_size(default_to_square=False): the short side becomes
+// `shortest_edge` and the long side int(shortest_edge * long / short), a true division truncated.
+std::pair<int, int> shortest_edge_resize(int width, int height, int shortest_edge) {
+  const bool portrait = width <= height;
+  const int short_side = portrait ? width : height;
+  const int long_side = portrait ? height : width;
+  const double scaled = double(int64_t(shortest_edge) * long_side) / short_side;
+  if (scaled > std::numeric_limits<int>::max())
+    throw Error("preprocess_image: resizing " + std::to_string(width) + "x" + std::to_string(height) +
+                " to a shortest edge of " + std::to_string(shortest_edge) + " is too large");
+  return portrait ? std::pair{shortest_edge, int(scaled)} : std::pair{int(scaled), shortest_edge};
+}
+
 void check_image(const Image& image, const char* what) {
   if (image.empty() || image.rgb.size() != size_t(image.width) * image.height * kChannels)
     throw Error(std::string(what) + ": expected a non-empty RGB image, got " + std::to_string(image.width) +
                 "x" + std::to_string(image.height) + " with " + std::to_string(image.rgb.size()) + " bytes");
 }
 
+// preprocessor_config.json's keys, each read with an error naming the file and the key.
+class ConfigKeys {
+ public:
+  ConfigKeys(const std::filesystem::path& file, const nlohmann::json& root) : file_(file), root_(root) {
+    if (!root_.is_object()) fail("", "a JSON object", root_);
+  }
+
+  const nlohmann::json* find(const std::string& key) const {
+    const auto it = root_.find(key);
+    return it == root_.end() ? nullptr : &*it;
+  }
+
+  bool boolean(const std::string& key, bool fallback) const {
+    const nlohmann::json* value = find(key);
+    if (!value) return fallback;
+    if (!value->is_boolean()) fail(key, "true or false", *value);
+    return value->get<bool>();
+  }
+
+  double number(const std::string& key, const nlohmann::json& value) const {
+    if (!value.is_number()) fail(key, "a number", value);
+    return value.get<double>();
+  }
+
+  int positive_int(const std::string& key, const nlohmann::json& value) const {
+    if (!value.is_number_integer() || value.get<int64_t>() <= 0 || value.get<int64_t>() > std::numeric_limits<int>::max())
+      fail(key, "a positive integer", value);
+    return value.get<int>();
+  }
+
+  // A size: the integer itself, or the integer at `field` of an object ({"shortest_edge": 336}).
+  int size(const std::string& key, const std::string& field, int fallback) const {
+    const nlohmann::json* value = find(key);
+    if (!value) return fallback;
+    if (!value->is_object()) return positive_int(key, *value);
+    const auto it = value->find(field);
+    if (it == value->end()) fail(key, "an object with \"" + field + "\"", *value);
+    return positive_int(key + "." + field, *it);
+  }
+
+  // Three per-channel numbers, or one for every channel.
+  std::array<float, 3> channels(const std::string& key, std::array<float, 3> fallback) const {
+    const nlohmann::json* value = find(key);
+    if (!value) return fallback;
+    if (value->is_number()) fallback.fill(float(number(key, *value)));
+    else if (!value->is_array() || value->size() != 3) fail(key, "3 numbers", *value);
+    else for (int c = 0; c < 3; ++c) fallback[c] = float(number(key + "[" + std::to_string(c) + "]", (*value)[c]));
+    return fallback;
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected, const nlohmann::json& got) const {
+    throw Error(file_.string() + ": " + (key.empty() ? "" : "key \"" + key + "\": ") + "expected " + expected +
+                ", got " + got.dump());
+  }
+
+ private:
+  const std::filesystem::path& file_;
+  const nlohmann::json& root_;
+};
+
 }  // namespace
+
+ImageProcessorConfig read_image_processor_config(const std::filesystem::path& file) {
+  const nlohmann::json root = read_json_file(file);
+  const ConfigKeys keys(file, root);
+  const nlohmann::json* type = keys.find("image_processor_type");
+  if (!type || (*type != "CLIPImageProcessor" && *type != "CLIPImageProcessorFast"))
+    keys.fail("image_processor_type", "\"CLIPImageProcessor\" or \"CLIPImageProcessorFast\"", type ? *type : nullptr);
+  // Pillow's resample codes: 3 is BICUBIC, the only filter resize_bicubic implements.
+  if (const nlohmann::json* resample = keys.find("resample"); resample && *resample != 3)
+    keys.fail("resample", "3 (bicubic)", *resample);
+  keys.boolean("do_convert_rgb", true);  // decoded images are RGB already; only its type is checked
+
+  // CLIPImageProcessor's defaults for the keys a file leaves out.
+  ImageProcessorConfig config;
+  config.mode = ImageProcessorConfig::Mode::ResizeShortestEdgeCenterCrop;
+  config.size = keys.size("size", "shortest_edge", 224);
+  config.crop_height = keys.size("crop_size", "height", 224);
+  config.crop_width = keys.size("crop_size", "width", 224);
+  config.do_resize = keys.boolean("do_resize", true);
+  config.do_center_crop = keys.boolean("do_center_crop", true);
+  config.do_rescale = keys.boolean("do_rescale", true);
+  config.do_normalize = keys.boolean("do_normalize", true);
+  if (const nlohmann::json* factor = keys.find("rescale_factor")) config.rescale_factor = keys.number("rescale_factor", *factor);
+  config.mean = keys.channels("image_mean", {0.48145466f, 0.4578275f, 0.40821073f});
+  config.std = keys.channels("image_std", {0.26862954f, 0.26130258f, 0.27577711f});
+  if (config.std[0] == 0 || config.std[1] == 0 || config.std[2] == 0)
+    keys.fail("image_std", "non-zero numbers", root["image_std"]);
+  return config;
+}
 
 Image pad_to_square(const Image& image) {
   check_image(image, "pad_to_square");
@@ -225,26 +368,41 @@ Image resize_bicubic(const Image& image, int out_width, int out_height) {
 
 Tensor to_pixel_values(const Image& image) {
   check_image(image, "to_pixel_values");
-  // The reference computes float32(float64(u8) * (1/255)); a table keeps that exact rounding.
-  std::array<float, 256> scaled;
-  for (int v = 0; v < 256; ++v) scaled[v] = float(double(v) * (1.0 / 255));
-  const int64_t plane = int64_t(image.width) * image.height;
-  Tensor pixels({1, kChannels, image.height, image.width});
-  float* out = pixels.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < plane; ++i)
-    for (int c = 0; c < kChannels; ++c) out[c * plane + i] = scaled[image.rgb[i * kChannels + c]];
-  return pixels;
+  // The default config rescales by 1/255 and does not normalise: the reference's float32(float64(u8) * (1/255)).
+  return to_tensor(image, 0, 0, image.height, image.width, value_table(ImageProcessorConfig{}));
 }
 
 Tensor preprocess_image(const Image& image, int image_size) {
+  ImageProcessorConfig config;
+  config.size = config.crop_height = config.crop_width = image_size;
+  return preprocess_image(image, config);
+}
+
+Tensor preprocess_image(const Image& image, const ImageProcessorConfig& config) {
   check_image(image, "preprocess_image");
-  if (image_size <= 0)
-    throw Error("preprocess_image: image size must be positive, got " + std::to_string(image_size));
-  // Same pixels as resize_bicubic(pad_to_square(image), ...), without building the padded copy.
-  const int side = std::max(image.width, image.height);
-  return to_pixel_values(resize_on_canvas(image, side, side, (side - image.width) / 2, (side - image.height) / 2,
-                                          image_size, image_size));
+  if (config.do_resize && config.size <= 0)
+    throw Error("preprocess_image: image size must be positive, got " + std::to_string(config.size));
+  if (config.do_center_crop && (config.crop_height <= 0 || config.crop_width <= 0))
+    throw Error("preprocess_image: crop size must be positive, got " + std::to_string(config.crop_width) + "x" +
+                std::to_string(config.crop_height));
+  const Image* source = &image;
+  Image resized;
+  if (config.mode == ImageProcessorConfig::Mode::PadToSquare) {
+    // Same pixels as resize_bicubic(pad_to_square(image), ...), without building the padded copy.
+    const int side = std::max(image.width, image.height);
+    resized = config.do_resize ? resize_on_canvas(image, side, side, (side - image.width) / 2,
+                                                  (side - image.height) / 2, config.size, config.size)
+                               : pad_to_square(image);
+    source = &resized;
+  } else if (config.do_resize) {
+    const auto [width, height] = shortest_edge_resize(image.width, image.height, config.size);
+    resized = resize_bicubic(image, width, height);
+    source = &resized;
+  }
+  const int out_height = config.do_center_crop ? config.crop_height : source->height;
+  const int out_width = config.do_center_crop ? config.crop_width : source->width;
+  return to_tensor(*source, floor_half(source->height - out_height), floor_half(source->width - out_width), out_height,
+                   out_width, value_table(config));
 }
 
 }  // namespace fastvlm
