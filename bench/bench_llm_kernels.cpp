@@ -26,7 +26,7 @@
 #include "core/simd_math.h"
 #include "io/checkpoint.h"
 #include "llm/kv_cache.h"
-#include "llm/qwen2.h"
+#include "models/registry.h"
 
 namespace fastvlm {
 namespace {
@@ -181,15 +181,17 @@ void register_kernel_benchmarks() {
 // Whole-model timings.
 
 struct LoadedModel {
-  std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<Qwen2> model;
+  std::unique_ptr<Model> whole;
+  const TextDecoder* model = nullptr;
   std::vector<float> prompt;  // [280, hidden] embeddings of random token ids
 };
 
-std::shared_ptr<LoadedModel> load_model(const std::string& dir, LlmDtype dtype) {
+std::shared_ptr<LoadedModel> load_decoder(const std::string& dir, DType dtype) {
   auto loaded = std::make_shared<LoadedModel>();
-  loaded->checkpoint = Checkpoint::open(dir);
-  loaded->model = Qwen2::load(*loaded->checkpoint, LlmOptions{dtype});
+  ModelLoadOptions options;
+  options.llm_dtype = dtype;
+  loaded->whole = load_model(dir, options);
+  loaded->model = loaded->whole->decoder.get();
   std::mt19937 generator(5);
   std::uniform_int_distribution<int32_t> token(0, 150000);
   std::vector<int32_t> ids(kPrefillPositions);
@@ -226,16 +228,16 @@ void register_model_benchmarks() {
     const std::string dir = colon == std::string::npos ? entry : entry.substr(0, colon);
     const std::string only = colon == std::string::npos ? "" : entry.substr(colon + 1);
     const auto probe = Checkpoint::open(dir);
-    const std::string quantization = probe->config().quantization.type;
-    std::vector<std::pair<std::string, LlmDtype>> variants;
+    const std::string quantization = probe->quantization().type;
+    std::vector<std::pair<std::string, DType>> variants;
     if (quantization.empty()) {
-      if (only != "bf16") variants.push_back({"f32", LlmDtype::F32});
-      if (only != "f32") variants.push_back({"bf16", LlmDtype::BF16});
+      if (only != "bf16") variants.push_back({"f32", DType::F32});
+      if (only != "f32") variants.push_back({"bf16", DType::BF16});
     } else {
-      variants = {{quantization, LlmDtype::BF16}};
+      variants = {{quantization, DType::BF16}};
     }
     for (const auto& [label, dtype] : variants) {
-      auto model = load_model(dir, dtype);
+      auto model = load_decoder(dir, dtype);
       benchmark::RegisterBenchmark(("BM_LlmPrefill280/" + label).c_str(), BM_LlmPrefill, model)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
       benchmark::RegisterBenchmark(("BM_LlmDecodeStep/" + label).c_str(), BM_LlmDecodeStep, model)

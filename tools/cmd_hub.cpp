@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "hub/hub.h"
+#include "models/registry.h"
 
 namespace fastvlm::cli {
 
@@ -32,6 +33,15 @@ void add_pull_command(CLI::App& app) {
   });
 }
 
+// The registry's family for a snapshot's config.json; "?" when it has none the engine knows.
+std::string family_of(const std::filesystem::path& snapshot) {
+  try {
+    return find_architecture(snapshot).family;
+  } catch (const Error&) {
+    return "?";
+  }
+}
+
 void add_list_command(CLI::App& app) {
   CLI::App* list = app.add_subcommand("list", "List the models in the Hugging Face cache with their sizes");
   list->callback([] {
@@ -40,13 +50,14 @@ void add_list_command(CLI::App& app) {
       std::printf("no models in %s\n", hub::hub_cache_dir().c_str());
       return;
     }
-    std::printf("%-40s %10s  %-20s %-12s %s\n", "MODEL", "SIZE", "REVISION", "COMMIT", "STATUS");
+    std::printf("%-40s %10s  %-20s %-12s %-8s %s\n", "MODEL", "SIZE", "REVISION", "COMMIT", "FAMILY", "STATUS");
     for (const auto& model : models) {
       std::string size = hub::format_bytes(double(model.blob_bytes));
       if (model.revisions.empty()) std::printf("%-40s %10s  (no snapshot)\n", model.repo_id.c_str(), size.c_str());
       for (const auto& revision : model.revisions) {
-        std::printf("%-40s %10s  %-20s %-12s %s\n", model.repo_id.c_str(), size.c_str(), revision.revision.c_str(),
-                    revision.commit.substr(0, 12).c_str(), revision.complete ? "complete" : "incomplete");
+        std::printf("%-40s %10s  %-20s %-12s %-8s %s\n", model.repo_id.c_str(), size.c_str(), revision.revision.c_str(),
+                    revision.commit.substr(0, 12).c_str(), family_of(model.dir / "snapshots" / revision.commit).c_str(),
+                    revision.complete ? "complete" : "incomplete");
         size.clear();  // the blobs are shared by a model's revisions: show their size once
       }
     }

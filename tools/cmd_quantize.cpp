@@ -1,11 +1,11 @@
 // fastvlm quantize -m IN_DIR -o OUT_DIR --type q8|q4: a copy of a model directory with the LLM linears
-// block-quantised (see src/llm/quantize.h for what is written).
+// block-quantised (see src/models/quantize.h for what is written).
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include "commands.h"
-#include "llm/quantize.h"
+#include "models/quantize.h"
 
 namespace fastvlm::cli {
 

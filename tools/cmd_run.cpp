@@ -11,7 +11,7 @@ void add_run_command(CLI::App& app) {
     ModelFlags model;
     GenerateOptions generate;
     std::string image, prompt, system;
-    bool json = false;
+    bool json = false, raw = false;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* command = app.add_subcommand("run", "Answer a prompt, optionally about an image");
@@ -20,6 +20,9 @@ void add_run_command(CLI::App& app) {
   command->add_option("--image", flags->image, "Image file (JPEG, PNG, WebP)");
   command->add_option("-p,--prompt", flags->prompt, "The question")->required();
   command->add_option("--system", flags->system, "System prompt");
+  command->add_flag("--raw", flags->raw,
+                    "Send the prompt as it is, without the chat template (an image goes where it says <image>)")
+      ->excludes("--system");
   command->add_flag("--json", flags->json, "Print one JSON object with the answer, token ids and timings");
   command->callback([flags] {
     auto engine = flags->model.load();
@@ -33,11 +36,14 @@ void add_run_command(CLI::App& app) {
         std::fflush(stdout);
         return true;
       };
-    Generation answer = session.ask(flags->prompt, flags->image.empty() ? nullptr : &image, flags->generate, stream);
+    const ImageInput* image_input = flags->image.empty() ? nullptr : &image;
+    Generation answer = flags->raw ? session.complete(flags->prompt, flags->generate, stream, image_input)
+                                   : session.ask(flags->prompt, image_input, flags->generate, stream);
     if (flags->json) {
       nlohmann::json out = {{"text", answer.text},
                             {"token_ids", answer.token_ids},
                             {"prompt_tokens", answer.prompt_tokens},
+                            {"prompt_ids", answer.prompt_ids},
                             {"timings", timings_json(answer.timings)}};
       std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {

@@ -25,6 +25,9 @@ void ModelFlags::add_to(CLI::App& command) {
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Precision>{{"auto", Precision::Auto}, {"f32", Precision::F32}, {"bf16", Precision::Bf16}, {"int8", Precision::Int8}},
           CLI::ignore_case));
+  command.add_option("--chat-format", engine.chat_format,
+                     "Prompt markup: chatml, llama2, llama3, deepseek, phi3 or fastvlm (default: the model's own, "
+                     "recognised from its chat_template)");
 }
 
 std::unique_ptr<Engine> ModelFlags::load() const {

@@ -8,7 +8,7 @@
 
 namespace fastvlm::cli {
 
-// -m/--model, -q/--quiet, --threads, --ctx, --image-size, --max-image-pixels.
+// -m/--model, -q/--quiet, --threads, --ctx, --image-size, --max-image-pixels, --dtype, --chat-format.
 struct ModelFlags {
   std::string model;  // empty: the default hub model
   bool quiet = false;

@@ -1,6 +1,6 @@
 #pragma once
-// fastvlm.cpp C++ API: load a FastVLM checkpoint once (Engine), then hold conversations with it
-// (Session), each with its own KV cache. Only standard types cross this boundary.
+// fastvlm.cpp C++ API: load a model once (Engine) — FastVLM, or a text-only Qwen2 or LLaMA — then hold
+// conversations with it (Session), each with its own KV cache. Only standard types cross this boundary.
 //
 //   auto engine = fastvlm::Engine::load("FastVLM-0.5B");
 //   fastvlm::Session chat(*engine);
@@ -33,6 +33,9 @@ struct EngineOptions {
   int64_t max_image_pixels = 64LL << 20;  // images whose header claims more are refused before decoding
   int image_cache_entries = 16;           // LRU of image embeddings keyed by the decoded pixels (0: off)
   Precision precision = Precision::F32;
+  // The prompt markup: empty for the model's own (FastVLM's qwen_2, else the family recognised from the
+  // tokenizer's chat_template); or one of "chatml", "llama2", "llama3", "deepseek", "phi3", "fastvlm".
+  std::string chat_format;
 };
 
 struct GenerateOptions {
@@ -60,6 +63,7 @@ struct Generation {
   std::string text;
   std::vector<int32_t> token_ids;
   int prompt_tokens = 0;  // positions prefilled for this turn (image tokens included)
+  std::vector<int32_t> prompt_ids;  // the whole prompt's token ids (the conversation so far), -200 per image
   StopReason stop_reason = StopReason::EndOfTurn;
   Timings timings;
   // With GenerateOptions::keep_logits, one entry per token_ids entry: the raw logits (before any
@@ -78,7 +82,10 @@ struct ImageInput {
 
 struct ModelInfo {
   std::string path;
+  std::string family;         // "fastvlm", "qwen2", "llama"
+  std::string chat_format;    // the format chats are rendered in; empty when the model has none (raw prompts only)
   int hidden_size = 0, num_layers = 0, vocab_size = 0;
+  // 0 for a text-only model:
   int image_size = 0;         // input size used for images
   int image_tokens = 0;       // (image_size / 64)^2
   int vision_channels = 0;    // mm_hidden_size
@@ -110,7 +117,8 @@ class Engine {
   const EngineOptions& options() const;
   double load_ms() const;
 
-  // The image's embeddings as the LLM sees them: [image_tokens, hidden_size] row-major. With
+  // The image's embeddings as the LLM sees them: [image_tokens, hidden_size] row-major (an Error for a
+  // text-only model). With
   // `features`, also the vision tower's output [image_tokens, vision_channels] before the projector.
   std::vector<float> embed_image(const ImageInput& image, Timings* timings = nullptr,
                                  std::vector<float>* features = nullptr,
@@ -124,16 +132,17 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
-// A conversation: the qwen_2 chat template, its KV cache kept across turns so a follow-up question
-// only prefills the new turn.
+// A conversation in the model's chat format, its KV cache kept across turns: each turn renders the whole
+// conversation and prefills only what the cache does not already hold.
 class Session {
  public:
   explicit Session(const Engine& engine);
   ~Session();
 
-  void set_system_prompt(std::string system_prompt);  // default "You are a helpful assistant."
+  void set_system_prompt(std::string system_prompt);  // default: the chat format's (FastVLM: "You are a helpful assistant.")
   // One user turn, optionally with an image (placed before the text, as FastVLM was trained), and the
-  // model's answer. Throws fastvlm::Error before any work when the turn does not fit the context.
+  // model's answer. Throws fastvlm::Error before any work when the turn does not fit the context, or the
+  // model has no chat format (see complete()) or no vision encoder for the image.
   Generation ask(const std::string& user_text, const ImageInput* image, const GenerateOptions& options,
                  const TextCallback& on_text = {});
   // Answers the last (user) message of a whole conversation, as an OpenAI-style server receives it.
@@ -142,12 +151,17 @@ class Session {
   Generation respond(const std::vector<ChatMessage>& conversation, const GenerateOptions& options,
                      const TextCallback& on_text = {});
 
+  // A raw prompt, no chat template: the text is tokenized as it is (special tokens in it included, as
+  // Hugging Face tokenizers do; BOS first where tokenizer_config.json's add_bos_token asks for it). An
+  // image goes where the prompt says "<image>". Starts a new conversation (the cached prefix is reused).
+  Generation complete(const std::string& prompt, const GenerateOptions& options, const TextCallback& on_text = {},
+                      const ImageInput* image = nullptr);
+
   void reset();
   int context_used() const;
 
  private:
   struct State;
-  void check_fits(std::span<const int32_t> ids, int images, size_t already_used) const;
   const Engine& engine_;
   std::unique_ptr<State> state_;
 };

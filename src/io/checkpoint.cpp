@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "io/config_keys.h"
 
 namespace fastvlm {
 namespace {
@@ -26,58 +27,6 @@ std::vector<std::string> shards_from_index(const std::filesystem::path& index_pa
   return {shards.begin(), shards.end()};
 }
 
-void replace_all(std::string& text, std::string_view from, std::string_view to) {
-  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
-    text.replace(at, from.size(), to);
-}
-
-// The llava_qwen2 name of a tensor of the transformers-native fast_vlm layout. There the FastViT modules
-// are grouped per stage (stages.S.{pos_emb,blocks,downsample}); the original numbers them in one
-// `network` list in build order: [RepCPE,] blocks, [PatchEmbed] for each stage.
-std::string llava_name(std::string name, const VisionConfig& vision) {
-  auto take_prefix = [&name](std::string_view from, std::string_view to) {
-    if (name.rfind(from, 0) != 0) return false;
-    name = std::string(to) + name.substr(from.size());
-    return true;
-  };
-  if (take_prefix("model.language_model.", "model.") || take_prefix("language_model.model.", "model.")) return name;
-  if (take_prefix("model.multi_modal_projector.linear_1.", "model.mm_projector.0.") ||
-      take_prefix("model.multi_modal_projector.linear_2.", "model.mm_projector.2."))
-    return name;
-  if (!take_prefix("model.vision_tower.timm_model.", "")) return name;
-
-  // network index of each stage's modules
-  std::vector<int> pos_emb_index(vision.num_stages(), -1), blocks_index(vision.num_stages()),
-      downsample_index(vision.num_stages(), -1);
-  for (int stage = 0, n = 0; stage < vision.num_stages(); ++stage) {
-    if (vision.pos_emb_kernel[stage]) pos_emb_index[stage] = n++;
-    blocks_index[stage] = n++;
-    if (vision.has_patch_embed_after(stage)) downsample_index[stage + 1] = n++;
-  }
-  if (name.rfind("stages.", 0) == 0) {
-    size_t dot = name.find('.', 7);
-    int stage = std::stoi(name.substr(7, dot - 7));
-    std::string rest = name.substr(dot + 1);
-    if (stage < 0 || stage >= vision.num_stages()) return name;
-    auto network = [](int index) { return "network." + std::to_string(index) + "."; };
-    if (rest.rfind("blocks.", 0) == 0 && blocks_index[stage] >= 0) {
-      name = network(blocks_index[stage]) + rest.substr(7);
-    } else if (rest.rfind("pos_emb.", 0) == 0 && pos_emb_index[stage] >= 0) {
-      name = network(pos_emb_index[stage]) + rest.substr(8);
-    } else if (rest.rfind("downsample.", 0) == 0 && downsample_index[stage] >= 0) {
-      name = network(downsample_index[stage]) + rest.substr(11);
-      replace_all(name, ".proj.0.reparam_conv.", ".proj.0.lkb_reparam.");
-    }
-  }
-  take_prefix("stem.", "patch_embed.") || take_prefix("final_conv.", "conv_exp.");
-  replace_all(name, ".se.fc1.", ".se.reduce.");
-  replace_all(name, ".se.fc2.", ".se.expand.");
-  replace_all(name, ".mlp.", ".convffn.");
-  for (const char* scale : {"layer_scale", "layer_scale_1", "layer_scale_2"})
-    if (name.size() > 6 && name.ends_with(std::string(".") + scale + ".gamma")) name.resize(name.size() - 6);
-  return "model.vision_tower.vision_tower.model." + name;
-}
-
 // Equal up to dimensions of size 1: [C] and [C, 1, 1] hold the same data (layer scales differ so
 // between layouts).
 bool same_data_layout(const Shape& a, const Shape& b) {
@@ -91,11 +40,25 @@ bool same_data_layout(const Shape& a, const Shape& b) {
 
 }  // namespace
 
-std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& dir) {
+QuantizationConfig read_quantization_config(const std::filesystem::path& dir) {
+  const auto file = dir / "config.json";
+  const nlohmann::json root = read_json_file(file);
+  ConfigKeys keys(root, file);
+  QuantizationConfig config;
+  if (!keys.has("quantization")) return config;
+  const ConfigKeys quant = keys.nested("quantization");
+  config.type = quant.string("type", "");
+  if (config.type != "q8_0" && config.type != "q4_0") quant.fail("type", "\"q8_0\" or \"q4_0\"");
+  config.group_size = quant.integer("group_size", 0);
+  if (config.group_size != 32) quant.fail("group_size", "32");
+  return config;
+}
+
+std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& dir, const TensorRenamer& rename) {
   if (!std::filesystem::is_directory(dir)) throw Error(dir.string() + ": not a model directory");
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
   checkpoint->dir_ = dir;
-  checkpoint->config_ = load_model_config(dir);
+  checkpoint->quantization_ = read_quantization_config(dir);
 
   std::vector<std::string> files;
   const auto single = dir / "model.safetensors";
@@ -110,9 +73,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& dir) {
   for (const auto& name : files) {
     auto file = SafetensorsFile::open(dir / name);
     for (const auto& info : file->tensors()) {
-      const std::string name = checkpoint->config_.layout == CheckpointLayout::FastVlm
-                                   ? llava_name(info.name, checkpoint->config_.vision)
-                                   : info.name;
+      const std::string name = rename ? rename(info.name) : info.name;
       auto [it, inserted] = checkpoint->entries_.emplace(name, Entry{&info, file.get()});
       if (!inserted)
         throw Error(file->path().string() + ": tensor '" + info.name + "' is also in " + it->second.file->path().string());

@@ -1,25 +1,39 @@
 #pragma once
-// A model directory in the Hugging Face layout: config.json, model.safetensors (or shards listed in
-// model.safetensors.index.json), tokenizer files. Tensors are looked up by their name in the original
-// `llava_qwen2` release; other layouts are translated here so model code sees one naming.
+// The weights of a model directory in the Hugging Face layout: model.safetensors, or the shards listed in
+// model.safetensors.index.json. Knows nothing of any model: a model family that stores its tensors under
+// several namings passes a renamer, so its code looks tensors up by one name.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
-#include "io/config.h"
 #include "io/safetensors.h"
 
 namespace fastvlm {
 
+// The record `fastvlm quantize` adds to config.json: "quantization": {"type": "q8_0", "group_size": 32}.
+// The model's linear weights are then stored block-quantised (layout in core/quant.h); an empty type means
+// a dense checkpoint.
+struct QuantizationConfig {
+  std::string type;  // "", "q8_0" or "q4_0"
+  int group_size = 0;
+};
+
+// Reads `dir`/config.json's "quantization" record; throws fastvlm::Error naming the key when it is malformed.
+QuantizationConfig read_quantization_config(const std::filesystem::path& dir);
+
+// Maps a stored tensor name to the name model code looks it up by.
+using TensorRenamer = std::function<std::string(const std::string& stored_name)>;
+
 class Checkpoint {
  public:
-  static std::unique_ptr<Checkpoint> open(const std::filesystem::path& dir);
+  static std::unique_ptr<Checkpoint> open(const std::filesystem::path& dir, const TensorRenamer& rename = {});
 
   const std::filesystem::path& dir() const { return dir_; }
-  const ModelConfig& config() const { return config_; }
+  const QuantizationConfig& quantization() const { return quantization_; }
 
   bool has(const std::string& name) const;
   // The raw stored tensor after checking its shape; throws naming the file, tensor, expected and actual
@@ -27,7 +41,7 @@ class Checkpoint {
   const TensorInfo& tensor(const std::string& name, const Shape& expected_shape) const;
   // The same, converted to float32 (F32/F16/BF16 storage).
   Tensor load_f32(const std::string& name, const Shape& expected_shape) const;
-  // Releases the resident pages of every tensor whose (llava_qwen2) name starts with `prefix`: for
+  // Releases the resident pages of every tensor whose (renamed) name starts with `prefix`: for
   // weights the model has copied into its own layout, so they are not held twice in memory.
   void release(std::string_view prefix) const;
   // The file a tensor lives in, for error messages.
@@ -35,7 +49,7 @@ class Checkpoint {
 
  private:
   std::filesystem::path dir_;
-  ModelConfig config_;
+  QuantizationConfig quantization_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   struct Entry {
     const TensorInfo* info;

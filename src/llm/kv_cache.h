@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "io/config.h"
+#include "llm/text_config.h"
 
 namespace fastvlm {
 

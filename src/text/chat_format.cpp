@@ -228,19 +228,6 @@ void ChatFormat::append_turn(std::string& prompt, const ChatTurn& turn, size_t i
   }
 }
 
-std::string ChatFormat::render_continuation(const ChatTurn& user_turn) const {
-  if (user_turn.role != "user") throw Error("a conversation continues with a user turn, not \"" + user_turn.role + "\"");
-  // Rather than restating each format's markup: render a conversation whose answer is a marker and keep
-  // what follows the marker. The marker is searched for after the prompt that led to the answer, so
-  // neither the default system prompt nor the user's text can be mistaken for it.
-  constexpr std::string_view kAnswer = "\xEE\x80\x80";  // U+E000, a private-use character
-  const ChatTurn question{"user", ""};
-  const ChatTurn conversation[] = {question, {"assistant", std::string(kAnswer)}, user_turn};
-  const size_t before_answer = render(std::span(&question, 1)).size();
-  const std::string prompt = render(conversation);
-  return prompt.substr(prompt.find(kAnswer, before_answer) + kAnswer.size());
-}
-
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, std::string_view prompt_text) {
   std::vector<int32_t> ids;
   for (size_t chunk_start = 0;;) {

@@ -59,12 +59,6 @@ class ChatFormat {
   // rendering ends with " [/INST]" either way.
   std::string render(std::span<const ChatTurn> turns, bool add_generation_prompt = true) const;
 
-  // What follows an assistant answer whose text (without its end of turn) is already in the KV cache:
-  // the rest of that assistant turn, `user_turn`, and the generation prompt. It is the text that
-  // render() puts after the answer in the whole conversation, so appending it continues the cached
-  // conversation. Throws fastvlm::Error unless user_turn is a user turn.
-  std::string render_continuation(const ChatTurn& user_turn) const;
-
   // Strings that end an assistant turn in this format ("<|im_end|>", "<|eot_id|>", "<|end|>", eos);
   // the engine maps those that are single tokens to stop ids.
   const std::vector<std::string>& end_of_turn_tokens() const { return end_of_turn_tokens_; }

@@ -637,14 +637,14 @@ VisionCompute default_vision_compute() {
 
 VisionTower::~VisionTower() = default;
 
-std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, VisionCompute compute) {
+std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, const VisionConfig& config,
+                                              VisionCompute compute) {
   if (compute == VisionCompute::Bf16 && active_isa() < Isa::Avx512)
     throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 std::string(isa_name(active_isa())) + ") lacks; use f32");
   if (compute == VisionCompute::Int8 && (active_isa() < Isa::Avx512 || !cpu_features().avx512_vnni))
     throw Error("vision tower: int8 compute needs AVX512-BF16 and AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
                 std::string(isa_name(active_isa())) + ") lacks; use bf16 or f32");
-  const VisionConfig& config = checkpoint.config().vision;
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
   tower->compute_ = compute;

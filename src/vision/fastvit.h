@@ -3,7 +3,7 @@
 // inference form, on channels-last activations.
 //
 // Activations are [H, W, C] tensors: every 1x1 convolution is then a plain GEMM over H*W rows, and the
-// spatial convolutions run with channels innermost. The network is built from ModelConfig::vision, so
+// spatial convolutions run with channels innermost. The network is built from a VisionConfig, so
 // reduced configurations and any input size that is a multiple of the total stride work.
 //
 // Three compute types: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
@@ -25,6 +25,8 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "vision/vision_config.h"
+#include "vision/vision_encoder.h"
 
 namespace fastvlm {
 
@@ -107,25 +109,21 @@ struct VisionScratch;
 // 1024, 59.6 G at 512, as counted with forward hooks on the official model.
 int64_t vision_macs(const VisionConfig& config, int image_size);
 
-class VisionTower {
+class VisionTower final : public VisionEncoder {
  public:
-  // Called with the name of a module (as in the golden intermediates: "vision.patch_embed",
-  // "vision.network.N", "vision.conv_exp") and its output as an [H, W, C] tensor.
-  using Observer = std::function<void(const std::string& name, const Tensor& hwc)>;
+  // Module names: "vision.patch_embed", "vision.network.N", "vision.conv_exp".
+  using Observer = VisionEncoder::Observer;
 
-  // Loads every weight of the tower described by `checkpoint.config().vision`, prepared for `compute`;
+  // Loads every weight of the tower `config` describes, prepared for `compute`;
   // a missing tensor or a wrong shape is a fastvlm::Error naming the tensor. Bf16 on a CPU without
   // AVX512-BF16, or Int8 without AVX512-BF16 and AVX512-VNNI, is an Error too.
-  static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint,
+  static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint, const VisionConfig& config,
                                            VisionCompute compute = default_vision_compute());
   ~VisionTower();
 
-  // pixel_values [1, 3, H, W] (NCHW, as preprocessing produces), H and W multiples of stride().
-  // Returns [(H / stride) * (W / stride), out_channels] tokens in row-major order.
-  Tensor encode(const Tensor& pixel_values, const Observer& observer = nullptr) const;
-
-  int stride() const { return total_stride_; }
-  int out_channels() const { return out_channels_; }
+  Tensor encode(const Tensor& pixel_values, const Observer& observer = nullptr) const override;
+  int stride() const override { return total_stride_; }
+  int out_channels() const override { return out_channels_; }
   VisionCompute compute() const { return compute_; }
 
  private:

@@ -6,12 +6,7 @@
 
 namespace fastvlm {
 
-std::unique_ptr<Projector> Projector::load(const Checkpoint& checkpoint) {
-  const ModelConfig& config = checkpoint.config();
-  if (config.mm_projector_type != "mlp2x_gelu")
-    throw Error((checkpoint.dir() / "config.json").string() + ": key 'mm_projector_type': expected \"mlp2x_gelu\", got \"" +
-                config.mm_projector_type + "\"");
-  const int64_t in = config.mm_hidden_size, hidden = config.text.hidden_size;
+std::unique_ptr<Projector> Projector::load(const Checkpoint& checkpoint, int64_t in, int64_t hidden) {
   std::unique_ptr<Projector> projector(new Projector());
   projector->first_weight_ = checkpoint.load_f32("model.mm_projector.0.weight", {hidden, in});
   projector->first_bias_ = checkpoint.load_f32("model.mm_projector.0.bias", {hidden});

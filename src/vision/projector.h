@@ -10,9 +10,9 @@ namespace fastvlm {
 
 class Projector {
  public:
-  // Throws fastvlm::Error naming `mm_projector_type` for any other projector type, or naming the tensor
-  // when a weight is missing or has the wrong shape.
-  static std::unique_ptr<Projector> load(const Checkpoint& checkpoint);
+  // model.mm_projector.{0,2}.{weight,bias} for `input_size` vision channels and a `hidden_size` LLM.
+  // Throws fastvlm::Error naming the tensor when a weight is missing or has the wrong shape.
+  static std::unique_ptr<Projector> load(const Checkpoint& checkpoint, int64_t input_size, int64_t hidden_size);
 
   // image_features [N, mm_hidden_size] -> [N, hidden_size]
   Tensor forward(const Tensor& image_features) const;

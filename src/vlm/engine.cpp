@@ -1,5 +1,7 @@
-// The pipeline behind include/fastvlm/fastvlm.hpp: image -> pixels -> FastViTHD -> projector ->
-// embeddings spliced into the tokenized chat prompt -> Qwen2 prefill -> sampled tokens.
+// The pipeline behind include/fastvlm/fastvlm.hpp: the model the registry loads (a text decoder, and for a
+// vision-language model an image encoder + projector), its tokenizer and chat format. image -> pixels ->
+// encoder -> projector -> embeddings spliced into the tokenized chat prompt -> decoder prefill -> sampled
+// tokens.
 #include <omp.h>
 
 #include <algorithm>
@@ -8,21 +10,20 @@
 #include <future>
 #include <list>
 #include <mutex>
+#include <optional>
 
 #include "core/cpu.h"
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
 #include "image/decode.h"
 #include "image/preprocess.h"
-#include "io/checkpoint.h"
 #include "llm/kv_cache.h"
-#include "llm/qwen2.h"
 #include "llm/sampling.h"
-#include "text/chat_template.h"
+#include "models/registry.h"
+#include "text/chat_format.h"
 #include "text/tokenizer.h"
+#include "text/tokenizer_config.h"
 #include "text/unicode.h"
-#include "vision/fastvit.h"
-#include "vision/projector.h"
 
 namespace fastvlm {
 namespace {
@@ -44,16 +45,20 @@ struct EncodedImage {
 struct Engine::Impl {
   EncodedImage encode(const ImageInput& input, Timings* timings, std::vector<float>* features = nullptr,
                       std::vector<float>* pixel_values = nullptr) const;
+  // The chat format, or the reason there is none (no chat_template, or one of an unknown family): raw
+  // prompts still work.
+  const text::ChatFormat& chat_format() const;
+  const TextDecoder& decoder() const { return *model->decoder; }
 
-  std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<VisionTower> vision;
-  std::unique_ptr<Projector> projector;
-  std::unique_ptr<Qwen2> llm;
+  std::unique_ptr<Model> model;
   std::unique_ptr<text::Tokenizer> tokenizer;
+  text::TokenizerConfig tokenizer_config;
+  std::optional<text::ChatFormat> format;
+  std::string no_format_reason;
   EngineOptions options;
   ModelInfo info;
   double load_ms = 0;
-  std::vector<int32_t> stop_ids;  // end-of-turn ids: <|im_end|>, <|endoftext|>, config eos ids
+  std::vector<int32_t> stop_ids;  // end-of-turn ids: the format's end-of-turn tokens and the config's eos ids
   size_t sampled_vocab = 0;       // ids that can be sampled: min(LLM vocab, tokenizer vocab)
 
   // Embeddings of recently seen images, keyed by a hash of the decoded pixels (the input size is fixed
@@ -69,65 +74,110 @@ struct Engine::Impl {
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
+namespace {
+
+// The format a model is prompted with: the one asked for, the family's own, or the tokenizer's template.
+// Failing to find one is not an error until a chat needs it.
+void choose_chat_format(Engine::Impl& impl, const std::string& model_dir) {
+  const text::TokenizerConfig& tc = impl.tokenizer_config;
+  const std::string& name = !impl.options.chat_format.empty() ? impl.options.chat_format : impl.model->chat_format;
+  if (!name.empty()) {
+    impl.format = text::ChatFormat::by_name(name, tc.bos_token, tc.eos_token);  // an unknown name fails the load
+    return;
+  }
+  if (tc.chat_template.empty()) {
+    impl.no_format_reason = model_dir + "/tokenizer_config.json has no chat_template";
+    return;
+  }
+  try {
+    impl.format = text::ChatFormat::from_template(tc.chat_template, tc.bos_token, tc.eos_token);
+  } catch (const Error& e) {
+    impl.no_format_reason = model_dir + "/tokenizer_config.json: " + e.what();
+  }
+}
+
+}  // namespace
+
+const text::ChatFormat& Engine::Impl::chat_format() const {
+  if (!format) {
+    std::string known;
+    for (const auto& name : text::ChatFormat::names()) known += (known.empty() ? "" : ", ") + name;
+    throw Error(no_format_reason + ": choose a chat format (" + known + ") or send the prompt as it is (raw)");
+  }
+  return *format;
+}
+
 std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineOptions& options) {
   const auto start = Clock::now();
   if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
   if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->checkpoint = Checkpoint::open(model_dir);
   // Reading the 150k-entry vocabulary and merges is a third of the load time and independent of the
   // weights: do it on the other core meanwhile.
   auto tokenizer = std::async(std::launch::async, [&model_dir] { return text::Tokenizer::load(model_dir); });
-  const ModelConfig& config = impl->checkpoint->config();
-
-  const int stride = config.vision.total_stride();
-  const int image_size = options.image_size > 0 ? options.image_size : config.vision.image_size;
-  if (image_size % stride != 0 || image_size > 4096)
-    throw Error("image size " + std::to_string(image_size) + " must be a multiple of " + std::to_string(stride) +
-                " and at most 4096");
-  if (options.context < 1 || options.context > config.text.max_position_embeddings)
-    throw Error("context " + std::to_string(options.context) + " must be between 1 and the model's " +
-                std::to_string(config.text.max_position_embeddings) + " positions");
 
   // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
   const bool bf16 = options.precision == Precision::Bf16 || options.precision == Precision::Int8 ||
                     (options.precision == Precision::Auto && active_isa() >= Isa::Avx512);
-  const VisionCompute vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8
-                                       : bf16                               ? VisionCompute::Bf16
-                                                                            : VisionCompute::F32;
-  impl->vision = VisionTower::load(*impl->checkpoint, vision_compute);
-  impl->llm = Qwen2::load(*impl->checkpoint, LlmOptions{bf16 ? LlmDtype::BF16 : LlmDtype::F32});
-  impl->projector = Projector::load(*impl->checkpoint);
-  // The tower and the projector keep their weights in their own (folded, converted) copies.
-  impl->checkpoint->release("model.vision_tower.");
-  impl->checkpoint->release("model.mm_projector.");
-  impl->tokenizer = tokenizer.get();
-
-  for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {
-    int32_t id = impl->tokenizer->token_to_id(name);
-    if (id >= 0) impl->stop_ids.push_back(id);
-  }
-  for (int id : config.text.eos_token_ids) impl->stop_ids.push_back(id);
-  impl->sampled_vocab = std::min(size_t(config.text.vocab_size), impl->tokenizer->vocab_size());
+  ModelLoadOptions load_options;
+  load_options.llm_dtype = bf16 ? DType::BF16 : DType::F32;
+  load_options.vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8
+                                : bf16                               ? VisionCompute::Bf16
+                                                                     : VisionCompute::F32;
+  impl->model = load_model(model_dir, load_options);
+  const Model& model = *impl->model;
+  const TextConfig& text = model.decoder->config();
+  if (options.context < 1 || options.context > text.max_position_embeddings)
+    throw Error("context " + std::to_string(options.context) + " must be between 1 and the model's " +
+                std::to_string(text.max_position_embeddings) + " positions");
 
   ModelInfo& info = impl->info;
+  if (model.vision) {
+    const int stride = model.vision->encoder->stride();
+    ImageProcessorConfig& processor = impl->model->vision->processor;
+    const bool pad = processor.mode == ImageProcessorConfig::Mode::PadToSquare;
+    if (options.image_size > 0) {  // the side pixels are resized (and cropped) to
+      processor.size = options.image_size;
+      processor.crop_height = processor.crop_width = options.image_size;
+    }
+    const int image_size = pad ? processor.size : processor.crop_height;
+    if (image_size % stride != 0 || image_size > 4096)
+      throw Error("image size " + std::to_string(image_size) + " must be a multiple of " + std::to_string(stride) +
+                  " and at most 4096");
+    info.image_size = image_size;
+    info.image_tokens = (image_size / stride) * (image_size / stride);
+    info.vision_channels = model.vision->encoder->out_channels();
+    info.vision_macs = model.vision->macs(image_size);
+  } else if (options.image_size > 0) {
+    throw Error("model " + model_dir + " (" + model.family + ") has no vision encoder: an image size means nothing to it");
+  }
+  impl->tokenizer = tokenizer.get();
+  impl->tokenizer_config = text::read_tokenizer_config(model_dir);
+  choose_chat_format(*impl, model_dir);
+
+  if (impl->format)
+    for (const std::string& token : impl->format->end_of_turn_tokens()) {
+      const int32_t id = impl->tokenizer->token_to_id(token);
+      if (id >= 0) impl->stop_ids.push_back(id);
+    }
+  for (int id : text.eos_token_ids) impl->stop_ids.push_back(id);
+  impl->sampled_vocab = std::min(size_t(text.vocab_size), impl->tokenizer->vocab_size());
+
   info.path = model_dir;
-  info.hidden_size = config.text.hidden_size;
-  info.num_layers = config.text.num_hidden_layers;
-  info.vocab_size = config.text.vocab_size;
-  info.image_size = image_size;
-  info.image_tokens = (image_size / stride) * (image_size / stride);
-  info.vision_channels = config.mm_hidden_size;
-  info.vision_macs = vision_macs(config.vision, image_size);
-  info.quantization = config.quantization.type;
+  info.family = model.family;
+  info.chat_format = impl->format ? impl->format->name() : "";
+  info.hidden_size = text.hidden_size;
+  info.num_layers = text.num_hidden_layers;
+  info.vocab_size = text.vocab_size;
+  info.quantization = model.checkpoint->quantization().type;
   impl->load_ms = ms_since(start);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
 const ModelInfo& Engine::info() const { return impl_->info; }
 int64_t Engine::prefill_macs(int positions) const {
-  return fastvlm::prefill_macs(impl_->checkpoint->config().text, positions);
+  return fastvlm::prefill_macs(impl_->decoder().config(), positions);
 }
 const EngineOptions& Engine::options() const { return impl_->options; }
 double Engine::load_ms() const { return impl_->load_ms; }
@@ -157,6 +207,8 @@ uint64_t hash_image(const Image& image) {
 
 EncodedImage Engine::Impl::encode(const ImageInput& input, Timings* timings, std::vector<float>* features,
                                   std::vector<float>* pixel_values) const {
+  if (!model->vision)
+    throw Error("model " + info.path + " (" + model->family + ") has no vision encoder: it cannot take an image");
   auto start = Clock::now();
   DecodeOptions decode_options;
   decode_options.max_pixels = options.max_image_pixels;
@@ -176,17 +228,17 @@ EncodedImage Engine::Impl::encode(const ImageInput& input, Timings* timings, std
         return {key, it->embeddings};
       }
   }
-  Tensor pixels = preprocess_image(image, info.image_size);
+  Tensor pixels = preprocess_image(image, model->vision->processor);
   if (timings) timings->preprocess_ms = ms_since(start);
   if (pixel_values) pixel_values->assign(pixels.data(), pixels.data() + pixels.numel());
 
   start = Clock::now();
-  Tensor tokens = vision->encode(pixels);
+  Tensor tokens = model->vision->encoder->encode(pixels);
   if (timings) timings->vision_ms = ms_since(start);
   if (features) features->assign(tokens.data(), tokens.data() + tokens.numel());
 
   start = Clock::now();
-  Tensor embeds = projector->forward(tokens);
+  Tensor embeds = model->vision->projector->forward(tokens);
   if (timings) timings->projector_ms = ms_since(start);
   auto embeddings = std::make_shared<const std::vector<float>>(embeds.data(), embeds.data() + embeds.numel());
   if (use_cache) {
@@ -212,6 +264,7 @@ struct Sequence {
   std::vector<uint64_t> keys;
   std::vector<int32_t> ids;        // kImageMarker at image positions
   std::vector<const float*> rows;  // the embedding row of image positions, nullptr for text
+  std::vector<int32_t> prompt_ids;  // the tokenized prompt, one kImageMarker per image
 
   void add_text(std::span<const int32_t> tokens) {
     for (int32_t id : tokens) {
@@ -229,6 +282,7 @@ struct Sequence {
   }
   // Tokenized prompt ids with markers, each marker taking the next image in order.
   void add_prompt(std::span<const int32_t> prompt_ids, std::span<const EncodedImage> images, int tokens, int hidden) {
+    this->prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
     size_t next_image = 0;
     for (size_t i = 0; i < prompt_ids.size(); ++i) {
       if (prompt_ids[i] != text::kImageMarker) {
@@ -301,17 +355,43 @@ void check_utf8(const std::string& text, const char* what) {
 
 }  // namespace
 
-struct Session::State {
-  explicit State(const Engine::Impl& engine) : cache(engine.checkpoint->config().text, engine.options.context) {}
-  KVCache cache;
-  std::string system_prompt{text::kDefaultSystemPrompt};
-  std::vector<uint64_t> keys;     // content keys of the cached positions
-  std::vector<int32_t> tokens;    // their ids (kImageMarker at image positions), for the repetition penalty
-  // The last sampled token when generation stopped without feeding it back (max tokens, stop string).
-  int32_t unfed_token = -1;
+namespace {
 
-  // Prefills `sequence` from position `reuse` on (the cache already holds [0, reuse) of it), then samples
-  // up to max_tokens tokens, feeding each back.
+// Before any work: the prompt's image markers match the images, and its positions fit the context.
+void check_fits(const Engine::Impl& engine, std::span<const int32_t> ids, int images, int capacity) {
+  const size_t markers = size_t(std::count(ids.begin(), ids.end(), text::kImageMarker));
+  const size_t positions = ids.size() - markers + size_t(images) * engine.info.image_tokens;
+  if (markers != size_t(images))
+    throw Error(images ? "the prompt must not contain the text \"<image>\": the image is placed automatically"
+                       : "the prompt contains \"<image>\" but no image was given");
+  if (positions >= size_t(capacity))
+    throw Error("prompt of " + std::to_string(positions) + " positions does not fit the context of " +
+                std::to_string(capacity) + ": raise --ctx or shorten the prompt");
+}
+
+}  // namespace
+
+// A turn of the conversation a Session holds, with its image's embeddings.
+struct HeldTurn {
+  text::ChatTurn turn;
+  std::optional<EncodedImage> image;
+};
+
+struct Session::State {
+  explicit State(const Engine::Impl& engine) : cache(engine.decoder().config(), engine.options.context) {}
+  KVCache cache;
+  std::optional<std::string> system_prompt;  // unset: the chat format's default
+  std::vector<HeldTurn> history;              // the conversation so far, for ask()
+  std::vector<uint64_t> keys;                 // content keys of the cached positions
+  std::vector<int32_t> tokens;                // their ids (kImageMarker at image positions), for the repetition penalty
+
+  // The positions of `turns` rendered in the engine's chat format, images spliced in.
+  Sequence chat_sequence(const Engine::Impl& engine, std::span<const HeldTurn> turns) const;
+  // Runs `sequence`: keeps the longest prefix the cache shares with it (at least one position is
+  // prefilled, so that there are logits to sample from), prefills the rest, then samples up to max_tokens
+  // tokens, feeding each back.
+  Generation run(const Engine::Impl& engine, const Sequence& sequence, const GenerateOptions& options,
+                 const TextCallback& on_text, Clock::time_point turn_start, Timings timings);
   Generation generate(const Engine::Impl& engine, const Sequence& sequence, int reuse, const GenerateOptions& options,
                       const TextCallback& on_text, Clock::time_point turn_start, Timings timings);
 };
@@ -325,10 +405,26 @@ void Session::reset() {
   state_->cache.clear();
   state_->keys.clear();
   state_->tokens.clear();
-  state_->unfed_token = -1;
+  state_->history.clear();
 }
 
 int Session::context_used() const { return state_->cache.size(); }
+
+Sequence Session::State::chat_sequence(const Engine::Impl& engine, std::span<const HeldTurn> turns) const {
+  std::vector<text::ChatTurn> rendered;
+  std::vector<EncodedImage> images;
+  if (system_prompt && (turns.empty() || turns.front().turn.role != "system"))
+    rendered.push_back({"system", *system_prompt, false});
+  for (const HeldTurn& held : turns) {
+    rendered.push_back(held.turn);
+    if (held.image) images.push_back(*held.image);
+  }
+  const std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, engine.chat_format().render(rendered));
+  Sequence sequence;
+  check_fits(engine, ids, int(images.size()), cache.capacity());
+  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
+  return sequence;
+}
 
 Generation Session::ask(const std::string& user_text, const ImageInput* image, const GenerateOptions& options,
                         const TextCallback& on_text) {
@@ -336,23 +432,17 @@ Generation Session::ask(const std::string& user_text, const ImageInput* image, c
   State& state = *state_;
   const auto turn_start = Clock::now();
   check_utf8(user_text, "the prompt");
-  text::ChatMessage turn{"user", user_text, image != nullptr};
-  const std::string prompt = state.keys.empty() ? text::render_chat_prompt(state.system_prompt, std::span(&turn, 1))
-                                                : text::render_chat_continuation(turn);
-  std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, prompt);
-  if (state.unfed_token >= 0) ids.insert(ids.begin(), state.unfed_token);
-  check_fits(ids, image ? 1 : 0, state.keys.size());
-
+  engine.chat_format();  // before any work: a model without a chat format cannot chat
   Timings timings;
-  std::vector<EncodedImage> images;
-  if (image) images.push_back(engine.encode(*image, &timings));
-  // The new turn continues what the cache holds.
-  Sequence sequence;
-  sequence.keys = state.keys;
-  sequence.ids = state.tokens;
-  sequence.rows.assign(state.keys.size(), nullptr);
-  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
-  return state.generate(engine, sequence, state.cache.size(), options, on_text, turn_start, timings);
+  HeldTurn turn{{"user", user_text, image != nullptr}, std::nullopt};
+  if (image) turn.image = engine.encode(*image, &timings);
+  std::vector<HeldTurn> conversation = state.history;
+  conversation.push_back(std::move(turn));
+  const Sequence sequence = state.chat_sequence(engine, conversation);
+  Generation result = state.run(engine, sequence, options, on_text, turn_start, timings);
+  conversation.push_back({{"assistant", result.text, false}, std::nullopt});
+  state.history = std::move(conversation);
+  return result;
 }
 
 Generation Session::respond(const std::vector<ChatMessage>& conversation, const GenerateOptions& options,
@@ -362,49 +452,56 @@ Generation Session::respond(const std::vector<ChatMessage>& conversation, const 
   const auto turn_start = Clock::now();
   if (conversation.empty() || conversation.back().role != "user")
     throw Error("the conversation must end with a user message");
-  std::string system{text::kDefaultSystemPrompt};
-  std::vector<text::ChatMessage> turns;
   int image_count = 0;
   for (const auto& message : conversation) {
     check_utf8(message.text, ("a " + message.role + " message").c_str());
-    if (message.role == "system") {
-      if (message.image) throw Error("a system message cannot carry an image");
-      system = message.text;
-      continue;
-    }
-    turns.push_back({message.role, message.text, message.image.has_value()});
     image_count += message.image ? 1 : 0;
   }
-  std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, text::render_chat_prompt(system, turns));
-  check_fits(ids, image_count, 0);
-
+  engine.chat_format();
   Timings timings;
-  std::vector<EncodedImage> images;
-  for (const auto& message : conversation)
-    if (message.image) images.push_back(engine.encode(*message.image, image_count == 1 ? &timings : nullptr));
-  Sequence sequence;
-  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
-
-  // Keep the longest prefix the cache shares with this conversation; at least one position is
-  // prefilled so that there are logits to sample from.
-  size_t reuse = 0;
-  while (reuse < state.keys.size() && reuse < sequence.keys.size() && state.keys[reuse] == sequence.keys[reuse]) ++reuse;
-  reuse = std::min(reuse, sequence.keys.size() - 1);
-  state.unfed_token = -1;
-  return state.generate(engine, sequence, int(reuse), options, on_text, turn_start, timings);
+  std::vector<HeldTurn> turns;
+  for (const auto& message : conversation) {
+    HeldTurn turn{{message.role, message.text, message.image.has_value()}, std::nullopt};
+    if (message.image) turn.image = engine.encode(*message.image, image_count == 1 ? &timings : nullptr);
+    turns.push_back(std::move(turn));
+  }
+  const Sequence sequence = state.chat_sequence(engine, turns);
+  Generation result = state.run(engine, sequence, options, on_text, turn_start, timings);
+  turns.push_back({{"assistant", result.text, false}, std::nullopt});
+  state.history = std::move(turns);
+  return result;
 }
 
-void Session::check_fits(std::span<const int32_t> ids, int images, size_t already_used) const {
+Generation Session::complete(const std::string& prompt, const GenerateOptions& options, const TextCallback& on_text,
+                             const ImageInput* image) {
   const Engine::Impl& engine = engine_.impl();
-  const size_t markers = size_t(std::count(ids.begin(), ids.end(), text::kImageMarker));
-  const size_t positions = ids.size() - markers + size_t(images) * engine.info.image_tokens;
-  if (markers != size_t(images))
-    throw Error(images ? "the prompt must not contain the text \"<image>\": the image is placed automatically"
-                       : "the prompt contains \"<image>\" but no image was given");
-  if (already_used + positions >= size_t(state_->cache.capacity()))
-    throw Error("prompt of " + std::to_string(positions) + " positions does not fit the context of " +
-                std::to_string(state_->cache.capacity()) + " (" + std::to_string(already_used) +
-                " already used): raise --ctx or shorten the prompt");
+  State& state = *state_;
+  const auto turn_start = Clock::now();
+  check_utf8(prompt, "the prompt");
+  std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, prompt);
+  const text::TokenizerConfig& tc = engine.tokenizer_config;
+  // A raw prompt gets what the tokenizer adds itself (BOS where tokenizer_config asks for it), no more.
+  if (tc.add_bos_token && !tc.bos_token.empty()) {
+    const int32_t bos = engine.tokenizer->token_to_id(tc.bos_token);
+    if (bos >= 0) ids.insert(ids.begin(), bos);
+  }
+  check_fits(engine, ids, image ? 1 : 0, state.cache.capacity());
+  if (ids.empty()) throw Error("the prompt is empty");
+  Timings timings;
+  std::vector<EncodedImage> images;
+  if (image) images.push_back(engine.encode(*image, &timings));
+  Sequence sequence;
+  sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
+  state.history.clear();  // a raw prompt is no conversation to continue
+  return state.run(engine, sequence, options, on_text, turn_start, timings);
+}
+
+Generation Session::State::run(const Engine::Impl& engine, const Sequence& sequence, const GenerateOptions& options,
+                               const TextCallback& on_text, Clock::time_point turn_start, Timings timings) {
+  size_t reuse = 0;
+  while (reuse < keys.size() && reuse < sequence.keys.size() && keys[reuse] == sequence.keys[reuse]) ++reuse;
+  reuse = std::min(reuse, sequence.keys.size() - 1);
+  return generate(engine, sequence, int(reuse), options, on_text, turn_start, timings);
 }
 
 Generation Session::State::generate(const Engine::Impl& engine, const Sequence& sequence, int reuse,
@@ -432,7 +529,7 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
     }
     int run_end = p;
     while (run_end < sequence.size() && !sequence.rows[run_end]) ++run_end;
-    engine.llm->embed(std::span(sequence.ids).subspan(p, run_end - p), out);
+    engine.decoder().embed(std::span(sequence.ids).subspan(p, run_end - p), out);
     p = run_end;
   }
 
@@ -440,12 +537,12 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
   cache.truncate(reuse);
   keys.resize(reuse);
   tokens.resize(reuse);
-  std::vector<float> logits = engine.llm->forward(embeds.data(), positions, cache);
+  std::vector<float> logits = engine.decoder().forward(embeds.data(), positions, cache);
   timings.prefill_ms = ms_since(start);
   keys.insert(keys.end(), sequence.keys.begin() + reuse, sequence.keys.end());
   tokens.insert(tokens.end(), sequence.ids.begin() + reuse, sequence.ids.end());
-  unfed_token = -1;
   result.prompt_tokens = positions;
+  result.prompt_ids = sequence.prompt_ids;
 
   Sampler sampler(options.sampling);
   text::StreamDecoder decoder(*engine.tokenizer);
@@ -473,13 +570,11 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
     emit(filter.push(decoder.push(token)));
     if (filter.stopped()) result.stop_reason = StopReason::StopString;
     if (result.stop_reason == StopReason::Cancelled || result.stop_reason == StopReason::StopString ||
-        n + 1 == max_tokens || cache.size() + 1 >= cache.capacity()) {
-      unfed_token = token;
+        n + 1 == max_tokens || cache.size() + 1 >= cache.capacity())
       break;
-    }
     start = Clock::now();
-    engine.llm->embed(std::span(&token, 1), step_embedding.data());
-    logits = engine.llm->forward(step_embedding.data(), 1, cache);
+    engine.decoder().embed(std::span(&token, 1), step_embedding.data());
+    logits = engine.decoder().forward(step_embedding.data(), 1, cache);
     keys.push_back(uint32_t(token));
     tokens.push_back(token);
     decode_ms += ms_since(start);

@@ -176,22 +176,6 @@ TEST(ChatFormat, ImagesGoOnUserTurnsOnly) {
   }
 }
 
-// The continuation is what follows the answer in the whole conversation's rendering.
-TEST(ChatFormat, ContinuationFollowsTheAnswer) {
-  const ChatTurn follow_up{"user", "And 3+3?"};
-  EXPECT_EQ(ChatFormat::by_name("chatml").render_continuation(follow_up),
-            "<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(ChatFormat::by_name("llama2", "<s>", "</s>").render_continuation(follow_up), " </s><s>[INST] And 3+3? [/INST]");
-  EXPECT_EQ(ChatFormat::by_name("llama3", "<|begin_of_text|>").render_continuation(follow_up),
-            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnd 3+3?<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(ChatFormat::by_name("deepseek", kDeepSeekBos, kDeepSeekEos).render_continuation(follow_up),
-            kDeepSeekEos + "User: And 3+3?\n\nAssistant:");
-  EXPECT_EQ(ChatFormat::by_name("phi3").render_continuation(follow_up),
-            "<|end|>\n<|user|>\nAnd 3+3?<|end|>\n<|assistant|>\n");
-  EXPECT_THROW(ChatFormat::by_name("chatml").render_continuation({"assistant", "x"}), Error);
-}
-
 TEST(ChatFormat, UnknownTemplatesListTheKnownFormats) {
   for (const std::string& jinja : {kGemmaTemplate, kMistralTemplate, std::string()}) {
     try {

@@ -2,8 +2,8 @@
 // forward hooks on the official model (shared/docs/fastvlm-facts.md).
 #include <gtest/gtest.h>
 
-#include "io/config.h"
-#include "llm/qwen2.h"
+#include "llm/text_config.h"
+#include "llm/text_decoder.h"
 #include "vision/fastvit.h"
 
 using namespace fastvlm;

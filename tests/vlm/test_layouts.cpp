@@ -8,7 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include <png.h>
+
+#include <cstdio>
+
 #include "fastvlm/fastvlm.hpp"
+#include "image/decode.h"
+#include "image/preprocess.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -17,6 +23,26 @@ using namespace fastvlm;
 namespace {
 
 const fs::path kTiny = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm";
+
+// The centre square of an image, written as an 8-bit RGB PNG.
+void write_center_square_png(const fs::path& from, const fs::path& to) {
+  const Image image = decode_image_file(from.string(), {});
+  const int side = std::min(image.width, image.height);
+  const int left = (image.width - side) / 2, top = (image.height - side) / 2;
+  FILE* file = std::fopen(to.c_str(), "wb");
+  ASSERT_NE(file, nullptr);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, file);
+  png_set_IHDR(png, info, side, side, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int y = 0; y < side; ++y)
+    png_write_row(png, image.rgb.data() + (size_t(top + y) * image.width + left) * 3);
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(file);
+}
 
 // llava_qwen2 name -> fast_vlm name for the tiny tower (layers [1,2,2,1,1], RepCPE before stages 3, 4):
 // network.0 = stage 0, 1 = downsample of stage 1, 2 = stage 1, 3 = downsample 2, 4 = stage 2,
@@ -88,7 +114,11 @@ TEST(Layouts, FastVlmLayoutAnswersLikeTheRelease) {
                                                        {"image_token_index", 151646},
                                                        {"projector_hidden_act", "gelu"}}
                                             .dump(1);
-  std::ofstream(dir / "preprocessor_config.json") << R"({"crop_size": {"height": 256, "width": 256}})";
+  // A CLIP processor (shortest edge, center crop) that, on a square image, pixel for pixel does what the
+  // release's pad-to-square does.
+  std::ofstream(dir / "preprocessor_config.json")
+      << R"({"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 256},
+             "crop_size": {"height": 256, "width": 256}, "do_normalize": false, "resample": 3})";
   for (const char* file : {"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
                            "generation_config.json"})
     fs::copy_file(kTiny / file, dir / file);
@@ -101,11 +131,24 @@ TEST(Layouts, FastVlmLayoutAnswersLikeTheRelease) {
   EXPECT_EQ(native->info().image_tokens, 16);
   GenerateOptions greedy;
   greedy.max_tokens = 16;
-  ImageInput image = ImageInput::file((kTiny / "golden" / "image_a_320x200.png").string());
+  const fs::path square = dir / "square.png";
+  write_center_square_png(kTiny / "golden" / "image_a_320x200.png", square);
+  ImageInput image = ImageInput::file(square.string());
   Session a(*release), b(*native);
   Generation expected = a.ask("Describe the image.", &image, greedy);
   Generation actual = b.ask("Describe the image.", &image, greedy);
   EXPECT_EQ(actual.token_ids, expected.token_ids);
   EXPECT_EQ(actual.prompt_tokens, expected.prompt_tokens);
+
+  // A wide image is center-cropped, not padded: the pixel values are the CLIP processor's.
+  const ImageInput wide = ImageInput::file((kTiny / "golden" / "image_a_320x200.png").string());
+  std::vector<float> native_pixels, release_pixels;
+  native->embed_image(wide, nullptr, nullptr, &native_pixels);
+  release->embed_image(wide, nullptr, nullptr, &release_pixels);
+  const Tensor expected_pixels =
+      preprocess_image(decode_image_file((kTiny / "golden" / "image_a_320x200.png").string(), {}),
+                       read_image_processor_config(dir / "preprocessor_config.json"));
+  EXPECT_EQ(native_pixels, std::vector<float>(expected_pixels.data(), expected_pixels.data() + expected_pixels.numel()));
+  EXPECT_NE(native_pixels, release_pixels);
   fs::remove_all(dir);
 }

@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "vision/fastvit.h"
 #include "vision/projector.h"
+#include "models/fastvlm/fastvlm_config.h"
 
 namespace fastvlm {
 namespace {
@@ -89,10 +90,10 @@ class VisionGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     checkpoint_ = Checkpoint::open(kFixture).release();
-    tower_ = VisionTower::load(*checkpoint_, VisionCompute::F32).release();
-    if (active_isa() >= Isa::Avx512) bf16_tower_ = VisionTower::load(*checkpoint_, VisionCompute::Bf16).release();
-    if (int8_supported()) int8_tower_ = VisionTower::load(*checkpoint_, VisionCompute::Int8).release();
-    projector_ = Projector::load(*checkpoint_).release();
+    tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::F32).release();
+    if (active_isa() >= Isa::Avx512) bf16_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Bf16).release();
+    if (int8_supported()) int8_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Int8).release();
+    projector_ = Projector::load(*checkpoint_, 512, 64).release();  // mm_hidden_size, hidden_size
   }
   static void TearDownTestSuite() {
     delete projector_;
@@ -213,7 +214,7 @@ TEST_F(VisionGolden, DefaultComputeFollowsTheCpu) {
   EXPECT_EQ(default_vision_compute(), has_bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
   if (!int8_supported()) {
     try {
-      VisionTower::load(*checkpoint_, VisionCompute::Int8);
+      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Int8);
       ADD_FAILURE() << "int8 compute loaded without AVX512-VNNI";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << e.what();
@@ -221,7 +222,7 @@ TEST_F(VisionGolden, DefaultComputeFollowsTheCpu) {
   }
   if (!has_bf16) {
     try {
-      VisionTower::load(*checkpoint_, VisionCompute::Bf16);
+      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Bf16);
       ADD_FAILURE() << "bf16 compute loaded without AVX512-BF16";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
@@ -314,9 +315,10 @@ class EditedCheckpoint {
 
 std::string load_error(const fs::path& dir) {
   try {
+    const FastVlmConfig config = load_fastvlm_config(dir);
     const auto checkpoint = Checkpoint::open(dir);
-    VisionTower::load(*checkpoint);
-    Projector::load(*checkpoint);
+    VisionTower::load(*checkpoint, config.vision);
+    Projector::load(*checkpoint, config.mm_hidden_size, config.text.hidden_size);
   } catch (const Error& e) {
     return e.what();
   }

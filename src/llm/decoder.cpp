@@ -1,16 +1,14 @@
-#include "llm/qwen2.h"
+#include "llm/decoder.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <regex>
 
-#include "core/error.h"
 #include "core/cpu.h"
-#include "core/dtype.h"
-#include "core/gemm.h"
+#include "core/error.h"
 #include "core/gemv.h"
 #include "core/ops.h"
-#include "core/qgemm.h"
 #include "core/simd_math.h"
 #include "llm/activations.h"
 #include "llm/attention.h"
@@ -19,141 +17,13 @@ namespace fastvlm {
 
 namespace {
 
-// Decode feeds one row at a time; up to this many rows a GEMV per row beats repacking for a GEMM.
-constexpr int kMaxRowsForGemv = 3;
-
-QuantType quant_type_of(const Checkpoint& checkpoint) {
-  return checkpoint.config().quantization.type == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
-}
-
-void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType expected, const char* why) {
-  if (info.dtype != expected)
-    throw Error(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "' is " +
-                std::string(dtype_name(info.dtype)) + ", expected " + std::string(dtype_name(expected)) + " (" +
-                why + ")");
-}
-
-// Scratch buffers of one prefill GEMM, reused across calls (and layers) on the calling thread.
-struct GemmScratch {
-  std::vector<uint16_t> x_bf16;
-  std::vector<float> weights_f32;
-};
-GemmScratch& gemm_scratch() {
-  thread_local GemmScratch scratch;
-  return scratch;
-}
+// Decode feeds one row at a time: up to this many rows attention loops over the cache per head.
+constexpr int kMaxRowsForDotLoops = 3;
 
 }  // namespace
 
-Qwen2::Linear Qwen2::Linear::load_dense(const Checkpoint& checkpoint, const std::string& name, int out_features,
-                                        int in_features, LlmDtype dtype) {
-  Linear linear;
-  linear.in_features = in_features;
-  linear.out_features = out_features;
-  if (dtype == LlmDtype::F32) {
-    linear.format = Format::F32;
-    linear.f32 = std::make_shared<const Tensor>(checkpoint.load_f32(name, {out_features, in_features}));
-    return linear;
-  }
-  linear.format = Format::BF16;
-  const TensorInfo& info = checkpoint.tensor(name, {out_features, in_features});
-  if (info.dtype == DType::BF16) {
-    linear.bf16 = reinterpret_cast<const uint16_t*>(info.data);
-  } else {
-    const Tensor widened = checkpoint.load_f32(name, {out_features, in_features});
-    auto converted = std::make_shared<std::vector<uint16_t>>(size_t(widened.numel()));
-    f32_to_bf16_simd(widened.data(), converted->data(), widened.numel());
-    linear.bf16 = converted->data();
-    linear.converted_bf16 = std::move(converted);
-  }
-  return linear;
-}
-
-Qwen2::Linear Qwen2::Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                                  int in_features, bool with_bias, LlmDtype dtype) {
-  Linear linear;
-  if (checkpoint.config().quantization.type.empty()) {
-    linear = load_dense(checkpoint, prefix + ".weight", out_features, in_features, dtype);
-  } else {
-    const QuantType type = quant_type_of(checkpoint);
-    if (in_features % kQuantGroupSize != 0)
-      throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
-                  " inputs, not a multiple of the quantisation group size 32");
-    const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
-    expect_dtype(checkpoint, codes, type == QuantType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
-    const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
-    expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
-    linear.format = Format::Quantized;
-    linear.quantized = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
-                                   in_features};
-    linear.in_features = in_features;
-    linear.out_features = out_features;
-  }
-  if (with_bias) {
-    const Tensor bias = checkpoint.load_f32(prefix + ".bias", {out_features});
-    linear.bias.assign(bias.data(), bias.data() + bias.numel());
-  }
-  return linear;
-}
-
-void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
-  const float* b = bias.empty() ? nullptr : bias.data();
-  if (format == Format::F32) {
-    linear_f32(x, rows, in_features, f32->data(), out_features, b, y);
-    return;
-  }
-  if (rows <= kMaxRowsForGemv) {
-    for (int r = 0; r < rows; ++r) {
-      const float* x_row = x + size_t(r) * in_features;
-      float* y_row = y + size_t(r) * out_features;
-      if (format == Format::BF16) {
-        gemv_bf16(bf16, out_features, in_features, x_row, y_row);
-      } else {
-        gemv_quant(quantized, x_row, y_row);
-      }
-      if (b) for (int o = 0; o < out_features; ++o) y_row[o] += b[o];
-    }
-    return;
-  }
-  // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI
-  // (every CPU the Avx512 level admits); bf16 weights through a bf16 GEMM there; else float32.
-  if (format == Format::Quantized && linear_quant_supported()) {
-    linear_quant(x, rows, quantized, b, y);
-    return;
-  }
-  GemmScratch& scratch = gemm_scratch();
-  const size_t weight_count = size_t(out_features) * in_features;
-  if (format == Format::BF16 && active_isa() >= Isa::Avx512) {
-    scratch.x_bf16.resize(size_t(rows) * in_features);
-    f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
-    linear_bf16(scratch.x_bf16.data(), rows, in_features, bf16, out_features, b, y);
-    return;
-  }
-  scratch.weights_f32.resize(weight_count);
-  if (format == Format::BF16) {
-    convert_to_f32(DType::BF16, bf16, scratch.weights_f32.data(), weight_count);
-  } else {
-    dequantize_rows_f32(quantized, 0, out_features, scratch.weights_f32.data());
-  }
-  linear_f32(x, rows, in_features, scratch.weights_f32.data(), out_features, b, y);
-}
-
-void Qwen2::Linear::row(int64_t index, float* out) const {
-  switch (format) {
-    case Format::F32:
-      std::memcpy(out, f32->data() + index * in_features, sizeof(float) * in_features);
-      break;
-    case Format::BF16:
-      convert_to_f32(DType::BF16, bf16 + index * in_features, out, size_t(in_features));
-      break;
-    case Format::Quantized:
-      dequantize_rows_f32(quantized, index, 1, out);
-      break;
-  }
-}
-
 // Activations of one forward call, allocated once per call and sized by its number of positions.
-struct Qwen2::Workspace {
+struct Decoder::Workspace {
   int n;             // positions in this call
   int first;         // position of the first of them (= cache size before the call)
   std::vector<float> residual, normed, q, k, v, attended, projected, gate, up;
@@ -173,7 +43,7 @@ struct Qwen2::Workspace {
         projected(size_t(n) * c.hidden_size),
         gate(size_t(n) * c.intermediate_size),
         up(size_t(n) * c.intermediate_size),
-        scores(n <= kMaxRowsForGemv ? size_t(c.num_attention_heads) * size_t(first + n) : 0),
+        scores(n <= kMaxRowsForDotLoops ? size_t(c.num_attention_heads) * size_t(first + n) : 0),
         rotary_cos(size_t(n) * c.head_dim / 2),
         rotary_sin(size_t(n) * c.head_dim / 2) {}
 };
@@ -198,7 +68,7 @@ void check_config(const TextConfig& c) {
   if (c.head_dim % 2 != 0) {
     throw Error("config.json: head_dim " + std::to_string(c.head_dim) + " must be even for rotary embeddings");
   }
-  if (!(c.rope_theta > 0) || !(c.rms_norm_eps > 0)) {
+  if (!(c.rope.theta > 0) || !(c.rms_norm_eps > 0)) {
     throw Error("config.json: rope_theta and rms_norm_eps must be positive");
   }
 }
@@ -209,53 +79,45 @@ void add_inplace(float* accumulator, const float* addend, size_t count) {
 
 }  // namespace
 
-std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint, const LlmOptions& options) {
-  const TextConfig& c = checkpoint.config().text;
+std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextConfig& c, DType dtype) {
   check_config(c);
-  std::unique_ptr<Qwen2> model(new Qwen2(c));
+  std::unique_ptr<Decoder> model(new Decoder(c));
   const int hidden = c.hidden_size;
   const int q_dim = c.num_attention_heads * c.head_dim;
   const int kv_dim = c.num_key_value_heads * c.head_dim;
 
-  const LlmDtype dtype = options.dtype;
   // Attention follows the weights' precision: bf16 products where the linears use them, so that the f32
   // path stays the accuracy reference.
-  model->attention_precision_ = dtype == LlmDtype::BF16 && active_isa() >= Isa::Avx512 ? AttentionPrecision::Bf16
-                                                                                        : AttentionPrecision::F32;
+  model->attention_precision_ = dtype == DType::BF16 && active_isa() >= Isa::Avx512 ? AttentionPrecision::Bf16
+                                                                                     : AttentionPrecision::F32;
   model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens.weight", c.vocab_size, hidden, dtype);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    auto linear = [&](const char* name, int out, int in, bool bias) {
+      return Linear::load(checkpoint, prefix + name, out, in, bias, dtype);
+    };
     Layer layer;
     layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
-    layer.q_proj = Linear::load(checkpoint, prefix + "self_attn.q_proj", q_dim, hidden, true, dtype);
-    layer.k_proj = Linear::load(checkpoint, prefix + "self_attn.k_proj", kv_dim, hidden, true, dtype);
-    layer.v_proj = Linear::load(checkpoint, prefix + "self_attn.v_proj", kv_dim, hidden, true, dtype);
-    layer.o_proj = Linear::load(checkpoint, prefix + "self_attn.o_proj", hidden, q_dim, false, dtype);
+    layer.q_proj = linear("self_attn.q_proj", q_dim, hidden, c.qkv_bias);
+    layer.k_proj = linear("self_attn.k_proj", kv_dim, hidden, c.qkv_bias);
+    layer.v_proj = linear("self_attn.v_proj", kv_dim, hidden, c.qkv_bias);
+    layer.o_proj = linear("self_attn.o_proj", hidden, q_dim, c.o_bias);
     layer.post_attention_norm = checkpoint.load_f32(prefix + "post_attention_layernorm.weight", {hidden});
-    layer.gate_proj = Linear::load(checkpoint, prefix + "mlp.gate_proj", c.intermediate_size, hidden, false, dtype);
-    layer.up_proj = Linear::load(checkpoint, prefix + "mlp.up_proj", c.intermediate_size, hidden, false, dtype);
-    layer.down_proj = Linear::load(checkpoint, prefix + "mlp.down_proj", hidden, c.intermediate_size, false, dtype);
+    layer.gate_proj = linear("mlp.gate_proj", c.intermediate_size, hidden, c.mlp_bias);
+    layer.up_proj = linear("mlp.up_proj", c.intermediate_size, hidden, c.mlp_bias);
+    layer.down_proj = linear("mlp.down_proj", hidden, c.intermediate_size, c.mlp_bias);
     model->layers_.push_back(std::move(layer));
   }
   model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
-  if (c.tie_word_embeddings) {
-    model->lm_head_ = model->embed_tokens_;
-  } else {
-    model->lm_head_ = Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dtype);
-  }
-
-  // Frequencies in double: the angles position·frequency then stay exact to float precision even for
-  // positions in the tens of thousands.
-  const int half = c.head_dim / 2;
-  model->inverse_frequencies_.resize(half);
-  for (int j = 0; j < half; ++j) {
-    model->inverse_frequencies_[j] = std::pow(double(c.rope_theta), -2.0 * j / c.head_dim);
-  }
+  // A tied head uses the embedding, even where a (redundant) lm_head.weight is stored.
+  model->lm_head_ = c.tie_word_embeddings ? model->embed_tokens_
+                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dtype);
+  model->inverse_frequencies_ = rope_inverse_frequencies(c.rope, c.head_dim);
   return model;
 }
 
-void Qwen2::embed(std::span<const int32_t> ids, float* out) const {
+void Decoder::embed(std::span<const int32_t> ids, float* out) const {
   const int hidden = config_.hidden_size;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= config_.vocab_size) {
@@ -266,7 +128,7 @@ void Qwen2::embed(std::span<const int32_t> ids, float* out) const {
   for (size_t i = 0; i < ids.size(); ++i) embed_tokens_.row(ids[i], out + i * hidden);
 }
 
-void Qwen2::rms_norm(const float* x, const Tensor& weight, int rows, float* y) const {
+void Decoder::rms_norm(const float* x, const Tensor& weight, int rows, float* y) const {
   const int hidden = config_.hidden_size;
   const float* w = weight.data();
   for (int r = 0; r < rows; ++r) {
@@ -281,7 +143,7 @@ void Qwen2::rms_norm(const float* x, const Tensor& weight, int rows, float* y) c
 
 // Rotate-half rotary embedding: with h = head_dim/2, the pairs (x[j], x[j+h]) of every head are rotated by
 // the angle position·frequency[j].
-void Qwen2::apply_rotary(float* x, int rows, int heads, const Workspace& ws) const {
+void Decoder::apply_rotary(float* x, int rows, int heads, const Workspace& ws) const {
   const int head_dim = config_.head_dim;
   const int half = head_dim / 2;
   for (int r = 0; r < rows; ++r) {
@@ -299,7 +161,7 @@ void Qwen2::apply_rotary(float* x, int rows, int heads, const Workspace& ws) con
   }
 }
 
-void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const {
+void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const {
   const int n = ws.n;
   const int heads = config_.num_attention_heads;
   const int kv_heads = config_.num_key_value_heads;
@@ -323,7 +185,7 @@ void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCach
     }
   }
 
-  if (n <= kMaxRowsForGemv) {
+  if (n <= kMaxRowsForDotLoops) {
     attend_with_dot_loops(layer_index, ws, cache);
   } else {
     causal_attention(ws.q.data(), n, ws.first, heads, cache, layer_index, attention_precision_, ws.attention,
@@ -336,7 +198,7 @@ void Qwen2::attention(int layer_index, const Layer& layer, Workspace& ws, KVCach
 
 // Decode: a handful of queries against the cache, per head with vector dot products and axpys (a GEMM
 // call per head would cost more in setup than the arithmetic). Heads are spread over the threads.
-void Qwen2::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const {
+void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const {
   const int heads = config_.num_attention_heads;
   const int head_dim = config_.head_dim;
   const int queries_per_kv_head = heads / config_.num_key_value_heads;
@@ -362,7 +224,7 @@ void Qwen2::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache&
   }
 }
 
-void Qwen2::mlp(const Layer& layer, Workspace& ws) const {
+void Decoder::mlp(const Layer& layer, Workspace& ws) const {
   const int n = ws.n;
   rms_norm(ws.residual.data(), layer.post_attention_norm, n, ws.normed.data());
   layer.gate_proj.forward(ws.normed.data(), n, ws.gate.data());
@@ -372,7 +234,7 @@ void Qwen2::mlp(const Layer& layer, Workspace& ws) const {
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
 }
 
-std::vector<float> Qwen2::forward(const float* embeddings, int n, KVCache& cache,
+std::vector<float> Decoder::forward(const float* embeddings, int n, KVCache& cache,
                                   const HiddenStateObserver& observer) const {
   if (cache.num_layers() != config_.num_hidden_layers || cache.num_kv_heads() != config_.num_key_value_heads ||
       cache.head_dim() != config_.head_dim) {
@@ -381,7 +243,7 @@ std::vector<float> Qwen2::forward(const float* embeddings, int n, KVCache& cache
                 ", the model has " + std::to_string(config_.num_hidden_layers) + " x " +
                 std::to_string(config_.num_key_value_heads) + " x " + std::to_string(config_.head_dim));
   }
-  if (n < 1) throw Error("Qwen2 forward: needs at least one position, got " + std::to_string(n));
+  if (n < 1) throw Error("decoder forward: needs at least one position, got " + std::to_string(n));
   if (n > cache.capacity() - cache.size()) {
     throw Error("context overflow: " + std::to_string(cache.size()) + " positions in the cache + " +
                 std::to_string(n) + " new ones exceed the context size " + std::to_string(cache.capacity()));
@@ -419,6 +281,12 @@ std::vector<float> Qwen2::forward(const float* embeddings, int n, KVCache& cache
   std::vector<float> logits(config_.vocab_size);
   lm_head_.forward(last_normed.data(), 1, logits.data());
   return logits;
+}
+
+bool is_decoder_linear_weight(const std::string& name) {
+  static const std::regex pattern(
+      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight|lm_head\.weight)");
+  return std::regex_match(name, pattern);
 }
 
 int64_t prefill_macs(const TextConfig& config, int64_t positions, int64_t cached) {

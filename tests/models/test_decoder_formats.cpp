@@ -1,4 +1,4 @@
-// The fast weight formats of the Qwen2 decoder on the tiny fixture: bf16 (checkpoint bytes in place) and
+// The fast weight formats of the decoder on the FastVLM tiny fixture: bf16 (checkpoint bytes in place) and
 // Q8_0/Q4_0 checkpoints written by quantize_model, against the float32 goldens. The same tests run again
 // in child processes with FASTVLM_ISA=avx2 and =scalar, so every dispatch path goes through the model.
 #include <gtest/gtest.h>
@@ -17,8 +17,9 @@
 #include "golden.h"
 #include "io/safetensors.h"
 #include "llm/kv_cache.h"
-#include "llm/quantize.h"
-#include "llm/qwen2.h"
+#include "models/quantize.h"
+#include "llm/decoder.h"
+#include "models/fastvlm/fastvlm_config.h"
 #include "llm/sampling.h"
 
 namespace fastvlm {
@@ -48,7 +49,7 @@ struct CaseInput {
   int exact_through;
 };
 
-std::vector<CaseInput> golden_cases(const Qwen2& model) {
+std::vector<CaseInput> golden_cases(const Decoder& model) {
   const nlohmann::json golden = golden_json();
   std::vector<CaseInput> cases;
   for (const std::string image : {"image_a_320x200", "image_b_97x131"}) {
@@ -72,7 +73,7 @@ struct RunResult {
   std::vector<int32_t> tokens;
 };
 
-RunResult prefill_and_decode(const Qwen2& model, const CaseInput& c) {
+RunResult prefill_and_decode(const Decoder& model, const CaseInput& c) {
   KVCache cache(model.config(), c.positions + int(c.tokens.size()));
   RunResult result;
   result.prefill_logits = model.forward(c.embeds.data(), c.positions, cache);
@@ -113,7 +114,7 @@ int agreeing_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b
 
 TEST(Qwen2Bf16, ReproducesTheGoldenGreedyTokens) {
   const auto checkpoint = Checkpoint::open(kFixture);
-  const auto model = Qwen2::load(*checkpoint, LlmOptions{LlmDtype::BF16});
+  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(kFixture).text, DType::BF16);
   std::printf("ISA path: %s\n", std::string(isa_name(active_isa())).c_str());
   for (const CaseInput& c : golden_cases(*model)) {
     SCOPED_TRACE(c.name);
@@ -140,10 +141,10 @@ TEST_P(Qwen2Quantized, QuantisedCheckpointLoadsAndStaysCloseToFloat32) {
   EXPECT_THROW(quantize_model(kFixture, out, type), Error);  // refuses a non-empty output directory
 
   const auto checkpoint = Checkpoint::open(out);
-  EXPECT_EQ(checkpoint->config().quantization.type, quant_type_name(type));
+  EXPECT_EQ(checkpoint->quantization().type, quant_type_name(type));
   EXPECT_TRUE(fs::exists(out / "vocab.json"));
   EXPECT_TRUE(checkpoint->has("model.mm_projector.0.weight"));  // the rest is carried over
-  const auto model = Qwen2::load(*checkpoint);
+  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(out).text, DType::F32);
   // Error budget: Q8_0 keeps ~0.4% per weight, Q4_0 ~7%; both then see int8 activations in decode.
   const double max_rms = type == QuantType::Q8_0 ? 0.025 : 0.25;
   for (const CaseInput& c : golden_cases(*model)) {
@@ -194,7 +195,7 @@ TEST(Qwen2Formats, QuantisedConfigRecordIsValidated) {
   config["quantization"] = {{"type", "q8_0"}, {"group_size", 32}};
   std::ofstream(dir / "config.json") << config.dump();
   try {
-    Qwen2::load(*Checkpoint::open(dir));
+    Decoder::load(*Checkpoint::open(dir), load_fastvlm_config(dir).text, DType::F32);
     ADD_FAILURE() << "dense tensors loaded as q8_0";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected I8"), std::string::npos) << e.what();

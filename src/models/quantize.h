@@ -4,7 +4,8 @@
 // I8 [out, in] or U8 [out, in/2]) plus `<name>.weight_scale` (F16 [out, in/32]) in the layout of
 // core/quant.h; everything else (embedding, norms, biases, vision tower, projector) is copied unchanged, as
 // are the tokenizer and generation_config files. config.json gains
-// "quantization": {"type": "q8_0"|"q4_0", "group_size": 32}, which Checkpoint/Qwen2 read back.
+// "quantization": {"type": "q8_0"|"q4_0", "group_size": 32}, which Checkpoint and Linear read back. The model
+// family says which tensors are its linears (Architecture::quantizable_weights).
 #include <cstddef>
 #include <filesystem>
 

@@ -1,9 +1,8 @@
-#include "llm/quantize.h"
+#include "models/quantize.h"
 
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "core/json_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "models/registry.h"
 
 namespace fastvlm {
 namespace {
@@ -32,13 +32,6 @@ std::vector<fs::path> weight_files(const fs::path& dir) {
   return files;
 }
 
-// The LLM's linear weights: the decoder projections and lm_head (not the embedding, which is read by rows).
-bool is_llm_linear_weight(const std::string& name) {
-  static const std::regex pattern(
-      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight|lm_head\.weight)");
-  return std::regex_match(name, pattern);
-}
-
 struct QuantizedTensor {
   std::vector<uint8_t> codes;
   std::vector<uint16_t> scales;
@@ -47,9 +40,11 @@ struct QuantizedTensor {
 }  // namespace
 
 QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, QuantType type) {
-  const auto checkpoint = Checkpoint::open(input);  // validates config.json and the weight files
-  if (!checkpoint->config().quantization.type.empty())
-    throw Error(input.string() + " is already quantised (" + checkpoint->config().quantization.type + ")");
+  // The family names its linears; its config and the weight files are validated before anything is written.
+  const auto is_linear_weight = find_architecture(input).quantizable_weights(input);
+  const auto checkpoint = Checkpoint::open(input);
+  if (!checkpoint->quantization().type.empty())
+    throw Error(input.string() + " is already quantised (" + checkpoint->quantization().type + ")");
   if (fs::exists(output) && !fs::is_empty(output))
     throw Error(output.string() + " exists and is not empty; choose a new output directory");
   fs::create_directories(output);
@@ -64,7 +59,7 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, Qu
   int quantized_count = 0;
   for (const auto& file : sources) {
     for (const TensorInfo& info : file->tensors()) {
-      const bool quantise = is_llm_linear_weight(info.name) && info.shape.size() == 2 &&
+      const bool quantise = is_linear_weight(info.name) && info.shape.size() == 2 &&
                             info.shape[1] % kQuantGroupSize == 0;
       if (!quantise) {
         tensors.push_back({info.name, info.dtype, info.shape, info.data, info.nbytes});
@@ -102,7 +97,7 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, Qu
       continue;
     fs::copy_file(entry.path(), output / name);
   }
-  Checkpoint::open(output);  // the result must load
+  Checkpoint::open(output);  // the result must open
   return {quantized_count, bytes_in, bytes_out};
 }
 

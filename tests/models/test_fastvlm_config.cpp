@@ -1,5 +1,5 @@
-// Checkpoint loading: typed config, tensor lookup with shape checks, shards, and errors that name the
-// file and the key or tensor.
+// FastVLM's config.json and checkpoint loading: typed config, tensor lookup with shape checks, shards, and
+// errors that name the file and the key or tensor.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,6 +8,8 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "models/fastvlm/fastvlm_config.h"
+#include "models/registry.h"
 
 namespace fs = std::filesystem;
 using namespace fastvlm;
@@ -40,6 +42,8 @@ class ModelCopy {
 
 std::string open_error(const fs::path& dir) {
   try {
+    find_architecture(dir);
+    load_fastvlm_config(dir);
     Checkpoint::open(dir);
   } catch (const Error& e) {
     return e.what();
@@ -50,12 +54,14 @@ std::string open_error(const fs::path& dir) {
 }  // namespace
 
 TEST(Checkpoint, ParsesTheTinyConfig) {
-  auto ckpt = Checkpoint::open(kTiny);
-  const ModelConfig& c = ckpt->config();
+  EXPECT_EQ(find_architecture(kTiny).family, "fastvlm");
+  const FastVlmConfig c = load_fastvlm_config(kTiny);
   EXPECT_EQ(c.text.hidden_size, 64);
   EXPECT_EQ(c.text.num_key_value_heads, 2);
   EXPECT_EQ(c.text.head_dim, 16);
-  EXPECT_FLOAT_EQ(c.text.rope_theta, 1e6f);
+  EXPECT_DOUBLE_EQ(c.text.rope.theta, 1e6);
+  EXPECT_TRUE(c.text.qkv_bias);
+  EXPECT_FALSE(c.text.o_bias);
   EXPECT_EQ(c.vision.image_size, 256);
   EXPECT_EQ(c.vision.total_stride(), 64);
   EXPECT_EQ(c.vision.embed_dims, (std::vector<int>{16, 32, 64, 128, 256}));
@@ -71,7 +77,7 @@ TEST(Checkpoint, StockConfigMeansFastViTHD) {
   copy.config()["mm_vision_tower"] = "mobileclip_l_1024";
   copy.config()["mm_hidden_size"] = 3072;
   copy.save();
-  ModelConfig c = load_model_config(copy.dir());
+  FastVlmConfig c = load_fastvlm_config(copy.dir());
   EXPECT_EQ(c.vision.layers, (std::vector<int>{2, 12, 24, 4, 2}));
   EXPECT_EQ(c.vision.embed_dims.back(), 1536);
   EXPECT_EQ(c.vision.out_channels(), 3072);
@@ -107,7 +113,7 @@ TEST(Checkpoint, RejectsUnknownConfigValues) {
     nlohmann::json value;
   };
   const Case cases[] = {
-      {"model_type", "llama"},          {"mm_projector_type", "linear"}, {"image_aspect_ratio", "anyres"},
+      {"model_type", "gpt_neox"},       {"mm_projector_type", "linear"}, {"image_aspect_ratio", "anyres"},
       {"hidden_act", "gelu"},           {"mm_vision_tower", "clip_vit"}, {"num_key_value_heads", 3},
       {"mm_use_im_start_end", true},    {"hidden_size", "64"},           {"mm_hidden_size", 100},
   };

@@ -1,80 +1,16 @@
-#include "io/config.h"
+#include "models/fastvlm/fastvlm_config.h"
 
-#include <algorithm>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "io/config_keys.h"
+#include "models/qwen2/qwen2.h"
 
 namespace fastvlm {
 namespace {
 
 using nlohmann::json;
-
-// Typed access to one JSON object, with errors naming the file and the key.
-class Keys {
- public:
-  Keys(const json& object, std::filesystem::path file, std::string prefix = "")
-      : object_(object), file_(std::move(file)), prefix_(std::move(prefix)) {}
-
-  bool has(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
-
-  [[noreturn]] void fail(const char* key, const std::string& expected) const {
-    std::string got = has(key) ? object_[key].dump() : "nothing";
-    throw Error(file_.string() + ": key '" + prefix_ + key + "': expected " + expected + ", got " + got);
-  }
-
-  int integer(const char* key, int fallback, int min_value = 0) const {
-    if (!has(key)) return fallback;
-    const json& v = object_[key];
-    if (!v.is_number_integer() || v.get<int64_t>() < min_value || v.get<int64_t>() > (1 << 30))
-      fail(key, "an integer >= " + std::to_string(min_value));
-    return v.get<int>();
-  }
-  int required_integer(const char* key, int min_value = 1) const {
-    if (!has(key)) fail(key, "an integer >= " + std::to_string(min_value));
-    return integer(key, 0, min_value);
-  }
-  float number(const char* key, float fallback) const {
-    if (!has(key)) return fallback;
-    if (!object_[key].is_number() || !(object_[key].get<double>() > 0)) fail(key, "a positive number");
-    return object_[key].get<float>();
-  }
-  bool boolean(const char* key, bool fallback) const {
-    if (!has(key)) return fallback;
-    if (!object_[key].is_boolean()) fail(key, "true or false");
-    return object_[key].get<bool>();
-  }
-  std::string string(const char* key, const std::string& fallback) const {
-    if (!has(key)) return fallback;
-    if (!object_[key].is_string()) fail(key, "a string");
-    return object_[key].get<std::string>();
-  }
-  // An integer or a list of integers (eos_token_id comes in both forms).
-  std::vector<int> integers(const char* key) const {
-    if (!has(key)) return {};
-    const json& v = object_[key];
-    std::vector<int> out;
-    if (v.is_number_integer()) {
-      out.push_back(v.get<int>());
-    } else if (v.is_array()) {
-      for (const auto& x : v) {
-        if (!x.is_number_integer()) fail(key, "an integer or a list of integers");
-        out.push_back(x.get<int>());
-      }
-    } else {
-      fail(key, "an integer or a list of integers");
-    }
-    return out;
-  }
-  const json& at(const char* key) const { return object_[key]; }
-
- private:
-  const json& object_;
-  std::filesystem::path file_;
-  std::string prefix_;
-};
 
 // "mobileclip_l_1024" -> 1024: FastVLM takes its input size from the vision tower name alone.
 int image_size_from_tower_name(const std::string& name, const std::filesystem::path& file) {
@@ -87,7 +23,7 @@ int image_size_from_tower_name(const std::string& name, const std::filesystem::p
   return std::stoi(digits);
 }
 
-std::vector<int> int_list(const Keys& keys, const char* key, size_t count, int min_value) {
+std::vector<int> int_list(const ConfigKeys& keys, const char* key, size_t count, int min_value) {
   const json& v = keys.at(key);
   if (!v.is_array() || v.size() != count) keys.fail(key, "a list of " + std::to_string(count) + " integers");
   std::vector<int> out;
@@ -100,7 +36,7 @@ std::vector<int> int_list(const Keys& keys, const char* key, size_t count, int m
 }
 
 void parse_vision_config(const json& object, const std::filesystem::path& file, VisionConfig& vision) {
-  Keys keys(object, file, "vision_config.");
+  ConfigKeys keys(object, file, "vision_config.");
   if (!keys.has("layers")) keys.fail("layers", "a list of blocks per stage");
   if (!object["layers"].is_array() || object["layers"].empty()) keys.fail("layers", "a non-empty list");
   const size_t stages = object["layers"].size();
@@ -153,53 +89,16 @@ void parse_vision_config(const json& object, const std::filesystem::path& file, 
       keys.fail("embed_dims", "attention stages with a multiple of head_dim 32 channels");
 }
 
-}  // namespace
-
-int VisionConfig::total_stride() const {
-  int stride = 4;  // the stem
-  for (int i = 0; i + 1 < num_stages(); ++i)
-    if (has_patch_embed_after(i)) stride *= down_stride;
-  return stride;
-}
-
-namespace {
-
-// The Qwen2 part of a config: the top level of a llava_qwen2 config, `text_config` of a fast_vlm one.
-TextConfig parse_text_config(const Keys& keys) {
-  TextConfig text;
-  text.hidden_size = keys.required_integer("hidden_size");
-  text.intermediate_size = keys.required_integer("intermediate_size");
-  text.num_hidden_layers = keys.required_integer("num_hidden_layers");
-  text.num_attention_heads = keys.required_integer("num_attention_heads");
-  text.num_key_value_heads = keys.integer("num_key_value_heads", text.num_attention_heads, 1);
-  if (text.hidden_size % text.num_attention_heads != 0) keys.fail("num_attention_heads", "a divisor of hidden_size");
-  text.head_dim = keys.integer("head_dim", text.hidden_size / text.num_attention_heads, 1);
-  if (text.num_attention_heads % text.num_key_value_heads != 0)
-    keys.fail("num_key_value_heads", "a divisor of num_attention_heads");
-  text.rms_norm_eps = keys.number("rms_norm_eps", 1e-6f);
-  text.rope_theta = keys.number("rope_theta", 10000.0f);
-  text.vocab_size = keys.required_integer("vocab_size");
-  text.tie_word_embeddings = keys.boolean("tie_word_embeddings", false);
-  text.max_position_embeddings = keys.integer("max_position_embeddings", 32768, 1);
-  text.bos_token_id = keys.integer("bos_token_id", -1, 0);
-  text.eos_token_ids = keys.integers("eos_token_id");
-  if (keys.string("hidden_act", "silu") != "silu") keys.fail("hidden_act", "\"silu\"");
-  if (keys.has("rope_scaling")) keys.fail("rope_scaling", "null (RoPE scaling is not supported)");
-  return text;
-}
-
 // The original release: LLaVA keys at the top level, the tower named mobileclip_l_<input size>.
-void parse_llava_multimodal(const Keys& keys, const json& root, const std::filesystem::path& file,
-                            ModelConfig& config) {
+void parse_llava_multimodal(const ConfigKeys& keys, const json& root, const std::filesystem::path& file,
+                            FastVlmConfig& config) {
   config.mm_hidden_size = keys.required_integer("mm_hidden_size");
-  config.mm_projector_type = keys.string("mm_projector_type", "mlp2x_gelu");
-  if (config.mm_projector_type != "mlp2x_gelu") keys.fail("mm_projector_type", "\"mlp2x_gelu\"");
-  config.image_aspect_ratio = keys.string("image_aspect_ratio", "pad");
-  if (config.image_aspect_ratio != "pad") keys.fail("image_aspect_ratio", "\"pad\"");
-  config.mm_use_im_start_end = keys.boolean("mm_use_im_start_end", false);
-  if (config.mm_use_im_start_end) keys.fail("mm_use_im_start_end", "false (image start/end tokens are not supported)");
-  config.mm_use_im_patch_token = keys.boolean("mm_use_im_patch_token", false);
-  if (config.mm_use_im_patch_token) keys.fail("mm_use_im_patch_token", "false (image patch tokens are not supported)");
+  if (keys.string("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu") keys.fail("mm_projector_type", "\"mlp2x_gelu\"");
+  if (keys.string("image_aspect_ratio", "pad") != "pad") keys.fail("image_aspect_ratio", "\"pad\"");
+  if (keys.boolean("mm_use_im_start_end", false))
+    keys.fail("mm_use_im_start_end", "false (image start/end tokens are not supported)");
+  if (keys.boolean("mm_use_im_patch_token", false))
+    keys.fail("mm_use_im_patch_token", "false (image patch tokens are not supported)");
   config.image_token_index = keys.integer("image_token_index", -200, -1000000);
 
   const int tower_size = image_size_from_tower_name(keys.string("mm_vision_tower", ""), file);
@@ -216,12 +115,12 @@ void parse_llava_multimodal(const Keys& keys, const json& root, const std::files
 
 // The transformers-native layout (FastVlmForConditionalGeneration): Qwen2 under text_config, the tower a
 // timm `fastvit_mci3` (stock FastViTHD) under vision_config, the input size in preprocessor_config.json.
-void parse_fast_vlm_multimodal(const Keys& keys, const json& root, const std::filesystem::path& dir,
-                               ModelConfig& config) {
+void parse_fast_vlm_multimodal(const ConfigKeys& keys, const json& root, const std::filesystem::path& dir,
+                               FastVlmConfig& config) {
   const auto file = dir / "config.json";
   if (!keys.has("vision_config") || !root["vision_config"].is_object())
     keys.fail("vision_config", "an object describing the timm FastViT tower");
-  Keys vision_keys(root["vision_config"], file, "vision_config.");
+  ConfigKeys vision_keys(root["vision_config"], file, "vision_config.");
   if (vision_keys.string("architecture", "fastvit_mci3") != "fastvit_mci3")
     vision_keys.fail("architecture", "\"fastvit_mci3\" (FastViTHD)");
   // A reduced tower may be described with the same keys as in the llava_qwen2 layout.
@@ -251,39 +150,84 @@ void parse_fast_vlm_multimodal(const Keys& keys, const json& root, const std::fi
   }
 }
 
+void replace_all(std::string& text, std::string_view from, std::string_view to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+}
+
+// The llava_qwen2 name of a tensor of the transformers-native fast_vlm layout. There the FastViT modules
+// are grouped per stage (stages.S.{pos_emb,blocks,downsample}); the original numbers them in one
+// `network` list in build order: [RepCPE,] blocks, [PatchEmbed] for each stage.
+std::string llava_name(std::string name, const VisionConfig& vision) {
+  auto take_prefix = [&name](std::string_view from, std::string_view to) {
+    if (name.rfind(from, 0) != 0) return false;
+    name = std::string(to) + name.substr(from.size());
+    return true;
+  };
+  if (take_prefix("model.language_model.", "model.") || take_prefix("language_model.model.", "model.")) return name;
+  if (take_prefix("model.multi_modal_projector.linear_1.", "model.mm_projector.0.") ||
+      take_prefix("model.multi_modal_projector.linear_2.", "model.mm_projector.2."))
+    return name;
+  if (!take_prefix("model.vision_tower.timm_model.", "")) return name;
+
+  // network index of each stage's modules
+  std::vector<int> pos_emb_index(vision.num_stages(), -1), blocks_index(vision.num_stages()),
+      downsample_index(vision.num_stages(), -1);
+  for (int stage = 0, n = 0; stage < vision.num_stages(); ++stage) {
+    if (vision.pos_emb_kernel[stage]) pos_emb_index[stage] = n++;
+    blocks_index[stage] = n++;
+    if (vision.has_patch_embed_after(stage)) downsample_index[stage + 1] = n++;
+  }
+  if (name.rfind("stages.", 0) == 0) {
+    size_t dot = name.find('.', 7);
+    int stage = std::stoi(name.substr(7, dot - 7));
+    std::string rest = name.substr(dot + 1);
+    if (stage < 0 || stage >= vision.num_stages()) return name;
+    auto network = [](int index) { return "network." + std::to_string(index) + "."; };
+    if (rest.rfind("blocks.", 0) == 0 && blocks_index[stage] >= 0) {
+      name = network(blocks_index[stage]) + rest.substr(7);
+    } else if (rest.rfind("pos_emb.", 0) == 0 && pos_emb_index[stage] >= 0) {
+      name = network(pos_emb_index[stage]) + rest.substr(8);
+    } else if (rest.rfind("downsample.", 0) == 0 && downsample_index[stage] >= 0) {
+      name = network(downsample_index[stage]) + rest.substr(11);
+      replace_all(name, ".proj.0.reparam_conv.", ".proj.0.lkb_reparam.");
+    }
+  }
+  take_prefix("stem.", "patch_embed.") || take_prefix("final_conv.", "conv_exp.");
+  replace_all(name, ".se.fc1.", ".se.reduce.");
+  replace_all(name, ".se.fc2.", ".se.expand.");
+  replace_all(name, ".mlp.", ".convffn.");
+  for (const char* scale : {"layer_scale", "layer_scale_1", "layer_scale_2"})
+    if (name.size() > 6 && name.ends_with(std::string(".") + scale + ".gamma")) name.resize(name.size() - 6);
+  return "model.vision_tower.vision_tower.model." + name;
+}
+
 }  // namespace
 
-ModelConfig load_model_config(const std::filesystem::path& dir) {
+std::string llava_tensor_name(const std::string& stored_name, FastVlmLayout layout, const VisionConfig& vision) {
+  return layout == FastVlmLayout::FastVlm ? llava_name(stored_name, vision) : stored_name;
+}
+
+FastVlmConfig load_fastvlm_config(const std::filesystem::path& dir) {
   const auto file = dir / "config.json";
   const json root = read_json_file(file);
   if (!root.is_object()) throw Error(file.string() + ": expected a JSON object");
-  Keys keys(root, file);
-  ModelConfig config;
+  ConfigKeys keys(root, file);
+  FastVlmConfig config;
 
   const std::string model_type = keys.string("model_type", "");
   if (model_type == "llava_qwen2") {
-    config.layout = CheckpointLayout::LlavaQwen2;
-    config.text = parse_text_config(keys);
+    config.layout = FastVlmLayout::LlavaQwen2;
+    config.text = parse_qwen2_config(keys);
   } else if (model_type == "fast_vlm") {
-    config.layout = CheckpointLayout::FastVlm;
-    if (!keys.has("text_config") || !root["text_config"].is_object()) keys.fail("text_config", "an object");
-    config.text = parse_text_config(Keys(root["text_config"], file, "text_config."));
+    config.layout = FastVlmLayout::FastVlm;
+    config.text = parse_qwen2_config(keys.nested("text_config"));
   } else {
     keys.fail("model_type", "\"llava_qwen2\" or \"fast_vlm\" (a FastVLM checkpoint)");
   }
   TextConfig& text = config.text;
 
-  if (keys.has("quantization")) {
-    if (!keys.at("quantization").is_object()) keys.fail("quantization", "an object {\"type\", \"group_size\"}");
-    Keys quant(keys.at("quantization"), file, "quantization.");
-    config.quantization.type = quant.string("type", "");
-    if (config.quantization.type != "q8_0" && config.quantization.type != "q4_0")
-      quant.fail("type", "\"q8_0\" or \"q4_0\"");
-    config.quantization.group_size = quant.integer("group_size", 0);
-    if (config.quantization.group_size != 32) quant.fail("group_size", "32");
-  }
-
-  if (config.layout == CheckpointLayout::LlavaQwen2) parse_llava_multimodal(keys, root, file, config);
+  if (config.layout == FastVlmLayout::LlavaQwen2) parse_llava_multimodal(keys, root, file, config);
   else parse_fast_vlm_multimodal(keys, root, dir, config);
 
   const VisionConfig& vision = config.vision;
@@ -295,16 +239,7 @@ ModelConfig load_model_config(const std::filesystem::path& dir) {
                 " (vision tower output channels), got " + std::to_string(config.mm_hidden_size));
 
   // generation_config.json carries the stop ids the released model was tuned with.
-  const auto generation_file = dir / "generation_config.json";
-  if (std::filesystem::exists(generation_file)) {
-    const json generation = read_json_file(generation_file);
-    if (generation.is_object()) {
-      Keys gen(generation, generation_file);
-      for (int id : gen.integers("eos_token_id"))
-        if (std::find(text.eos_token_ids.begin(), text.eos_token_ids.end(), id) == text.eos_token_ids.end())
-          text.eos_token_ids.push_back(id);
-    }
-  }
+  read_generation_eos_ids(dir, text);
   return config;
 }
 

@@ -1,4 +1,4 @@
-// Qwen2 decoder against the tiny fixture's goldens (an independent PyTorch-style reference in float32).
+// The decoder graph on the FastVLM tiny fixture's Qwen2 against its goldens (an independent PyTorch-style reference in float32).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,7 +14,8 @@
 #include "golden.h"
 #include "io/safetensors.h"
 #include "llm/kv_cache.h"
-#include "llm/qwen2.h"
+#include "llm/decoder.h"
+#include "models/fastvlm/fastvlm_config.h"
 #include "llm/sampling.h"
 
 namespace fastvlm {
@@ -50,7 +51,7 @@ class Qwen2Test : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     checkpoint_ = Checkpoint::open(kFixture).release();
-    model_ = Qwen2::load(*checkpoint_).release();
+    model_ = Decoder::load(*checkpoint_, load_fastvlm_config(kFixture).text, DType::F32).release();
     std::ifstream in(kGolden / "golden.json");
     golden_ = new nlohmann::json(nlohmann::json::parse(in));
   }
@@ -88,12 +89,12 @@ class Qwen2Test : public ::testing::Test {
   }
 
   static Checkpoint* checkpoint_;
-  static Qwen2* model_;
+  static Decoder* model_;
   static nlohmann::json* golden_;
 };
 
 Checkpoint* Qwen2Test::checkpoint_ = nullptr;
-Qwen2* Qwen2Test::model_ = nullptr;
+Decoder* Qwen2Test::model_ = nullptr;
 nlohmann::json* Qwen2Test::golden_ = nullptr;
 
 TEST_F(Qwen2Test, ConfigComesFromTheCheckpoint) {
