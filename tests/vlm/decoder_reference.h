@@ -57,6 +57,9 @@ inline DecoderConfig parse_config(const nlohmann::json& j) {
   };
   DecoderConfig c;
   c.model_type = need("model_type").get<std::string>();
+  // FastVLM's LlavaQwen2ForCausalLM is a Qwen2ForCausalLM with a vision tower in front; on text alone its
+  // language model is exactly Qwen2 (the tiny-fastvlm text_only golden pins that).
+  if (c.model_type == "llava_qwen2") c.model_type = "qwen2";
   if (c.model_type != "qwen2" && c.model_type != "llama")
     throw std::runtime_error("reference models qwen2 and llama only, not " + c.model_type);
   c.hidden = need("hidden_size").get<int>();

@@ -85,6 +85,26 @@ TEST(DecoderReference, MatchesQwen2TextGoldens) { check_reference_against_golden
 
 TEST(DecoderReference, MatchesLlamaGoldens) { check_reference_against_goldens("tiny-llama"); }
 
+// A third, independent golden: the tiny-fastvlm text-only prompt through its (untied, Qwen2) language
+// model, greedy over the whole padded vocabulary as that golden was made.
+TEST(DecoderReference, MatchesTinyFastvlmTextOnlyGolden) {
+  const fs::path dir = kFixtures / "tiny-fastvlm";
+  const json golden = json::parse(std::ifstream(dir / "golden" / "golden.json"));
+  const json& text = golden["text_only"];
+  const auto prompt = text["ids"].get<std::vector<int32_t>>();
+  const auto tokens = text["greedy_tokens"].get<std::vector<int32_t>>();
+  const DecoderReference ref = DecoderReference::load(dir);
+  const GreedyRun run = ref.greedy(prompt, int(tokens.size()), ref.config().vocab);
+  const std::vector<float> expected =
+      fastvlm::fixtures::read_golden(dir / "golden" / text["tensors_file"].get<std::string>(), "last_logits");
+  ASSERT_EQ(expected.size(), run.step_logits[0].size());
+  EXPECT_LE(diff(run.step_logits[0], expected, expected.size()).max_abs,
+            golden["tolerances"]["last_logits"]["max_abs"].get<double>());
+  const size_t exact = text["tokens_exact_through"].get<size_t>() + 1;
+  EXPECT_EQ(std::vector<int32_t>(run.tokens.begin(), run.tokens.begin() + exact),
+            std::vector<int32_t>(tokens.begin(), tokens.begin() + exact));
+}
+
 // The llama3 scaling has three regimes; the tiny-llama config was chosen to hit all of them, so the
 // goldens above only pin the formula if that is still so.
 TEST(DecoderReference, TinyLlamaRopeExercisesEveryLlama3Regime) {
