@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -236,7 +237,16 @@ std::vector<CheckpointCase> checkpoint_cases() {
     c["tie_word_embeddings"] = false;
     cases.push_back({"llama_rope_parameters", c, 505});
   }
-  {  // (f) Llama without num_key_value_heads (Llama-1-era configs): HF defaults it to the head count;
+  {  // (f) As (e), but with a theta and a scaling that differ from the defaults, so an engine that
+     //     overlooked rope_parameters would be caught (in (e) the given theta is the default one).
+    json c = base_config("llama", 96, 256, 2, 6, 2, 151936);
+    c["rope_parameters"] = {{"rope_theta", 1000000.0}, {"rope_type", "linear"}, {"factor", 2.0}};
+    c["attention_bias"] = false;
+    c["mlp_bias"] = false;
+    c["tie_word_embeddings"] = false;
+    cases.push_back({"llama_rope_parameters_scaled", c, 707});
+  }
+  {  // (g) Llama without num_key_value_heads (Llama-1-era configs): HF defaults it to the head count;
      //     tied embeddings as Llama 3.2 1B/3B have them.
     json c = base_config("llama", 64, 160, 2, 4, 4, 151936);
     c.erase("num_key_value_heads");
@@ -394,27 +404,34 @@ TEST(RandomCheckpointSetup, LongerThanLlama3OriginalContext) {
   }
 }
 
-// The comparison below can tell the rope variants apart: on the cases that scale the rope, the same
-// checkpoint read with no scaling, or with linear scaling in place of llama3, moves the last-position
-// logits by far more than the f32 tolerance (1e-3 of the largest).
-TEST(RandomCheckpointSetup, RopeScalingChangesTheLogits) {
+// The comparison below can tell the rope variants apart: on the cases that scale the rope or set theta
+// in rope_parameters, the same checkpoint read with no scaling, with linear scaling in place of llama3,
+// or with the default theta, moves the last-position logits by far more than the f32 tolerance (1e-3
+// of the largest).
+TEST(RandomCheckpointSetup, RopeReadingChangesTheLogits) {
+  using Adjust = std::function<void(fastvlm::reference::DecoderConfig&)>;
   int checked = 0;
   for (const CheckpointCase& c : checkpoint_cases()) {
-    if (!c.config.contains("rope_scaling") || !c.config["rope_scaling"].is_object()) continue;
     SCOPED_TRACE(c.name);
+    const json& j = c.config;
+    json rope = j.contains("rope_parameters") ? j["rope_parameters"] : j.value("rope_scaling", json());
+    std::vector<std::pair<std::string, Adjust>> wrong;
+    if (rope.is_object() && rope.value("rope_type", "default") != "default")
+      wrong.emplace_back("no scaling", [](auto& config) { config.rope_type = "default"; });
+    if (rope.is_object() && rope.value("rope_type", "default") == "llama3")
+      wrong.emplace_back("linear", [](auto& config) { config.rope_type = "linear"; });
+    if (j.contains("rope_parameters") && rope.value("rope_theta", 10000.0) != 10000.0)
+      wrong.emplace_back("default theta", [](auto& config) { config.rope_theta = 10000.0; });
+    if (wrong.empty()) continue;
     const ReferenceResult& r = reference_result(c);
     const auto& expected = r.run.step_logits[0];
-    std::vector<std::string> others = {"default"};
-    if (c.config["rope_scaling"]["rope_type"] == "llama3") others.push_back("linear");
-    for (const std::string& other : others) {
-      const DecoderReference wrong = DecoderReference::load(
-          checkpoint_dir(c), [&](fastvlm::reference::DecoderConfig& config) { config.rope_type = other; });
-      const GreedyRun run = wrong.greedy(r.prompt, 1, kQwen2TokenizerVocab);
-      EXPECT_GT(diff(run.step_logits[0], expected, expected.size()).relative(), 1e-2) << other;
+    for (const auto& [what, adjust] : wrong) {
+      const GreedyRun run = DecoderReference::load(checkpoint_dir(c), adjust).greedy(r.prompt, 1, kQwen2TokenizerVocab);
+      EXPECT_GT(diff(run.step_logits[0], expected, expected.size()).relative(), 1e-2) << what;
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 3);
+  EXPECT_EQ(checked, 5);
 }
 
 // ---------------------------------------------------------------------------------------------------
