@@ -521,8 +521,18 @@ void expect_one_line_naming(const std::string& message, std::initializer_list<st
   for (const std::string& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message;
 }
 
-json small_qwen2() { return base_config("qwen2", 64, 128, 1, 4, 2, 151936); }
-json small_llama() { return base_config("llama", 64, 128, 1, 4, 2, 151936); }
+// Valid but for the one mutation each test makes (the RoPE base is required: there is no silent default).
+json with_rope_theta(json config) {
+  config["rope_theta"] = 10000.0;
+  return config;
+}
+json small_qwen2() { return with_rope_theta(base_config("qwen2", 64, 128, 1, 4, 2, 151936)); }
+json small_llama() { return with_rope_theta(base_config("llama", 64, 128, 1, 4, 2, 151936)); }
+
+TEST(DecoderBadInput, MissingRopeBase) {
+  const auto dir = bad_checkpoint("rope_theta", small_llama(), [](json& c) { c.erase("rope_theta"); });
+  expect_one_line_naming(load_error(dir), {"config.json", "rope_theta"});
+}
 
 TEST(DecoderBadInput, UnknownModelType) {
   const auto dir = bad_checkpoint("model_type", small_qwen2(), [](json& c) { c["model_type"] = "gpt_neox"; });
