@@ -5,14 +5,15 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/cpu.h"
 #include "core/dtype.h"
-#include "core/gemm.h"
-#include "core/gemv.h"
 #include "core/ops.h"
-#include "core/qgemm.h"
-#include "core/simd_math.h"
-#include "llm/activations.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/dequantize.h"
+#include "kernels/gemm.h"
+#include "kernels/gemv.h"
+#include "kernels/qgemm.h"
+#include "kernels/softmax.h"
 #include "llm/attention.h"
 
 namespace fastvlm {
@@ -117,13 +118,13 @@ void Qwen2::Linear::forward(const float* x, int rows, float* y) const {
   }
   // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI
   // (every CPU the Avx512 level admits); bf16 weights through a bf16 GEMM there; else float32.
-  if (format == Format::Quantized && linear_quant_supported()) {
+  if (format == Format::Quantized && kernels::int8_compute_available()) {
     linear_quant(x, rows, quantized, b, y);
     return;
   }
   GemmScratch& scratch = gemm_scratch();
   const size_t weight_count = size_t(out_features) * in_features;
-  if (format == Format::BF16 && active_isa() >= Isa::Avx512) {
+  if (format == Format::BF16 && kernels::bf16_compute_available()) {
     scratch.x_bf16.resize(size_t(rows) * in_features);
     f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
     linear_bf16(scratch.x_bf16.data(), rows, in_features, bf16, out_features, b, y);
@@ -220,8 +221,9 @@ std::unique_ptr<Qwen2> Qwen2::load(const Checkpoint& checkpoint, const LlmOption
   const LlmDtype dtype = options.dtype;
   // Attention follows the weights' precision: bf16 products where the linears use them, so that the f32
   // path stays the accuracy reference.
-  model->attention_precision_ = dtype == LlmDtype::BF16 && active_isa() >= Isa::Avx512 ? AttentionPrecision::Bf16
-                                                                                        : AttentionPrecision::F32;
+  model->attention_precision_ = dtype == LlmDtype::BF16 && kernels::bf16_compute_available()
+                                    ? AttentionPrecision::Bf16
+                                    : AttentionPrecision::F32;
   model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens.weight", c.vocab_size, hidden, dtype);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -342,7 +344,6 @@ void Qwen2::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache&
   const int queries_per_kv_head = heads / config_.num_key_value_heads;
   const int total = ws.first + ws.n;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  const Isa isa = active_isa();
 #pragma omp parallel for schedule(static) if (int64_t(heads) * total * head_dim >= 32768)
   for (int h = 0; h < heads; ++h) {
     const int kv = h / queries_per_kv_head;
@@ -353,11 +354,11 @@ void Qwen2::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache&
       const size_t offset = (size_t(r) * heads + h) * head_dim;
       const float* query = ws.q.data() + offset;
       const int visible = ws.first + r + 1;
-      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim, isa);
-      softmax_row(scores, visible, isa);
+      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim);
+      softmax_row(scores, visible);
       float* out = ws.attended.data() + offset;
       std::fill(out, out + head_dim, 0.0f);
-      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim, isa);
+      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim);
     }
   }
 }

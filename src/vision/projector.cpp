@@ -1,8 +1,8 @@
 #include "vision/projector.h"
 
 #include "core/error.h"
-#include "core/gemm.h"
-#include "core/simd_math.h"
+#include "kernels/activations.h"
+#include "kernels/gemm.h"
 
 namespace fastvlm {
 

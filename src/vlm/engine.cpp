@@ -9,12 +9,12 @@
 #include <list>
 #include <mutex>
 
-#include "core/cpu.h"
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "io/checkpoint.h"
+#include "kernels/capabilities.h"
 #include "llm/kv_cache.h"
 #include "llm/qwen2.h"
 #include "llm/sampling.h"
@@ -92,7 +92,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
 
   // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
   const bool bf16 = options.precision == Precision::Bf16 || options.precision == Precision::Int8 ||
-                    (options.precision == Precision::Auto && active_isa() >= Isa::Avx512);
+                    (options.precision == Precision::Auto && kernels::bf16_compute_available());
   const VisionCompute vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8
                                        : bf16                               ? VisionCompute::Bf16
                                                                             : VisionCompute::F32;
