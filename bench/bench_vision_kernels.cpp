@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "core/cpu.h"
-#include "core/gemm.h"
 #include "core/tensor.h"
-#include "vision/conv_kernels.h"
-#include "vision/fastvit.h"
-#include "vision/int8_quant.h"
+#include "kernels/capabilities.h"
+#include "kernels/conv.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_epilogue.h"
 
 namespace fastvlm {
 namespace {
@@ -26,17 +26,17 @@ void fill(float* data, int64_t n) {
 
 // A convolution with seeded weights. groups == in_channels makes it depthwise (out_channels ==
 // in_channels) or channel-multiplier-2 (out_channels == 2 * in_channels, the PatchEmbed convs).
-GroupedConv spatial_conv(int in_channels, int out_channels, int groups, int kernel, int stride) {
-  GroupedConv conv;
-  conv.in_channels = in_channels;
-  conv.out_channels = out_channels;
-  conv.groups = groups;
-  conv.kernel = kernel;
-  conv.stride = stride;
-  conv.weight = Tensor({int64_t(kernel) * kernel, in_channels / groups, out_channels});
-  conv.bias = Tensor({out_channels});
+struct SpatialConv {
+  Tensor weight, bias;
+  ConvParams params;
+};
+
+SpatialConv spatial_conv(int in_channels, int out_channels, int groups, int kernel, int stride) {
+  SpatialConv conv{Tensor({int64_t(kernel) * kernel, in_channels / groups, out_channels}), Tensor({out_channels}), {}};
   fill(conv.weight.data(), conv.weight.numel());
   fill(conv.bias.data(), conv.bias.numel());
+  conv.params = {.in_channels = in_channels, .out_channels = out_channels, .kernel = kernel, .stride = stride,
+                 .groups = groups, .weight = conv.weight.data(), .bias = conv.bias.data()};
   return conv;
 }
 
@@ -46,22 +46,21 @@ void BM_DepthwiseConv(benchmark::State& state) {
   const int64_t side = state.range(0);
   const int in_channels = int(state.range(1)), out_channels = int(state.range(2)), groups = int(state.range(3));
   const int kernel = int(state.range(4)), stride = int(state.range(5));
-  const GroupedConv conv = spatial_conv(in_channels, out_channels, groups, kernel, stride);
-  const int64_t out_side = conv_output_size(conv, side);
+  const SpatialConv conv = spatial_conv(in_channels, out_channels, groups, kernel, stride);
+  const int64_t out_side = conv_output_size(conv.params, side);
   Tensor input({side, side, in_channels}), output({out_side, out_side, out_channels});
   fill(input.data(), input.numel());
-  const Isa isa = active_isa();
   for (auto _ : state) {
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < out_side; ++row)
-      conv_rows(conv, input.data(), side, side, output.data() + row * out_side * out_channels, row, row + 1, isa);
+      conv_rows(conv.params, input.data(), side, side, output.data() + row * out_side * out_channels, row, row + 1);
     benchmark::ClobberMemory();
   }
   const double macs = double(out_side * out_side) * out_channels * (in_channels / groups) * kernel * kernel;
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   state.counters["GB/s"] = benchmark::Counter(4.0 * double(input.numel() + output.numel()),
                                               benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  state.SetLabel(std::string(isa_name(isa)) + ", " + std::to_string(omp_get_max_threads()) + " threads");
+  state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(omp_get_max_threads()) + " threads");
 }
 // ConvFFN / RepCPE 7x7 at every stage, RepMixer 3x3, the PatchEmbed 7x7 stride-2 multiplier-2 convs,
 // the stem's dense 3x3 stride-2 conv (3 -> 96) and depthwise 3x3 stride-2 conv, and conv_exp.
@@ -81,7 +80,7 @@ void BM_PointwiseGemm(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const bool bf16 = state.range(3) != 0;
   const auto epilogue = Epilogue(state.range(4));
-  if (bf16 && active_isa() < Isa::Avx512) {
+  if (bf16 && !kernels::bf16_compute_available()) {
     state.SkipWithError("no AVX512-BF16");
     return;
   }
@@ -129,7 +128,7 @@ BENCHMARK(BM_PointwiseGemm)
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const bool gelu = state.range(3) == 1;
-  if (!cpu_features().avx512_vnni || active_isa() < Isa::Avx512) {
+  if (!kernels::int8_compute_available()) {
     state.SkipWithError("no AVX512-VNNI");
     return;
   }

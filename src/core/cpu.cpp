@@ -64,6 +64,7 @@ CpuFeatures detect() {
   }
   if (os_saves_zmm) {
     f.avx512f = leaf7.ebx & (1u << 16);
+    f.avx512dq = leaf7.ebx & (1u << 17);
     f.avx512bw = leaf7.ebx & (1u << 30);
     f.avx512vl = leaf7.ebx & (1u << 31);
     f.avx512_vnni = leaf7.ecx & (1u << 11);
@@ -95,7 +96,7 @@ const CpuFeatures& cpu_features() {
 Isa detected_isa() {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
-  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512_vnni && f.avx512_bf16;
+  const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.avx512_bf16;
   const bool amx = avx512 && f.amx_tile && f.amx_bf16 && f.amx_int8 && f.amx_permitted;
   return amx ? Isa::Amx : avx512 ? Isa::Avx512 : avx2 ? Isa::Avx2 : Isa::Scalar;
 }

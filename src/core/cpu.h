@@ -5,7 +5,7 @@
 // target attributes and chosen at run time from active_isa(). Levels are cumulative:
 //   Scalar  - baseline only (SSE4.2): portable C++ loops
 //   Avx2    - AVX2 + FMA + F16C
-//   Avx512  - AVX-512 F/BW/VL + VNNI + BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later); CPUs with
+//   Avx512  - AVX-512 F/BW/VL/DQ + VNNI + BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later); CPUs with
 //             AVX-512 but without BF16 (Skylake-X, Ice Lake) run the Avx2 kernels
 //   Amx     - Avx512 plus AMX-TILE/BF16/INT8 with the OS permission granted; only oneDNN uses the tiles
 // The environment variable FASTVLM_ISA=scalar|avx2|avx512|amx caps the level (it never raises it above
@@ -16,7 +16,7 @@ namespace fastvlm {
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512_vnni = false, avx512_bf16 = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512_vnni = false, avx512_bf16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool amx_permitted = false;  // the kernel granted this process the AMX tile state (Linux arch_prctl)
 };

@@ -55,8 +55,4 @@ uint16_t f32_to_f16(float value);
 void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales);
 
-// out[row_count, cols] = the dequantised rows [row_begin, row_begin + row_count), as float or bfloat16.
-void dequantize_rows_f32(const QuantMatrix& matrix, int64_t row_begin, int64_t row_count, float* out);
-void dequantize_rows_bf16(const QuantMatrix& matrix, int64_t row_begin, int64_t row_count, uint16_t* out);
-
 }  // namespace fastvlm

@@ -8,11 +8,11 @@
 #include <limits>
 #include <string>
 
-#include "core/cpu.h"
 #include "core/error.h"
-#include "core/gemm.h"
-#include "core/simd_math.h"
-#include "llm/activations.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/gemm.h"
+#include "kernels/softmax.h"
 
 namespace fastvlm {
 
@@ -80,7 +80,6 @@ void attend_tiles(const Operands<T>& operands, int n, int first, int heads, int 
   const float scale = 1.0f / std::sqrt(float(head_dim));
   const MatrixType type = std::is_same_v<T, float> ? MatrixType::F32 : MatrixType::Bf16;
   const int tile_rows = block_positions * group;
-  const Isa isa = active_isa();
 
 #pragma omp parallel
   {
@@ -117,7 +116,7 @@ void attend_tiles(const Operands<T>& operands, int n, int first, int heads, int 
           const int position = first + block_start + row / group;
           const float correction = online_softmax_tile(
               scores.data() + size_t(row) * kKeyTile, position + 1 - key_start, width, scale, row_max[row],
-              row_sum[row], probabilities.data() + size_t(row) * kKeyTile, isa);
+              row_sum[row], probabilities.data() + size_t(row) * kKeyTile);
           if (correction != 1.0f) {
             float* out = output.data() + size_t(row) * head_dim;
             for (int d = 0; d < head_dim; ++d) out[d] *= correction;
@@ -152,9 +151,9 @@ void causal_attention(const float* queries, int n, int first, int heads, const K
                 std::to_string(cache.capacity()) + " positions, " + std::to_string(kv_heads) + " KV heads, layer " +
                 std::to_string(layer) + " of " + std::to_string(cache.num_layers()));
   }
-  if (precision == AttentionPrecision::Bf16 && active_isa() < Isa::Avx512) {
+  if (precision == AttentionPrecision::Bf16 && !kernels::bf16_compute_available()) {
     throw Error("causal_attention: bfloat16 attention needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
-                std::string(isa_name(active_isa())) + ") does not offer");
+                kernels::kernel_level_name() + ") does not offer");
   }
   const int context = first + n;
   const int padded = round_up(context, kKeyGranule);

@@ -19,7 +19,7 @@ namespace fastvlm {
 
 enum class AttentionPrecision {
   F32,   // the accuracy reference: float32 products, results differ from a plain softmax only by rounding
-  Bf16,  // bf16 operands, float32 accumulation and softmax; needs active_isa() >= Isa::Avx512
+  Bf16,  // bf16 operands, float32 accumulation and softmax; needs kernels::bf16_compute_available()
 };
 
 // Copies of q, k, v in the layout and type the tiles read, kept between calls so that the buffers of a

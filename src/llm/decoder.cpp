@@ -5,12 +5,12 @@
 #include <cstring>
 #include <regex>
 
-#include "core/cpu.h"
 #include "core/error.h"
-#include "core/gemv.h"
 #include "core/ops.h"
-#include "core/simd_math.h"
-#include "llm/activations.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/gemv.h"
+#include "kernels/softmax.h"
 #include "llm/attention.h"
 
 namespace fastvlm {
@@ -88,9 +88,10 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
 
   // Attention follows the weights' precision: bf16 products where the linears use them, so that the f32
   // path stays the accuracy reference.
-  model->attention_precision_ = dtype == DType::BF16 && active_isa() >= Isa::Avx512 ? AttentionPrecision::Bf16
-                                                                                     : AttentionPrecision::F32;
-  model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens.weight", c.vocab_size, hidden, dtype);
+  model->attention_precision_ = dtype == DType::BF16 && kernels::bf16_compute_available()
+                                    ? AttentionPrecision::Bf16
+                                    : AttentionPrecision::F32;
+  model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens", c.vocab_size, hidden, false, dtype);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
@@ -204,7 +205,6 @@ void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCach
   const int queries_per_kv_head = heads / config_.num_key_value_heads;
   const int total = ws.first + ws.n;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  const Isa isa = active_isa();
 #pragma omp parallel for schedule(static) if (int64_t(heads) * total * head_dim >= 32768)
   for (int h = 0; h < heads; ++h) {
     const int kv = h / queries_per_kv_head;
@@ -215,11 +215,11 @@ void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCach
       const size_t offset = (size_t(r) * heads + h) * head_dim;
       const float* query = ws.q.data() + offset;
       const int visible = ws.first + r + 1;
-      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim, isa);
-      softmax_row(scores, visible, isa);
+      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim);
+      softmax_row(scores, visible);
       float* out = ws.attended.data() + offset;
       std::fill(out, out + head_dim, 0.0f);
-      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim, isa);
+      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim);
     }
   }
 }

@@ -2,12 +2,13 @@
 
 #include <cstring>
 
-#include "core/cpu.h"
 #include "core/error.h"
-#include "core/gemm.h"
-#include "core/gemv.h"
-#include "core/qgemm.h"
-#include "core/simd_math.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/dequantize.h"
+#include "kernels/gemm.h"
+#include "kernels/gemv.h"
+#include "kernels/qgemm.h"
 
 namespace fastvlm {
 namespace {
@@ -34,57 +35,59 @@ GemmScratch& gemm_scratch() {
 
 }  // namespace
 
-Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& name, int out_features, int in_features,
-                          DType dtype) {
+Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                          int in_features, bool with_bias, DType dtype) {
   Linear linear;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;
+  const std::string name = prefix + ".weight";
   if (dtype == DType::F32) {
     linear.storage_ = Storage::F32;
     linear.f32_ = std::make_shared<const Tensor>(checkpoint.load_f32(name, {out_features, in_features}));
-    return linear;
-  }
-  if (dtype != DType::BF16) throw Error("internal: a dense Linear is held as F32 or BF16");
-  linear.storage_ = Storage::BF16;
-  const TensorInfo& info = checkpoint.tensor(name, {out_features, in_features});
-  if (info.dtype == DType::BF16) {
-    linear.bf16_ = reinterpret_cast<const uint16_t*>(info.data);
+  } else if (dtype == DType::BF16) {
+    linear.storage_ = Storage::BF16;
+    const TensorInfo& info = checkpoint.tensor(name, {out_features, in_features});
+    if (info.dtype == DType::BF16) {
+      linear.bf16_ = reinterpret_cast<const uint16_t*>(info.data);
+    } else {
+      const Tensor widened = checkpoint.load_f32(name, {out_features, in_features});
+      auto converted = std::make_shared<std::vector<uint16_t>>(size_t(widened.numel()));
+      f32_to_bf16_simd(widened.data(), converted->data(), widened.numel());
+      linear.bf16_ = converted->data();
+      linear.converted_bf16_ = std::move(converted);
+    }
   } else {
-    const Tensor widened = checkpoint.load_f32(name, {out_features, in_features});
-    auto converted = std::make_shared<std::vector<uint16_t>>(size_t(widened.numel()));
-    f32_to_bf16_simd(widened.data(), converted->data(), widened.numel());
-    linear.bf16_ = converted->data();
-    linear.converted_bf16_ = std::move(converted);
+    throw Error("internal: a dense Linear is held as F32 or BF16");
   }
+  if (with_bias) linear.load_bias(checkpoint, prefix);
   return linear;
 }
 
 Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
                     bool with_bias, DType dtype) {
-  Linear linear;
   const std::string& quantization = checkpoint.quantization().type;
-  if (quantization.empty()) {
-    linear = load_dense(checkpoint, prefix + ".weight", out_features, in_features, dtype);
-  } else {
-    const QuantType type = quantization == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
-    if (in_features % kQuantGroupSize != 0)
-      throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
-                  " inputs, not a multiple of the quantisation group size 32");
-    const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
-    expect_dtype(checkpoint, codes, type == QuantType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
-    const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
-    expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
-    linear.storage_ = type == QuantType::Q8_0 ? Storage::Q8_0 : Storage::Q4_0;
-    linear.quantized_ = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
-                                    in_features};
-    linear.in_features_ = in_features;
-    linear.out_features_ = out_features;
-  }
-  if (with_bias) {
-    const Tensor bias = checkpoint.load_f32(prefix + ".bias", {out_features});
-    linear.bias_.assign(bias.data(), bias.data() + bias.numel());
-  }
+  if (quantization.empty()) return load_dense(checkpoint, prefix, out_features, in_features, with_bias, dtype);
+  const QuantType type = quantization == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+  if (in_features % kQuantGroupSize != 0)
+    throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
+                " inputs, not a multiple of the quantisation group size 32");
+  const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
+  expect_dtype(checkpoint, codes, type == QuantType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
+  const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
+  expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
+  Linear linear;
+  linear.storage_ = type == QuantType::Q8_0 ? Storage::Q8_0 : Storage::Q4_0;
+  linear.quantized_ = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
+                                  in_features};
+  linear.in_features_ = in_features;
+  linear.out_features_ = out_features;
+  if (with_bias) linear.load_bias(checkpoint, prefix);
   return linear;
+}
+
+void Linear::load_bias(const Checkpoint& checkpoint, const std::string& prefix) {
+  const Tensor bias = checkpoint.load_f32(prefix + ".bias", {out_features_});
+  bias_.assign(bias.data(), bias.data() + bias.numel());
 }
 
 void Linear::forward(const float* x, int rows, float* y) const {
@@ -109,13 +112,13 @@ void Linear::forward(const float* x, int rows, float* y) const {
   }
   // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI;
   // bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
-  if (quantized && linear_quant_supported()) {
+  if (quantized && kernels::int8_compute_available()) {
     linear_quant(x, rows, quantized_, b, y);
     return;
   }
   GemmScratch& scratch = gemm_scratch();
   const size_t weight_count = size_t(out_features_) * in_features_;
-  if (!quantized && active_isa() >= Isa::Avx512) {
+  if (!quantized && kernels::bf16_compute_available()) {
     scratch.x_bf16.resize(size_t(rows) * in_features_);
     f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
     linear_bf16(scratch.x_bf16.data(), rows, in_features_, bf16_, out_features_, b, y);

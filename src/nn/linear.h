@@ -20,11 +20,12 @@ class Linear {
   enum class Storage { F32, BF16, Q8_0, Q4_0 };
 
   Linear() = default;
-  // A dense weight `name` ([out, in], any float type in the checkpoint) held as `dtype` (F32 or BF16).
-  static Linear load_dense(const Checkpoint& checkpoint, const std::string& name, int out_features,
-                           int in_features, DType dtype);
-  // `prefix`.weight (+ `prefix`.bias): block-quantised when the checkpoint is, else dense as `dtype` says.
-  // Throws fastvlm::Error naming a missing or misshapen tensor (a bias the config promises included).
+  // `prefix`.weight ([out, in], any float type in the checkpoint, held as `dtype`: F32 or BF16) and, with
+  // `with_bias`, `prefix`.bias. Throws fastvlm::Error naming a missing or misshapen tensor (a bias the
+  // config promises included).
+  static Linear load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                           int in_features, bool with_bias, DType dtype);
+  // The same, but block-quantised as stored when the checkpoint is (its model's linears are).
   static Linear load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
                      bool with_bias, DType dtype);
 
@@ -38,6 +39,8 @@ class Linear {
   Storage storage() const { return storage_; }
 
  private:
+  void load_bias(const Checkpoint& checkpoint, const std::string& prefix);
+
   Storage storage_ = Storage::F32;
   std::shared_ptr<const Tensor> f32_;  // F32: [out, in]
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap

@@ -7,14 +7,15 @@
 #include <cstdlib>
 #include <utility>
 
-#include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "core/gemm.h"
 #include "core/ops.h"
-#include "core/simd_math.h"
-#include "vision/conv_kernels.h"
-#include "vision/int8_quant.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/conv.h"
+#include "kernels/gemm.h"
+#include "kernels/int8_epilogue.h"
+#include "kernels/softmax.h"
 
 namespace fastvlm {
 namespace {
@@ -293,6 +294,14 @@ struct Pass {
 // ---------------------------------------------------------------------------------------------------
 // Layers on [H, W, C] maps
 
+// The conv kernel's view of a layer.
+ConvParams conv_params(const GroupedConv& conv) {
+  return {.in_channels = conv.in_channels, .out_channels = conv.out_channels, .kernel = conv.kernel,
+          .stride = conv.stride, .groups = conv.groups, .weight = conv.weight.data(), .bias = conv.bias.data()};
+}
+
+int64_t conv_output_size(const GroupedConv& conv, int64_t in) { return conv_output_size(conv_params(conv), in); }
+
 // Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) one output row at a time,
 // threaded over rows, applying `activation`: each row is computed in float32 at `target(oy)` (or in
 // thread-local staging when that is null) and handed to `store(oy, row)` while it is still in cache.
@@ -300,7 +309,7 @@ template <class Target, class Store>
 void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, Activation activation,
                   Target target, Store store) {
   const int64_t out_h = conv_output_size(conv, in_h), row_size = conv_output_size(conv, in_w) * conv.out_channels;
-  const Isa isa = active_isa();
+  const ConvParams params = conv_params(conv);
 #pragma omp parallel for schedule(static)
   for (int64_t oy = 0; oy < out_h; ++oy) {
     thread_local std::vector<float> staging;
@@ -309,7 +318,7 @@ void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int
       staging.resize(size_t(row_size));
       row = staging.data();
     }
-    conv_rows(conv, input, in_h, in_w, row, oy, oy + 1, isa);
+    conv_rows(params, input, in_h, in_w, row, oy, oy + 1);
     if (activation == Activation::Gelu) gelu_simd(row, row_size);
     store(oy, row);
   }
@@ -555,8 +564,8 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
       matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(first * row + h * head_dim),
               .lda = row, .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true,
               .c_type = MatrixType::F32, .c = my_scores, .ldc = tokens});
-      softmax_rows_simd(my_scores, count, tokens,
-                        type == MatrixType::Bf16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
+      softmax_rows(my_scores, count, tokens,
+                   type == MatrixType::Bf16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
       matmul({.M = count, .N = head_dim, .K = tokens, .ab_type = type, .a = my_probs.data, .lda = tokens,
               .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = attended.type,
               .c = attended.at(first * channels + h * head_dim), .ldc = channels});
@@ -632,19 +641,19 @@ void nchw_to_hwc(const Tensor& image, Tensor& out) {
 }  // namespace
 
 VisionCompute default_vision_compute() {
-  return active_isa() >= Isa::Avx512 ? VisionCompute::Bf16 : VisionCompute::F32;
+  return kernels::bf16_compute_available() ? VisionCompute::Bf16 : VisionCompute::F32;
 }
 
 VisionTower::~VisionTower() = default;
 
 std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, const VisionConfig& config,
                                               VisionCompute compute) {
-  if (compute == VisionCompute::Bf16 && active_isa() < Isa::Avx512)
+  if (compute == VisionCompute::Bf16 && !kernels::bf16_compute_available())
     throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
-                std::string(isa_name(active_isa())) + ") lacks; use f32");
-  if (compute == VisionCompute::Int8 && (active_isa() < Isa::Avx512 || !cpu_features().avx512_vnni))
+                kernels::kernel_level_name() + ") lacks; use f32");
+  if (compute == VisionCompute::Int8 && !(kernels::bf16_compute_available() && kernels::int8_compute_available()))
     throw Error("vision tower: int8 compute needs AVX512-BF16 and AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
-                std::string(isa_name(active_isa())) + ") lacks; use bf16 or f32");
+                kernels::kernel_level_name() + ") lacks; use bf16 or f32");
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
   tower->compute_ = compute;

@@ -44,7 +44,7 @@ struct GroupedConv {
 
 enum class VisionCompute { F32, Bf16, Int8 };
 
-// Bf16 when the CPU has AVX512-BF16 or AMX (active_isa() >= Isa::Avx512), else F32.
+// Bf16 when the kernels can compute in bfloat16 (kernels::bf16_compute_available()), else F32.
 VisionCompute default_vision_compute();
 
 // A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias. Only the

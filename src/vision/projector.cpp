@@ -1,17 +1,14 @@
 #include "vision/projector.h"
 
 #include "core/error.h"
-#include "core/gemm.h"
-#include "core/simd_math.h"
+#include "kernels/activations.h"
 
 namespace fastvlm {
 
 std::unique_ptr<Projector> Projector::load(const Checkpoint& checkpoint, int64_t in, int64_t hidden) {
   std::unique_ptr<Projector> projector(new Projector());
-  projector->first_weight_ = checkpoint.load_f32("model.mm_projector.0.weight", {hidden, in});
-  projector->first_bias_ = checkpoint.load_f32("model.mm_projector.0.bias", {hidden});
-  projector->second_weight_ = checkpoint.load_f32("model.mm_projector.2.weight", {hidden, hidden});
-  projector->second_bias_ = checkpoint.load_f32("model.mm_projector.2.bias", {hidden});
+  projector->first_ = Linear::load_dense(checkpoint, "model.mm_projector.0", int(hidden), int(in), true, DType::F32);
+  projector->second_ = Linear::load_dense(checkpoint, "model.mm_projector.2", int(hidden), int(hidden), true, DType::F32);
   return projector;
 }
 
@@ -21,11 +18,10 @@ Tensor Projector::forward(const Tensor& image_features) const {
                 shape_string(image_features.shape()));
   const int64_t tokens = image_features.dim(0), hidden = output_size();
   Tensor activated({tokens, hidden});
-  linear_f32(image_features.data(), tokens, input_size(), first_weight_.data(), hidden, first_bias_.data(),
-             activated.data());
+  first_.forward(image_features.data(), int(tokens), activated.data());
   gelu_simd(activated.data(), activated.numel());
   Tensor output({tokens, hidden});
-  linear_f32(activated.data(), tokens, hidden, second_weight_.data(), hidden, second_bias_.data(), output.data());
+  second_.forward(activated.data(), int(tokens), output.data());
   return output;
 }
 

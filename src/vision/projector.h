@@ -5,6 +5,7 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "nn/linear.h"
 
 namespace fastvlm {
 
@@ -17,13 +18,13 @@ class Projector {
   // image_features [N, mm_hidden_size] -> [N, hidden_size]
   Tensor forward(const Tensor& image_features) const;
 
-  int64_t input_size() const { return first_weight_.dim(1); }
-  int64_t output_size() const { return second_weight_.dim(0); }
+  int64_t input_size() const { return first_.in_features(); }
+  int64_t output_size() const { return second_.out_features(); }
 
  private:
   Projector() = default;
-  Tensor first_weight_, first_bias_;    // [hidden, mm_hidden], [hidden]
-  Tensor second_weight_, second_bias_;  // [hidden, hidden], [hidden]
+  Linear first_;   // mm_hidden -> hidden, float32 (the projector is 0.3% of an encode's work)
+  Linear second_;  // hidden -> hidden
 };
 
 }  // namespace fastvlm

@@ -12,11 +12,11 @@
 #include <mutex>
 #include <optional>
 
-#include "core/cpu.h"
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
 #include "image/decode.h"
 #include "image/preprocess.h"
+#include "kernels/capabilities.h"
 #include "llm/kv_cache.h"
 #include "llm/sampling.h"
 #include "models/registry.h"
@@ -119,7 +119,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
 
   // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
   const bool bf16 = options.precision == Precision::Bf16 || options.precision == Precision::Int8 ||
-                    (options.precision == Precision::Auto && active_isa() >= Isa::Avx512);
+                    (options.precision == Precision::Auto && kernels::bf16_compute_available());
   ModelLoadOptions load_options;
   load_options.llm_dtype = bf16 ? DType::BF16 : DType::F32;
   load_options.vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8

@@ -10,7 +10,6 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "llm/activations.h"
 #include "llm/attention.h"
 #include "llm/kv_cache.h"
 
@@ -137,49 +136,5 @@ TEST(CausalAttention, RejectsQueriesPastTheCache) {
 
 // The streaming softmax over uneven tiles (every ISA path, f32 and bf16 outputs) reproduces one softmax
 // over the whole row once the tiles are rescaled by the returned corrections.
-TEST(OnlineSoftmaxTile, TilesRescaledByTheCorrectionsGiveTheWholeRowSoftmax) {
-  // A rising row: every tile raises the running maximum, so the earlier tiles must be rescaled.
-  auto row = random_values(300, 4.0f, 3);
-  for (size_t i = 0; i < row.size(); ++i) row[i] += 0.2f * float(i);
-  const float scale = 0.125f;
-  std::vector<double> expected(row.size());
-  const float largest = *std::max_element(row.begin(), row.end());
-  double sum = 0;
-  for (size_t i = 0; i < row.size(); ++i) sum += (expected[i] = std::exp(double(scale) * (row[i] - largest)));
-  for (double& e : expected) e /= sum;
-
-  for (const Isa isa : {Isa::Scalar, Isa::Avx512}) {
-    if (isa > active_isa()) continue;
-    for (const bool bf16 : {false, true}) {
-      // Tiles of 128 keys with 300 visible: 128, 128, then 44 visible in a 64-wide tile.
-      std::vector<double> probabilities(row.size(), 0.0);
-      float running_max = -INFINITY, running_sum = 0;
-      for (int start = 0; start < 300; start += 128) {
-        const int width = start + 128 <= 300 ? 128 : 64;
-        std::vector<float> tile_f32(width, NAN);
-        std::vector<uint16_t> tile_bf16(width, 0xffff);
-        const float correction =
-            bf16 ? online_softmax_tile(row.data() + start, 300 - start, width, scale, running_max, running_sum,
-                                       tile_bf16.data(), isa)
-                 : online_softmax_tile(row.data() + start, 300 - start, width, scale, running_max, running_sum,
-                                       tile_f32.data(), isa);
-        for (int i = 0; i < start; ++i) probabilities[i] *= correction;
-        for (int i = 0; i < width; ++i) {
-          const float p = bf16 ? bf16_to_f32(tile_bf16[i]) : tile_f32[i];
-          if (start + i < 300) {
-            probabilities[start + i] = p;
-          } else {
-            EXPECT_EQ(p, 0.0f) << "masked key " << start + i;
-          }
-        }
-      }
-      for (size_t i = 0; i < row.size(); ++i) {
-        EXPECT_NEAR(probabilities[i] / running_sum, expected[i], (bf16 ? 4e-3 : 1e-6) * expected[i] + 1e-9)
-            << "isa " << isa_name(isa) << (bf16 ? " bf16" : " f32") << " key " << i;
-      }
-    }
-  }
-}
-
 }  // namespace
 }  // namespace fastvlm

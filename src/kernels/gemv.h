@@ -2,8 +2,7 @@
 // Matrix-vector products for LLM decoding, where every weight is read once per token and memory
 // bandwidth is the limit: y[r] = W[r, :] · x for bf16 and block-quantised W, plus the small float
 // vector kernels of decode attention. Hand-written for AVX-512 (BF16/VNNI) and AVX2, with a portable
-// scalar version; the `isa` argument defaults to active_isa() and exists so that tests and benchmarks can
-// run every path. Rows are split over the OpenMP threads.
+// scalar version, chosen once from active_isa() (kernels/dispatch.h). Rows are split over the OpenMP threads.
 //
 // Arithmetic per path (what the tests hold each path to):
 //   gemv_bf16, Avx512: x rounded to bf16, products summed in float (VDPBF16PS).
@@ -13,20 +12,18 @@
 //              ISA path computes exactly this (up to float summation order).
 #include <cstdint>
 
-#include "core/cpu.h"
 #include "core/quant.h"
 
 namespace fastvlm {
 
 // y[rows] = W[rows, cols] · x[cols], W row-major bf16.
-void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y,
-               Isa isa = active_isa());
+void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y);
 
 // y[matrix.rows] = W · x for a Q8_0 / Q4_0 matrix.
-void gemv_quant(const QuantMatrix& matrix, const float* x, float* y, Isa isa = active_isa());
+void gemv_quant(const QuantMatrix& matrix, const float* x, float* y);
 
 // Σ a[i]·b[i] and y += alpha·x over n floats (single-threaded: callers parallelise over heads).
-float dot_f32(const float* a, const float* b, int64_t n, Isa isa = active_isa());
-void axpy_f32(float alpha, const float* x, float* y, int64_t n, Isa isa = active_isa());
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float alpha, const float* x, float* y, int64_t n);
 
 }  // namespace fastvlm

@@ -1,9 +1,10 @@
-#include "core/gemm.h"
+#include "kernels/gemm.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "kernels/capabilities.h"
 
 namespace fastvlm {
 namespace {
@@ -103,9 +104,9 @@ MatmulPrimitive create_matmul(const MatmulKey& key) {
 
 void matmul(const MatmulSpec& spec) {
   if (spec.M <= 0 || spec.N <= 0) return;
-  if (spec.ab_type == MatrixType::Bf16 && active_isa() < Isa::Avx512)
+  if (spec.ab_type == MatrixType::Bf16 && !kernels::bf16_compute_available())
     throw Error("matmul: bfloat16 operands need AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
-                std::string(isa_name(active_isa())) + ") does not offer; use the float32 path");
+                kernels::kernel_level_name() + ") does not offer; use the float32 path");
   if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != MatrixType::F32)
     throw Error("matmul: adding to the output needs a float32 output");
   const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         spec.ldb,
@@ -161,9 +162,9 @@ Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key) {
 
 void matmul_s8(const Int8MatmulSpec& spec) {
   if (spec.M <= 0 || spec.N <= 0) return;
-  if (!cpu_features().avx512_vnni || active_isa() < Isa::Avx512)
+  if (!kernels::int8_compute_available())
     throw Error("matmul_s8: int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
-                std::string(isa_name(active_isa())) + ") does not offer");
+                kernels::kernel_level_name() + ") does not offer");
   // The key's types, transposition, bias and epilogue are fixed for int8 products.
   const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, MatrixType::F32, MatrixType::F32, true, false,
                       Epilogue::None};

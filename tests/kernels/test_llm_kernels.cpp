@@ -1,8 +1,9 @@
-// The decode kernels (bf16 and Q8_0/Q4_0 GEMV, attention dot/axpy) on every instruction-set path this CPU
-// can run, against naive references written here from the documented arithmetic (core/gemv.h) and block
-// layout (core/quant.h), on random data.
+// The decode kernels (bf16 and Q8_0/Q4_0 GEMV, attention dot/axpy, SiLU gating, softmax rows) on every
+// kernel level this CPU has (the lower ones in child runs), against naive references written here from
+// the documented arithmetic (kernels/gemv.h) and block layout (core/quant.h), on random data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -10,19 +11,15 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "core/gemv.h"
 #include "core/quant.h"
-#include "llm/activations.h"
+#include "kernel_levels.h"
+#include "kernels/activations.h"
+#include "kernels/dequantize.h"
+#include "kernels/gemv.h"
+#include "kernels/softmax.h"
 
 namespace fastvlm {
 namespace {
-
-std::vector<Isa> runnable_isas() {
-  std::vector<Isa> isas;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
-    if (isa <= detected_isa()) isas.push_back(isa);
-  return isas;
-}
 
 std::vector<float> random_floats(size_t count, uint32_t seed, float scale = 1.0f) {
   std::mt19937 generator(seed);
@@ -142,19 +139,17 @@ TEST_P(QuantFormat, GemvMatchesTheIntegerReferenceOnEveryPath) {
         magnitude[r] += std::fabs(double(w_scale) * x_scale * double(dot));
       }
     }
-    for (Isa isa : runnable_isas()) {
-      SCOPED_TRACE(std::string(isa_name(isa)) + ", cols " + std::to_string(cols));
-      std::vector<float> y(size_t(rows), -1.0f);
-      gemv_quant(matrix, x.data(), y.data(), isa);
-      double error_vs_float = 0, norm = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        EXPECT_NEAR(y[r], expected[r], 1e-5 * magnitude[r] + 1e-6) << "row " << r;
-        error_vs_float += (y[r] - exact[r]) * (y[r] - exact[r]);
-        norm += exact[r] * exact[r];
-      }
-      // The int8 activations cost well under 1% against float activations on the same weights.
-      EXPECT_LT(std::sqrt(error_vs_float / norm), 0.01);
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + ", cols " + std::to_string(cols));
+    std::vector<float> y(size_t(rows), -1.0f);
+    gemv_quant(matrix, x.data(), y.data());
+    double error_vs_float = 0, norm = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_NEAR(y[r], expected[r], 1e-5 * magnitude[r] + 1e-6) << "row " << r;
+      error_vs_float += (y[r] - exact[r]) * (y[r] - exact[r]);
+      norm += exact[r] * exact[r];
     }
+    // The int8 activations cost well under 1% against float activations on the same weights.
+    EXPECT_LT(std::sqrt(error_vs_float / norm), 0.01);
   }
 }
 
@@ -169,21 +164,19 @@ TEST(Bf16Gemv, MatchesADoubleReferenceOnEveryPath) {
     std::vector<uint16_t> weights(weights_f32.size());
     for (size_t i = 0; i < weights.size(); ++i) weights[i] = f32_to_bf16(weights_f32[i]);
     const std::vector<float> x = random_floats(size_t(cols), 5);
-    for (Isa isa : runnable_isas()) {
-      SCOPED_TRACE(std::string(isa_name(isa)) + ", cols " + std::to_string(cols));
-      std::vector<float> y(size_t(rows), -1.0f);
-      gemv_bf16(weights.data(), rows, cols, x.data(), y.data(), isa);
-      // AVX-512 rounds x to bf16 (relative 2^-9 per product); the others keep x in float.
-      const double relative = isa >= Isa::Avx512 ? std::ldexp(1.0, -8) : 1e-5;
-      for (int64_t r = 0; r < rows; ++r) {
-        double expected = 0, magnitude = 0;
-        for (int64_t c = 0; c < cols; ++c) {
-          const double product = double(bf16_to_f32(weights[r * cols + c])) * x[c];
-          expected += product;
-          magnitude += std::fabs(product);
-        }
-        EXPECT_NEAR(y[r], expected, relative * magnitude) << "row " << r;
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + ", cols " + std::to_string(cols));
+    std::vector<float> y(size_t(rows), -1.0f);
+    gemv_bf16(weights.data(), rows, cols, x.data(), y.data());
+    // AVX-512 rounds x to bf16 (relative 2^-9 per product); the others keep x in float.
+    const double relative = active_isa() >= Isa::Avx512 ? std::ldexp(1.0, -8) : 1e-5;
+    for (int64_t r = 0; r < rows; ++r) {
+      double expected = 0, magnitude = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double product = double(bf16_to_f32(weights[r * cols + c])) * x[c];
+        expected += product;
+        magnitude += std::fabs(product);
       }
+      EXPECT_NEAR(y[r], expected, relative * magnitude) << "row " << r;
     }
   }
 }
@@ -196,13 +189,11 @@ TEST(AttentionVectorKernels, DotAndAxpyOnEveryPath) {
       expected_dot += double(a[i]) * b[i];
       magnitude += std::fabs(double(a[i]) * b[i]);
     }
-    for (Isa isa : runnable_isas()) {
-      SCOPED_TRACE(std::string(isa_name(isa)) + ", n " + std::to_string(n));
-      EXPECT_NEAR(dot_f32(a.data(), b.data(), n, isa), expected_dot, 1e-6 * magnitude);
-      std::vector<float> y = b;
-      axpy_f32(0.75f, a.data(), y.data(), n, isa);
-      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.75 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(a[i])));
-    }
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + ", n " + std::to_string(n));
+    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), expected_dot, 1e-6 * magnitude);
+    std::vector<float> y = b;
+    axpy_f32(0.75f, a.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.75 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(a[i])));
   }
 }
 
@@ -212,25 +203,66 @@ TEST(Activations, SiluGatingAndSoftmaxMatchDoublePrecisionOnEveryPath) {
   gate[0] = -120.0f;
   gate[1] = 95.0f;
   gate[2] = 0.0f;
-  for (Isa isa : runnable_isas()) {
-    SCOPED_TRACE(isa_name(isa));
-    std::vector<float> out = gate;
-    silu_multiply(out.data(), up.data(), int64_t(out.size()), isa);
-    for (size_t i = 0; i < gate.size(); ++i) {
-      const double expected = double(gate[i]) / (1.0 + std::exp(-double(gate[i]))) * up[i];
-      ASSERT_NEAR(out[i], expected, 1e-6 * std::fabs(expected) + 1e-30) << "element " << i;
+  SCOPED_TRACE(isa_name(active_isa()));
+  std::vector<float> out = gate;
+  silu_multiply(out.data(), up.data(), int64_t(out.size()));
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double expected = double(gate[i]) / (1.0 + std::exp(-double(gate[i]))) * up[i];
+    ASSERT_NEAR(out[i], expected, 1e-6 * std::fabs(expected) + 1e-30) << "element " << i;
+  }
+  for (const int64_t n : {int64_t(1), int64_t(37), int64_t(280)}) {
+    std::vector<float> row = random_floats(size_t(n), 10, 8.0f);
+    std::vector<double> expected(row.begin(), row.end());
+    const double largest = *std::max_element(expected.begin(), expected.end());
+    double sum = 0;
+    for (double& v : expected) sum += (v = std::exp(v - largest));
+    softmax_row(row.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(row[i], expected[i] / sum, 1e-6 * expected[i] / sum + 1e-12);
+  }
+}
+
+TEST(OnlineSoftmaxTile, TilesRescaledByTheCorrectionsGiveTheWholeRowSoftmax) {
+  // A rising row: every tile raises the running maximum, so the earlier tiles must be rescaled.
+  auto row = random_floats(300, 3, 4.0f);
+  for (size_t i = 0; i < row.size(); ++i) row[i] += 0.2f * float(i);
+  const float scale = 0.125f;
+  std::vector<double> expected(row.size());
+  const float largest = *std::max_element(row.begin(), row.end());
+  double sum = 0;
+  for (size_t i = 0; i < row.size(); ++i) sum += (expected[i] = std::exp(double(scale) * (row[i] - largest)));
+  for (double& e : expected) e /= sum;
+
+  for (const bool bf16 : {false, true}) {
+    // Tiles of 128 keys with 300 visible: 128, 128, then 44 visible in a 64-wide tile.
+    std::vector<double> probabilities(row.size(), 0.0);
+    float running_max = -INFINITY, running_sum = 0;
+    for (int start = 0; start < 300; start += 128) {
+      const int width = start + 128 <= 300 ? 128 : 64;
+      std::vector<float> tile_f32(width, NAN);
+      std::vector<uint16_t> tile_bf16(width, 0xffff);
+      const float correction =
+          bf16 ? online_softmax_tile(row.data() + start, 300 - start, width, scale, running_max, running_sum,
+                                     tile_bf16.data())
+               : online_softmax_tile(row.data() + start, 300 - start, width, scale, running_max, running_sum,
+                                     tile_f32.data());
+      for (int i = 0; i < start; ++i) probabilities[i] *= correction;
+      for (int i = 0; i < width; ++i) {
+        const float p = bf16 ? bf16_to_f32(tile_bf16[i]) : tile_f32[i];
+        if (start + i < 300) {
+          probabilities[start + i] = p;
+        } else {
+          EXPECT_EQ(p, 0.0f) << "masked key " << start + i;
+        }
+      }
     }
-    for (const int64_t n : {int64_t(1), int64_t(37), int64_t(280)}) {
-      std::vector<float> row = random_floats(size_t(n), 10, 8.0f);
-      std::vector<double> expected(row.begin(), row.end());
-      const double largest = *std::max_element(expected.begin(), expected.end());
-      double sum = 0;
-      for (double& v : expected) sum += (v = std::exp(v - largest));
-      softmax_row(row.data(), n, isa);
-      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(row[i], expected[i] / sum, 1e-6 * expected[i] / sum + 1e-12);
+    for (size_t i = 0; i < row.size(); ++i) {
+      EXPECT_NEAR(probabilities[i] / running_sum, expected[i], (bf16 ? 4e-3 : 1e-6) * expected[i] + 1e-9)
+          << "isa " << isa_name(active_isa()) << (bf16 ? " bf16" : " f32") << " key " << i;
     }
   }
 }
+
+TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
 
 }  // namespace
 }  // namespace fastvlm

@@ -1,14 +1,16 @@
 #pragma once
-// Vectorised e^x for the kernels that need it (GELU, softmax, SiLU), one definition per ISA. Only for
-// .cpp files whose calling functions carry at least the same target attributes.
+// Vectorised e^x for the kernels that need it (GELU, softmax, SiLU), one definition per ISA. Only
+// for kernel variants compiled for the same level (kernels/target.h).
 #include <immintrin.h>
+
+#include "kernels/target.h"
 
 namespace fastvlm::simd {
 
 // e^x for 16 floats: x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), e^r by its
 // degree-7 Taylor polynomial (truncation < 2e-8 relative), then scaled by 2^n. Inputs are clamped to
 // the float range, so large negative x give 0 and large positive x a finite huge value.
-__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __m512 exp_avx512(__m512 x) {
+FASTVLM_TARGET_AVX512 inline __m512 exp_avx512(__m512 x) {
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.37f)), _mm512_set1_ps(-103.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -21,7 +23,7 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __
 
 // The same for 8 floats. 2^n is built from the exponent bits, so the clamp keeps n in [-126, 127]:
 // e^-87 is already negligible next to anything it is added to.
-__attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
+FASTVLM_TARGET_AVX2 inline __m256 exp_avx2(__m256 x) {
   x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37f)), _mm256_set1_ps(-87.0f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

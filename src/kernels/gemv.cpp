@@ -1,4 +1,4 @@
-#include "core/gemv.h"
+#include "kernels/gemv.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -9,11 +9,10 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "core/quant_simd.h"
-
-#define FASTVLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define FASTVLM_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")))
+#include "kernels/dispatch.h"
+#include "kernels/quant_simd.h"
+#include "kernels/simd_mask.h"
+#include "kernels/target.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -58,18 +57,18 @@ void quantize_group_scalar(const float* x, int8_t* codes, float& scale, int32_t&
   }
 }
 
-void quantize_activation(const float* x, int64_t cols, Isa isa, QuantizedActivation& q) {
+// Quantises x group by group with `quantize_group`(group floats, codes, &scale, &sum), inlined into each
+// level's caller.
+template <typename QuantizeGroup>
+[[gnu::always_inline]] inline void quantize_activation(const float* x, int64_t cols, QuantizedActivation& q,
+                                                       QuantizeGroup quantize_group) {
   const int64_t groups = cols / kQuantGroupSize;
   q.codes.resize(size_t(cols));
   q.scales.resize(size_t(groups));
   q.sums.resize(size_t(groups));
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t offset = g * kQuantGroupSize;
-    if (isa >= Isa::Avx512) {
-      q.scales[g] = simd::quantize_group_avx512(x + offset, q.codes.data() + offset, &q.sums[g]);
-    } else {
-      quantize_group_scalar(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
-    }
+    quantize_group(x + offset, q.codes.data() + offset, q.scales[g], q.sums[g]);
   }
 }
 
@@ -286,11 +285,8 @@ FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols,
   const int64_t padded = (cols + 31) / 32 * 32;
   out.assign(size_t(padded), 0);
   for (int64_t c = 0; c < cols; c += 32) {
-    const int64_t left = cols - c;
-    const __mmask16 low_mask = left >= 16 ? 0xffff : __mmask16((1u << left) - 1);
-    const __mmask16 high_mask = left >= 32 ? 0xffff : left <= 16 ? 0 : __mmask16((1u << (left - 16)) - 1);
-    const __m512 low = _mm512_maskz_loadu_ps(low_mask, x + c);
-    const __m512 high = _mm512_maskz_loadu_ps(high_mask, x + c + 16);
+    const __m512 low = _mm512_maskz_loadu_ps(simd::first_lanes(cols - c), x + c);
+    const __m512 high = _mm512_maskz_loadu_ps(simd::first_lanes(cols - c - 16), x + c + 16);
     _mm512_storeu_si512(out.data() + c, (__m512i)_mm512_cvtne2ps_pbh(high, low));
   }
 }
@@ -298,7 +294,7 @@ FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols,
 FASTVLM_TARGET_AVX512 void gemv_bf16_rows_avx512(const uint16_t* w, int64_t cols, const uint16_t* x_bf16,
                                                  int64_t begin, int64_t end, float* y) {
   const int64_t full = cols / 32 * 32;
-  const __mmask32 tail_mask = __mmask32((1ull << (cols - full)) - 1);
+  const __mmask32 tail_mask = simd::first_lanes<32>(cols - full);
   for (int64_t r = begin; r < end; ++r) {
     const uint16_t* row = w + r * cols;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -322,7 +318,7 @@ FASTVLM_TARGET_AVX512 float dot_f32_avx512(const float* a, const float* b, int64
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
   if (i < n) {
-    const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+    const __mmask16 tail = simd::first_lanes(n - i);
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, a + i), _mm512_maskz_loadu_ps(tail, b + i), acc);
   }
   return _mm512_reduce_add_ps(acc);
@@ -333,7 +329,7 @@ FASTVLM_TARGET_AVX512 void axpy_f32_avx512(float alpha, const float* x, float* y
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
   if (i == n) return;
-  const __mmask16 tail = __mmask16((1u << (n - i)) - 1);
+  const __mmask16 tail = simd::first_lanes(n - i);
   _mm512_mask_storeu_ps(y + i, tail, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, x + i), _mm512_maskz_loadu_ps(tail, y + i)));
 }
 
@@ -353,60 +349,99 @@ FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, in
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-}  // namespace
-
-// The per-call activation buffers are thread_local so that concurrent callers do not share them; the
-// OpenMP workers must get them through plain references (naming a thread_local inside the parallel
-// region would reach the worker's own, empty, instance).
-void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y, Isa isa) {
-  if (isa >= Isa::Avx512) {
-    thread_local std::vector<uint16_t> x_bf16_buffer;
-    convert_activation_bf16(x, cols, x_bf16_buffer);
-    const uint16_t* x_bf16 = x_bf16_buffer.data();
-    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
-      gemv_bf16_rows_avx512(weights, cols, x_bf16, begin, end, y);
-    });
-  } else if (isa == Isa::Avx2) {
-    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) { gemv_bf16_rows_avx2(weights, cols, x, begin, end, y); });
-  } else {
-    for_row_slices(rows, cols, [&](int64_t begin, int64_t end) { gemv_bf16_rows_scalar(weights, cols, x, begin, end, y); });
-  }
+// Whole-call variants per level. The per-call activation buffers are thread_local so that concurrent
+// callers do not share them; the OpenMP workers must get them through plain references (naming a
+// thread_local inside the parallel region would reach the worker's own, empty, instance).
+void gemv_bf16_scalar(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
+  for_row_slices(rows, cols,
+                 [&](int64_t begin, int64_t end) { gemv_bf16_rows_scalar(weights, cols, x, begin, end, y); });
 }
 
-void gemv_quant(const QuantMatrix& m, const float* x, float* y, Isa isa) {
+void gemv_bf16_avx2(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
+  for_row_slices(rows, cols,
+                 [&](int64_t begin, int64_t end) { gemv_bf16_rows_avx2(weights, cols, x, begin, end, y); });
+}
+
+void gemv_bf16_avx512(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
+  thread_local std::vector<uint16_t> x_bf16_buffer;
+  convert_activation_bf16(x, cols, x_bf16_buffer);
+  const uint16_t* x_bf16 = x_bf16_buffer.data();
+  for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
+    gemv_bf16_rows_avx512(weights, cols, x_bf16, begin, end, y);
+  });
+}
+
+const QuantizedActivation& quantize_activation_scalar(const float* x, int64_t cols) {
+  thread_local QuantizedActivation buffer;
+  quantize_activation(x, cols, buffer, quantize_group_scalar);
+  return buffer;
+}
+
+void gemv_quant_scalar(const QuantMatrix& m, const float* x, float* y) {
+  const QuantizedActivation& q = quantize_activation_scalar(x, m.cols);
+  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_scalar(m, q, begin, end, y); });
+}
+
+void gemv_quant_avx2(const QuantMatrix& m, const float* x, float* y) {
+  const QuantizedActivation& q = quantize_activation_scalar(x, m.cols);
+  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_avx2(m, q, begin, end, y); });
+}
+
+FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
+  scale = simd::quantize_group_avx512(x, codes, &sum);
+}
+
+void gemv_quant_avx512(const QuantMatrix& m, const float* x, float* y) {
   thread_local QuantizedActivation quantized_buffer;
-  const QuantizedActivation& q = quantized_buffer;
-  quantize_activation(x, m.cols, isa, quantized_buffer);
-  if (isa >= Isa::Avx512) {
-    thread_local PreparedActivationAvx512 prepared_buffer;
-    const PreparedActivationAvx512& prepared = prepared_buffer;
-    prepare_activation_avx512(m.type, q, m.groups_per_row(), prepared_buffer);
-    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
-      if (m.type == QuantType::Q8_0) {
-        gemv_quant_rows_avx512<QuantType::Q8_0>(m, prepared, begin, end, y);
-      } else {
-        gemv_quant_rows_avx512<QuantType::Q4_0>(m, prepared, begin, end, y);
-      }
-    });
-  } else if (isa == Isa::Avx2) {
-    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_avx2(m, q, begin, end, y); });
-  } else {
-    for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_scalar(m, q, begin, end, y); });
-  }
+  quantize_activation(x, m.cols, quantized_buffer, quantize_group_avx512);
+  thread_local PreparedActivationAvx512 prepared_buffer;
+  const PreparedActivationAvx512& prepared = prepared_buffer;
+  prepare_activation_avx512(m.type, quantized_buffer, m.groups_per_row(), prepared_buffer);
+  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
+    if (m.type == QuantType::Q8_0) {
+      gemv_quant_rows_avx512<QuantType::Q8_0>(m, prepared, begin, end, y);
+    } else {
+      gemv_quant_rows_avx512<QuantType::Q4_0>(m, prepared, begin, end, y);
+    }
+  });
 }
 
-float dot_f32(const float* a, const float* b, int64_t n, Isa isa) {
-  if (isa >= Isa::Avx512) return dot_f32_avx512(a, b, n);
-  if (isa == Isa::Avx2) return dot_f32_avx2(a, b, n);
+float dot_f32_scalar(const float* a, const float* b, int64_t n) {
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
-void axpy_f32(float alpha, const float* x, float* y, int64_t n, Isa isa) {
-  if (isa >= Isa::Avx512) return axpy_f32_avx512(alpha, x, y, n);
-  if (isa == Isa::Avx2) return axpy_f32_avx2(alpha, x, y, n);
+void axpy_f32_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
+
+struct GemvOps {
+  void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, float*);
+  void (*quant)(const QuantMatrix&, const float*, float*);
+  float (*dot)(const float*, const float*, int64_t);
+  void (*axpy)(float, const float*, float*, int64_t);
+};
+
+const GemvOps& ops() {
+  static const GemvOps chosen = kernels::choose<GemvOps>({
+      .scalar = {gemv_bf16_scalar, gemv_quant_scalar, dot_f32_scalar, axpy_f32_scalar},
+      .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, dot_f32_avx2, axpy_f32_avx2},
+      .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, dot_f32_avx512, axpy_f32_avx512},
+  });
+  return chosen;
+}
+
+}  // namespace
+
+void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
+  ops().bf16(weights, rows, cols, x, y);
+}
+
+void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().quant(matrix, x, y); }
+
+float dot_f32(const float* a, const float* b, int64_t n) { return ops().dot(a, b, n); }
+
+void axpy_f32(float alpha, const float* x, float* y, int64_t n) { ops().axpy(alpha, x, y, n); }
 
 }  // namespace fastvlm

@@ -1,4 +1,4 @@
-#include "core/qgemm.h"
+#include "kernels/qgemm.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -8,11 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "core/cpu.h"
 #include "core/error.h"
-#include "core/quant_simd.h"
-
-#define FASTVLM_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#include "kernels/capabilities.h"
+#include "kernels/dispatch.h"
+#include "kernels/quant_simd.h"
+#include "kernels/simd_mask.h"
+#include "kernels/target.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -135,7 +136,7 @@ FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_
     // Codes: dword j of a 64-byte chunk becomes one line, for all 16 columns at once.
     for (int64_t chunk = 0; chunk < row_bytes; chunk += 64) {
       const int dwords = int(std::min<int64_t>(64, row_bytes - chunk) / kStepBytes);
-      const __mmask16 in_row = __mmask16((1u << dwords) - 1);
+      const __mmask16 in_row = simd::first_lanes(dwords);
       for (int i = 0; i < kLanes; ++i)
         m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, weights.row_codes(column + i) + chunk)
                            : _mm512_setzero_si512();
@@ -159,7 +160,7 @@ FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_
     // Scales: 16 groups of 16 columns at a time, widened to float and transposed the same way.
     for (int64_t first_group = 0; first_group < groups; first_group += kLanes) {
       const int count = int(std::min<int64_t>(kLanes, groups - first_group));
-      const __mmask16 in_row = __mmask16((1u << count) - 1);
+      const __mmask16 in_row = simd::first_lanes(count);
       for (int i = 0; i < kLanes; ++i)
         m[i] = i < present ? _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
                                  in_row, weights.row_scales(column + i) + first_group)))
@@ -266,8 +267,7 @@ void multiply_panel(const PackedPanel& panel, const QuantizedRows& x, int64_t ro
                     int64_t first_column, const float* bias, const NextPanelBytes& next, float* y) {
   TileOutput out{y + first_column, out_columns, bias ? bias + first_column : nullptr, {}};
   for (int v = 0; v < kPanelVectors; ++v) {
-    const int64_t present = std::clamp<int64_t>(out_columns - first_column - v * kLanes, 0, kLanes);
-    out.columns_present[v] = __mmask16((1u << present) - 1);
+    out.columns_present[v] = simd::first_lanes(out_columns - first_column - v * kLanes);
   }
   const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
   for (int64_t tile = 0; tile < tiles; ++tile, out.y += kTileRows * out_columns) {
@@ -286,16 +286,7 @@ void multiply_panel(const PackedPanel& panel, const QuantizedRows& x, int64_t ro
   }
 }
 
-}  // namespace
-
-bool linear_quant_supported() { return active_isa() >= Isa::Avx512 && cpu_features().avx512_vnni; }
-
-void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
-  if (!linear_quant_supported())
-    throw Error("linear_quant: needs AVX512-VNNI, but the active ISA is " + std::string(isa_name(active_isa())));
-  if (weights.cols % kQuantGroupSize != 0 || weights.rows <= 0 || rows < 0)
-    throw Error("linear_quant: a [" + std::to_string(weights.rows) + ", " + std::to_string(weights.cols) +
-                "] weight matrix and " + std::to_string(rows) + " rows; expected columns a multiple of 32");
+void linear_quant_avx512(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
   const int64_t cols = weights.cols, groups = weights.groups_per_row();
   const bool threaded = rows * weights.rows * cols >= kMinWorkToSplit;
 
@@ -322,6 +313,27 @@ void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, cons
     }
     multiply_panel(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, bias, next, y);
   }
+}
+
+// Only an AVX-512 variant: below it, callers take the dequantising path (int8_compute_available()).
+struct QgemmOps {
+  void (*linear)(const float*, int64_t, const QuantMatrix&, const float*, float*);
+};
+
+const QgemmOps& ops() {
+  static const QgemmOps chosen = kernels::choose<QgemmOps>({.avx512 = {linear_quant_avx512}});
+  return chosen;
+}
+
+}  // namespace
+
+void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
+  if (!ops().linear)
+    throw Error("linear_quant: needs AVX512-VNNI, but the active kernel level is " + kernels::kernel_level_name());
+  if (weights.cols % kQuantGroupSize != 0 || weights.rows <= 0 || rows < 0)
+    throw Error("linear_quant: a [" + std::to_string(weights.rows) + ", " + std::to_string(weights.cols) +
+                "] weight matrix and " + std::to_string(rows) + " rows; expected columns a multiple of 32");
+  ops().linear(x, rows, weights, bias, y);
 }
 
 }  // namespace fastvlm

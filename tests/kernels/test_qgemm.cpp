@@ -1,5 +1,5 @@
-// The integer prefill GEMM on Q8_0 / Q4_0 weights (core/qgemm.h) against double-precision references
-// written here from the documented block layout (core/quant.h) and activation quantisation (core/qgemm.h):
+// The integer prefill GEMM on Q8_0 / Q4_0 weights (kernels/qgemm.h) against double-precision references
+// written here from the documented block layout (core/quant.h) and activation quantisation (kernels/qgemm.h):
 //  - activations that quantise exactly must give dequant(W)·x up to float rounding;
 //  - random activations (with outlier channels) must give the documented integer arithmetic up to float
 //    rounding, and stay within the activation-rounding bound of dequant(W)·x with the unquantised x.
@@ -9,8 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,8 +16,10 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "core/qgemm.h"
 #include "core/quant.h"
+#include "kernel_levels.h"
+#include "kernels/capabilities.h"
+#include "kernels/qgemm.h"
 
 namespace fastvlm {
 namespace {
@@ -101,7 +101,7 @@ std::vector<float> run(const Shape& shape, const std::vector<float>& x, const We
 class QuantGemm : public ::testing::TestWithParam<QuantType> {
  protected:
   void SetUp() override {
-    if (!linear_quant_supported()) GTEST_SKIP() << "no AVX512-VNNI at the active ISA level";
+    if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at the active ISA level";
   }
 };
 
@@ -190,22 +190,17 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
   }
 }
 
-// Below avx512 (FASTVLM_ISA=avx2 here, in a child process) the kernel reports itself unavailable and
+// Below avx512 (in the child runs of KernelLevels) int8 compute is reported unavailable and the kernel
 // refuses to run, so that callers take their fallback.
 TEST(QuantGemmDispatch, UnavailableAndRefusedBelowAvx512) {
-  if (active_isa() < Isa::Avx512) {
-    EXPECT_FALSE(linear_quant_supported());
-    const Weights w = make_weights(QuantType::Q8_0, 16, 32, 1);
-    std::vector<float> x(32, 1.0f), y(16);
-    EXPECT_THROW(linear_quant(x.data(), 1, w.view, nullptr, y.data()), Error);
-    return;
-  }
-  if (std::getenv("FASTVLM_ISA")) GTEST_SKIP() << "capped run where avx512 is still active";
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string command =
-      "FASTVLM_ISA=avx2 '" + self + "' --gtest_filter='QuantGemmDispatch.*' > /dev/null 2>&1";
-  EXPECT_EQ(std::system(command.c_str()), 0) << "failed with FASTVLM_ISA=avx2: rerun  " << command;
+  if (active_isa() >= Isa::Avx512) GTEST_SKIP() << "checked in the runs capped below avx512";
+  EXPECT_FALSE(kernels::int8_compute_available());
+  const Weights w = make_weights(QuantType::Q8_0, 16, 32, 1);
+  std::vector<float> x(32, 1.0f), y(16);
+  EXPECT_THROW(linear_quant(x.data(), 1, w.view, nullptr, y.data()), Error);
 }
+
+TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantGemm, ::testing::Values(QuantType::Q8_0, QuantType::Q4_0),
                          [](const testing::TestParamInfo<QuantType>& info) {

@@ -18,8 +18,8 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
 }
 
 // y[M,N] = x[M,K] · w[N,K]ᵀ + bias with x and w bfloat16 (raw bits), y and bias float32, accumulated in
-// float32 (oneDNN: AMX tiles where present, else AVX512-BF16). Needs active_isa() >= Isa::Avx512; throws
-// fastvlm::Error otherwise.
+// float32 (oneDNN: AMX tiles where present, else AVX512-BF16). Needs bf16_compute_available()
+// (kernels/capabilities.h); throws fastvlm::Error otherwise.
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
 
 
@@ -38,8 +38,8 @@ enum class Epilogue {
 
 // C[M,N] = epilogue(A[M,K] · op(B) + bias[N]) on strided row-major matrices, accumulated in float32.
 // op(B) = Bᵀ with B stored [N,K] when b_transposed (Linear / 1x1 conv weights), else B stored [K,N].
-// A and B must have the same type; Bf16 needs active_isa() >= Isa::Avx512 (AMX tiles where present)
-// and throws fastvlm::Error otherwise. The primitive for each distinct shape is created once and reused.
+// A and B must have the same type; Bf16 needs bf16_compute_available() (AMX tiles where present) and
+// throws fastvlm::Error otherwise. The primitive for each distinct shape is created once and reused.
 struct MatmulSpec {
   int64_t M = 0, N = 0, K = 0;
   MatrixType ab_type = MatrixType::F32;
@@ -63,8 +63,8 @@ namespace fastvlm {
 // C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and B (B in the Linear / 1x1 conv layout), exact in int32;
 // the caller dequantises (with the scales it quantised A and B with) while C is still in cache. Runs on
 // oneDNN's int8 GEMM (AVX512-VNNI vpdpbusd, AMX-INT8 tiles where present): oneDNN 2.x takes its fast
-// kernels only for products without run-time scales, hence the plain int32 result. Needs AVX512-VNNI and
-// active_isa() >= Isa::Avx512; throws fastvlm::Error otherwise. Primitives are cached per shape as for
+// kernels only for products without run-time scales, hence the plain int32 result. Needs
+// int8_compute_available(); throws fastvlm::Error otherwise. Primitives are cached per shape as for
 // matmul().
 struct Int8MatmulSpec {
   int64_t M = 0, N = 0, K = 0;

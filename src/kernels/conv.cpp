@@ -1,4 +1,4 @@
-#include "vision/conv_kernels.h"
+#include "kernels/conv.h"
 
 #include <immintrin.h>
 
@@ -8,7 +8,9 @@
 
 #include <algorithm>
 
-#include "vision/fastvit.h"
+#include "kernels/dispatch.h"
+#include "kernels/simd_mask.h"
+#include "kernels/target.h"
 
 namespace fastvlm {
 namespace {
@@ -27,7 +29,7 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
 // The generic loop nest for any group structure: per output pixel, per tap, per group, a multiply-add
 // over contiguous output channels. Always inlined into the per-ISA wrappers below, so the compiler
 // vectorises the inner loop for each instruction set.
-[[gnu::always_inline]] inline void generic_conv_rows(const GroupedConv& conv, const float* __restrict input,
+[[gnu::always_inline]] inline void generic_conv_rows(const ConvParams& conv, const float* __restrict input,
                                                      int64_t in_h, int64_t in_w, float* __restrict output,
                                                      int64_t row_begin, int64_t row_end) {
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels, in_c = conv.in_channels;
@@ -38,11 +40,11 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
     for (int64_t ox = 0; ox < out_w; ++ox) {
       const TapRange xs = tap_range(ox, conv.stride, conv.kernel, in_w);
       float* __restrict dst = output + ((oy - row_begin) * out_w + ox) * out_c;
-      std::copy(conv.bias.data(), conv.bias.data() + out_c, dst);
+      std::copy(conv.bias, conv.bias + out_c, dst);
       for (int ky = ys.begin; ky < ys.end; ++ky)
         for (int kx = xs.begin; kx < xs.end; ++kx) {
           const float* __restrict src = input + ((ys.origin + ky) * in_w + xs.origin + kx) * in_c;
-          const float* __restrict tap_weight = conv.weight.data() + (ky * conv.kernel + kx) * tap_stride;
+          const float* __restrict tap_weight = conv.weight + (ky * conv.kernel + kx) * tap_stride;
           for (int64_t g = 0; g < conv.groups; ++g)
             for (int64_t j = 0; j < in_per_group; ++j) {
               const float value = src[g * in_per_group + j];
@@ -55,19 +57,17 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void generic_conv_rows_avx512(
-    const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, float* output, int64_t row_begin,
-    int64_t row_end) {
+FASTVLM_TARGET_AVX512 void generic_conv_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h,
+                                                  int64_t in_w, float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
 
-__attribute__((target("avx2,fma"))) void generic_conv_rows_avx2(const GroupedConv& conv, const float* input,
-                                                                int64_t in_h, int64_t in_w, float* output,
-                                                                int64_t row_begin, int64_t row_end) {
+FASTVLM_TARGET_AVX2 void generic_conv_rows_avx2(const ConvParams& conv, const float* input, int64_t in_h,
+                                              int64_t in_w, float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
 
-void generic_conv_rows_baseline(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w,
+void generic_conv_rows_baseline(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
                                 float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
@@ -80,8 +80,6 @@ void generic_conv_rows_baseline(const GroupedConv& conv, const float* input, int
 // the edge, masked to zero otherwise), so borders cost no more than the interior; rows outside the map
 // are skipped through TapRange.
 
-#define FASTVLM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
-
 // Whether input column `x` lies inside a row of `width`.
 inline bool inside(int64_t x, int64_t width) { return uint64_t(x) < uint64_t(width); }
 
@@ -89,7 +87,7 @@ inline bool inside(int64_t x, int64_t width) { return uint64_t(x) < uint64_t(wid
 // 8 channels each duplicated, i0 i0 i1 i1 ... i7 i7 (Multiplier 2: output channel o reads input o / 2).
 // A zero mask reads nothing, so `src` may then be any mapped address.
 template <int Multiplier>
-FASTVLM_AVX512 inline __m512 load_inputs(const float* src, __mmask16 mask) {
+FASTVLM_TARGET_AVX512 inline __m512 load_inputs(const float* src, __mmask16 mask) {
   if constexpr (Multiplier == 1) {
     return _mm512_maskz_loadu_ps(mask, src);
   } else {
@@ -114,23 +112,23 @@ struct StripClip {
 // masking the last ones. The Kernel weight vectors of a kernel row stay in registers while the
 // strip's (Strip - 1) * Stride + Kernel input vectors of that row stream past them.
 template <int Kernel, int Stride, int Multiplier, int Strip, StripClip Clip>
-FASTVLM_AVX512 void depthwise_strip(const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys,
+FASTVLM_TARGET_AVX512 void depthwise_strip(const ConvParams& conv, const float* input, int64_t in_w, const TapRange& ys,
                                     int64_t ox0, int64_t c0, __mmask16 tail, float* row_output) {
   constexpr int kInputs = (Strip - 1) * Stride + Kernel;
   const int64_t out_c = conv.out_channels, in_c = conv.in_channels;
   // The inputs behind the `tail` outputs: all 16 lanes, or ceil(outputs / 2) of 8 for Multiplier 2.
   const __mmask16 input_mask =
-      Multiplier == 1 ? tail : __mmask16((1u << ((__builtin_popcount(tail) + 1) / 2)) - 1);
+      Multiplier == 1 ? tail : simd::first_lanes((__builtin_popcount(tail) + 1) / 2);
   const int64_t x_origin = ox0 * Stride - Kernel / 2;
   __m512 acc[Strip];
-  const __m512 bias = _mm512_maskz_loadu_ps(tail, conv.bias.data() + c0);
+  const __m512 bias = _mm512_maskz_loadu_ps(tail, conv.bias + c0);
 #pragma GCC unroll 64
   for (int j = 0; j < Strip; ++j) acc[j] = bias;
   for (int ky = ys.begin; ky < ys.end; ++ky) {
     __m512 w[Kernel];
 #pragma GCC unroll 8
     for (int kx = 0; kx < Kernel; ++kx)
-      w[kx] = _mm512_maskz_loadu_ps(tail, conv.weight.data() + (ky * Kernel + kx) * out_c + c0);
+      w[kx] = _mm512_maskz_loadu_ps(tail, conv.weight + (ky * Kernel + kx) * out_c + c0);
     const float* row = input + (ys.origin + ky) * in_w * in_c + c0 / Multiplier;
     const float* src = row + x_origin * in_c;  // input i of the strip, for i = 0, 1, ...
     // Fully unrolled, so that acc[] and w[] live in registers and the tap tests fold away.
@@ -155,13 +153,13 @@ FASTVLM_AVX512 void depthwise_strip(const GroupedConv& conv, const float* input,
 // pixels (the last one overlapping its neighbour when the width is not a multiple of it, single pixels
 // for rows narrower than a strip), each through all channel blocks before the next.
 template <int Kernel, int Stride, int Multiplier>
-FASTVLM_AVX512 void depthwise_rows_avx512(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w,
+FASTVLM_TARGET_AVX512 void depthwise_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
                                           float* output, int64_t row_begin, int64_t row_end) {
   constexpr int kPad = Kernel / 2;
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels;
   const auto strip_through_channels = [&]<int Strip, StripClip Clip>(const TapRange& ys, int64_t ox, float* row_output) {
     for (int64_t c0 = 0; c0 < out_c; c0 += 16) {
-      const __mmask16 tail = __mmask16((1u << std::min<int64_t>(16, out_c - c0)) - 1);
+      const __mmask16 tail = simd::first_lanes(out_c - c0);
       depthwise_strip<Kernel, Stride, Multiplier, Strip, Clip>(conv, input, in_w, ys, ox, c0, tail, row_output);
     }
   };
@@ -206,17 +204,15 @@ constexpr int kDenseVectors = 3;
 // across the block's pixels: a direct convolution shaped like a small GEMM (the stem's 3 -> 96 conv
 // has 27 inputs per pixel).
 template <bool Clipped>
-FASTVLM_AVX512 void dense_block(const GroupedConv& conv, const float* input, int64_t in_w, const TapRange& ys,
+FASTVLM_TARGET_AVX512 void dense_block(const ConvParams& conv, const float* input, int64_t in_w, const TapRange& ys,
                                 int64_t ox0, int64_t c0, float* row_output) {
   const int64_t out_c = conv.out_channels, in_c = conv.in_channels, kernel = conv.kernel;
   // The channels of vector v that exist (none past the last channel: then it reads and writes nothing).
-  const auto vector_mask = [left = out_c - c0](int v) {
-    return __mmask16((1u << std::clamp<int64_t>(left - 16 * v, 0, 16)) - 1);
-  };
+  const auto vector_mask = [left = out_c - c0](int v) { return simd::first_lanes(left - 16 * v); };
   __m512 acc[kDensePixels][kDenseVectors];
 #pragma GCC unroll 8
   for (int v = 0; v < kDenseVectors; ++v) {
-    const __m512 bias = _mm512_maskz_loadu_ps(vector_mask(v), conv.bias.data() + c0 + 16 * v);
+    const __m512 bias = _mm512_maskz_loadu_ps(vector_mask(v), conv.bias + c0 + 16 * v);
 #pragma GCC unroll 8
     for (int p = 0; p < kDensePixels; ++p) acc[p][v] = bias;
   }
@@ -224,7 +220,7 @@ FASTVLM_AVX512 void dense_block(const GroupedConv& conv, const float* input, int
     for (int kx = 0; kx < kernel; ++kx) {
       const float* row = input + (ys.origin + ky) * in_w * in_c;
       const int64_t x0 = ox0 * conv.stride - kernel / 2 + kx;  // input column of pixel 0 through this tap
-      const float* tap_weight = conv.weight.data() + (ky * kernel + kx) * in_c * out_c + c0;
+      const float* tap_weight = conv.weight + (ky * kernel + kx) * in_c * out_c + c0;
       for (int64_t ci = 0; ci < in_c; ++ci) {
         __m512 w[kDenseVectors];
 #pragma GCC unroll 8
@@ -248,7 +244,7 @@ FASTVLM_AVX512 void dense_block(const GroupedConv& conv, const float* input, int
 
 // Rows [row_begin, row_end) of a dense convolution with at least kDensePixels output columns, in
 // blocks of kDensePixels pixels (the last overlapping its neighbour) by 16 * kDenseVectors channels.
-FASTVLM_AVX512 void dense_rows_avx512(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w,
+FASTVLM_TARGET_AVX512 void dense_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
                                       float* output, int64_t row_begin, int64_t row_end) {
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels, pad = conv.kernel / 2;
   const auto fits = [&](int64_t ox, int64_t count) {
@@ -269,13 +265,12 @@ FASTVLM_AVX512 void dense_rows_avx512(const GroupedConv& conv, const float* inpu
   }
 }
 
-#undef FASTVLM_AVX512
+// The kernel for `conv` at each level: at AVX-512 a hand-written one for the shapes it covers.
+using ConvRowsKernel = void (*)(const ConvParams&, const float*, int64_t, int64_t, float*, int64_t, int64_t);
 
-// The AVX-512 kernel for `conv`, or null when only the generic loop handles it.
-using ConvRowsKernel = void (*)(const GroupedConv&, const float*, int64_t, int64_t, float*, int64_t, int64_t);
-ConvRowsKernel avx512_kernel_for(const GroupedConv& conv, int64_t in_w) {
+ConvRowsKernel kernel_for_avx512(const ConvParams& conv, int64_t in_w) {
   if (conv.groups == 1 && conv_output_size(conv, in_w) >= kDensePixels) return dense_rows_avx512;
-  if (conv.groups != conv.in_channels) return nullptr;
+  if (conv.groups != conv.in_channels) return generic_conv_rows_avx512;
   const int multiplier = conv.out_channels / conv.in_channels;
   const int shape[] = {conv.kernel, conv.stride, multiplier};
   const auto is = [&shape](int kernel, int stride, int mult) {
@@ -286,23 +281,34 @@ ConvRowsKernel avx512_kernel_for(const GroupedConv& conv, int64_t in_w) {
   if (is(3, 2, 1)) return depthwise_rows_avx512<3, 2, 1>;
   if (is(7, 2, 2)) return depthwise_rows_avx512<7, 2, 2>;
   if (is(3, 1, 2)) return depthwise_rows_avx512<3, 1, 2>;
-  return nullptr;
+  return generic_conv_rows_avx512;
+}
+
+ConvRowsKernel kernel_for_avx2(const ConvParams&, int64_t) { return generic_conv_rows_avx2; }
+ConvRowsKernel kernel_for_scalar(const ConvParams&, int64_t) { return generic_conv_rows_baseline; }
+
+struct ConvOps {
+  ConvRowsKernel (*kernel_for)(const ConvParams&, int64_t in_w);
+};
+
+const ConvOps& ops() {
+  static const ConvOps chosen = kernels::choose<ConvOps>({
+      .scalar = {kernel_for_scalar},
+      .avx2 = {kernel_for_avx2},
+      .avx512 = {kernel_for_avx512},
+  });
+  return chosen;
 }
 
 }  // namespace
 
-int64_t conv_output_size(const GroupedConv& conv, int64_t in) {
+int64_t conv_output_size(const ConvParams& conv, int64_t in) {
   return (in + 2 * (conv.kernel / 2) - conv.kernel) / conv.stride + 1;
 }
 
-void conv_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, float* output_rows,
-               int64_t row_begin, int64_t row_end, Isa isa) {
-  if (isa >= Isa::Avx512)
-    if (const ConvRowsKernel kernel = avx512_kernel_for(conv, in_w))
-      return kernel(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  if (isa >= Isa::Avx512) return generic_conv_rows_avx512(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  if (isa >= Isa::Avx2) return generic_conv_rows_avx2(conv, input, in_h, in_w, output_rows, row_begin, row_end);
-  generic_conv_rows_baseline(conv, input, in_h, in_w, output_rows, row_begin, row_end);
+void conv_rows(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w, float* output_rows,
+               int64_t row_begin, int64_t row_end) {
+  ops().kernel_for(conv, in_w)(conv, input, in_h, in_w, output_rows, row_begin, row_end);
 }
 
 }  // namespace fastvlm

@@ -13,12 +13,9 @@
 
 namespace fastvlm {
 
-// Whether linear_quant() runs here: AVX-512 with VNNI, and FASTVLM_ISA not capping below avx512.
-bool linear_quant_supported();
-
 // y[rows, N] = x[rows, K] · dequant(W)ᵀ (+ bias[N] when not null) for W = `weights` [N, K], all
 // row-major float32 except W. Threads over blocks of output columns with OpenMP. Throws fastvlm::Error
-// when !linear_quant_supported().
+// when !int8_compute_available() (kernels/capabilities.h).
 void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
 
 }  // namespace fastvlm

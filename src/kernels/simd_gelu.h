@@ -1,8 +1,9 @@
 #pragma once
 // Vectorised GELU (the erf form, as PyTorch's nn.GELU()), one definition per ISA, for the kernels that
-// apply it in their epilogues. Only for .cpp files whose calling functions carry at least the same target
-// attributes.
+// apply it in their epilogues. Only for kernel variants compiled for the same level (kernels/target.h).
 #include <immintrin.h>
+
+#include "kernels/target.h"
 
 namespace fastvlm::simd {
 
@@ -13,7 +14,7 @@ inline constexpr float kErfA1 = 0.0705230784f, kErfA2 = 0.0422820123f, kErfA3 = 
                 kErfA5 = 0.0002765672f, kErfA6 = 0.0000430638f;
 inline constexpr float kInvSqrt2 = 0.70710678118654752440f;
 
-__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __m512 gelu_avx512(__m512 input) {
+FASTVLM_TARGET_AVX512 inline __m512 gelu_avx512(__m512 input) {
   // Below -10 GELU is 0 within float precision; clamping there keeps 0.5·x·r^16 near 0 for huge
   // negative inputs, and clamping a at 8 (erf = 1 in float) keeps p finite for the Newton step below.
   const __m512 x = _mm512_max_ps(_mm512_set1_ps(-10.0f), input);  // (max returns a NaN second operand: NaN stays)
@@ -40,7 +41,7 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __
 inline constexpr float kCoarseErfB1 = 0.278393f, kCoarseErfB2 = 0.230389f, kCoarseErfB3 = 0.000972f,
                        kCoarseErfB4 = 0.078108f;
 
-__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __m512 gelu_coarse_avx512(__m512 input) {
+FASTVLM_TARGET_AVX512 inline __m512 gelu_coarse_avx512(__m512 input) {
   const __m512 x = _mm512_max_ps(_mm512_set1_ps(-10.0f), input);  // as gelu_avx512: NaN stays NaN
   const __m512 a = _mm512_min_ps(_mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(kInvSqrt2))), _mm512_set1_ps(8.0f));
   __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kCoarseErfB4), a, _mm512_set1_ps(kCoarseErfB3));
@@ -55,7 +56,7 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq"))) inline __
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus_erf);
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 gelu_avx2(__m256 x) {
+FASTVLM_TARGET_AVX2 inline __m256 gelu_avx2(__m256 x) {
   const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(x, _mm256_set1_ps(kInvSqrt2)));
   __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kErfA6), a, _mm256_set1_ps(kErfA5));
   p = _mm256_fmadd_ps(p, a, _mm256_set1_ps(kErfA4));

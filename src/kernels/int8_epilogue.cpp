@@ -1,18 +1,20 @@
-#include "vision/int8_quant.h"
+#include "kernels/int8_epilogue.h"
 
 #include <immintrin.h>
 
 #include <vector>
 
-#include "core/simd_gelu.h"
-#include "core/simd_mask.h"
+#include "core/error.h"
+#include "kernels/capabilities.h"
+#include "kernels/dispatch.h"
+#include "kernels/simd_gelu.h"
+#include "kernels/simd_mask.h"
+#include "kernels/target.h"
 
 // GCC 12's AVX-512 intrinsics initialise their undefined-vector placeholders with themselves, which
 // trips these warnings inside the headers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-#define FASTVLM_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")))
 
 namespace fastvlm {
 namespace {
@@ -20,13 +22,13 @@ namespace {
 constexpr float kMaxCode = 127.0f;
 
 // acc · scales + bias (bias may be null) for the 16 columns at `acc` in `mask`.
-FASTVLM_AVX512 inline __m512 dequantize(const int32_t* acc, __m512 scales, const float* bias, __mmask16 mask) {
+FASTVLM_TARGET_AVX512 inline __m512 dequantize(const int32_t* acc, __m512 scales, const float* bias, __mmask16 mask) {
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, acc)), scales,
                          bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps());
 }
 
 // Quantises one row of `cols` floats whose max |x| is `abs_max`; returns its scale.
-FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max, int8_t* codes) {
+FASTVLM_TARGET_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max, int8_t* codes) {
   const float scale = abs_max > 0.0f ? abs_max / kMaxCode : 1.0f;
   // Round to nearest even (the default MXCSR mode), then saturate; |x| <= 127 · scale, so saturation
   // never bites.
@@ -39,25 +41,23 @@ FASTVLM_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max,
   return scale;
 }
 
-FASTVLM_AVX512 float row_abs_max(const float* row, int64_t cols) {
+FASTVLM_TARGET_AVX512 float row_abs_max(const float* row, int64_t cols) {
   __m512 running = _mm512_setzero_ps();
   for (int64_t c = 0; c < cols; c += 16)
     running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(simd::first_lanes(cols - c), row + c)));
   return _mm512_reduce_max_ps(running);
 }
 
-}  // namespace
-
-void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
+void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * stride;
     scales[r] = quantize_row(row, cols, row_abs_max(row, cols), codes + r * cols);
   }
 }
 
-FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
-                                             const float* weight_scales, const float* bias, int8_t* codes,
-                                             float* code_scales) {
+FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,
+                                                           const float* row_scales, const float* weight_scales,
+                                                           const float* bias, int8_t* codes, float* code_scales) {
   thread_local std::vector<float> activated;
   activated.resize(size_t(cols));
   for (int64_t r = 0; r < rows; ++r) {
@@ -76,7 +76,7 @@ FASTVLM_AVX512 void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, i
   }
 }
 
-__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) void dequantize_store(
+FASTVLM_TARGET_AVX512 void dequantize_store_avx512(
     const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales, const float* weight_scales,
     const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -94,8 +94,9 @@ __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))
   }
 }
 
-FASTVLM_AVX512 void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
-                                   const float* weight_scales, const float* bias, float* out) {
+FASTVLM_TARGET_AVX512 void dequantize_add_avx512(const int32_t* acc, int64_t rows, int64_t cols,
+                                                 const float* row_scales, const float* weight_scales, const float* bias,
+                                                 float* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     for (int64_t c = 0; c < cols; c += 16) {
@@ -106,6 +107,46 @@ FASTVLM_AVX512 void dequantize_add(const int32_t* acc, int64_t rows, int64_t col
       _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target)));
     }
   }
+}
+
+// Only AVX-512 variants: int8 compute is refused below (kernels/capabilities.h).
+struct Int8EpilogueOps {
+  void (*quantize_rows)(const float*, int64_t, int64_t, int64_t, int8_t*, float*);
+  void (*gelu_quantize)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, int8_t*, float*);
+  void (*store)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, bool, float*, uint16_t*);
+  void (*add)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, float*);
+};
+
+const Int8EpilogueOps& ops() {
+  static const Int8EpilogueOps chosen = kernels::choose<Int8EpilogueOps>({
+      .avx512 = {quantize_rows_s8_avx512, dequantize_gelu_quantize_avx512, dequantize_store_avx512,
+                 dequantize_add_avx512},
+  });
+  if (!chosen.quantize_rows)
+    throw Error("int8 kernels need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
+                ") does not offer");
+  return chosen;
+}
+
+}  // namespace
+
+void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
+  ops().quantize_rows(x, rows, cols, stride, codes, scales);
+}
+
+void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+                              const float* weight_scales, const float* bias, int8_t* codes, float* code_scales) {
+  ops().gelu_quantize(acc, rows, cols, row_scales, weight_scales, bias, codes, code_scales);
+}
+
+void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+                      const float* weight_scales, const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
+  ops().store(acc, rows, cols, row_scales, weight_scales, bias, gelu, out_f32, out_bf16);
+}
+
+void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+                    const float* weight_scales, const float* bias, float* out) {
+  ops().add(acc, rows, cols, row_scales, weight_scales, bias, out);
 }
 
 }  // namespace fastvlm

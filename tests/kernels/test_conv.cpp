@@ -1,6 +1,7 @@
-// The spatial convolution kernels (conv_rows) at every kernel level this CPU has, against a direct
-// evaluation of the convolution's definition (zero padding of kernel / 2, output channel o of group g
-// reading input channels [g, g + 1) * in_per_group), written here independently of the kernels. The
+// The spatial convolution kernels (conv_rows) at every kernel level this CPU has (the lower ones in child
+// runs), against a direct evaluation of the convolution's definition (zero padding of kernel / 2, output
+// channel o of group g reading input channels [g, g + 1) * in_per_group), written here independently of
+// the kernels. The
 // shapes are the tower's kinds (depthwise 7x7 and 3x3, stride-2 depthwise, stride-2 multiplier-2, the
 // dense stem conv) at awkward sizes: widths that are not a multiple of a strip, channel counts that are
 // not a multiple of 16, maps smaller than a kernel, and row ranges that start inside the map.
@@ -12,8 +13,8 @@
 
 #include "core/cpu.h"
 #include "core/tensor.h"
-#include "vision/conv_kernels.h"
-#include "vision/fastvit.h"
+#include "kernel_levels.h"
+#include "kernels/conv.h"
 
 namespace fastvlm {
 namespace {
@@ -38,23 +39,25 @@ void fill(Tensor& tensor, uint32_t seed) {
   }
 }
 
-GroupedConv make_conv(const ConvCase& c) {
-  GroupedConv conv;
-  conv.in_channels = c.in_channels;
-  conv.out_channels = c.out_channels;
-  conv.groups = c.groups;
-  conv.kernel = c.kernel;
-  conv.stride = c.stride;
-  conv.weight = Tensor({int64_t(c.kernel) * c.kernel, c.in_channels / c.groups, c.out_channels});
-  conv.bias = Tensor({c.out_channels});
+// A convolution's seeded weights and the kernel's view of them.
+struct SeededConv {
+  Tensor weight, bias;
+  ConvParams params;
+};
+
+SeededConv make_conv(const ConvCase& c) {
+  SeededConv conv{Tensor({int64_t(c.kernel) * c.kernel, c.in_channels / c.groups, c.out_channels}),
+                  Tensor({c.out_channels}), {}};
   fill(conv.weight, 1);
   fill(conv.bias, 2);
+  conv.params = {.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel = c.kernel,
+                 .stride = c.stride, .groups = c.groups, .weight = conv.weight.data(), .bias = conv.bias.data()};
   return conv;
 }
 
 // The convolution by its definition, in double precision: out[y][x][o] = bias[o] + sum over taps inside
 // the map and the group's input channels of in[y*s + ky - k/2][x*s + kx - k/2][i] * w[tap][i - group start][o].
-std::vector<double> reference_conv(const GroupedConv& conv, const Tensor& input, int64_t in_h, int64_t in_w) {
+std::vector<double> reference_conv(const ConvParams& conv, const Tensor& input, int64_t in_h, int64_t in_w) {
   const int64_t pad = conv.kernel / 2;
   const int64_t out_h = (in_h + 2 * pad - conv.kernel) / conv.stride + 1;
   const int64_t out_w = (in_w + 2 * pad - conv.kernel) / conv.stride + 1;
@@ -64,7 +67,7 @@ std::vector<double> reference_conv(const GroupedConv& conv, const Tensor& input,
     for (int64_t x = 0; x < out_w; ++x)
       for (int64_t o = 0; o < conv.out_channels; ++o) {
         const int64_t first_input = (o / out_per_group) * in_per_group;
-        double sum = conv.bias.data()[o];
+        double sum = conv.bias[o];
         for (int64_t ky = 0; ky < conv.kernel; ++ky)
           for (int64_t kx = 0; kx < conv.kernel; ++kx) {
             const int64_t iy = y * conv.stride + ky - pad, ix = x * conv.stride + kx - pad;
@@ -72,7 +75,7 @@ std::vector<double> reference_conv(const GroupedConv& conv, const Tensor& input,
             for (int64_t i = 0; i < in_per_group; ++i) {
               const double value = input.data()[(iy * in_w + ix) * conv.in_channels + first_input + i];
               const double weight =
-                  conv.weight.data()[((ky * conv.kernel + kx) * in_per_group + i) * conv.out_channels + o];
+                  conv.weight[((ky * conv.kernel + kx) * in_per_group + i) * conv.out_channels + o];
               sum += value * weight;
             }
           }
@@ -81,17 +84,11 @@ std::vector<double> reference_conv(const GroupedConv& conv, const Tensor& input,
   return out;
 }
 
-std::vector<Isa> kernel_levels() {
-  std::vector<Isa> levels;
-  for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
-    if (isa <= detected_isa()) levels.push_back(isa);
-  return levels;
-}
-
-// Runs `c` at every kernel level, the rows in chunks of `rows_per_call` (the last call takes what is
+// Runs `c` at the active kernel level, the rows in chunks of `rows_per_call` (the last call takes what is
 // left), and compares every output element with the reference.
 void expect_matches_reference(const ConvCase& c, int64_t rows_per_call = 1) {
-  const GroupedConv conv = make_conv(c);
+  const SeededConv seeded = make_conv(c);
+  const ConvParams& conv = seeded.params;
   Tensor input({c.in_h, c.in_w, c.in_channels});
   fill(input, 3);
   const std::vector<double> expected = reference_conv(conv, input, c.in_h, c.in_w);
@@ -99,24 +96,22 @@ void expect_matches_reference(const ConvCase& c, int64_t rows_per_call = 1) {
   ASSERT_EQ(int64_t(expected.size()), out_h * out_w * c.out_channels) << describe(c);
   // Each output sums at most kernel² · in_per_group products of values below 1 in magnitude.
   const double tolerance = 1e-6 * double(c.kernel * c.kernel * (c.in_channels / c.groups) + 1);
-  for (const Isa isa : kernel_levels()) {
-    std::vector<float> output(expected.size(), std::nanf(""));
-    for (int64_t row = 0; row < out_h; row += rows_per_call) {
-      const int64_t end = std::min(out_h, row + rows_per_call);
-      conv_rows(conv, input.data(), c.in_h, c.in_w, output.data() + row * out_w * c.out_channels, row, end, isa);
-    }
-    int64_t mismatches = 0;
-    for (size_t i = 0; i < expected.size(); ++i) {
-      if (std::abs(double(output[i]) - expected[i]) <= tolerance) continue;  // NaN (unwritten) fails too
-      if (++mismatches <= 3) {
-        const int64_t pixel = int64_t(i) / c.out_channels;
-        ADD_FAILURE() << describe(c) << " at " << isa_name(isa) << ": output (" << pixel / out_w << ", "
-                      << pixel % out_w << ", channel " << int64_t(i) % c.out_channels << ") is " << output[i]
-                      << ", expected " << expected[i];
-      }
-    }
-    EXPECT_EQ(mismatches, 0) << describe(c) << " at " << isa_name(isa);
+  std::vector<float> output(expected.size(), std::nanf(""));
+  for (int64_t row = 0; row < out_h; row += rows_per_call) {
+    const int64_t end = std::min(out_h, row + rows_per_call);
+    conv_rows(conv, input.data(), c.in_h, c.in_w, output.data() + row * out_w * c.out_channels, row, end);
   }
+  int64_t mismatches = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (std::abs(double(output[i]) - expected[i]) <= tolerance) continue;  // NaN (unwritten) fails too
+    if (++mismatches <= 3) {
+      const int64_t pixel = int64_t(i) / c.out_channels;
+      ADD_FAILURE() << describe(c) << " at " << isa_name(active_isa()) << ": output (" << pixel / out_w << ", "
+                    << pixel % out_w << ", channel " << int64_t(i) % c.out_channels << ") is " << output[i]
+                    << ", expected " << expected[i];
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << describe(c) << " at " << isa_name(active_isa());
 }
 
 ConvCase depthwise(int64_t h, int64_t w, int channels, int kernel, int stride = 1, int multiplier = 1) {
@@ -176,6 +171,8 @@ TEST(ConvKernels, SeveralRowsPerCall) {
   expect_matches_reference(depthwise(9, 45, 12, 7, 2, 2), 2);
   expect_matches_reference({11, 37, 3, 96, 1, 3, 2}, 5);
 }
+
+TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
 
 }  // namespace
 }  // namespace fastvlm

@@ -1,7 +1,8 @@
 #pragma once
 // Symmetric int8 quantisation for the vision tower's Int8 compute, one scale per row: weights per output
 // channel at load, activations per pixel at run time (each pixel's own max |x|, so that one bright pixel
-// does not coarsen its neighbours). The kernels use AVX-512; Int8 compute is refused without it.
+// does not coarsen its neighbours). The kernels exist for AVX-512 only and throw fastvlm::Error below it
+// (int8_compute_available(), kernels/capabilities.h).
 #include <cstdint>
 
 namespace fastvlm {

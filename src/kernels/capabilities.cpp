@@ -1,0 +1,13 @@
+#include "kernels/capabilities.h"
+
+#include "core/cpu.h"
+
+namespace fastvlm::kernels {
+
+bool bf16_compute_available() { return active_isa() >= Isa::Avx512; }
+
+bool int8_compute_available() { return active_isa() >= Isa::Avx512 && cpu_features().avx512_vnni; }
+
+std::string kernel_level_name() { return std::string(isa_name(active_isa())); }
+
+}  // namespace fastvlm::kernels
