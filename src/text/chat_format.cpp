@@ -105,8 +105,8 @@ std::string chatml_default_system_prompt(std::string_view jinja) {
 // the ASCII separators U+001C..U+001F.
 bool is_python_space(char32_t c) { return is_whitespace(c) || (c >= 0x1C && c <= 0x1F); }
 
-// Python's str.strip().
-std::string_view strip(std::string_view text) {
+// Python's str.strip() (or only its left or right half).
+std::string_view strip(std::string_view text, bool left = true, bool right = true) {
   if (const std::optional<size_t> offset = find_invalid_utf8(text))
     throw Error("chat turn text is not valid UTF-8 (byte " + std::to_string(*offset) + ")");
   size_t begin = text.size(), end = 0;
@@ -117,7 +117,22 @@ std::string_view strip(std::string_view text) {
       end = pos;
     }
   }
-  return begin < end ? text.substr(begin, end - begin) : std::string_view();
+  if (begin >= end) return {};
+  return text.substr(left ? begin : 0, (right ? end : text.size()) - (left ? begin : 0));
+}
+
+// While rendering, message text sits between these two noncharacters; render_marked() takes them out and
+// keeps where they were.
+constexpr std::string_view kTextOpen = "\xEF\xB7\x90";   // U+FDD0
+constexpr std::string_view kTextClose = "\xEF\xB7\x91";  // U+FDD1
+
+std::string marked(std::string_view text) {
+  if (contains(text, kTextOpen) || contains(text, kTextClose))
+    throw Error("chat turn text contains U+FDD0 or U+FDD1, noncharacters reserved by this engine");
+  std::string out(kTextOpen);
+  out += text;
+  out += kTextClose;
+  return out;
 }
 
 }  // namespace
@@ -157,23 +172,46 @@ std::vector<std::string> ChatFormat::names() {
   return names;
 }
 
+// A turn as the format writes it: markup before the text (Llama 2's <<SYS>> block, which holds the system
+// text), the image placeholder, then the text.
+struct ChatFormat::Turn {
+  std::string role;
+  std::string prefix;  // already marked where it holds message text
+  bool has_image = false;
+  std::string content;
+
+  // What the template writes for the turn's content; `strip`: as `.strip()` / `| trim` leave it (on the
+  // whole, so the text loses leading space only when nothing precedes it).
+  std::string body(bool strip_ends = false) const {
+    const std::string head = prefix + (has_image ? std::string(kImagePlaceholder) + "\n" : "");
+    const std::string_view text = strip_ends ? strip(content, head.empty(), true) : std::string_view(content);
+    // With no text left, the strip reaches into what precedes it.
+    if (strip_ends && text.empty()) return std::string(strip(head, false, true));
+    return head + marked(text);
+  }
+};
+
 std::string ChatFormat::render(std::span<const ChatTurn> turns, bool add_generation_prompt) const {
-  std::vector<ChatTurn> conversation;
+  return render_marked(turns, add_generation_prompt).text;
+}
+
+RenderedPrompt ChatFormat::render_marked(std::span<const ChatTurn> turns, bool add_generation_prompt) const {
+  std::vector<Turn> conversation;
   conversation.reserve(turns.size() + 1);
   if (!default_system_prompt_.empty() && (turns.empty() || turns.front().role != "system"))
-    conversation.push_back({"system", default_system_prompt_});
+    conversation.push_back({"system", "", false, default_system_prompt_});
   for (const ChatTurn& turn : turns) {
     if (turn.role != "system" && turn.role != "user" && turn.role != "assistant")
       throw Error("chat turn role \"" + turn.role + "\" is not supported (expected system, user or assistant)");
     if (turn.has_image && turn.role != "user") throw Error("only a user turn can carry an image, not a " + turn.role + " turn");
-    conversation.push_back({turn.role, turn.has_image ? std::string(kImagePlaceholder) + "\n" + turn.content : turn.content});
+    conversation.push_back({turn.role, "", turn.has_image, turn.content});
   }
   // Llama 2 has no system turn: its template writes the system text in a <<SYS>> block at the start of
   // the first turn after it (and nothing when no turn follows).
   if (family_ == Family::Llama2 && !conversation.empty() && conversation.front().role == "system") {
-    const std::string system_block = "<<SYS>>\n" + conversation.front().content + "\n<</SYS>>\n\n";
+    const std::string system_block = "<<SYS>>\n" + marked(conversation.front().content) + "\n<</SYS>>\n\n";
     conversation.erase(conversation.begin());
-    if (!conversation.empty()) conversation.front().content.insert(0, system_block);
+    if (!conversation.empty()) conversation.front().prefix = system_block;
   }
 
   std::string prompt = family_ == Family::DeepSeek ? bos_token_ : std::string();
@@ -183,10 +221,23 @@ std::string ChatFormat::render(std::span<const ChatTurn> turns, bool add_generat
   } else if (family_ == Family::Phi3) {
     prompt += eos_token_;  // Phi-3's template closes a conversation without a generation prompt with eos
   }
-  return prompt;
+
+  RenderedPrompt rendered;
+  rendered.text.reserve(prompt.size());
+  for (size_t pos = 0; pos < prompt.size();) {
+    const size_t open = prompt.find(kTextOpen, pos);
+    rendered.text.append(prompt, pos, open == std::string::npos ? std::string::npos : open - pos);
+    if (open == std::string::npos) break;
+    const size_t close = prompt.find(kTextClose, open);
+    const size_t begin = rendered.text.size();
+    rendered.text.append(prompt, open + kTextOpen.size(), close - open - kTextOpen.size());
+    if (rendered.text.size() > begin) rendered.message_text.push_back({begin, rendered.text.size()});
+    pos = close + kTextClose.size();
+  }
+  return rendered;
 }
 
-void ChatFormat::append_turn(std::string& prompt, const ChatTurn& turn, size_t index) const {
+void ChatFormat::append_turn(std::string& prompt, const Turn& turn, size_t index) const {
   const std::string& role = turn.role;
   switch (family_) {
     case Family::FastVlm:
@@ -194,7 +245,7 @@ void ChatFormat::append_turn(std::string& prompt, const ChatTurn& turn, size_t i
       if (role == "system" && index != 0) throw Error("the fastvlm chat format has one system turn, at the start");
       [[fallthrough]];
     case Family::ChatML:
-      prompt += "<|im_start|>" + role + "\n" + turn.content + "<|im_end|>\n";
+      prompt += "<|im_start|>" + role + "\n" + turn.body() + "<|im_end|>\n";
       return;
     case Family::Llama2:
       // The template raises unless the turns alternate from a user turn (a later system turn it would drop).
@@ -202,42 +253,58 @@ void ChatFormat::append_turn(std::string& prompt, const ChatTurn& turn, size_t i
         throw Error("the llama2 chat format needs one optional system turn, then turns alternating user/assistant "
                     "starting with user; turn " + std::to_string(index) + " is " + role);
       if (role == "user") {
-        prompt += bos_token_ + "[INST] ";
-        prompt += strip(turn.content);
-        prompt += " [/INST]";
+        prompt += bos_token_ + "[INST] " + turn.body(true) + " [/INST]";
       } else {
-        prompt += " ";
-        prompt += strip(turn.content);
-        prompt += " " + eos_token_;
+        prompt += " " + turn.body(true) + " " + eos_token_;
       }
       return;
     case Family::Llama3:
       if (index == 0) prompt += bos_token_;
-      prompt += "<|start_header_id|>" + role + "<|end_header_id|>\n\n";
-      prompt += strip(turn.content);
-      prompt += "<|eot_id|>";
+      prompt += "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + turn.body(true) + "<|eot_id|>";
       return;
     case Family::DeepSeek:
-      if (role == "user") prompt += "User: " + turn.content + "\n\n";
-      if (role == "assistant") prompt += "Assistant: " + turn.content + eos_token_;
-      if (role == "system") prompt += turn.content + "\n\n";
+      if (role == "user") prompt += "User: " + turn.body() + "\n\n";
+      if (role == "assistant") prompt += "Assistant: " + turn.body() + eos_token_;
+      if (role == "system") prompt += turn.body() + "\n\n";
       return;
     case Family::Phi3:
-      prompt += "<|" + role + "|>\n" + turn.content + "<|end|>\n";
+      prompt += "<|" + role + "|>\n" + turn.body() + "<|end|>\n";
       return;
   }
 }
 
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, std::string_view prompt_text) {
+  return tokenize_prompt(tokenizer, RenderedPrompt{std::string(prompt_text), {}});
+}
+
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt) {
+  const std::string_view text = prompt.text;
   std::vector<int32_t> ids;
-  for (size_t chunk_start = 0;;) {
-    const size_t marker = prompt_text.find(kImagePlaceholder, chunk_start);
-    const std::vector<int32_t> chunk_ids = tokenizer.encode(prompt_text.substr(chunk_start, marker - chunk_start));
+  std::vector<TextRange> chunk_ranges;
+  auto range = prompt.message_text.begin();
+  auto in_message_text = [&](size_t pos) {
+    while (range != prompt.message_text.end() && range->end <= pos) ++range;
+    return range != prompt.message_text.end() && range->begin <= pos;
+  };
+  size_t chunk_start = 0;
+  auto encode_chunk = [&](size_t chunk_end) {
+    // The message ranges inside [chunk_start, chunk_end), relative to the chunk.
+    chunk_ranges.clear();
+    for (const TextRange& r : prompt.message_text)
+      if (r.end > chunk_start && r.begin < chunk_end)
+        chunk_ranges.push_back({std::max(r.begin, chunk_start) - chunk_start, std::min(r.end, chunk_end) - chunk_start});
+    const std::vector<int32_t> chunk_ids = tokenizer.encode(text.substr(chunk_start, chunk_end - chunk_start), chunk_ranges);
     ids.insert(ids.end(), chunk_ids.begin(), chunk_ids.end());
-    if (marker == std::string_view::npos) return ids;
+  };
+  for (size_t marker = text.find(kImagePlaceholder); marker != std::string_view::npos;
+       marker = text.find(kImagePlaceholder, marker + 1)) {
+    if (in_message_text(marker)) continue;  // a user who writes "<image>" means the text
+    encode_chunk(marker);
     ids.push_back(kImageMarker);
     chunk_start = marker + kImagePlaceholder.size();
   }
+  encode_chunk(text.size());
+  return ids;
 }
 
 }  // namespace fastvlm::text

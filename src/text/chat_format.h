@@ -30,6 +30,12 @@ struct ChatTurn {
   bool has_image = false;  // a user turn with an image gets "<image>\n" before its text
 };
 
+// A rendered prompt and the ranges of it that are message text rather than the format's markup.
+struct RenderedPrompt {
+  std::string text;
+  std::vector<TextRange> message_text;  // sorted, disjoint
+};
+
 class ChatFormat {
  public:
   enum class Family { ChatML, Llama2, Llama3, DeepSeek, Phi3, FastVlm };  // in names() order
@@ -58,6 +64,10 @@ class ChatFormat {
   // kImagePlaceholder + "\n" before its text. llama2's template has no generation prompt: its
   // rendering ends with " [/INST]" either way.
   std::string render(std::span<const ChatTurn> turns, bool add_generation_prompt = true) const;
+  // The same, with the byte ranges that hold the turns' own text (what tokenize_prompt must read as plain
+  // text: no special tokens, no image placeholders in it). Text holding U+FDD0 or U+FDD1, the noncharacters
+  // that mark those ranges while rendering, is an Error.
+  RenderedPrompt render_marked(std::span<const ChatTurn> turns, bool add_generation_prompt = true) const;
 
   // Strings that end an assistant turn in this format ("<|im_end|>", "<|eot_id|>", "<|end|>", eos);
   // the engine maps those that are single tokens to stop ids.
@@ -65,7 +75,8 @@ class ChatFormat {
 
  private:
   ChatFormat(Family family, std::string bos_token, std::string eos_token, std::string default_system_prompt);
-  void append_turn(std::string& prompt, const ChatTurn& turn, size_t index) const;
+  struct Turn;
+  void append_turn(std::string& prompt, const Turn& turn, size_t index) const;
 
   Family family_;
   std::string name_;
@@ -74,7 +85,9 @@ class ChatFormat {
   std::vector<std::string> end_of_turn_tokens_;
 };
 
-// The ids of a rendered prompt with kImageMarker wherever the text has "<image>".
+// The ids of a prompt with kImageMarker wherever the text has "<image>". A raw prompt is tokenized as Hugging
+// Face does (special tokens recognised anywhere); a rendered chat reads its message text as plain text.
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, std::string_view prompt_text);
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const RenderedPrompt& prompt);
 
 }  // namespace fastvlm::text

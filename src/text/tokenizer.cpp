@@ -555,7 +555,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& model_dir) {
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, std::span<const TextRange> plain_text) const {
   // Offsets and symbol indices are 32-bit; no prompt comes near this.
   constexpr size_t kMaxTextBytes = size_t(INT32_MAX) / 4;
   if (text.size() > kMaxTextBytes) {
@@ -568,8 +568,16 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3);
   size_t segment_start = 0;
+  auto plain = plain_text.begin();  // the first range that does not end before pos
   for (size_t pos = 0; pos < text.size();) {
-    if (const AddedToken* token = model_->added_token_at(text, pos)) {
+    while (plain != plain_text.end() && plain->end <= pos) ++plain;
+    if (plain != plain_text.end() && plain->begin <= pos) {
+      pos = plain->end;
+      continue;
+    }
+    const AddedToken* token = model_->added_token_at(text, pos);
+    if (token && plain != plain_text.end() && pos + token->content.size() > plain->begin) token = nullptr;
+    if (token) {
       model_->encode_ordinary_text(text.substr(segment_start, pos - segment_start), ids);
       ids.push_back(token->id);
       pos += token->content.size();

@@ -17,6 +17,11 @@
 
 namespace fastvlm::text {
 
+// Bytes [begin, end) of a text.
+struct TextRange {
+  size_t begin = 0, end = 0;
+};
+
 class Tokenizer {
  public:
   // Throws fastvlm::Error naming the file and key when the files are missing, malformed or describe
@@ -24,8 +29,11 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> load(const std::filesystem::path& model_dir);
   ~Tokenizer();
 
-  // Throws fastvlm::Error with the byte offset of the first invalid UTF-8 sequence in `text`.
-  std::vector<int32_t> encode(std::string_view text) const;
+  // Throws fastvlm::Error with the byte offset of the first invalid UTF-8 sequence in `text`. Added
+  // tokens are recognised anywhere except inside `plain_text` (sorted, disjoint byte ranges): there the
+  // text is ordinary text even where it spells "<|im_start|>", so that what a user writes in a chat
+  // message cannot become markup.
+  std::vector<int32_t> encode(std::string_view text, std::span<const TextRange> plain_text = {}) const;
 
   // The bytes of the tokens, concatenated. Ids that are not tokens (negative, or past the vocabulary:
   // the embedding table is larger) contribute nothing. The result is not necessarily valid UTF-8 when

@@ -419,7 +419,8 @@ Sequence Session::State::chat_sequence(const Engine::Impl& engine, std::span<con
     rendered.push_back(held.turn);
     if (held.image) images.push_back(*held.image);
   }
-  const std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, engine.chat_format().render(rendered));
+  // Message text is read as text: a user cannot write the format's special tokens, nor place an image.
+  const std::vector<int32_t> ids = text::tokenize_prompt(*engine.tokenizer, engine.chat_format().render_marked(rendered));
   Sequence sequence;
   check_fits(engine, ids, int(images.size()), cache.capacity());
   sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
