@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fastvlm/error.hpp"
 #include "fastvlm/sampling.hpp"
 
 namespace fastvlm {

@@ -1,14 +1,5 @@
 #pragma once
-// Every failure the user can cause (bad file, bad shape, bad flag) is reported as fastvlm::Error with a
-// message that names the file or key and what was expected; the CLI prints it on one line and exits 1.
-#include <stdexcept>
-#include <string>
-
-namespace fastvlm {
-
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
-};
-
-}  // namespace fastvlm
+// Inside the library every user-causable failure throws the public fastvlm::Error (include/fastvlm/error.hpp)
+// with a message that names the file or key and what was expected; the CLI prints it on one line and
+// exits 1.
+#include "fastvlm/error.hpp"
