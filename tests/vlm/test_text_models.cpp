@@ -225,6 +225,42 @@ TEST(TextModels, RopeParametersHoldTheBaseAndTheScaling) {
             golden["tokens"].get<std::vector<int32_t>>());
 }
 
+// The quantizer asks each family for its linears: every projection (and an untied lm_head) of both text
+// families is stored as Q8_0 / Q4_0, and the model still answers close to float32.
+TEST(TextModels, QuantisedTextModelsLoadAndStayClose) {
+  for (const char* model : {"tiny-qwen2-text", "tiny-llama"}) {
+    const nlohmann::json golden = golden_case({model, "raw"});
+    const std::vector<float> reference =
+        fixtures::read_golden(kFixtures / model / "golden" / "goldens.safetensors", "raw.last_logits");
+    for (const char* type : {"q8", "q4"}) {
+      const fs::path out = fs::temp_directory_path() / ("fastvlm-textq-" + std::to_string(::getpid()) + model + type);
+      fs::remove_all(out);
+      const CommandResult result = run_command(kCli + " quantize -m " + shell_quote((kFixtures / model).string()) +
+                                               " -o " + shell_quote(out.string()) + " --type " + type + " 2>&1");
+      ASSERT_EQ(result.exit_code, 0) << result.out;
+      const int layers = 2, linears = layers * 7 + (std::string(model) == "tiny-llama" ? 1 : 0);  // tied: no lm_head
+      EXPECT_NE(result.out.find("quantised " + std::to_string(linears) + " LLM linears"), std::string::npos) << result.out;
+
+      const auto engine = Engine::load(out.string(), f32_options());
+      EXPECT_EQ(engine->info().quantization, std::string(type) + "_0");
+      Session session(*engine);
+      GenerateOptions one;
+      one.max_tokens = 1;
+      one.keep_logits = true;
+      const Generation g = session.complete(golden["text"].get<std::string>(), one);
+      ASSERT_EQ(g.step_logits.size(), 1u);
+      double error = 0, norm = 0;
+      for (size_t i = 0; i < g.step_logits[0].size(); ++i) {
+        error += std::pow(g.step_logits[0][i] - reference[i], 2);
+        norm += std::pow(reference[i], 2);
+      }
+      // Relative RMS error of the logits: ~1e-2 for Q8_0, ~1e-1 for Q4_0 on these random weights.
+      EXPECT_LT(std::sqrt(error / norm), std::string(type) == "q8" ? 3e-2 : 3e-1) << model << " " << type;
+      fs::remove_all(out);
+    }
+  }
+}
+
 TEST(TextModels, CliRunsTheGoldenChatAndRawCases) {
   for (const char* model : {"tiny-qwen2-text", "tiny-llama"}) {
     const nlohmann::json chat = golden_case({model, "chat"}), raw = golden_case({model, "raw"});
