@@ -529,4 +529,10 @@ TEST_F(HubTest, CliWithoutModelDownloadsTheDefaultAndAnswers) {
   const std::string offline = run_cli("HF_HUB_OFFLINE=1");
   EXPECT_EQ(nlohmann::json::parse(offline)["token_ids"], nlohmann::json::parse(first)["token_ids"]);
   EXPECT_EQ(hub_.requests_starting_with("/").size(), requests);
+
+  // `fastvlm list` names the cached model's family, read from its config.json by the model registry.
+  const auto [listed, list_exit_code] = fastvlm::test_support::run_command("'" FASTVLM_BIN_DIR "/fastvlm' list 2>&1");
+  EXPECT_EQ(list_exit_code, 0) << listed;
+  EXPECT_NE(listed.find("FAMILY"), std::string::npos) << listed;
+  EXPECT_NE(listed.find(" fastvlm "), std::string::npos) << listed;
 }
