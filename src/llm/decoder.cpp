@@ -22,18 +22,24 @@ constexpr int kMaxRowsForDotLoops = 3;
 
 }  // namespace
 
-// Activations of one forward call, allocated once per call and sized by its number of positions.
+// Activations of one forward call, allocated once per call and sized by its number of rows. A row is one
+// position of one sequence: n consecutive positions of one cache (prefill, decode), or the next position of
+// each of n sequences (batched decode).
 struct Decoder::Workspace {
-  int n;             // positions in this call
-  int first;         // position of the first of them (= cache size before the call)
+  int n;                        // rows in this call
+  std::vector<KVCache*> cache;  // [n] the cache each row's keys and values go to
+  std::vector<int> position;    // [n] each row's position in its sequence
+  bool one_sequence;            // every row of one cache, at consecutive positions
   std::vector<float> residual, normed, q, k, v, attended, projected, gate, up;
-  std::vector<float> scores;                  // decode attention: [heads, context]
+  std::vector<float> scores;                  // decode attention: [n, heads, context]
   AttentionScratch attention;                 // prefill attention
   std::vector<float> rotary_cos, rotary_sin;  // [n, head_dim / 2]
 
-  Workspace(const TextConfig& c, int n, int first)
-      : n(n),
-        first(first),
+  Workspace(const TextConfig& c, std::vector<KVCache*> caches, std::vector<int> positions, bool one_sequence)
+      : n(int(caches.size())),
+        cache(std::move(caches)),
+        position(std::move(positions)),
+        one_sequence(one_sequence),
         residual(size_t(n) * c.hidden_size),
         normed(size_t(n) * c.hidden_size),
         q(size_t(n) * c.num_attention_heads * c.head_dim),
@@ -43,9 +49,14 @@ struct Decoder::Workspace {
         projected(size_t(n) * c.hidden_size),
         gate(size_t(n) * c.intermediate_size),
         up(size_t(n) * c.intermediate_size),
-        scores(n <= kMaxRowsForDotLoops ? size_t(c.num_attention_heads) * size_t(first + n) : 0),
+        scores(uses_dot_loops() ? size_t(n) * c.num_attention_heads * size_t(longest_context()) : 0),
         rotary_cos(size_t(n) * c.head_dim / 2),
         rotary_sin(size_t(n) * c.head_dim / 2) {}
+
+  // A few positions, or positions of different sequences, attend with per-head dot loops; a long run of one
+  // sequence with the tiled causal kernel.
+  bool uses_dot_loops() const { return !one_sequence || n <= kMaxRowsForDotLoops; }
+  int longest_context() const { return *std::max_element(position.begin(), position.end()) + 1; }
 };
 
 namespace {
@@ -162,7 +173,7 @@ void Decoder::apply_rotary(float* x, int rows, int heads, const Workspace& ws) c
   }
 }
 
-void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const {
+void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws) const {
   const int n = ws.n;
   const int heads = config_.num_attention_heads;
   const int kv_heads = config_.num_key_value_heads;
@@ -175,52 +186,51 @@ void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws, KVCa
   apply_rotary(ws.q.data(), n, heads, ws);
   apply_rotary(ws.k.data(), n, kv_heads, ws);
 
-  for (int kv = 0; kv < kv_heads; ++kv) {
-    float* keys = cache.keys(layer_index, kv);
-    float* values = cache.values(layer_index, kv);
-    for (int r = 0; r < n; ++r) {
+  for (int r = 0; r < n; ++r) {
+    for (int kv = 0; kv < kv_heads; ++kv) {
       const size_t source = (size_t(r) * kv_heads + kv) * head_dim;
-      const size_t destination = size_t(ws.first + r) * head_dim;
-      std::memcpy(keys + destination, ws.k.data() + source, sizeof(float) * head_dim);
-      std::memcpy(values + destination, ws.v.data() + source, sizeof(float) * head_dim);
+      const size_t destination = size_t(ws.position[r]) * head_dim;
+      std::memcpy(ws.cache[r]->keys(layer_index, kv) + destination, ws.k.data() + source, sizeof(float) * head_dim);
+      std::memcpy(ws.cache[r]->values(layer_index, kv) + destination, ws.v.data() + source, sizeof(float) * head_dim);
     }
   }
 
-  if (n <= kMaxRowsForDotLoops) {
-    attend_with_dot_loops(layer_index, ws, cache);
+  if (ws.uses_dot_loops()) {
+    attend_with_dot_loops(layer_index, ws);
   } else {
-    causal_attention(ws.q.data(), n, ws.first, heads, cache, layer_index, attention_precision_, ws.attention,
-                     ws.attended.data());
+    causal_attention(ws.q.data(), n, ws.position[0], heads, *ws.cache[0], layer_index, attention_precision_,
+                     ws.attention, ws.attended.data());
   }
 
   layer.o_proj.forward(ws.attended.data(), n, ws.projected.data());
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
 }
 
-// Decode: a handful of queries against the cache, per head with vector dot products and axpys (a GEMM
-// call per head would cost more in setup than the arithmetic). Heads are spread over the threads.
-void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const {
+// Decode: a handful of queries, each against its own sequence's cache, per head with vector dot products
+// and axpys (a GEMM call per head would cost more in setup than the arithmetic). (row, head) pairs are
+// spread over the threads.
+void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws) const {
   const int heads = config_.num_attention_heads;
   const int head_dim = config_.head_dim;
   const int queries_per_kv_head = heads / config_.num_key_value_heads;
-  const int total = ws.first + ws.n;
+  const int context = ws.longest_context();
   const float scale = 1.0f / std::sqrt(float(head_dim));
-#pragma omp parallel for schedule(static) if (int64_t(heads) * total * head_dim >= 32768)
-  for (int h = 0; h < heads; ++h) {
+  const int pairs = ws.n * heads;
+#pragma omp parallel for schedule(static) if (int64_t(pairs) * context * head_dim >= 32768)
+  for (int pair = 0; pair < pairs; ++pair) {
+    const int r = pair / heads, h = pair % heads;
     const int kv = h / queries_per_kv_head;
-    const float* keys = cache.keys(layer_index, kv);
-    const float* values = cache.values(layer_index, kv);
-    float* scores = ws.scores.data() + size_t(h) * total;
-    for (int r = 0; r < ws.n; ++r) {
-      const size_t offset = (size_t(r) * heads + h) * head_dim;
-      const float* query = ws.q.data() + offset;
-      const int visible = ws.first + r + 1;
-      for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim);
-      softmax_row(scores, visible);
-      float* out = ws.attended.data() + offset;
-      std::fill(out, out + head_dim, 0.0f);
-      for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim);
-    }
+    const float* keys = ws.cache[r]->keys(layer_index, kv);
+    const float* values = ws.cache[r]->values(layer_index, kv);
+    float* scores = ws.scores.data() + size_t(pair) * context;
+    const size_t offset = (size_t(r) * heads + h) * head_dim;
+    const float* query = ws.q.data() + offset;
+    const int visible = ws.position[r] + 1;
+    for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim);
+    softmax_row(scores, visible);
+    float* out = ws.attended.data() + offset;
+    std::fill(out, out + head_dim, 0.0f);
+    for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim);
   }
 }
 
@@ -234,8 +244,7 @@ void Decoder::mlp(const Layer& layer, Workspace& ws) const {
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
 }
 
-std::vector<float> Decoder::forward(const float* embeddings, int n, KVCache& cache,
-                                  const HiddenStateObserver& observer) const {
+void Decoder::check_fits(const KVCache& cache, int n) const {
   if (cache.num_layers() != config_.num_hidden_layers || cache.num_kv_heads() != config_.num_key_value_heads ||
       cache.head_dim() != config_.head_dim) {
     throw Error("KV cache was made for " + std::to_string(cache.num_layers()) + " layers x " +
@@ -243,43 +252,70 @@ std::vector<float> Decoder::forward(const float* embeddings, int n, KVCache& cac
                 ", the model has " + std::to_string(config_.num_hidden_layers) + " x " +
                 std::to_string(config_.num_key_value_heads) + " x " + std::to_string(config_.head_dim));
   }
-  if (n < 1) throw Error("decoder forward: needs at least one position, got " + std::to_string(n));
   if (n > cache.capacity() - cache.size()) {
     throw Error("context overflow: " + std::to_string(cache.size()) + " positions in the cache + " +
                 std::to_string(n) + " new ones exceed the context size " + std::to_string(cache.capacity()));
   }
+}
 
-  const int hidden = config_.hidden_size;
-  Workspace ws(config_, n, cache.size());
+std::vector<float> Decoder::forward(const float* embeddings, int n, KVCache& cache,
+                                    const HiddenStateObserver& observer) const {
+  if (n < 1) throw Error("decoder forward: needs at least one position, got " + std::to_string(n));
+  check_fits(cache, n);
+  std::vector<int> positions(n);
+  for (int r = 0; r < n; ++r) positions[r] = cache.size() + r;
+  Workspace ws(config_, std::vector<KVCache*>(n, &cache), std::move(positions), true);
+  run_layers(embeddings, ws, observer);
+  cache.commit(n);
+  // Only the last position predicts the next token: lm_head on that row alone.
+  return logits_of_rows(ws, n - 1, 1);
+}
+
+std::vector<float> Decoder::forward_batch(const float* embeddings, std::span<KVCache* const> caches) const {
+  if (caches.empty()) throw Error("decoder forward_batch: needs at least one sequence");
+  std::vector<int> positions;
+  for (KVCache* cache : caches) {
+    check_fits(*cache, 1);
+    if (std::count(caches.begin(), caches.end(), cache) != 1)
+      throw Error("decoder forward_batch: a KV cache appears twice in one batch");
+    positions.push_back(cache->size());
+  }
+  const int n = int(caches.size());
+  Workspace ws(config_, std::vector<KVCache*>(caches.begin(), caches.end()), std::move(positions), false);
+  run_layers(embeddings, ws, {});
+  for (KVCache* cache : caches) cache->commit(1);
+  return logits_of_rows(ws, 0, n);
+}
+
+void Decoder::run_layers(const float* embeddings, Workspace& ws, const HiddenStateObserver& observer) const {
+  const int n = ws.n, hidden = config_.hidden_size, half = config_.head_dim / 2;
   std::memcpy(ws.residual.data(), embeddings, sizeof(float) * ws.residual.size());
-
-  const int half = config_.head_dim / 2;
   for (int r = 0; r < n; ++r) {
-    const double position = ws.first + r;
+    const double position = ws.position[r];
     for (int j = 0; j < half; ++j) {
       const double angle = position * inverse_frequencies_[j];
       ws.rotary_cos[size_t(r) * half + j] = float(std::cos(angle));
       ws.rotary_sin[size_t(r) * half + j] = float(std::sin(angle));
     }
   }
-
+  // Keys and values of every layer are written past each cache's size; the caller commits them after.
   for (int i = 0; i < int(layers_.size()); ++i) {
-    attention(i, layers_[i], ws, cache);
+    attention(i, layers_[i], ws);
     mlp(layers_[i], ws);
     if (observer) observer("llm.hidden." + std::to_string(i), ws.residual.data(), n, hidden);
   }
-  // Keys and values of every layer are written; only now do the new positions become part of the context.
-  cache.commit(n);
-
   if (observer) {
     rms_norm(ws.residual.data(), final_norm_, n, ws.normed.data());
     observer("llm.final_norm", ws.normed.data(), n, hidden);
   }
-  // Only the last position predicts the next token: normalise it alone and run lm_head on one row.
-  std::vector<float> last_normed(hidden);
-  rms_norm(ws.residual.data() + size_t(n - 1) * hidden, final_norm_, 1, last_normed.data());
-  std::vector<float> logits(config_.vocab_size);
-  lm_head_.forward(last_normed.data(), 1, logits.data());
+}
+
+std::vector<float> Decoder::logits_of_rows(const Workspace& ws, int first_row, int rows) const {
+  const int hidden = config_.hidden_size;
+  std::vector<float> normed(size_t(rows) * hidden);
+  rms_norm(ws.residual.data() + size_t(first_row) * hidden, final_norm_, rows, normed.data());
+  std::vector<float> logits(size_t(rows) * config_.vocab_size);
+  lm_head_.forward(normed.data(), rows, logits.data());
   return logits;
 }
 

@@ -31,6 +31,7 @@ class Decoder final : public TextDecoder {
   void embed(std::span<const int32_t> ids, float* out) const override;
   std::vector<float> forward(const float* embeddings, int n, KVCache& cache,
                              const HiddenStateObserver& observer = {}) const override;
+  std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches) const override;
 
  private:
   struct Layer {
@@ -42,8 +43,11 @@ class Decoder final : public TextDecoder {
   struct Workspace;
 
   explicit Decoder(const TextConfig& config) : config_(config) {}
-  void attention(int layer_index, const Layer& layer, Workspace& ws, KVCache& cache) const;
-  void attend_with_dot_loops(int layer_index, Workspace& ws, const KVCache& cache) const;
+  void check_fits(const KVCache& cache, int n) const;
+  void run_layers(const float* embeddings, Workspace& ws, const HiddenStateObserver& observer) const;
+  std::vector<float> logits_of_rows(const Workspace& ws, int first_row, int rows) const;
+  void attention(int layer_index, const Layer& layer, Workspace& ws) const;
+  void attend_with_dot_loops(int layer_index, Workspace& ws) const;
   void mlp(const Layer& layer, Workspace& ws) const;
   void rms_norm(const float* x, const Tensor& weight, int rows, float* y) const;
   void apply_rotary(float* x, int rows, int heads, const Workspace& ws) const;

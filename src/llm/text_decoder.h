@@ -33,6 +33,11 @@ class TextDecoder {
   // or the cache was made for other dimensions.
   virtual std::vector<float> forward(const float* embeddings, int n, KVCache& cache,
                                      const HiddenStateObserver& observer = {}) const = 0;
+
+  // Batched decode: the next position of each of B sequences, embeddings [B, hidden], sequence b in
+  // caches[b] (B distinct caches). Each linear runs once over the B rows; attention reads each row's own
+  // cache. Returns the logits [B, vocab_size]. Throws, before any work, when a position does not fit its cache.
+  virtual std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches) const = 0;
 };
 
 // Multiply-accumulates of prefilling `positions` new positions after `cached` ones, logits for the last

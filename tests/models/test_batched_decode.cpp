@@ -1,0 +1,109 @@
+// Batched decode (TextDecoder::forward_batch): sequences of different lengths advanced together give the
+// logits and greedy tokens each gives alone, for every family and weight storage.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "core/error.h"
+#include "llm/kv_cache.h"
+#include "models/registry.h"
+
+namespace fs = std::filesystem;
+using namespace fastvlm;
+
+namespace {
+
+const fs::path kFixtures = fs::path(FASTVLM_SHARED_DIR) / "fixtures";
+
+int argmax(const float* logits, int n) { return int(std::max_element(logits, logits + n) - logits); }
+
+struct BatchCase {
+  const char* model;
+  DType dtype;
+};
+
+class BatchedDecode : public testing::TestWithParam<BatchCase> {};
+
+TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
+  ModelLoadOptions options;
+  options.llm_dtype = GetParam().dtype;
+  std::unique_ptr<Model> model;
+  try {
+    model = load_model(kFixtures / GetParam().model, options);
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();  // bf16 on a CPU without it
+  }
+  const TextDecoder& decoder = *model->decoder;
+  const TextConfig& config = decoder.config();
+  const int hidden = config.hidden_size, vocab = config.vocab_size, steps = 6;
+  // Five prompts of different lengths (the batch is past the few-row GEMV path), prefilled alone.
+  const std::vector<std::vector<int32_t>> prompts = {
+      {785, 6722, 315, 9625, 374}, {9707}, {32174, 53, 10994, 3209, 2539, 264, 220, 16}, {7985, 264}, {1, 2, 3}};
+  const int batch = int(prompts.size());
+  std::vector<KVCache> alone, together;
+  std::vector<int32_t> next_alone, next_together;
+  for (const auto& prompt : prompts) {
+    std::vector<float> embeds(prompt.size() * hidden);
+    decoder.embed(prompt, embeds.data());
+    for (auto* caches : {&alone, &together}) {
+      caches->emplace_back(config, 64);
+      const std::vector<float> logits = decoder.forward(embeds.data(), int(prompt.size()), caches->back());
+      (caches == &alone ? next_alone : next_together).push_back(argmax(logits.data(), vocab));
+    }
+  }
+  std::vector<KVCache*> batch_caches;
+  for (KVCache& cache : together) batch_caches.push_back(&cache);
+
+  for (int step = 0; step < steps; ++step) {
+    std::vector<float> embeds(size_t(batch) * hidden);
+    decoder.embed(next_together, embeds.data());
+    const std::vector<float> batched = decoder.forward_batch(embeds.data(), batch_caches);
+    ASSERT_EQ(batched.size(), size_t(batch) * vocab);
+    for (int b = 0; b < batch; ++b) {
+      std::vector<float> embedding(hidden);
+      decoder.embed(std::span(&next_alone[b], 1), embedding.data());
+      const std::vector<float> single = decoder.forward(embedding.data(), 1, alone[b]);
+      float scale = 0, worst = 0;
+      for (int i = 0; i < vocab; ++i) {
+        scale = std::max(scale, std::abs(single[i]));
+        worst = std::max(worst, std::abs(single[i] - batched[size_t(b) * vocab + i]));
+      }
+      // The same products over another number of rows: equal up to summation order.
+      EXPECT_LE(worst, (GetParam().dtype == DType::F32 ? 1e-4f : 2e-2f) * scale) << "sequence " << b << " step " << step;
+      next_alone[b] = argmax(single.data(), vocab);
+      next_together[b] = argmax(batched.data() + size_t(b) * vocab, vocab);
+      EXPECT_EQ(next_together[b], next_alone[b]) << "sequence " << b << " step " << step;
+      EXPECT_EQ(together[b].size(), alone[b].size());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, BatchedDecode,
+                         testing::Values(BatchCase{"tiny-llama", DType::F32}, BatchCase{"tiny-qwen2-text", DType::F32},
+                                         BatchCase{"tiny-fastvlm", DType::F32}, BatchCase{"tiny-llama", DType::BF16}),
+                         [](const auto& info) {
+                           std::string name = std::string(info.param.model) + (info.param.dtype == DType::F32 ? "_f32" : "_bf16");
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(BatchedDecode, ACacheThatIsFullOrTwiceInTheBatchIsRefusedBeforeAnyWork) {
+  const auto model = load_model(kFixtures / "tiny-llama", {});
+  const TextDecoder& decoder = *model->decoder;
+  const int hidden = decoder.config().hidden_size;
+  KVCache roomy(decoder.config(), 8), full(decoder.config(), 1);
+  std::vector<float> embeds(2 * hidden, 0.01f);
+  decoder.forward(embeds.data(), 1, full);
+  std::vector<KVCache*> caches = {&roomy, &full};
+  EXPECT_THROW(decoder.forward_batch(embeds.data(), caches), Error);
+  EXPECT_EQ(roomy.size(), 0);
+  caches = {&roomy, &roomy};
+  EXPECT_THROW(decoder.forward_batch(embeds.data(), caches), Error);
+  EXPECT_EQ(roomy.size(), 0);
+}
+
+}  // namespace
