@@ -4,9 +4,11 @@
 // `fastvlm run --temp 0` for the same image and prompt.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -494,6 +496,197 @@ TEST(ServerSlots, SigtermWithAStreamInFlightExitsPromptly) {
   reader.join();
 }
 
+// A plain TCP connection to the server, for what an HTTP client library would not send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(uint16_t(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  }
+  ~RawConnection() { close(fd_); }
+  bool send_all(const std::string& data) {
+    for (size_t sent = 0; sent < data.size();) {
+      const ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += size_t(n);
+    }
+    return true;
+  }
+  // Everything the server sends until it closes the connection or stays silent for `quiet`.
+  std::string receive(std::chrono::milliseconds quiet, bool* closed = nullptr) {
+    std::string received;
+    if (closed) *closed = false;
+    for (;;) {
+      pollfd fd{fd_, POLLIN, 0};
+      if (poll(&fd, 1, int(quiet.count())) <= 0) return received;
+      char buffer[4096];
+      const ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) {
+        if (closed) *closed = true;
+        return received;
+      }
+      received.append(buffer, size_t(n));
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+// How many HTTP responses a byte stream holds: status lines, which follow the previous body directly.
+int count_responses(const std::string& received) {
+  int count = 0;
+  for (size_t at = received.find("HTTP/1.1 "); at != std::string::npos; at = received.find("HTTP/1.1 ", at + 1))
+    ++count;
+  return count;
+}
+
+TEST(ServerHardening, AnEarlyErrorNeverLetsTheBodyBeReadAsTheNextRequest) {
+  ServerProcess server({"--api-key", kApiKey, "--max-body-bytes", "1000"});
+  const std::string smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  // The head and the body as two sends: a body that arrives after the head was answered is what a
+  // server that does not read it would take for the next request.
+  auto post = [&](const std::string& key, const std::string& body, const std::string& framing) {
+    return std::pair("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
+                         "\r\nContent-Type: application/json\r\n" + framing + "\r\n",
+                     body);
+  };
+  auto chunked = [](const std::vector<std::string>& chunks) {
+    std::ostringstream body;
+    for (const std::string& chunk : chunks) body << std::hex << chunk.size() << "\r\n" << chunk << "\r\n";
+    return body.str() + "0\r\n\r\n";
+  };
+  const std::string padding(2000, ' ');
+  const std::vector<std::pair<int, std::pair<std::string, std::string>>> cases = {
+      {401, post("wrong", smuggled, "Content-Length: " + std::to_string(smuggled.size()) + "\r\n")},
+      {401, post("wrong", chunked({smuggled}), "Transfer-Encoding: chunked\r\n")},
+      {413, post(kApiKey, padding + smuggled, "Content-Length: " + std::to_string(padding.size() + smuggled.size()) + "\r\n")},
+      {413, post(kApiKey, chunked({padding, smuggled}), "Transfer-Encoding: chunked\r\n")},
+  };
+  for (const auto& [status, request] : cases) {
+    RawConnection connection(server.port());
+    ASSERT_TRUE(connection.send_all(request.first));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    connection.send_all(request.second);  // may fail: the server is allowed to have closed the connection
+    bool closed = false;
+    const std::string received = connection.receive(std::chrono::milliseconds(1000), &closed);
+    EXPECT_EQ(received.rfind("HTTP/1.1 " + std::to_string(status), 0), 0u) << received;
+    EXPECT_EQ(count_responses(received), 1) << "the body was answered as a request:\n" << received;
+    if (!closed) {  // a connection left open must still be in step: a real request gets its answer
+      ASSERT_TRUE(connection.send_all(smuggled));
+      const std::string next = connection.receive(std::chrono::milliseconds(1000));
+      EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
+    }
+  }
+}
+
+TEST(ServerHardening, HeadersAreBoundedInCountAndSize) {
+  ServerProcess server({});
+  {  // many small headers
+    RawConnection connection(server.port());
+    std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 500; ++i) request += "X-Filler-" + std::to_string(i) + ": a\r\n";
+    connection.send_all(request + "\r\n");
+    const std::string received = connection.receive(std::chrono::milliseconds(2000));
+    EXPECT_EQ(received.rfind("HTTP/1.1 431", 0), 0u) << received.substr(0, 200);
+  }
+  {  // a few large ones
+    RawConnection connection(server.port());
+    std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 20; ++i) request += "X-Filler-" + std::to_string(i) + ": " + std::string(8000, 'a') + "\r\n";
+    connection.send_all(request + "\r\n");
+    const std::string received = connection.receive(std::chrono::milliseconds(2000));
+    EXPECT_EQ(received.rfind("HTTP/1.1 431", 0), 0u) << received.substr(0, 200);
+  }
+}
+
+TEST(ServerHardening, AHeadThatNeverEndsIsCutOffAfterTheHeaderTimeout) {
+  ServerProcess server({"--header-timeout", "2"});
+  {  // cut off after --header-timeout, not after --timeout
+    RawConnection connection(server.port());
+    connection.send_all("GET /health HTTP/1.1\r\nHost: x\r\n");
+    const auto start = Clock::now();
+    bool closed = false;
+    connection.receive(std::chrono::milliseconds(6000), &closed);
+    EXPECT_TRUE(closed);
+    EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0);
+  }
+}
+
+TEST(ServerHardening, HealthAnswersWhileManyConnectionsAreHalfOpenAndSlotsBusy) {
+  ServerProcess server({"--parallel", "1", "--queue", "2", "--ctx", "4096", "--timeout", "60"});
+  // Every slot and queue place taken by long generations...
+  std::vector<std::thread> generations;
+  for (int i = 0; i < 3; ++i)
+    generations.emplace_back([&] {
+      httplib::Client client("127.0.0.1", server.port());
+      client.set_read_timeout(60, 0);
+      client.Post("/v1/chat/completions", text_request("Count to a thousand.", 100).dump(), "application/json");
+    });
+  // ...and more connections that never finish their request head than the server has threads.
+  std::vector<std::unique_ptr<RawConnection>> half_open;
+  for (int i = 0; i < 40; ++i) {
+    half_open.push_back(std::make_unique<RawConnection>(server.port()));
+    half_open.back()->send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (const char* path : {"/health", "/metrics"}) {
+    const auto start = Clock::now();
+    CurlResult result = curl(server, "GET", path, std::nullopt, "", {"--max-time", "3"});
+    EXPECT_EQ(result.status, 200) << path;
+    EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.0) << path;
+  }
+  half_open.clear();
+  for (auto& generation : generations) generation.join();
+}
+
+TEST(ServerHardening, ConnectionsBeyondTheCapGetAFast503) {
+  ServerProcess server({"--max-connections", "8", "--header-timeout", "30"});
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 8; ++i) {  // complete heads of requests whose bodies never come
+    held.push_back(std::make_unique<RawConnection>(server.port()));
+    held.back()->send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  RawConnection extra(server.port());
+  extra.send_all("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto start = Clock::now();
+  const std::string received = extra.receive(std::chrono::milliseconds(2000));
+  EXPECT_EQ(received.rfind("HTTP/1.1 503", 0), 0u) << received;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.0);
+}
+
+TEST(ServerHardening, ANonStreamingClientThatLeavesFreesItsSlot) {
+  ServerProcess server({"--parallel", "1", "--ctx", "4096"});
+  {
+    RawConnection connection(server.port());
+    const std::string body = text_request("Count to a thousand.", 4000).dump();  // about 15 s of generation
+    connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }  // the client hangs up without reading its answer
+  json health;
+  for (auto deadline = Clock::now() + std::chrono::seconds(4); Clock::now() < deadline;) {
+    health = json::parse(curl(server, "GET", "/health", std::nullopt, "").body);
+    if (health.at("slots_busy") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(health.at("slots_busy"), 0) << "the slot still generates for a client that left";
+  EXPECT_GE(metric(curl(server, "GET", "/metrics", std::nullopt, "").body, "fastvlm_cancelled_requests_total"), 1);
+}
+
+TEST(ServerHardening, RequestTimeoutEndsALongGeneration) {
+  ServerProcess server({"--parallel", "1", "--ctx", "4096", "--request-timeout", "1"});
+  const auto start = Clock::now();
+  CurlResult result = curl(server, "POST", "/v1/chat/completions", text_request("Count to a thousand.", 4000).dump(), "");
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 4.0);
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["finish_reason"], "length");
+}
+
 double percentile(std::vector<double> values, double fraction) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -588,3 +781,4 @@ TEST_F(ServerTest, LoadTestEightClientsTwoHundredRequests) {
 }
 
 }  // namespace
+
