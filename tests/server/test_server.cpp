@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -118,6 +119,7 @@ class ServerProcess {
   ~ServerProcess() { stop(); }
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   // SIGTERM, then the exit status (0 for a clean shutdown); SIGKILL if it does not exit in 10 s.
@@ -782,3 +784,185 @@ TEST_F(ServerTest, LoadTestEightClientsTwoHundredRequests) {
 
 }  // namespace
 
+namespace {
+
+// Resident memory of a process, from /proc.
+double rss_megabytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+
+// The status code of the first response in a byte stream, or 0.
+int first_status(const std::string& received) {
+  return received.rfind("HTTP/1.1 ", 0) == 0 && received.size() >= 12 ? std::atoi(received.c_str() + 9) : 0;
+}
+
+// About a thousand requests from eight clients mixing good ones (images and text, streamed and not) with
+// every kind of hostile input, while /health is polled. Bounded: it stops after kRequests or 80 s.
+TEST(ServerSoak, GoodRequestsStayCorrectAndTheServerStaysResponsive) {
+  constexpr int kClients = 8, kRequests = 1000, kTokens = 4;
+  constexpr double kRssGrowthBoundMb = 64;
+  ServerProcess server({"--parallel", "2", "--queue", "16", "--ctx", "256", "--api-key", kApiKey, "--max-body-bytes",
+                        "200000", "--header-timeout", "2"});
+  const std::string image_url = data_url(kSmallImage, "image/jpeg");
+  const httplib::Headers auth = {{"Authorization", "Bearer " + kApiKey}};
+  auto answer_alone = [&](const json& request) {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    auto res = client.Post("/v1/chat/completions", auth, request.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200);
+    return res ? json::parse(res->body)["choices"][0]["message"]["content"].get<std::string>() : std::string();
+  };
+  // The reference answers come from each request sent alone; they also warm the caches before the RSS baseline.
+  const std::string image_answer = answer_alone(image_request(image_url, kPrompt, kTokens));
+  const std::string text_answer = answer_alone(text_request(kPrompt, kTokens));
+  const double rss_before = rss_megabytes(server.pid());
+
+  std::atomic<bool> done{false};
+  std::vector<double> health_ms;
+  int health_failures = 0;
+  std::thread health_poller([&] {
+    while (!done) {
+      httplib::Client client("127.0.0.1", server.port());
+      client.set_connection_timeout(2, 0);
+      client.set_read_timeout(2, 0);
+      const auto start = Clock::now();
+      auto res = client.Get("/health");
+      health_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      health_failures += !res || res->status != 200;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+
+  std::mutex mutex;
+  std::map<std::string, int> outcomes;
+  std::vector<std::string> failures;
+  auto record = [&](const std::string& kind, bool ok, const std::string& detail) {
+    std::lock_guard lock(mutex);
+    ++outcomes[kind + (ok ? " ok" : " WRONG")];
+    if (!ok) failures.push_back(kind + ": " + detail.substr(0, 300));
+  };
+  const auto give_up = Clock::now() + std::chrono::seconds(80);
+  std::atomic<int> next{0};
+  auto client_loop = [&] {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    for (int i; (i = next++) < kRequests && Clock::now() < give_up;) {
+      switch (i % 10) {
+        case 0:
+        case 1: {  // good: image or text, one JSON answer, on a kept-alive connection
+          const bool image = i % 10 == 0;
+          auto res = client.Post("/v1/chat/completions", auth,
+                                 (image ? image_request(image_url, kPrompt, kTokens) : text_request(kPrompt, kTokens)).dump(),
+                                 "application/json");
+          const bool ok = res && res->status == 200 &&
+                          json::parse(res->body)["choices"][0]["message"]["content"] == (image ? image_answer : text_answer);
+          record(image ? "image" : "text", ok, res ? res->body : "no response");
+          break;
+        }
+        case 2:
+        case 3: {  // good: image or text, streamed
+          const bool image = i % 10 == 2;
+          json request = image ? image_request(image_url, kPrompt, kTokens, true) : text_request(kPrompt, kTokens);
+          request["stream"] = true;
+          StreamOutcome outcome = stream_with_httplib(server.port(), request);
+          const StreamedAnswer answer = parse_event_stream(outcome.body);
+          record(image ? "image streamed" : "text streamed",
+                 outcome.status == 200 && answer.done && answer.text == (image ? image_answer : text_answer), outcome.body);
+          break;
+        }
+        case 4: {  // malformed JSON
+          auto res = client.Post("/v1/chat/completions", auth, "{\"messages\": [", "application/json");
+          record("malformed JSON", res && res->status == 400, res ? res->body : "no response");
+          break;
+        }
+        case 5: {  // a body over --max-body-bytes, refused from its Content-Length before it is sent
+          RawConnection connection(server.port());
+          connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kApiKey +
+                              "\r\nContent-Length: 5000000\r\n\r\n" + std::string(1000, ' '));
+          const std::string received = connection.receive(std::chrono::milliseconds(2000));
+          record("oversized body", first_status(received) == 413, received);
+          break;
+        }
+        case 6: {  // a wrong key on a kept-alive connection, the body (a request) sent after the head
+          RawConnection connection(server.port());
+          const std::string smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+          connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                              "Content-Length: " + std::to_string(smuggled.size()) + "\r\n\r\n");
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          connection.send_all(smuggled);
+          const std::string received = connection.receive(std::chrono::milliseconds(300));
+          record("401 keep-alive", first_status(received) == 401 && count_responses(received) == 1, received);
+          break;
+        }
+        case 7: {  // a header flood
+          RawConnection connection(server.port());
+          std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+          for (int h = 0; h < 2000; ++h) request += "X-Flood-" + std::to_string(h) + ": " + std::string(100, 'a') + "\r\n";
+          connection.send_all(request + "\r\n");
+          const std::string received = connection.receive(std::chrono::milliseconds(2000));
+          record("header flood", first_status(received) == 431, received);
+          break;
+        }
+        case 8: {  // a stream the client leaves after its first chunk, and one it leaves mid-answer
+          json request = text_request(kPrompt, 200);
+          request["stream"] = true;
+          StreamOutcome outcome = stream_with_httplib(server.port(), request, i % 20 == 8 ? 1 : 3);
+          record("left stream", outcome.status == 200 && outcome.cancelled, outcome.body);
+          break;
+        }
+        case 9: {  // a slow client (its head in pieces) and a half-open one (a head that never ends)
+          RawConnection connection(server.port());
+          const std::string head = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kApiKey + "\r\n\r\n";
+          if (i % 20 == 9) {
+            connection.send_all(head.substr(0, head.size() / 2));
+            std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // past --header-timeout
+            bool closed = false;
+            const std::string received = connection.receive(std::chrono::milliseconds(500), &closed);
+            record("half-open", first_status(received) == 408 && closed, received);
+          } else {
+            for (size_t at = 0; at < head.size(); at += 16) {
+              connection.send_all(head.substr(at, 16));
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+            const std::string received = connection.receive(std::chrono::milliseconds(1000));
+            record("slow client", first_status(received) == 200, received);
+          }
+          break;
+        }
+      }
+    }
+  };
+  const auto start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) clients.emplace_back(client_loop);
+  for (auto& client : clients) client.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  done = true;
+  health_poller.join();
+  // A last good request: the slots are free and correct after the storm.
+  EXPECT_EQ(answer_alone(image_request(image_url, kPrompt, kTokens)), image_answer);
+  const double rss_after = rss_megabytes(server.pid());
+
+  int total = 0;
+  std::printf("soak: %d requests from %d clients in %.1f s\n", std::min(next.load(), kRequests), kClients, seconds);
+  for (const auto& [kind, count] : outcomes) {
+    std::printf("  %-24s %d\n", kind.c_str(), count);
+    total += count;
+  }
+  std::printf("  /health: %zu polls, p50 %.1f ms, max %.1f ms, %d failed\n", health_ms.size(),
+              percentile(health_ms, 0.5), percentile(health_ms, 1.0), health_failures);
+  std::printf("  server RSS: %.1f MB before, %.1f MB after (bound: +%.0f MB)\n", rss_before, rss_after,
+              kRssGrowthBoundMb);
+  for (const auto& failure : failures) ADD_FAILURE() << failure;
+  EXPECT_EQ(total, kRequests) << "the soak did not finish within its time";
+  EXPECT_EQ(health_failures, 0);
+  EXPECT_LT(percentile(health_ms, 1.0), 1000.0);
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundMb);
+  EXPECT_EQ(server.stop(), 0);
+}
+
+}  // namespace
