@@ -491,6 +491,9 @@ GuardedServer::GuardedServer(ConnectionLimits limits) {
   set_read_timeout(limits.io_timeout_seconds);
   set_write_timeout(limits.io_timeout_seconds);
   set_payload_max_length(limits.max_body_bytes);
+  // Only for the Keep-Alive header httplib writes: this layer enforces both.
+  set_keep_alive_timeout(limits.idle_seconds);
+  set_keep_alive_max_count(kMaxRequestsPerConnection);
   // httplib's accept loop runs each connection's task on the accept thread, which only hands the socket
   // over: from then on this layer's threads serve it.
   struct Inline : httplib::TaskQueue {
