@@ -83,10 +83,11 @@ std::string error_response(int status, const std::string& code, const std::strin
   return response + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-// The socket is non-blocking for the head reader and has httplib's send timeout: this never waits long.
+// Never waits: the head reader serves every connection, and a client that leaves responses unread could
+// have filled its send buffer. What does not fit is dropped; the connection is being closed anyway.
 void send_all(int socket, std::string_view data) {
   while (!data.empty()) {
-    const ssize_t n = ::send(socket, data.data(), data.size(), MSG_NOSIGNAL);
+    const ssize_t n = ::send(socket, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
     data.remove_prefix(size_t(n));
