@@ -54,6 +54,18 @@ void add_serve_command(CLI::App& app) {
   command->add_option("--timeout", o.timeout_seconds, "Socket read/write timeout and longest wait for a slot, seconds")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  command->add_option("--header-timeout", o.header_timeout_seconds,
+                      "Longest time a request's head (request line and headers) may take to arrive, seconds")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  command->add_option("--request-timeout", o.request_timeout_seconds,
+                      "Longest time one request may generate; then it ends with finish_reason 'length', seconds")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  command->add_option("--max-connections", o.max_connections,
+                      "Open connections; beyond, the one idle longest is closed, or the newcomer gets 503")
+      ->check(CLI::Range(4, 65536))
+      ->capture_default_str();
   command->add_option("--allowed-image-dir", flags->allowed_image_dir,
                       "Accept local image paths (file:///...) inside this directory")
       ->check(CLI::ExistingDirectory);

@@ -93,15 +93,25 @@ ImageInput image_from_local_path(std::string_view url, const std::string& where,
     throw invalid_request("image_path_not_allowed", "'" + where +
                                                         "': local image paths are disabled (the server must be "
                                                         "started with --allowed-image-dir)");
+  namespace fs = std::filesystem;
   std::string_view path_text = url.substr(0, 7) == "file://" ? url.substr(7) : url;
+  auto is_inside = [&](const fs::path& path) {
+    const fs::path relative = path.lexically_relative(*policy.allowed_image_dir);
+    return !relative.empty() && *relative.begin() != "..";
+  };
+  // Whether the file exists is looked at only inside the allowed directory: outside it every path gets
+  // the same answer, so a client cannot probe the server's file system. The check is made on the path
+  // as written and again with the symlinks of its existing part resolved (weakly_canonical), so neither
+  // ".." nor a link can walk out; a component that cannot be resolved counts as outside.
   std::error_code error;
-  // canonical() resolves symlinks and "..", so the containment check below cannot be walked around.
-  std::filesystem::path path = std::filesystem::canonical(std::filesystem::path(path_text), error);
-  if (error) throw invalid_request("invalid_image", "'" + where + "': cannot open '" + std::string(path_text) + "'");
-  std::filesystem::path inside = path.lexically_relative(*policy.allowed_image_dir);
-  if (inside.empty() || *inside.begin() == "..")
+  const fs::path written = fs::absolute(fs::path(path_text), error).lexically_normal();
+  const fs::path resolved = error ? fs::path() : fs::weakly_canonical(written, error);
+  if (error || !is_inside(written) || !is_inside(resolved))
     throw invalid_request("image_path_not_allowed",
                           "'" + where + "': '" + std::string(path_text) + "' is outside the allowed image directory");
+  const fs::path path = fs::canonical(resolved, error);
+  if (error || !is_inside(path))
+    throw invalid_request("invalid_image", "'" + where + "': cannot open '" + std::string(path_text) + "'");
   return ImageInput::file(path.string());
 }
 

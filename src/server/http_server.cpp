@@ -3,11 +3,13 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "core/error.h"
 #include "server/api_error.h"
 #include "server/chat_request.h"
+#include "server/connection_layer.h"
 #include "server/metrics.h"
 #include "server/openai_format.h"
 #include "server/slot_pool.h"
@@ -18,8 +20,8 @@ namespace {
 
 using nlohmann::json;
 
-// Connections beyond the slots and the queue: /health, /metrics and /v1/models stay answerable, and
-// requests over the queue limit still reach the handler to be told 503 rather than wait unseen.
+// API workers beyond the slots and the queue: /v1/models stays answerable, and requests over the queue
+// limit still reach the handler to be told 503 rather than wait unseen.
 constexpr int kSpareConnectionThreads = 8;
 constexpr int kRetryAfterSeconds = 1;
 
@@ -72,11 +74,32 @@ bool send_event(httplib::DataSink& sink, const std::string& data) {
   return sink.write(event.data(), event.size());
 }
 
+using Clock = std::chrono::steady_clock;
+
+ConnectionLimits connection_limits(const ServerOptions& o) {
+  ConnectionLimits limits;
+  limits.header_timeout_seconds = o.header_timeout_seconds;
+  limits.io_timeout_seconds = o.timeout_seconds;
+  limits.max_body_bytes = o.max_body_bytes;
+  limits.max_connections = o.max_connections;
+  // Every request that may hold a slot or wait for one, and spares to turn the rest away with a 503.
+  limits.api_workers = o.parallel + o.queue + kSpareConnectionThreads;
+  return limits;
+}
+
+// A generation cut off by --request-timeout ends like one that reached max_tokens (finish_reason
+// "length"); the KV cache is treated as after a cancellation, since the answer is incomplete.
+void report_timeout(Generation& answer) { answer.stop_reason = StopReason::MaxTokens; }
+
 // One streamed completion: its slot, and the thread generating into the stream the HTTP thread reads.
 struct StreamingJob {
   StreamingJob(SlotPool::Lease lease, ChatRequest request, std::vector<uint64_t> conversation,
-               const std::atomic<bool>& stopping)
-      : lease(std::move(lease)), request(std::move(request)), conversation(std::move(conversation)), stopping(stopping) {}
+               const std::atomic<bool>& stopping, Clock::time_point deadline)
+      : lease(std::move(lease)),
+        request(std::move(request)),
+        conversation(std::move(conversation)),
+        stopping(stopping),
+        deadline(deadline) {}
   ~StreamingJob() {
     stream.cancel();
     if (worker.joinable()) worker.join();
@@ -84,10 +107,14 @@ struct StreamingJob {
   void start() {
     worker = std::thread([this] {
       try {
+        bool timed_out = false;
         Generation answer = lease.session().respond(
-            request.conversation, request.generate,
-            [this](std::string_view piece) { return !stopping && stream.push(piece); });
+            request.conversation, request.generate, [this, &timed_out](std::string_view piece) {
+              timed_out = Clock::now() >= deadline;
+              return !stopping && !timed_out && stream.push(piece);
+            });
         lease.set_history(history_after(conversation, answer));
+        if (timed_out) report_timeout(answer);
         stream.finish(std::move(answer));
       } catch (...) {
         lease.session().reset();
@@ -101,6 +128,7 @@ struct StreamingJob {
   ChatRequest request;
   std::vector<uint64_t> conversation;
   const std::atomic<bool>& stopping;  // the server's: set, every generation ends at its next piece
+  const Clock::time_point deadline;   // --request-timeout after the request arrived
   TokenStream stream;
   std::thread worker;  // last: joined before the members it uses go away
 };
@@ -111,7 +139,8 @@ struct HttpServer::Impl {
   Impl(const Engine& engine, ServerOptions options)
       : engine(engine),
         options(std::move(options)),
-        pool(engine, this->options.parallel, this->options.queue, std::chrono::seconds(this->options.timeout_seconds)) {
+        pool(engine, this->options.parallel, this->options.queue, std::chrono::seconds(this->options.timeout_seconds)),
+        http(connection_limits(this->options)) {
     policy.allowed_image_dir = this->options.allowed_image_dir;
     // Without a limit in the request, generate until the context is full (OpenAI's behaviour).
     policy.default_max_tokens = engine.options().context;
@@ -122,7 +151,7 @@ struct HttpServer::Impl {
   void chat_completions(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
   std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const;
   void stream_completion(httplib::Response& res, ChatRequest request, std::vector<uint64_t> conversation,
-                         SlotPool::Lease lease);
+                         SlotPool::Lease lease, Clock::time_point deadline);
 
   const Engine& engine;
   const ServerOptions options;
@@ -130,7 +159,7 @@ struct HttpServer::Impl {
   SlotPool pool;
   Metrics metrics;
   std::atomic<bool> stopping{false};
-  httplib::Server http;
+  GuardedServer http;
 };
 
 bool HttpServer::Impl::authorized(const httplib::Request& req) const {
@@ -170,15 +199,29 @@ std::string HttpServer::Impl::read_body(const httplib::Request& req, httplib::Re
 
 void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Response& res,
                                         const httplib::ContentReader& reader) {
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(options.request_timeout_seconds);
   try {
     ChatRequest request = parse_chat_request(read_body(req, res, reader), policy);
     std::vector<uint64_t> conversation = fingerprints(request.conversation);
     SlotPool::Lease lease = pool.acquire(conversation);
-    if (request.stream) return stream_completion(res, std::move(request), std::move(conversation), std::move(lease));
+    if (request.stream)
+      return stream_completion(res, std::move(request), std::move(conversation), std::move(lease), deadline);
     try {
-      Generation answer = lease.session().respond(request.conversation, request.generate,
-                                                  [this](std::string_view) { return !stopping; });
+      // Nobody reads the answer of a client that left: its slot is freed at the next token.
+      bool client_gone = false, timed_out = false;
+      Generation answer = lease.session().respond(
+          request.conversation, request.generate, [&](std::string_view) {
+            client_gone = GuardedServer::client_gone();
+            timed_out = Clock::now() >= deadline;
+            return !stopping && !client_gone && !timed_out;
+          });
       lease.set_history(history_after(std::move(conversation), answer));
+      if (client_gone) {
+        metrics.count_cancelled();
+        return send_error(res, 499, "invalid_request_error", "client_closed_request",
+                          "the client closed the connection before the answer was complete");
+      }
+      if (timed_out) report_timeout(answer);
       metrics.count_generation(answer);
       res.set_content(dump(completion_json(new_completion_id(options.model_id), answer)), "application/json");
     } catch (...) {
@@ -193,8 +236,10 @@ void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Re
 }
 
 void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest request,
-                                         std::vector<uint64_t> conversation, SlotPool::Lease lease) {
-  auto job = std::make_shared<StreamingJob>(std::move(lease), std::move(request), std::move(conversation), stopping);
+                                         std::vector<uint64_t> conversation, SlotPool::Lease lease,
+                                         Clock::time_point deadline) {
+  auto job = std::make_shared<StreamingJob>(std::move(lease), std::move(request), std::move(conversation), stopping,
+                                            deadline);
   job->start();
   // The status line goes out with the first byte of the stream: wait until the generation has either
   // produced text or failed, so a bad image or an over-long prompt is still a plain 4xx response.
@@ -309,16 +354,7 @@ void HttpServer::Impl::install_routes() {
 
 HttpServer::HttpServer(const Engine& engine, ServerOptions options)
     : impl_(std::make_unique<Impl>(engine, std::move(options))) {
-  Impl& impl = *impl_;
-  const ServerOptions& o = impl.options;
-  const int threads = o.parallel + o.queue + kSpareConnectionThreads;
-  impl.http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
-  impl.http.set_payload_max_length(o.max_body_bytes);
-  impl.http.set_read_timeout(o.timeout_seconds);
-  impl.http.set_write_timeout(o.timeout_seconds);
-  // Idle keep-alive connections each hold a thread: let them go soon.
-  impl.http.set_keep_alive_timeout(2);
-  impl.install_routes();
+  impl_->install_routes();
 }
 
 HttpServer::~HttpServer() = default;
@@ -331,7 +367,10 @@ int HttpServer::bind() {
   return port;
 }
 
-void HttpServer::run() { impl_->http.listen_after_bind(); }
+void HttpServer::run() {
+  impl_->http.listen_after_bind();
+  impl_->http.shut_down();
+}
 
 void HttpServer::stop() {
   // Running generations end at their next token and queued requests are turned away, so the

@@ -20,6 +20,9 @@ struct ServerOptions {
   int queue = 16;                   // requests that may wait for a slot; beyond that 503
   size_t max_body_bytes = 32 << 20; // larger request bodies get 413
   int timeout_seconds = 600;        // socket read/write timeout, and the longest wait for a slot
+  int header_timeout_seconds = 10;  // from a request's first byte to the end of its head
+  int request_timeout_seconds = 600;  // from a request's arrival to the end of its generation
+  int max_connections = 128;        // open connections; beyond, the longest-idle one or the newcomer goes
   std::optional<std::filesystem::path> allowed_image_dir;  // local image paths only under it
   std::string model_id;             // the name /v1/models reports and responses carry
 };

@@ -1,6 +1,10 @@
 // Request parsing and base64 on their own, without a server: RFC 4648 vectors and OpenAI request shapes.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "server/api_error.h"
@@ -110,6 +114,44 @@ TEST(ChatRequest, RefusesBadImageUrls) {
   EXPECT_EQ(status_of(image(inside), policy), 200);
   EXPECT_EQ(status_of(image(policy.allowed_image_dir->string() + "/../README.md"), policy), 400);
   EXPECT_EQ(status_of(image("file:///etc/passwd"), policy), 400);
+}
+
+// The error for a path outside the allowed directory must not depend on whether that path exists, or a
+// client could probe the server's file system; this holds for paths that only leave it through a symlink.
+TEST(ChatRequest, LocalPathErrorsDoNotRevealWhetherAFileExists) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(::testing::TempDir()) / ("fastvlm_oracle_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "allowed");
+  fs::create_directories(root / "secret");
+  { std::ofstream(root / "secret" / "exists.txt") << "x"; }
+  fs::create_directory_symlink(root / "secret", root / "allowed" / "escape");
+  RequestPolicy policy;
+  policy.allowed_image_dir = fs::canonical(root / "allowed");
+
+  // The message with the path the client sent replaced, so two requests' messages can be compared.
+  auto refusal = [&](const std::string& path) {
+    const std::string body = R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file://)" +
+                             path + R"("}}]}]})";
+    try {
+      parse_chat_request(body, policy);
+    } catch (const ApiError& e) {
+      std::string message = e.what();
+      message.replace(message.find(path), path.size(), "PATH");
+      return std::to_string(e.status()) + " " + e.code() + " " + message;
+    }
+    return std::string("accepted");
+  };
+  const std::string outside = refusal((root / "secret" / "exists.txt").string());
+  EXPECT_EQ(outside.rfind("400 ", 0), 0u) << outside;
+  EXPECT_EQ(refusal((root / "secret" / "missing.txt").string()), outside);
+  EXPECT_EQ(refusal((root / "allowed" / "escape" / "exists.txt").string()), outside);
+  EXPECT_EQ(refusal((root / "allowed" / "escape" / "missing.txt").string()), outside);
+  EXPECT_EQ(refusal((root / "allowed" / ".." / "secret" / "missing.txt").string()), outside);
+  EXPECT_EQ(refusal("/no-such-directory/missing.txt"), outside);
+  // Inside the allowed directory the client may learn that a file is missing.
+  EXPECT_NE(refusal((root / "allowed" / "missing.png").string()), outside);
+  fs::remove_all(root);
 }
 
 }  // namespace

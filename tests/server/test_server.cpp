@@ -4,9 +4,11 @@
 // `fastvlm run --temp 0` for the same image and prompt.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -116,6 +119,7 @@ class ServerProcess {
   ~ServerProcess() { stop(); }
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   // SIGTERM, then the exit status (0 for a clean shutdown); SIGKILL if it does not exit in 10 s.
@@ -494,6 +498,197 @@ TEST(ServerSlots, SigtermWithAStreamInFlightExitsPromptly) {
   reader.join();
 }
 
+// A plain TCP connection to the server, for what an HTTP client library would not send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(uint16_t(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  }
+  ~RawConnection() { close(fd_); }
+  bool send_all(const std::string& data) {
+    for (size_t sent = 0; sent < data.size();) {
+      const ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += size_t(n);
+    }
+    return true;
+  }
+  // Everything the server sends until it closes the connection or stays silent for `quiet`.
+  std::string receive(std::chrono::milliseconds quiet, bool* closed = nullptr) {
+    std::string received;
+    if (closed) *closed = false;
+    for (;;) {
+      pollfd fd{fd_, POLLIN, 0};
+      if (poll(&fd, 1, int(quiet.count())) <= 0) return received;
+      char buffer[4096];
+      const ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) {
+        if (closed) *closed = true;
+        return received;
+      }
+      received.append(buffer, size_t(n));
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+// How many HTTP responses a byte stream holds: status lines, which follow the previous body directly.
+int count_responses(const std::string& received) {
+  int count = 0;
+  for (size_t at = received.find("HTTP/1.1 "); at != std::string::npos; at = received.find("HTTP/1.1 ", at + 1))
+    ++count;
+  return count;
+}
+
+TEST(ServerHardening, AnEarlyErrorNeverLetsTheBodyBeReadAsTheNextRequest) {
+  ServerProcess server({"--api-key", kApiKey, "--max-body-bytes", "1000"});
+  const std::string smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  // The head and the body as two sends: a body that arrives after the head was answered is what a
+  // server that does not read it would take for the next request.
+  auto post = [&](const std::string& key, const std::string& body, const std::string& framing) {
+    return std::pair("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
+                         "\r\nContent-Type: application/json\r\n" + framing + "\r\n",
+                     body);
+  };
+  auto chunked = [](const std::vector<std::string>& chunks) {
+    std::ostringstream body;
+    for (const std::string& chunk : chunks) body << std::hex << chunk.size() << "\r\n" << chunk << "\r\n";
+    return body.str() + "0\r\n\r\n";
+  };
+  const std::string padding(2000, ' ');
+  const std::vector<std::pair<int, std::pair<std::string, std::string>>> cases = {
+      {401, post("wrong", smuggled, "Content-Length: " + std::to_string(smuggled.size()) + "\r\n")},
+      {401, post("wrong", chunked({smuggled}), "Transfer-Encoding: chunked\r\n")},
+      {413, post(kApiKey, padding + smuggled, "Content-Length: " + std::to_string(padding.size() + smuggled.size()) + "\r\n")},
+      {413, post(kApiKey, chunked({padding, smuggled}), "Transfer-Encoding: chunked\r\n")},
+  };
+  for (const auto& [status, request] : cases) {
+    RawConnection connection(server.port());
+    ASSERT_TRUE(connection.send_all(request.first));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    connection.send_all(request.second);  // may fail: the server is allowed to have closed the connection
+    bool closed = false;
+    const std::string received = connection.receive(std::chrono::milliseconds(1000), &closed);
+    EXPECT_EQ(received.rfind("HTTP/1.1 " + std::to_string(status), 0), 0u) << received;
+    EXPECT_EQ(count_responses(received), 1) << "the body was answered as a request:\n" << received;
+    if (!closed) {  // a connection left open must still be in step: a real request gets its answer
+      ASSERT_TRUE(connection.send_all(smuggled));
+      const std::string next = connection.receive(std::chrono::milliseconds(1000));
+      EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
+    }
+  }
+}
+
+TEST(ServerHardening, HeadersAreBoundedInCountAndSize) {
+  ServerProcess server({});
+  {  // many small headers
+    RawConnection connection(server.port());
+    std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 500; ++i) request += "X-Filler-" + std::to_string(i) + ": a\r\n";
+    connection.send_all(request + "\r\n");
+    const std::string received = connection.receive(std::chrono::milliseconds(2000));
+    EXPECT_EQ(received.rfind("HTTP/1.1 431", 0), 0u) << received.substr(0, 200);
+  }
+  {  // a few large ones
+    RawConnection connection(server.port());
+    std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 20; ++i) request += "X-Filler-" + std::to_string(i) + ": " + std::string(8000, 'a') + "\r\n";
+    connection.send_all(request + "\r\n");
+    const std::string received = connection.receive(std::chrono::milliseconds(2000));
+    EXPECT_EQ(received.rfind("HTTP/1.1 431", 0), 0u) << received.substr(0, 200);
+  }
+}
+
+TEST(ServerHardening, AHeadThatNeverEndsIsCutOffAfterTheHeaderTimeout) {
+  ServerProcess server({"--header-timeout", "2"});
+  {  // cut off after --header-timeout, not after --timeout
+    RawConnection connection(server.port());
+    connection.send_all("GET /health HTTP/1.1\r\nHost: x\r\n");
+    const auto start = Clock::now();
+    bool closed = false;
+    connection.receive(std::chrono::milliseconds(6000), &closed);
+    EXPECT_TRUE(closed);
+    EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0);
+  }
+}
+
+TEST(ServerHardening, HealthAnswersWhileManyConnectionsAreHalfOpenAndSlotsBusy) {
+  ServerProcess server({"--parallel", "1", "--queue", "2", "--ctx", "4096", "--timeout", "60"});
+  // Every slot and queue place taken by long generations...
+  std::vector<std::thread> generations;
+  for (int i = 0; i < 3; ++i)
+    generations.emplace_back([&] {
+      httplib::Client client("127.0.0.1", server.port());
+      client.set_read_timeout(60, 0);
+      client.Post("/v1/chat/completions", text_request("Count to a thousand.", 100).dump(), "application/json");
+    });
+  // ...and more connections that never finish their request head than the server has threads.
+  std::vector<std::unique_ptr<RawConnection>> half_open;
+  for (int i = 0; i < 40; ++i) {
+    half_open.push_back(std::make_unique<RawConnection>(server.port()));
+    half_open.back()->send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (const char* path : {"/health", "/metrics"}) {
+    const auto start = Clock::now();
+    CurlResult result = curl(server, "GET", path, std::nullopt, "", {"--max-time", "3"});
+    EXPECT_EQ(result.status, 200) << path;
+    EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.0) << path;
+  }
+  half_open.clear();
+  for (auto& generation : generations) generation.join();
+}
+
+TEST(ServerHardening, ConnectionsBeyondTheCapGetAFast503) {
+  ServerProcess server({"--max-connections", "8", "--header-timeout", "30"});
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 8; ++i) {  // complete heads of requests whose bodies never come
+    held.push_back(std::make_unique<RawConnection>(server.port()));
+    held.back()->send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  RawConnection extra(server.port());
+  extra.send_all("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto start = Clock::now();
+  const std::string received = extra.receive(std::chrono::milliseconds(2000));
+  EXPECT_EQ(received.rfind("HTTP/1.1 503", 0), 0u) << received;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.0);
+}
+
+TEST(ServerHardening, ANonStreamingClientThatLeavesFreesItsSlot) {
+  ServerProcess server({"--parallel", "1", "--ctx", "4096"});
+  {
+    RawConnection connection(server.port());
+    const std::string body = text_request("Count to a thousand.", 4000).dump();  // about 15 s of generation
+    connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }  // the client hangs up without reading its answer
+  json health;
+  for (auto deadline = Clock::now() + std::chrono::seconds(4); Clock::now() < deadline;) {
+    health = json::parse(curl(server, "GET", "/health", std::nullopt, "").body);
+    if (health.at("slots_busy") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(health.at("slots_busy"), 0) << "the slot still generates for a client that left";
+  EXPECT_GE(metric(curl(server, "GET", "/metrics", std::nullopt, "").body, "fastvlm_cancelled_requests_total"), 1);
+}
+
+TEST(ServerHardening, RequestTimeoutEndsALongGeneration) {
+  ServerProcess server({"--parallel", "1", "--ctx", "4096", "--request-timeout", "1"});
+  const auto start = Clock::now();
+  CurlResult result = curl(server, "POST", "/v1/chat/completions", text_request("Count to a thousand.", 4000).dump(), "");
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 4.0);
+  ASSERT_EQ(result.status, 200) << result.body;
+  EXPECT_EQ(json::parse(result.body)["choices"][0]["finish_reason"], "length");
+}
+
 double percentile(std::vector<double> values, double fraction) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -585,6 +780,189 @@ TEST_F(ServerTest, LoadTestEightClientsTwoHundredRequests) {
                           image_request(image_url, kPrompt, kAnswerTokens).dump());
   ASSERT_EQ(after.status, 200) << after.body;
   EXPECT_EQ(json::parse(after.body)["choices"][0]["message"]["content"], image_answer_);
+}
+
+}  // namespace
+
+namespace {
+
+// Resident memory of a process, from /proc.
+double rss_megabytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+
+// The status code of the first response in a byte stream, or 0.
+int first_status(const std::string& received) {
+  return received.rfind("HTTP/1.1 ", 0) == 0 && received.size() >= 12 ? std::atoi(received.c_str() + 9) : 0;
+}
+
+// About a thousand requests from eight clients mixing good ones (images and text, streamed and not) with
+// every kind of hostile input, while /health is polled. Bounded: it stops after kRequests or 80 s.
+TEST(ServerSoak, GoodRequestsStayCorrectAndTheServerStaysResponsive) {
+  constexpr int kClients = 8, kRequests = 1000, kTokens = 4;
+  constexpr double kRssGrowthBoundMb = 64;
+  ServerProcess server({"--parallel", "2", "--queue", "16", "--ctx", "256", "--api-key", kApiKey, "--max-body-bytes",
+                        "200000", "--header-timeout", "2"});
+  const std::string image_url = data_url(kSmallImage, "image/jpeg");
+  const httplib::Headers auth = {{"Authorization", "Bearer " + kApiKey}};
+  auto answer_alone = [&](const json& request) {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    auto res = client.Post("/v1/chat/completions", auth, request.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200);
+    return res ? json::parse(res->body)["choices"][0]["message"]["content"].get<std::string>() : std::string();
+  };
+  // The reference answers come from each request sent alone; they also warm the caches before the RSS baseline.
+  const std::string image_answer = answer_alone(image_request(image_url, kPrompt, kTokens));
+  const std::string text_answer = answer_alone(text_request(kPrompt, kTokens));
+  const double rss_before = rss_megabytes(server.pid());
+
+  std::atomic<bool> done{false};
+  std::vector<double> health_ms;
+  int health_failures = 0;
+  std::thread health_poller([&] {
+    while (!done) {
+      httplib::Client client("127.0.0.1", server.port());
+      client.set_connection_timeout(2, 0);
+      client.set_read_timeout(2, 0);
+      const auto start = Clock::now();
+      auto res = client.Get("/health");
+      health_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      health_failures += !res || res->status != 200;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+
+  std::mutex mutex;
+  std::map<std::string, int> outcomes;
+  std::vector<std::string> failures;
+  auto record = [&](const std::string& kind, bool ok, const std::string& detail) {
+    std::lock_guard lock(mutex);
+    ++outcomes[kind + (ok ? " ok" : " WRONG")];
+    if (!ok) failures.push_back(kind + ": " + detail.substr(0, 300));
+  };
+  const auto give_up = Clock::now() + std::chrono::seconds(80);
+  std::atomic<int> next{0};
+  auto client_loop = [&] {
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60, 0);
+    for (int i; (i = next++) < kRequests && Clock::now() < give_up;) {
+      switch (i % 10) {
+        case 0:
+        case 1: {  // good: image or text, one JSON answer, on a kept-alive connection
+          const bool image = i % 10 == 0;
+          auto res = client.Post("/v1/chat/completions", auth,
+                                 (image ? image_request(image_url, kPrompt, kTokens) : text_request(kPrompt, kTokens)).dump(),
+                                 "application/json");
+          const bool ok = res && res->status == 200 &&
+                          json::parse(res->body)["choices"][0]["message"]["content"] == (image ? image_answer : text_answer);
+          record(image ? "image" : "text", ok, res ? res->body : "no response");
+          break;
+        }
+        case 2:
+        case 3: {  // good: image or text, streamed
+          const bool image = i % 10 == 2;
+          json request = image ? image_request(image_url, kPrompt, kTokens, true) : text_request(kPrompt, kTokens);
+          request["stream"] = true;
+          StreamOutcome outcome = stream_with_httplib(server.port(), request);
+          const StreamedAnswer answer = parse_event_stream(outcome.body);
+          record(image ? "image streamed" : "text streamed",
+                 outcome.status == 200 && answer.done && answer.text == (image ? image_answer : text_answer), outcome.body);
+          break;
+        }
+        case 4: {  // malformed JSON
+          auto res = client.Post("/v1/chat/completions", auth, "{\"messages\": [", "application/json");
+          record("malformed JSON", res && res->status == 400, res ? res->body : "no response");
+          break;
+        }
+        case 5: {  // a body over --max-body-bytes, refused from its Content-Length before it is sent
+          RawConnection connection(server.port());
+          connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kApiKey +
+                              "\r\nContent-Length: 5000000\r\n\r\n" + std::string(1000, ' '));
+          const std::string received = connection.receive(std::chrono::milliseconds(2000));
+          record("oversized body", first_status(received) == 413, received);
+          break;
+        }
+        case 6: {  // a wrong key on a kept-alive connection, the body (a request) sent after the head
+          RawConnection connection(server.port());
+          const std::string smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+          connection.send_all("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                              "Content-Length: " + std::to_string(smuggled.size()) + "\r\n\r\n");
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          connection.send_all(smuggled);
+          const std::string received = connection.receive(std::chrono::milliseconds(300));
+          record("401 keep-alive", first_status(received) == 401 && count_responses(received) == 1, received);
+          break;
+        }
+        case 7: {  // a header flood
+          RawConnection connection(server.port());
+          std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n";
+          for (int h = 0; h < 2000; ++h) request += "X-Flood-" + std::to_string(h) + ": " + std::string(100, 'a') + "\r\n";
+          connection.send_all(request + "\r\n");
+          const std::string received = connection.receive(std::chrono::milliseconds(2000));
+          record("header flood", first_status(received) == 431, received);
+          break;
+        }
+        case 8: {  // a stream the client leaves after its first chunk, and one it leaves mid-answer
+          json request = text_request(kPrompt, 200);
+          request["stream"] = true;
+          StreamOutcome outcome = stream_with_httplib(server.port(), request, i % 20 == 8 ? 1 : 3);
+          record("left stream", outcome.status == 200 && outcome.cancelled, outcome.body);
+          break;
+        }
+        case 9: {  // a slow client (its head in pieces) and a half-open one (a head that never ends)
+          RawConnection connection(server.port());
+          const std::string head = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kApiKey + "\r\n\r\n";
+          if (i % 20 == 9) {
+            connection.send_all(head.substr(0, head.size() / 2));
+            std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // past --header-timeout
+            bool closed = false;
+            const std::string received = connection.receive(std::chrono::milliseconds(500), &closed);
+            record("half-open", first_status(received) == 408 && closed, received);
+          } else {
+            for (size_t at = 0; at < head.size(); at += 16) {
+              connection.send_all(head.substr(at, 16));
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+            const std::string received = connection.receive(std::chrono::milliseconds(1000));
+            record("slow client", first_status(received) == 200, received);
+          }
+          break;
+        }
+      }
+    }
+  };
+  const auto start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) clients.emplace_back(client_loop);
+  for (auto& client : clients) client.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  done = true;
+  health_poller.join();
+  // A last good request: the slots are free and correct after the storm.
+  EXPECT_EQ(answer_alone(image_request(image_url, kPrompt, kTokens)), image_answer);
+  const double rss_after = rss_megabytes(server.pid());
+
+  int total = 0;
+  std::printf("soak: %d requests from %d clients in %.1f s\n", std::min(next.load(), kRequests), kClients, seconds);
+  for (const auto& [kind, count] : outcomes) {
+    std::printf("  %-24s %d\n", kind.c_str(), count);
+    total += count;
+  }
+  std::printf("  /health: %zu polls, p50 %.1f ms, max %.1f ms, %d failed\n", health_ms.size(),
+              percentile(health_ms, 0.5), percentile(health_ms, 1.0), health_failures);
+  std::printf("  server RSS: %.1f MB before, %.1f MB after (bound: +%.0f MB)\n", rss_before, rss_after,
+              kRssGrowthBoundMb);
+  for (const auto& failure : failures) ADD_FAILURE() << failure;
+  EXPECT_EQ(total, kRequests) << "the soak did not finish within its time";
+  EXPECT_EQ(health_failures, 0);
+  EXPECT_LT(percentile(health_ms, 1.0), 1000.0);
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundMb);
+  EXPECT_EQ(server.stop(), 0);
 }
 
 }  // namespace
