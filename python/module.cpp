@@ -1,6 +1,7 @@
 // _fastvlm: the C++ API (include/fastvlm/fastvlm.hpp) for Python. The friendly layer (images from PIL and
 // numpy, streaming iterators, captioning, Dask) is plain Python in fastvlm/; this file only crosses the
 // boundary: every call that computes releases the GIL, and fastvlm::Error becomes fastvlm.Error.
+#include <omp.h>
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -67,9 +68,17 @@ py::array_t<float> matrix(std::vector<float>&& values, int rows) {
   return out;
 }
 
+// Engine::load applies EngineOptions::threads to the loading thread only (OpenMP's thread count is per
+// thread), while Python may compute on any thread (streams, thread pools, Dask workers): every call that
+// computes applies it to its own thread first.
+void use_engine_threads(const Engine& engine) {
+  if (engine.options().threads > 0) omp_set_num_threads(engine.options().threads);
+}
+
 // A conversation bound to its engine: the Python object keeps the engine alive (py::keep_alive below).
 struct PySession {
-  explicit PySession(const Engine& engine) : session(engine) {}
+  explicit PySession(const Engine& engine) : engine(engine), session(engine) {}
+  const Engine& engine;
   Session session;
 
   // One user turn. `on_text` (optional) gets each printable piece with the GIL held; returning False, or
@@ -97,6 +106,7 @@ struct PySession {
     Generation result;
     {
       py::gil_scoped_release release;
+      use_engine_threads(engine);
       result = session.ask(prompt, input ? &*input : nullptr, options, callback);
     }
     if (callback_error) std::rethrow_exception(callback_error);
@@ -152,6 +162,7 @@ PYBIND11_MODULE(_fastvlm, m) {
             std::vector<float> embeds, tower;
             {
               py::gil_scoped_release release;
+              use_engine_threads(e);
               embeds = e.embed_image(*input, nullptr, features ? &tower : nullptr);
             }
             const int rows = e.info().image_tokens;

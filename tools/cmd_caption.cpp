@@ -3,6 +3,7 @@
 // picks the run up where it stopped. A background thread encodes the next images while the current one
 // generates.
 #include <glob.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -146,6 +147,9 @@ class Prefetcher {
 
  private:
   void run() {
+    // Engine::load applied --threads to the thread that loaded it only (an OpenMP setting is per thread);
+    // without this the encodes here would run on one thread per core, on top of the generating thread's.
+    if (engine_.options().threads > 0) omp_set_num_threads(engine_.options().threads);
     for (const std::string& path : paths_) {
       {
         std::unique_lock lock(mutex_);
