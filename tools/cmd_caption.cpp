@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -270,11 +271,12 @@ void add_caption_command(CLI::App& app) {
     auto engine = flags->model.load();
     if (engine->info().image_tokens == 0)
       throw Error("model " + engine->info().path + " (" + engine->info().family + ") has no vision encoder");
-    FILE* out = stdout;
+    std::unique_ptr<FILE, int (*)(FILE*)> file(nullptr, std::fclose);  // closed on every way out
     if (!flags->output.empty()) {
-      out = std::fopen(flags->output.c_str(), "ab");
-      if (!out) throw Error("cannot open " + flags->output + ": " + std::strerror(errno));
+      file.reset(std::fopen(flags->output.c_str(), "ab"));
+      if (!file) throw Error("cannot open " + flags->output + ": " + std::strerror(errno));
     }
+    FILE* out = file ? file.get() : stdout;
     auto write = [&](const nlohmann::ordered_json& record) {
       const std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
       if (std::fwrite(line.data(), 1, line.size(), out) != line.size() || std::fflush(out) != 0)
@@ -311,8 +313,6 @@ void add_caption_command(CLI::App& app) {
       write(record);
       progress.update(i + 1, failed, i + 1 == paths.size());
     }
-    prefetcher.reset();
-    if (out != stdout) std::fclose(out);
     if (failed > 0) throw CLI::RuntimeError(int(std::min<size_t>(failed, 125)));
   });
 }

@@ -55,7 +55,7 @@ def _engine_image(image: ImageLike) -> Union[None, str, bytes]:
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
             raise Error(f"an image array must be HxW or HxWxC (C = 1, 3 or 4) uint8, got {array.dtype} {array.shape}")
-        image = Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+        image = Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=0)
     return buffer.getvalue()

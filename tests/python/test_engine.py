@@ -13,7 +13,7 @@ from conftest import IMAGE_A, IMAGE_B, MAX_TOKENS, MODEL
 PROMPT = "Describe the image."
 
 
-@pytest.mark.parametrize("form", ["path", "pathlike", "bytes", "pil", "numpy", "numpy_rgba"])
+@pytest.mark.parametrize("form", ["path", "pathlike", "bytes", "pil", "numpy", "numpy_rgba", "numpy_view"])
 def test_ask_gives_the_cli_answer_for_every_image_form(engine, cli_answer, form):
     image = {
         "path": lambda: str(IMAGE_A),
@@ -23,6 +23,7 @@ def test_ask_gives_the_cli_answer_for_every_image_form(engine, cli_answer, form)
         "numpy": lambda: np.asarray(Image.open(IMAGE_A).convert("RGB")),
         # the engine drops alpha (never composites it), as Pillow's convert("RGB") does
         "numpy_rgba": lambda: np.asarray(Image.open(IMAGE_A).convert("RGBA")),
+        "numpy_view": lambda: np.asarray(Image.open(IMAGE_A).convert("RGBA"))[:, :, :3],  # not contiguous
     }[form]()
     assert engine.ask(PROMPT, image=image, max_tokens=MAX_TOKENS) == cli_answer(IMAGE_A)
 
