@@ -10,6 +10,8 @@ packages=(
   libcurl4-openssl-dev libssl-dev  # hub downloads, sha256
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
+  # the Python package (python/) and its tests, for /usr/bin/python3
+  python3-dev pybind11-dev python3-numpy python3-pil python3-pytest python3-distributed
 )
 missing=()
 for p in "${packages[@]}"; do

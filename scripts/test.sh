@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 shared="${FASTVLM_SHARED_DIR:-$(cd .. && pwd)/shared}"
-cmake -S . -B build -DFASTVLM_SHARED_DIR="$shared"
+cmake -S . -B build -DFASTVLM_SHARED_DIR="$shared" -DFASTVLM_PYTHON=ON
 cmake --build build -j"$(nproc)"
 ctest --test-dir build --output-on-failure -j1 --timeout 900

@@ -1,0 +1,26 @@
+# Type hints of the C++ extension module (python/module.cpp); the `fastvlm` package wraps it.
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+class Error(RuntimeError):
+    """Every failure the engine reports: a missing or corrupt file, a bad option, a prompt too long."""
+
+class Engine:
+    def __init__(self, model: str, dtype: str, threads: int, context: int, image_size: int,
+                 max_image_pixels: int, chat_format: str, quiet: bool) -> None: ...
+    @property
+    def info(self) -> Dict[str, Any]: ...
+    def embed_image(self, image: Union[str, bytes], features: bool) -> Union[
+        npt.NDArray[np.float32], Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]: ...
+
+class Session:
+    def __init__(self, engine: Engine) -> None: ...
+    def ask(self, prompt: str, image: Union[None, str, bytes], max_tokens: int, temperature: float, top_k: int,
+            top_p: float, min_p: float, repeat_penalty: float, repeat_last_n: int, seed: int, stop: List[str],
+            on_text: Optional[Callable[[str], bool]]) -> Dict[str, Any]: ...
+    def reset(self) -> None: ...
+    def set_system_prompt(self, text: str) -> None: ...
+    @property
+    def context_used(self) -> int: ...
