@@ -3,14 +3,20 @@
 #include <cstdlib>
 #include <exception>
 
+#include <unistd.h>
+
 #include "commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
   // Threads that sleep at OpenMP barriers instead of spinning: on a shared 2-core machine a spinning
   // thread that lost its core turns every barrier into a scheduler tick (decode went from 8 ms to 1.5 s
-  // per token). A user's own setting wins.
-  setenv("OMP_WAIT_POLICY", "passive", 0);
+  // per token). A user's own setting wins. The OpenMP runtime reads its environment when it is loaded,
+  // before main, so the setting only takes effect in a fresh image of this program: exec it once more.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then run on, spinning
+  }
   CLI::App app{"fastvlm: FastVLM vision-language models on the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "fastvlm 0.1.0");

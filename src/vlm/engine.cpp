@@ -49,6 +49,11 @@ struct Engine::Impl {
   // prompts still work.
   const text::ChatFormat& chat_format() const;
   const TextDecoder& decoder() const { return *model->decoder; }
+  // OpenMP's thread count is per calling thread: every entry point that computes sets it for its caller
+  // (a server worker, a caption prefetch thread), not only the thread that loaded the engine.
+  void use_threads() const {
+    if (options.threads > 0) omp_set_num_threads(options.threads);
+  }
 
   std::unique_ptr<Model> model;
   std::unique_ptr<text::Tokenizer> tokenizer;
@@ -110,9 +115,9 @@ const text::ChatFormat& Engine::Impl::chat_format() const {
 std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineOptions& options) {
   const auto start = Clock::now();
   if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
-  if (options.threads > 0) omp_set_num_threads(options.threads);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->use_threads();
   // Reading the 150k-entry vocabulary and merges is a third of the load time and independent of the
   // weights: do it on the other core meanwhile.
   auto tokenizer = std::async(std::launch::async, [&model_dir] { return text::Tokenizer::load(model_dir); });
@@ -209,6 +214,7 @@ EncodedImage Engine::Impl::encode(const ImageInput& input, Timings* timings, std
                                   std::vector<float>* pixel_values) const {
   if (!model->vision)
     throw Error("model " + info.path + " (" + model->family + ") has no vision encoder: it cannot take an image");
+  use_threads();
   auto start = Clock::now();
   DecodeOptions decode_options;
   decode_options.max_pixels = options.max_image_pixels;
@@ -509,6 +515,7 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
                                     const GenerateOptions& options, const TextCallback& on_text,
                                     Clock::time_point turn_start, Timings timings) {
   if (options.max_tokens < 0) throw Error("max_tokens must be >= 0");
+  engine.use_threads();
   for (int32_t id : options.forced_tokens)
     if (id < 0 || size_t(id) >= engine.sampled_vocab)
       throw Error("forced token " + std::to_string(id) + " is outside the vocabulary [0, " +
