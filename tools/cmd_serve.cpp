@@ -54,6 +54,7 @@ void add_serve_command(CLI::App& app) {
   command->add_option("--timeout", o.timeout_seconds, "Socket read/write timeout and longest wait for a slot, seconds")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  command->add_flag("--no-webui{false}", o.webui, "Do not serve the web UI at /");
   command->add_option("--allowed-image-dir", flags->allowed_image_dir,
                       "Accept local image paths (file:///...) inside this directory")
       ->check(CLI::ExistingDirectory);

@@ -22,6 +22,7 @@ struct ServerOptions {
   int timeout_seconds = 600;        // socket read/write timeout, and the longest wait for a slot
   std::optional<std::filesystem::path> allowed_image_dir;  // local image paths only under it
   std::string model_id;             // the name /v1/models reports and responses carry
+  bool webui = true;                // serve the web UI (server/webui.h) at /
 };
 
 class HttpServer {
