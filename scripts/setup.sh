@@ -8,6 +8,8 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libicu-dev             # Unicode normalisation and character classes for the tokenizer
   libcurl4-openssl-dev libssl-dev  # hub downloads, sha256
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev  # fastvlm video
+  ffmpeg                 # the video tests make their test videos with it
   chromium               # the web UI test drives it headless (playwright-core, below)
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
