@@ -8,6 +8,9 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libicu-dev             # Unicode normalisation and character classes for the tokenizer
   libcurl4-openssl-dev libssl-dev  # hub downloads, sha256
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev  # fastvlm video
+  ffmpeg                 # the video tests make their test videos with it
+  chromium               # the web UI test drives it headless (playwright-core, below)
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
   # the Python package (python/) and its tests, for /usr/bin/python3
@@ -35,4 +38,10 @@ server_tests="$(dirname "$0")/../tests/server"
 if [ ! -f "$server_tests/node_modules/openai/package.json" ]; then
   npm ci --prefix "$server_tests" --no-audit --no-fund --loglevel=error ||
     echo "setup.sh: WARNING: npm ci failed; the OpenAI SDK test will be skipped" >&2
+fi
+# playwright-core (no browser download: the test drives Debian's chromium) for tests/webui/webui.test.mjs.
+webui_tests="$(dirname "$0")/../tests/webui"
+if [ ! -f "$webui_tests/node_modules/playwright-core/package.json" ]; then
+  npm ci --prefix "$webui_tests" --no-audit --no-fund --loglevel=error ||
+    echo "setup.sh: WARNING: npm ci failed; the web UI browser test will be skipped" >&2
 fi

@@ -66,6 +66,7 @@ void add_serve_command(CLI::App& app) {
                       "Open connections; beyond, the one idle longest is closed, or the newcomer gets 503")
       ->check(CLI::Range(4, 65536))
       ->capture_default_str();
+  command->add_flag("--no-webui{false}", o.webui, "Do not serve the web UI at /");
   command->add_option("--allowed-image-dir", flags->allowed_image_dir,
                       "Accept local image paths (file:///...) inside this directory")
       ->check(CLI::ExistingDirectory);

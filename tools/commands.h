@@ -13,4 +13,5 @@ void add_tokenize_commands(CLI::App& app);  // tokenize, detokenize
 void add_quantize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_caption_command(CLI::App& app);
+void add_video_command(CLI::App& app);
 }  // namespace fastvlm::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   fastvlm::cli::add_quantize_command(app);
   fastvlm::cli::add_serve_command(app);
   fastvlm::cli::add_caption_command(app);
+  fastvlm::cli::add_video_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,6 +14,7 @@
 #include "server/openai_format.h"
 #include "server/slot_pool.h"
 #include "server/token_stream.h"
+#include "server/webui.h"
 
 namespace fastvlm::server {
 namespace {
@@ -304,6 +305,8 @@ void HttpServer::Impl::install_routes() {
             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
               chat_completions(req, res, reader);
             });
+
+  if (options.webui) install_webui(http);
 
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     const ModelInfo& info = engine.info();

@@ -25,6 +25,7 @@ struct ServerOptions {
   int max_connections = 128;        // open connections; beyond, the longest-idle one or the newcomer goes
   std::optional<std::filesystem::path> allowed_image_dir;  // local image paths only under it
   std::string model_id;             // the name /v1/models reports and responses carry
+  bool webui = true;                // serve the web UI (server/webui.h) at /
 };
 
 class HttpServer {
