@@ -393,6 +393,9 @@ struct Session::State {
 
   // The positions of `turns` rendered in the engine's chat format, images spliced in.
   Sequence chat_sequence(const Engine::Impl& engine, std::span<const HeldTurn> turns) const;
+  // Answers the last (user) turn of `conversation`, which then, with the answer, is the session's history.
+  Generation answer(const Engine::Impl& engine, std::vector<HeldTurn> conversation, const GenerateOptions& options,
+                    const TextCallback& on_text, Clock::time_point turn_start, const Timings& timings);
   // Runs `sequence`: keeps the longest prefix the cache shares with it (at least one position is
   // prefilled, so that there are logits to sample from), prefills the rest, then samples up to max_tokens
   // tokens, feeding each back.
@@ -445,11 +448,7 @@ Generation Session::ask(const std::string& user_text, const ImageInput* image, c
   if (image) turn.image = engine.encode(*image, &timings);
   std::vector<HeldTurn> conversation = state.history;
   conversation.push_back(std::move(turn));
-  const Sequence sequence = state.chat_sequence(engine, conversation);
-  Generation result = state.run(engine, sequence, options, on_text, turn_start, timings);
-  conversation.push_back({{"assistant", result.text, false}, std::nullopt});
-  state.history = std::move(conversation);
-  return result;
+  return state.answer(engine, std::move(conversation), options, on_text, turn_start, timings);
 }
 
 Generation Session::respond(const std::vector<ChatMessage>& conversation, const GenerateOptions& options,
@@ -472,11 +471,7 @@ Generation Session::respond(const std::vector<ChatMessage>& conversation, const 
     if (message.image) turn.image = engine.encode(*message.image, image_count == 1 ? &timings : nullptr);
     turns.push_back(std::move(turn));
   }
-  const Sequence sequence = state.chat_sequence(engine, turns);
-  Generation result = state.run(engine, sequence, options, on_text, turn_start, timings);
-  turns.push_back({{"assistant", result.text, false}, std::nullopt});
-  state.history = std::move(turns);
-  return result;
+  return state.answer(engine, std::move(turns), options, on_text, turn_start, timings);
 }
 
 Generation Session::complete(const std::string& prompt, const GenerateOptions& options, const TextCallback& on_text,
@@ -501,6 +496,15 @@ Generation Session::complete(const std::string& prompt, const GenerateOptions& o
   sequence.add_prompt(ids, images, engine.info.image_tokens, engine.info.hidden_size);
   state.history.clear();  // a raw prompt is no conversation to continue
   return state.run(engine, sequence, options, on_text, turn_start, timings);
+}
+
+Generation Session::State::answer(const Engine::Impl& engine, std::vector<HeldTurn> conversation,
+                                  const GenerateOptions& options, const TextCallback& on_text,
+                                  Clock::time_point turn_start, const Timings& timings) {
+  Generation result = run(engine, chat_sequence(engine, conversation), options, on_text, turn_start, timings);
+  conversation.push_back({{"assistant", result.text, false}, std::nullopt});
+  history = std::move(conversation);
+  return result;
 }
 
 Generation Session::State::run(const Engine::Impl& engine, const Sequence& sequence, const GenerateOptions& options,
