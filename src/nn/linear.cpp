@@ -40,6 +40,14 @@ Scratch& thread_scratch() {
   return scratch;
 }
 
+// `buffer` holding at least `count` elements. It never shrinks: layers of different widths take turns, and
+// growing a vector back zero-fills what it had given up, a pass over memory on every call.
+template <class T>
+T* at_least(std::vector<T>& buffer, size_t count) {
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
+}
+
 }  // namespace
 
 Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
@@ -213,21 +221,18 @@ void Linear::forward_quantizing(const float* x, int64_t rows, const Activations&
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     Scratch& scratch = thread_scratch();
-    scratch.codes.resize(size_t(tile_rows * in_features_));
-    scratch.row_scales.resize(size_t(tile_rows));
+    int8_t* codes = at_least(scratch.codes, size_t(tile_rows * in_features_));
+    float* row_scales = at_least(scratch.row_scales, size_t(tile_rows));
     const int64_t first = tile * tile_rows, count = std::min(tile_rows, rows - first);
-    quantize_rows_s8(x + first * in_features_, count, in_features_, in_features_, scratch.codes.data(),
-                     scratch.row_scales.data());
-    forward_s8(scratch.codes.data(), scratch.row_scales.data(), count, {y.type, y.at(first * out_features_)},
-               epilogue);
+    quantize_rows_s8(x + first * in_features_, count, in_features_, in_features_, codes, row_scales);
+    forward_s8(codes, row_scales, count, {y.type, y.at(first * out_features_)}, epilogue);
   }
 }
 
 const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
-  std::vector<int32_t>& acc = thread_scratch().accumulators;
-  acc.resize(size_t(rows * out_features_));
+  int32_t* acc = at_least(thread_scratch().accumulators, size_t(rows * out_features_));
   matmul_s8({.M = rows,
              .N = out_features_,
              .K = in_features_,
@@ -235,9 +240,9 @@ const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
              .lda = in_features_,
              .b = s8_->data(),
              .ldb = in_features_,
-             .c = acc.data(),
+             .c = acc,
              .ldc = out_features_});
-  return acc.data();
+  return acc;
 }
 
 void Linear::forward_s8(const int8_t* codes, const float* row_scales, int64_t rows, const Activations& y,
