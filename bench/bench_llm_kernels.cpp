@@ -59,7 +59,7 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
   if (name == "bf16") {
     copies.bytes_per_copy = rows * cols * 2;
   } else {
-    const QuantType type = name == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+    const WeightType type = name == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
     copies.bytes_per_copy = rows * quant_row_bytes(type, cols) + rows * cols / kQuantGroupSize * 2;
   }
   const int64_t count = std::max<int64_t>(1, kRotationBytes / copies.bytes_per_copy);
@@ -69,7 +69,7 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
       f32_to_bf16_simd(weights.data(), w.data(), int64_t(w.size()));
       copies.bf16.push_back(std::move(w));
     } else {
-      const QuantType type = name == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+      const WeightType type = name == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
       std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
       std::vector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
       quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
@@ -88,7 +88,7 @@ void BM_Gemv(benchmark::State& state, const char* format) {
   std::vector<float> y(static_cast<size_t>(rows));
   const bool bf16 = !copies.bf16.empty();
   const size_t count = bf16 ? copies.bf16.size() : copies.codes.size();
-  const QuantType type = std::string(format) == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+  const WeightType type = std::string(format) == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
   size_t next = 0;
   for (auto _ : state) {
     if (bf16) {
@@ -124,7 +124,7 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   const int64_t n = state.range(0), k = state.range(1), m = kPrefillPositions;
   const std::string name = format;
   const bool integer_route = name.ends_with("_vnni");
-  const QuantType type = name.starts_with("q4_0") ? QuantType::Q4_0 : QuantType::Q8_0;
+  const WeightType type = name.starts_with("q4_0") ? WeightType::Q4_0 : WeightType::Q8_0;
   const std::vector<float> weights = random_floats(size_t(n * k), 3, 0.05f);
   const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
   std::vector<float> y(size_t(m * n));
@@ -183,10 +183,10 @@ struct LoadedModel {
   std::vector<float> prompt;  // [280, hidden] embeddings of random token ids
 };
 
-std::shared_ptr<LoadedModel> load_decoder(const std::string& dir, DType dtype) {
+std::shared_ptr<LoadedModel> load_decoder(const std::string& dir, Precision precision) {
   auto loaded = std::make_shared<LoadedModel>();
   ModelLoadOptions options;
-  options.llm_dtype = dtype;
+  options.precision = precision;
   loaded->whole = load_model(dir, options);
   loaded->model = loaded->whole->decoder.get();
   std::mt19937 generator(5);
@@ -226,15 +226,15 @@ void register_model_benchmarks() {
     const std::string only = colon == std::string::npos ? "" : entry.substr(colon + 1);
     const auto probe = Checkpoint::open(dir);
     const std::string quantization = probe->quantization().type;
-    std::vector<std::pair<std::string, DType>> variants;
+    std::vector<std::pair<std::string, Precision>> variants;
     if (quantization.empty()) {
-      if (only != "bf16") variants.push_back({"f32", DType::F32});
-      if (only != "f32") variants.push_back({"bf16", DType::BF16});
+      if (only != "bf16") variants.push_back({"f32", Precision::F32});
+      if (only != "f32") variants.push_back({"bf16", Precision::Bf16});
     } else {
-      variants = {{quantization, DType::BF16}};
+      variants = {{quantization, Precision::Bf16}};
     }
-    for (const auto& [label, dtype] : variants) {
-      auto model = load_decoder(dir, dtype);
+    for (const auto& [label, precision] : variants) {
+      auto model = load_decoder(dir, precision);
       benchmark::RegisterBenchmark(("BM_LlmPrefill280/" + label).c_str(), BM_LlmPrefill, model)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
       benchmark::RegisterBenchmark(("BM_LlmDecodeStep/" + label).c_str(), BM_LlmDecodeStep, model)

@@ -96,11 +96,11 @@ void BM_PointwiseGemm(benchmark::State& state) {
   // The tower writes a GELU output as the next GEMM's bf16 input, and adds a contraction into float32.
   const bool bf16_output = bf16 && epilogue != Epilogue::AddToOutput;
   const MatmulSpec spec{.M = M, .N = N, .K = K,
-                        .ab_type = bf16 ? MatrixType::Bf16 : MatrixType::F32,
+                        .ab_type = bf16 ? DType::BF16 : DType::F32,
                         .a = bf16 ? static_cast<const void*>(a16.data()) : a.data(), .lda = K,
                         .b = bf16 ? static_cast<const void*>(b16.data()) : b.data(), .ldb = K,
                         .b_transposed = true,
-                        .c_type = bf16_output ? MatrixType::Bf16 : MatrixType::F32,
+                        .c_type = bf16_output ? DType::BF16 : DType::F32,
                         .c = bf16_output ? static_cast<void*>(c16.data()) : c.data(), .ldc = N,
                         .bias = bias.data(), .epilogue = epilogue};
   for (auto _ : state) {

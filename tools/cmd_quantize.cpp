@@ -20,10 +20,10 @@ void add_quantize_command(CLI::App& app) {
   command->add_option("-o,--output", *output, "Output directory (new or empty)")->required();
   command->add_option("--type", *type, "q8 (Q8_0) or q4 (Q4_0)")->required()->check(CLI::IsMember({"q8", "q4"}));
   command->callback([=] {
-    const QuantType quant_type = *type == "q8" ? QuantType::Q8_0 : QuantType::Q4_0;
+    const WeightType quant_type = *type == "q8" ? WeightType::Q8_0 : WeightType::Q4_0;
     const QuantizeSummary summary = quantize_model(*input, *output, quant_type);
     std::printf("quantised %d LLM linears to %s: %.1f MB -> %.1f MB; wrote %s\n", summary.linears,
-                std::string(quant_type_name(quant_type)).c_str(), summary.bytes_before / 1e6,
+                std::string(weight_type_name(quant_type)).c_str(), summary.bytes_before / 1e6,
                 summary.bytes_after / 1e6, output->c_str());
   });
 }

@@ -16,16 +16,10 @@
 #include <vector>
 
 #include "fastvlm/error.hpp"
+#include "fastvlm/precision.hpp"
 #include "fastvlm/sampling.hpp"
 
 namespace fastvlm {
-
-// Arithmetic of the vision tower and the LLM. F32 (the default) reproduces the reference to 1e-4 and
-// its greedy tokens; Bf16 (AVX512-BF16 or AMX GEMMs, f32 accumulation) is faster and within 2e-2 of it;
-// Auto picks Bf16 where the CPU has it, else F32. Int8 is Bf16 with the vision tower's ConvFFN 1x1
-// convs in int8 (VNNI; per-channel weight and per-tile activation scales): ~1.3x faster encoding,
-// image embeddings within ~2% of f32 on the fixtures, so opt-in only.
-enum class Precision { Auto, F32, Bf16, Int8 };
 
 struct EngineOptions {
   int threads = 0;                        // 0: one per core

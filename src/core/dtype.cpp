@@ -30,6 +30,17 @@ std::string_view dtype_name(DType dtype) {
   return "?";
 }
 
+std::string_view weight_type_name(WeightType type) {
+  switch (type) {
+    case WeightType::F32: return "f32";
+    case WeightType::BF16: return "bf16";
+    case WeightType::Q8_0: return "q8_0";
+    case WeightType::Q4_0: return "q4_0";
+    case WeightType::S8: return "s8";
+  }
+  return "?";
+}
+
 float f16_to_f32(uint16_t bits) {
   uint32_t sign = uint32_t(bits & 0x8000u) << 16;
   uint32_t exponent = (bits >> 10) & 0x1fu;

@@ -9,9 +9,7 @@
 
 namespace fastvlm {
 
-std::string_view quant_type_name(QuantType type) { return type == QuantType::Q8_0 ? "q8_0" : "q4_0"; }
-
-int64_t quant_row_bytes(QuantType type, int64_t cols) { return type == QuantType::Q8_0 ? cols : cols / 2; }
+int64_t quant_row_bytes(WeightType type, int64_t cols) { return type == WeightType::Q8_0 ? cols : cols / 2; }
 
 uint16_t f32_to_f16(float value) {
   uint32_t bits;
@@ -35,8 +33,8 @@ uint16_t f32_to_f16(float value) {
 
 namespace {
 
-void quantize_group(QuantType type, const float* w, uint8_t* codes, uint16_t* scale) {
-  if (type == QuantType::Q8_0) {
+void quantize_group(WeightType type, const float* w, uint8_t* codes, uint16_t* scale) {
+  if (type == WeightType::Q8_0) {
     float largest = 0;
     for (int i = 0; i < kQuantGroupSize; ++i) largest = std::max(largest, std::fabs(w[i]));
     *scale = f32_to_f16(largest / 127.0f);
@@ -61,7 +59,7 @@ void quantize_group(QuantType type, const float* w, uint8_t* codes, uint16_t* sc
 
 }  // namespace
 
-void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
+void quantize_matrix(WeightType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales) {
   if (cols % kQuantGroupSize != 0)
     throw Error("quantize: " + std::to_string(cols) + " columns is not a multiple of the group size 32");

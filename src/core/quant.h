@@ -16,21 +16,19 @@
 //   scales: uint16 IEEE half [rows, cols/32] (tensor F16).
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
+
+#include "core/dtype.h"
 
 namespace fastvlm {
 
 constexpr int kQuantGroupSize = 32;
 
-enum class QuantType { Q8_0, Q4_0 };
-
-std::string_view quant_type_name(QuantType type);  // "q8_0", "q4_0"
-// Bytes of codes per row of `cols` weights.
-int64_t quant_row_bytes(QuantType type, int64_t cols);
+// Bytes of codes per row of `cols` weights (type Q8_0 or Q4_0, as everywhere below).
+int64_t quant_row_bytes(WeightType type, int64_t cols);
 
 // A read-only view of a quantised matrix (typically inside a memory-mapped checkpoint).
 struct QuantMatrix {
-  QuantType type = QuantType::Q8_0;
+  WeightType type = WeightType::Q8_0;
   const uint8_t* codes = nullptr;
   const uint16_t* scales = nullptr;
   int64_t rows = 0, cols = 0;
@@ -41,8 +39,8 @@ struct QuantMatrix {
 };
 
 // Signed code of weight j (0..31) of a group whose codes start at `group`.
-inline int quant_code(QuantType type, const uint8_t* group, int j) {
-  if (type == QuantType::Q8_0) return int8_t(group[j]);
+inline int quant_code(WeightType type, const uint8_t* group, int j) {
+  if (type == WeightType::Q8_0) return int8_t(group[j]);
   constexpr int half = kQuantGroupSize / 2;
   return j < half ? (group[j] & 0xf) - 8 : (group[j - half] >> 4) - 8;
 }
@@ -52,7 +50,7 @@ uint16_t f32_to_f16(float value);
 
 // Quantises `rows` x `cols` floats (cols % 32 == 0) into `codes` (quant_row_bytes per row) and `scales`
 // (cols/32 per row). Each scale is rounded to half first and the codes computed with the rounded scale.
-void quantize_matrix(QuantType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
+void quantize_matrix(WeightType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales);
 
 }  // namespace fastvlm

@@ -26,8 +26,8 @@ void dequantize_row_scalar(const QuantMatrix& m, int64_t row, Store store) {
 }
 
 // 32 weights of one group as two vectors of 16 int32 (weights 0-15, 16-31).
-FASTVLM_TARGET_AVX512 inline void load_group_avx512(QuantType type, const uint8_t* codes, __m512i& low, __m512i& high) {
-  if (type == QuantType::Q8_0) {
+FASTVLM_TARGET_AVX512 inline void load_group_avx512(WeightType type, const uint8_t* codes, __m512i& low, __m512i& high) {
+  if (type == WeightType::Q8_0) {
     low = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
     high = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16)));
     return;

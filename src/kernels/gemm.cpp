@@ -42,7 +42,7 @@ void gemm_f32(bool b_transposed, int64_t M, int64_t N, int64_t K, const float* A
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y) {
   MatmulSpec spec;
   spec.M = M, spec.N = N, spec.K = K;
-  spec.ab_type = MatrixType::Bf16;
+  spec.ab_type = DType::BF16;
   spec.a = x, spec.lda = K, spec.b = w, spec.ldb = K;
   spec.c = y, spec.ldc = N, spec.bias = bias;
   matmul(spec);
@@ -50,8 +50,8 @@ void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int
 
 namespace {
 
-dnnl::memory::data_type onednn_type(MatrixType type) {
-  return type == MatrixType::Bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+dnnl::memory::data_type onednn_type(DType type) {
+  return type == DType::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
 // oneDNN's own primitive cache also keys on the descriptors, but looking a primitive up there costs a
@@ -59,7 +59,7 @@ dnnl::memory::data_type onednn_type(MatrixType type) {
 // the created primitives are kept here under the exact shape/stride/type/epilogue combination.
 struct MatmulKey {
   int64_t M, N, K, lda, ldb, ldc;
-  MatrixType ab_type, c_type;
+  DType ab_type, c_type;
   bool b_transposed, has_bias;
   Epilogue epilogue;
   bool operator==(const MatmulKey&) const = default;
@@ -104,10 +104,14 @@ MatmulPrimitive create_matmul(const MatmulKey& key) {
 
 void matmul(const MatmulSpec& spec) {
   if (spec.M <= 0 || spec.N <= 0) return;
-  if (spec.ab_type == MatrixType::Bf16 && !kernels::bf16_compute_available())
+  const auto floating = [](DType type) { return type == DType::F32 || type == DType::BF16; };
+  if (!floating(spec.ab_type) || !floating(spec.c_type))
+    throw Error("matmul: operands are F32 or BF16, not " + std::string(dtype_name(spec.ab_type)) + " x " +
+                std::string(dtype_name(spec.c_type)));
+  if (spec.ab_type == DType::BF16 && !kernels::bf16_compute_available())
     throw Error("matmul: bfloat16 operands need AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") does not offer; use the float32 path");
-  if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != MatrixType::F32)
+  if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != DType::F32)
     throw Error("matmul: adding to the output needs a float32 output");
   const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         spec.ldb,
                       spec.ldc,     spec.ab_type, spec.c_type,  spec.b_transposed, spec.bias != nullptr,
@@ -166,7 +170,7 @@ void matmul_s8(const Int8MatmulSpec& spec) {
     throw Error("matmul_s8: int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") does not offer");
   // The key's types, transposition, bias and epilogue are fixed for int8 products.
-  const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, MatrixType::F32, MatrixType::F32, true, false,
+  const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, DType::F32, DType::F32, true, false,
                       Epilogue::None};
   thread_local std::unordered_map<MatmulKey, Int8MatmulPrimitive, MatmulKeyHash> primitives;
   auto found = primitives.find(key);

@@ -1,9 +1,21 @@
 #pragma once
 // Dense matrix products on float32 row-major matrices, run on oneDNN (which picks AVX-512/AMX JIT
 // kernels for this CPU at run time and threads with OpenMP).
+#include <algorithm>
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace fastvlm {
+
+// Rows per tile of a tiled product whose rows each keep `bytes_per_row` in flight (int32 results before
+// their epilogue, a hidden activation between two GEMMs): as many as keep the tile within ~768 KB, so that
+// it stays in the core's L2 cache from one step to the next, but never fewer than 128 (smaller GEMMs lose
+// more to their edges than the cache saves) nor more than 1024.
+inline int64_t l2_tile_rows(int64_t bytes_per_row) {
+  constexpr int64_t kTileBytes = 768 << 10, kMinRows = 128, kMaxRows = 1024;
+  return std::clamp(kTileBytes / bytes_per_row / 64 * 64, kMinRows, kMaxRows);
+}
 
 // C[M,N] = A[M,K] · op(B) (+ bias[N] broadcast over rows, when bias is not null).
 // op(B) = Bᵀ with B stored [N,K] (PyTorch Linear / 1x1 conv weight layout) when b_transposed,
@@ -22,13 +34,6 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
 // (kernels/capabilities.h); throws fastvlm::Error otherwise.
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
 
-
-// Element types of the operands of matmul() below; Bf16 elements are raw bfloat16 bits (uint16_t).
-enum class MatrixType { F32, Bf16 };
-
-// Bytes of one element.
-inline int64_t matrix_type_size(MatrixType type) { return type == MatrixType::Bf16 ? 2 : 4; }
-
 // What matmul() does with each result element after adding the bias.
 enum class Epilogue {
   None,         // C = A·op(B) + bias
@@ -38,17 +43,18 @@ enum class Epilogue {
 
 // C[M,N] = epilogue(A[M,K] · op(B) + bias[N]) on strided row-major matrices, accumulated in float32.
 // op(B) = Bᵀ with B stored [N,K] when b_transposed (Linear / 1x1 conv weights), else B stored [K,N].
-// A and B must have the same type; Bf16 needs bf16_compute_available() (AMX tiles where present) and
+// Operands are DType::F32 or DType::BF16 (raw bfloat16 bits, uint16_t); A and B must have the same type;
+// BF16 needs bf16_compute_available() (AMX tiles where present) and
 // throws fastvlm::Error otherwise. The primitive for each distinct shape is created once and reused.
 struct MatmulSpec {
   int64_t M = 0, N = 0, K = 0;
-  MatrixType ab_type = MatrixType::F32;
+  DType ab_type = DType::F32;
   const void* a = nullptr;
   int64_t lda = 0;
   const void* b = nullptr;
   int64_t ldb = 0;
   bool b_transposed = true;
-  MatrixType c_type = MatrixType::F32;
+  DType c_type = DType::F32;
   void* c = nullptr;
   int64_t ldc = 0;
   const float* bias = nullptr;  // [N] or null

@@ -135,11 +135,11 @@ FASTVLM_TARGET_AVX2 void gemv_bf16_rows_avx2(const uint16_t* w, int64_t cols, co
 // The 32 codes of a group as unsigned bytes for VPMADDUBSW, whose unsigned x signed products saturate
 // past 16 bits in pairs: Q4_0 codes are used as stored (0..15, i.e. q + 8; the +8 is corrected with the
 // group's activation sum); Q8_0 goes through the sign trick |x| · (w · sign x), all within 127 · 127 · 2.
-FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(QuantType type, const uint8_t* group, __m256i x_codes,
+FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(WeightType type, const uint8_t* group, __m256i x_codes,
                                                   int32_t x_sum) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i pairs;
-  if (type == QuantType::Q8_0) {
+  if (type == WeightType::Q8_0) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
     pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x_codes), _mm256_sign_epi8(w, x_codes));
     return _mm256_madd_epi16(pairs, ones);
@@ -190,16 +190,16 @@ struct PreparedActivationAvx512 {
 constexpr int kLanes = 16;
 
 // Which of the step's two groups lane i belongs to, and where byte b of group-local weight j goes.
-inline int lane_group(QuantType type, int lane) { return type == QuantType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
-inline int byte_position(QuantType type, int group_in_pair, int j) {
-  if (type == QuantType::Q8_0) return group_in_pair * kQuantGroupSize + j;
+inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
+inline int byte_position(WeightType type, int group_in_pair, int j) {
+  if (type == WeightType::Q8_0) return group_in_pair * kQuantGroupSize + j;
   return (j < 16 ? 0 : 32) + group_in_pair * 16 + j % 16;
 }
 
-void prepare_activation_avx512(QuantType type, const QuantizedActivation& q, int64_t groups,
+void prepare_activation_avx512(WeightType type, const QuantizedActivation& q, int64_t groups,
                                PreparedActivationAvx512& p) {
   const int64_t pairs = (groups + 1) / 2;
-  const int32_t code_offset = type == QuantType::Q8_0 ? 128 : 8;
+  const int32_t code_offset = type == WeightType::Q8_0 ? 128 : 8;
   p.codes.assign(size_t(pairs) * 64, 0);
   p.offsets.assign(size_t(pairs) * kLanes, 0);
   p.scales.assign(size_t(pairs) * kLanes, 0.0f);
@@ -221,8 +221,8 @@ void prepare_activation_avx512(QuantType type, const QuantizedActivation& q, int
 // The 64 unsigned weight codes of groups (2·pair, 2·pair+1), or with `single` of the first group alone (the
 // rest zero). Masked loads only for that last lone group: on some CPUs (AMD Zen) a byte-masked load from
 // memory stalls the stream.
-FASTVLM_TARGET_AVX512 inline __m512i load_pair_codes(QuantType type, const uint8_t* codes, bool single) {
-  if (type == QuantType::Q8_0) {
+FASTVLM_TARGET_AVX512 inline __m512i load_pair_codes(WeightType type, const uint8_t* codes, bool single) {
+  if (type == WeightType::Q8_0) {
     const __m512i signed_codes =
         single ? _mm512_maskz_loadu_epi8(0xffffffffull, codes) : _mm512_loadu_si512(codes);
     return _mm512_xor_si512(signed_codes, _mm512_set1_epi8(char(0x80)));
@@ -244,7 +244,7 @@ FASTVLM_TARGET_AVX512 inline __m512 load_pair_scales(const uint16_t* scales, boo
 }
 
 // One step: acc += (Σ of the pair's unsigned-code products, offset-corrected) · d_w · d_x per lane.
-template <QuantType Type>
+template <WeightType Type>
 FASTVLM_TARGET_AVX512 inline __m512 accumulate_pair(__m512 acc, const uint8_t* codes, const uint16_t* scales,
                                                    const PreparedActivationAvx512& p, int64_t pair, bool single,
                                                    __m512i lane_to_group) {
@@ -256,7 +256,7 @@ FASTVLM_TARGET_AVX512 inline __m512 accumulate_pair(__m512 acc, const uint8_t* c
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
 }
 
-template <QuantType Type>
+template <WeightType Type>
 FASTVLM_TARGET_AVX512 void gemv_quant_rows_avx512(const QuantMatrix& m, const PreparedActivationAvx512& p,
                                                   int64_t begin, int64_t end, float* y) {
   const int64_t groups = m.groups_per_row();
@@ -398,10 +398,10 @@ void gemv_quant_avx512(const QuantMatrix& m, const float* x, float* y) {
   const PreparedActivationAvx512& prepared = prepared_buffer;
   prepare_activation_avx512(m.type, quantized_buffer, m.groups_per_row(), prepared_buffer);
   for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
-    if (m.type == QuantType::Q8_0) {
-      gemv_quant_rows_avx512<QuantType::Q8_0>(m, prepared, begin, end, y);
+    if (m.type == WeightType::Q8_0) {
+      gemv_quant_rows_avx512<WeightType::Q8_0>(m, prepared, begin, end, y);
     } else {
-      gemv_quant_rows_avx512<QuantType::Q4_0>(m, prepared, begin, end, y);
+      gemv_quant_rows_avx512<WeightType::Q4_0>(m, prepared, begin, end, y);
     }
   });
 }

@@ -145,7 +145,7 @@ FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_
         const int64_t byte = chunk + j * kStepBytes;
         const int64_t group = byte / group_bytes;
         const int step = int(byte % group_bytes / kStepBytes);
-        if (weights.type == QuantType::Q8_0) {
+        if (weights.type == WeightType::Q8_0) {
           _mm512_store_si512(line(group, step, v), m[j]);
         } else {
           // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.

@@ -78,7 +78,7 @@ void attend_tiles(const Operands<T>& operands, int n, int first, int heads, int 
   const int block_positions = std::max(1, kTileRows / group);
   const int blocks = (n + block_positions - 1) / block_positions;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  const MatrixType type = std::is_same_v<T, float> ? MatrixType::F32 : MatrixType::Bf16;
+  const DType type = std::is_same_v<T, float> ? DType::F32 : DType::BF16;
   const int tile_rows = block_positions * group;
 
 #pragma omp parallel
@@ -141,7 +141,7 @@ void attend_tiles(const Operands<T>& operands, int n, int first, int heads, int 
 }  // namespace
 
 void causal_attention(const float* queries, int n, int first, int heads, const KVCache& cache, int layer,
-                      AttentionPrecision precision, AttentionScratch& scratch, float* attended) {
+                      Precision precision, AttentionScratch& scratch, float* attended) {
   const int kv_heads = cache.num_kv_heads();
   const int head_dim = cache.head_dim();
   if (n < 1 || first < 0 || first + n > cache.capacity() || layer < 0 || layer >= cache.num_layers() ||
@@ -151,13 +151,15 @@ void causal_attention(const float* queries, int n, int first, int heads, const K
                 std::to_string(cache.capacity()) + " positions, " + std::to_string(kv_heads) + " KV heads, layer " +
                 std::to_string(layer) + " of " + std::to_string(cache.num_layers()));
   }
-  if (precision == AttentionPrecision::Bf16 && !kernels::bf16_compute_available()) {
+  if (precision != Precision::F32 && precision != Precision::Bf16)
+    throw Error("internal: causal_attention computes in f32 or bf16");
+  if (precision == Precision::Bf16 && !kernels::bf16_compute_available()) {
     throw Error("causal_attention: bfloat16 attention needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") does not offer");
   }
   const int context = first + n;
   const int padded = round_up(context, kKeyGranule);
-  if (precision == AttentionPrecision::Bf16) {
+  if (precision == Precision::Bf16) {
     const auto operands = prepare_operands(queries, n, heads, context, padded, cache, layer, scratch.queries_bf16,
                                            scratch.keys_bf16, scratch.values_bf16);
     attend_tiles(operands, n, first, heads, kv_heads, head_dim, padded, attended);

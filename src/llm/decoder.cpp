@@ -90,8 +90,10 @@ void add_inplace(float* accumulator, const float* addend, size_t count) {
 
 }  // namespace
 
-std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextConfig& c, DType dtype) {
+std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextConfig& c, Precision precision) {
   check_config(c);
+  if (precision == Precision::Auto) throw Error("internal: Decoder::load needs a resolved precision, not Auto");
+  const WeightType dense = precision == Precision::F32 ? WeightType::F32 : WeightType::BF16;
   std::unique_ptr<Decoder> model(new Decoder(c));
   const int hidden = c.hidden_size;
   const int q_dim = c.num_attention_heads * c.head_dim;
@@ -99,15 +101,14 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
 
   // Attention follows the weights' precision: bf16 products where the linears use them, so that the f32
   // path stays the accuracy reference.
-  model->attention_precision_ = dtype == DType::BF16 && kernels::bf16_compute_available()
-                                    ? AttentionPrecision::Bf16
-                                    : AttentionPrecision::F32;
-  model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens", c.vocab_size, hidden, false, dtype);
+  model->attention_precision_ =
+      dense == WeightType::BF16 && kernels::bf16_compute_available() ? Precision::Bf16 : Precision::F32;
+  model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens", c.vocab_size, hidden, false, dense);
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     auto linear = [&](const char* name, int out, int in, bool bias) {
-      return Linear::load(checkpoint, prefix + name, out, in, bias, dtype);
+      return Linear::load(checkpoint, prefix + name, out, in, bias, dense);
     };
     Layer layer;
     layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
@@ -124,7 +125,7 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
   // A tied head uses the embedding, even where a (redundant) lm_head.weight is stored.
   model->lm_head_ = c.tie_word_embeddings ? model->embed_tokens_
-                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dtype);
+                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dense);
   model->inverse_frequencies_ = rope_inverse_frequencies(c.rope, c.head_dim);
   return model;
 }

@@ -22,10 +22,12 @@ namespace fastvlm {
 class Decoder final : public TextDecoder {
  public:
   // Reads the weights (model.embed_tokens, model.layers.N.*, model.norm, lm_head unless tied, with the
-  // biases `config` promises) with the shapes `config` implies. A quantised checkpoint loads its linears as
-  // stored whatever `dtype` says; the embedding, norms and biases follow `dtype` (F32 or BF16). Throws
-  // fastvlm::Error naming a missing or misshapen tensor, or an inconsistent config.
-  static std::unique_ptr<Decoder> load(const Checkpoint& checkpoint, const TextConfig& config, DType dtype);
+  // biases `config` promises) with the shapes `config` implies, for `precision`: F32 holds the dense weights
+  // as float32 (the reference), Bf16 and Int8 (which has no decoder path of its own) as bfloat16, with
+  // bfloat16 prefill attention where the CPU has it. A quantised checkpoint loads its linears as stored
+  // whatever the precision. Throws fastvlm::Error naming a missing or misshapen tensor, or an inconsistent
+  // config; Auto is the caller's to resolve.
+  static std::unique_ptr<Decoder> load(const Checkpoint& checkpoint, const TextConfig& config, Precision precision);
 
   const TextConfig& config() const override { return config_; }
   void embed(std::span<const int32_t> ids, float* out) const override;
@@ -58,7 +60,7 @@ class Decoder final : public TextDecoder {
   Tensor final_norm_;                           // [hidden]
   Linear lm_head_;                              // a copy of embed_tokens_ when tied (the weights are shared)
   std::vector<double> inverse_frequencies_;     // [head_dim / 2] rotary frequencies
-  AttentionPrecision attention_precision_ = AttentionPrecision::F32;  // of prefill attention
+  Precision attention_precision_ = Precision::F32;  // of prefill attention
 };
 
 // Whether `name` is one of the graph's linear weights (the layers' projections and lm_head; not the

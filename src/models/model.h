@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
+#include "fastvlm/precision.hpp"
 #include "image/preprocess.h"
 #include "io/checkpoint.h"
 #include "llm/text_decoder.h"
@@ -20,8 +20,9 @@
 namespace fastvlm {
 
 struct ModelLoadOptions {
-  DType llm_dtype = DType::F32;  // dense LLM weights held as F32 (the reference) or BF16
-  VisionCompute vision_compute = VisionCompute::F32;
+  // Of the vision tower and the decoder: F32 (the reference), Bf16 or Int8, resolved from Auto by the
+  // caller (VisionTower::load and Decoder::load say what each makes of it).
+  Precision precision = Precision::F32;
 };
 
 // The image half of a vision-language model.

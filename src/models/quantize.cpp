@@ -39,7 +39,7 @@ struct QuantizedTensor {
 
 }  // namespace
 
-QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, QuantType type) {
+QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, WeightType type) {
   // The family names its linears; its config and the weight files are validated before anything is written.
   const auto is_linear_weight = find_architecture(input).quantizable_weights(input);
   const auto checkpoint = Checkpoint::open(input);
@@ -73,7 +73,7 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, Qu
       q->scales.resize(size_t(rows * (cols / kQuantGroupSize)));
       quantize_matrix(type, weights.data(), rows, cols, q->codes.data(), q->scales.data());
       const std::string scale_name = info.name.substr(0, info.name.size() - std::string("weight").size()) + "weight_scale";
-      tensors.push_back({info.name, type == QuantType::Q8_0 ? DType::I8 : DType::U8,
+      tensors.push_back({info.name, type == WeightType::Q8_0 ? DType::I8 : DType::U8,
                          {rows, quant_row_bytes(type, cols)}, q->codes.data(), q->codes.size()});
       tensors.push_back({scale_name, DType::F16, {rows, cols / kQuantGroupSize}, q->scales.data(),
                          q->scales.size() * sizeof(uint16_t)});
@@ -87,7 +87,7 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, Qu
   write_safetensors(output / "model.safetensors", tensors, {{"format", "pt"}});
 
   json config = read_json_file(input / "config.json");
-  config["quantization"] = {{"type", std::string(quant_type_name(type))}, {"group_size", kQuantGroupSize}};
+  config["quantization"] = {{"type", std::string(weight_type_name(type))}, {"group_size", kQuantGroupSize}};
   std::ofstream(output / "config.json") << config.dump(2) << '\n';
   // Tokenizer files, generation_config.json, and anything else that is not weights, as they are.
   for (const auto& entry : fs::directory_iterator(input)) {

@@ -22,6 +22,6 @@ struct QuantizeSummary {
 // Throws fastvlm::Error when `input` is not a loadable model, is already quantised, has no LLM linears,
 // or `output` exists and is not empty. The written directory is opened again before returning.
 QuantizeSummary quantize_model(const std::filesystem::path& input, const std::filesystem::path& output,
-                               QuantType type);
+                               WeightType type);
 
 }  // namespace fastvlm

@@ -1,5 +1,6 @@
 #include "nn/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -8,6 +9,7 @@
 #include "kernels/dequantize.h"
 #include "kernels/gemm.h"
 #include "kernels/gemv.h"
+#include "kernels/int8_epilogue.h"
 #include "kernels/qgemm.h"
 
 namespace fastvlm {
@@ -23,29 +25,42 @@ void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType ex
                 why + ")");
 }
 
-// Scratch buffers of one prefill GEMM, reused across calls (and layers) on the calling thread.
-struct GemmScratch {
+// Buffers of the calling thread's products, reused across calls (and layers): a prefill GEMM's bf16
+// input or float32 weights; an int8 product's activation codes and scales, and its int32 results until the
+// epilogue has read them.
+struct Scratch {
   std::vector<uint16_t> x_bf16;
   std::vector<float> weights_f32;
+  std::vector<int8_t> codes;
+  std::vector<float> row_scales;
+  std::vector<int32_t> accumulators;
 };
-GemmScratch& gemm_scratch() {
-  thread_local GemmScratch scratch;
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
   return scratch;
+}
+
+// `buffer` holding at least `count` elements. It never shrinks: layers of different widths take turns, and
+// growing a vector back zero-fills what it had given up, a pass over memory on every call.
+template <class T>
+T* at_least(std::vector<T>& buffer, size_t count) {
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
 }
 
 }  // namespace
 
 Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                          int in_features, bool with_bias, DType dtype) {
+                          int in_features, bool with_bias, WeightType storage) {
   Linear linear;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;
   const std::string name = prefix + ".weight";
-  if (dtype == DType::F32) {
-    linear.storage_ = Storage::F32;
+  if (storage == WeightType::F32) {
+    linear.storage_ = WeightType::F32;
     linear.f32_ = std::make_shared<const Tensor>(checkpoint.load_f32(name, {out_features, in_features}));
-  } else if (dtype == DType::BF16) {
-    linear.storage_ = Storage::BF16;
+  } else if (storage == WeightType::BF16) {
+    linear.storage_ = WeightType::BF16;
     const TensorInfo& info = checkpoint.tensor(name, {out_features, in_features});
     if (info.dtype == DType::BF16) {
       linear.bf16_ = reinterpret_cast<const uint16_t*>(info.data);
@@ -57,26 +72,26 @@ Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& prefi
       linear.converted_bf16_ = std::move(converted);
     }
   } else {
-    throw Error("internal: a dense Linear is held as F32 or BF16");
+    throw Error("internal: a dense Linear is held as f32 or bf16, not " + std::string(weight_type_name(storage)));
   }
   if (with_bias) linear.load_bias(checkpoint, prefix);
   return linear;
 }
 
 Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
-                    bool with_bias, DType dtype) {
+                    bool with_bias, WeightType storage) {
   const std::string& quantization = checkpoint.quantization().type;
-  if (quantization.empty()) return load_dense(checkpoint, prefix, out_features, in_features, with_bias, dtype);
-  const QuantType type = quantization == "q8_0" ? QuantType::Q8_0 : QuantType::Q4_0;
+  if (quantization.empty()) return load_dense(checkpoint, prefix, out_features, in_features, with_bias, storage);
+  const WeightType type = quantization == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
   if (in_features % kQuantGroupSize != 0)
     throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
                 " inputs, not a multiple of the quantisation group size 32");
   const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
-  expect_dtype(checkpoint, codes, type == QuantType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
+  expect_dtype(checkpoint, codes, type == WeightType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
   const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
   expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
   Linear linear;
-  linear.storage_ = type == QuantType::Q8_0 ? Storage::Q8_0 : Storage::Q4_0;
+  linear.storage_ = type;
   linear.quantized_ = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
                                   in_features};
   linear.in_features_ = in_features;
@@ -90,17 +105,83 @@ void Linear::load_bias(const Checkpoint& checkpoint, const std::string& prefix) 
   bias_.assign(bias.data(), bias.data() + bias.numel());
 }
 
+Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
+  if (weight.rank() != 2 || (!bias.empty() && bias.numel() != weight.dim(0)))
+    throw Error("internal: Linear::from_f32 takes a weight [out, in] and a bias [out] or none, got " +
+                shape_string(weight.shape()) + " and " + shape_string(bias.shape()));
+  Linear linear;
+  linear.storage_ = storage;
+  linear.out_features_ = int(weight.dim(0));
+  linear.in_features_ = int(weight.dim(1));
+  linear.bias_.assign(bias.data(), bias.data() + bias.numel());
+  switch (storage) {
+    case WeightType::F32:
+      linear.f32_ = std::make_shared<const Tensor>(std::move(weight));
+      break;
+    case WeightType::BF16: {
+      auto converted = std::make_shared<std::vector<uint16_t>>(size_t(weight.numel()));
+      f32_to_bf16_simd(weight.data(), converted->data(), weight.numel());
+      linear.bf16_ = converted->data();
+      linear.converted_bf16_ = std::move(converted);
+      break;
+    }
+    case WeightType::S8: {
+      auto codes = std::make_shared<std::vector<int8_t>>(size_t(weight.numel()));
+      linear.s8_scales_.resize(size_t(linear.out_features_));
+      quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes->data(),
+                       linear.s8_scales_.data());
+      linear.s8_ = std::move(codes);
+      break;
+    }
+    case WeightType::Q8_0:
+    case WeightType::Q4_0:
+      throw Error("internal: Linear::from_f32 holds f32, bf16 or s8, not " + std::string(weight_type_name(storage)));
+  }
+  return linear;
+}
+
 void Linear::forward(const float* x, int rows, float* y) const {
-  const float* b = bias_.empty() ? nullptr : bias_.data();
-  const bool quantized = storage_ == Storage::Q8_0 || storage_ == Storage::Q4_0;
-  if (storage_ == Storage::F32) {
-    linear_f32(x, rows, in_features_, f32_->data(), out_features_, b, y);
+  forward({DType::F32, const_cast<float*>(x)}, rows, {DType::F32, y}, Epilogue::None);
+}
+
+void Linear::forward(const Activations& x, int64_t rows, const Activations& y, Epilogue epilogue) const {
+  if (storage_ == WeightType::S8) {
+    if (x.type != DType::F32) throw Error("internal: an s8 Linear quantises float32 input");
+    return forward_quantizing(static_cast<const float*>(x.data), rows, y, epilogue);
+  }
+  if (storage_ == WeightType::F32 || x.type == DType::BF16) {
+    if (x.type != (storage_ == WeightType::F32 ? DType::F32 : DType::BF16))
+      throw Error("internal: a " + std::string(weight_type_name(storage_)) + " Linear on " +
+                  std::string(dtype_name(x.type)) + " input");
+    matmul({.M = rows,
+            .N = out_features_,
+            .K = in_features_,
+            .ab_type = x.type,
+            .a = x.data,
+            .lda = in_features_,
+            .b = x.type == DType::F32 ? static_cast<const void*>(f32_->data()) : static_cast<const void*>(bf16_),
+            .ldb = in_features_,
+            .b_transposed = true,
+            .c_type = y.type,
+            .c = y.data,
+            .ldc = out_features_,
+            .bias = bias(),
+            .epilogue = epilogue});
     return;
   }
+  if (epilogue != Epilogue::None || y.type != DType::F32)
+    throw Error("internal: a " + std::string(weight_type_name(storage_)) +
+                " Linear on float32 input fuses no epilogue and writes float32");
+  forward_decoder(static_cast<const float*>(x.data), rows, static_cast<float*>(y.data));
+}
+
+void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
+  const float* b = bias();
+  const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
   if (rows <= kMaxRowsForGemv) {
-    for (int r = 0; r < rows; ++r) {
-      const float* x_row = x + size_t(r) * in_features_;
-      float* y_row = y + size_t(r) * out_features_;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* x_row = x + r * in_features_;
+      float* y_row = y + r * out_features_;
       if (quantized) {
         gemv_quant(quantized_, x_row, y_row);
       } else {
@@ -116,7 +197,7 @@ void Linear::forward(const float* x, int rows, float* y) const {
     linear_quant(x, rows, quantized_, b, y);
     return;
   }
-  GemmScratch& scratch = gemm_scratch();
+  Scratch& scratch = thread_scratch();
   const size_t weight_count = size_t(out_features_) * in_features_;
   if (!quantized && kernels::bf16_compute_available()) {
     scratch.x_bf16.resize(size_t(rows) * in_features_);
@@ -133,18 +214,73 @@ void Linear::forward(const float* x, int rows, float* y) const {
   linear_f32(x, rows, in_features_, scratch.weights_f32.data(), out_features_, b, y);
 }
 
+void Linear::forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const {
+  // Each tile's int32 products stay in L2 for the epilogue.
+  const int64_t tile_rows = l2_tile_rows(out_features_ * int64_t(sizeof(int32_t)));
+  const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    Scratch& scratch = thread_scratch();
+    int8_t* codes = at_least(scratch.codes, size_t(tile_rows * in_features_));
+    float* row_scales = at_least(scratch.row_scales, size_t(tile_rows));
+    const int64_t first = tile * tile_rows, count = std::min(tile_rows, rows - first);
+    quantize_rows_s8(x + first * in_features_, count, in_features_, in_features_, codes, row_scales);
+    forward_s8(codes, row_scales, count, {y.type, y.at(first * out_features_)}, epilogue);
+  }
+}
+
+const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
+  if (storage_ != WeightType::S8)
+    throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
+  int32_t* acc = at_least(thread_scratch().accumulators, size_t(rows * out_features_));
+  matmul_s8({.M = rows,
+             .N = out_features_,
+             .K = in_features_,
+             .a = codes,
+             .lda = in_features_,
+             .b = s8_->data(),
+             .ldb = in_features_,
+             .c = acc,
+             .ldc = out_features_});
+  return acc;
+}
+
+void Linear::forward_s8(const int8_t* codes, const float* row_scales, int64_t rows, const Activations& y,
+                        Epilogue epilogue) const {
+  const int32_t* acc = product_s8(codes, rows);
+  if (epilogue == Epilogue::AddToOutput) {
+    if (y.type != DType::F32) throw Error("internal: adding to the output needs a float32 output");
+    dequantize_add(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(),
+                   static_cast<float*>(y.data));
+    return;
+  }
+  const bool f32 = y.type == DType::F32;
+  dequantize_store(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(),
+                   epilogue == Epilogue::Gelu, f32 ? static_cast<float*>(y.data) : nullptr,
+                   f32 ? nullptr : static_cast<uint16_t*>(y.data));
+}
+
+void Linear::forward_s8_gelu_requantize(const int8_t* codes, const float* row_scales, int64_t rows,
+                                        int8_t* out_codes, float* out_scales) const {
+  const int32_t* acc = product_s8(codes, rows);
+  dequantize_gelu_quantize(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(), out_codes,
+                           out_scales);
+}
+
 void Linear::row(int64_t index, float* out) const {
   switch (storage_) {
-    case Storage::F32:
+    case WeightType::F32:
       std::memcpy(out, f32_->data() + index * in_features_, sizeof(float) * in_features_);
       break;
-    case Storage::BF16:
+    case WeightType::BF16:
       convert_to_f32(DType::BF16, bf16_ + index * in_features_, out, size_t(in_features_));
       break;
-    case Storage::Q8_0:
-    case Storage::Q4_0:
+    case WeightType::Q8_0:
+    case WeightType::Q4_0:
       dequantize_rows_f32(quantized_, index, 1, out);
       break;
+    case WeightType::S8:
+      throw Error("internal: the vision tower's s8 Linears are not looked up by row");
   }
 }
 

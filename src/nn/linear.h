@@ -1,8 +1,10 @@
 #pragma once
 // y = x·Wᵀ + b, whatever the weight's storage: float32, bfloat16 (usually used in place in the
-// checkpoint's mapping), or Q8_0/Q4_0 blocks of a `fastvlm quantize`d checkpoint. The layer picks the
-// product itself: a GEMV per row for a few rows (decode), a GEMM for many (prefill), an int8 product on
-// the stored codes where the kernels offer it.
+// checkpoint's mapping), Q8_0/Q4_0 blocks of a `fastvlm quantize`d checkpoint, or int8 codes with one
+// scale per output row (quantised at load). The layer picks the product itself: a GEMV per row for a few
+// rows (decode), a GEMM for many (prefill), an int8 product on the stored codes where the kernels offer
+// it. The vision tower's layers also fuse an epilogue (GELU, residual add) into the product, run on
+// bfloat16 activations, and feed int8 activation codes they quantised themselves.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -12,40 +14,75 @@
 #include "core/quant.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "kernels/gemm.h"
 
 namespace fastvlm {
 
+// Contiguous rows of a layer's input or output: float32, or bfloat16 bits.
+struct Activations {
+  DType type = DType::F32;  // F32 or BF16
+  void* data = nullptr;
+  // The element `index` elements in.
+  void* at(int64_t index) const { return static_cast<char*>(data) + index * int64_t(dtype_size(type)); }
+};
+
 class Linear {
  public:
-  enum class Storage { F32, BF16, Q8_0, Q4_0 };
-
   Linear() = default;
-  // `prefix`.weight ([out, in], any float type in the checkpoint, held as `dtype`: F32 or BF16) and, with
+  // `prefix`.weight ([out, in], any float type in the checkpoint, held as `storage`: F32 or BF16) and, with
   // `with_bias`, `prefix`.bias. Throws fastvlm::Error naming a missing or misshapen tensor (a bias the
   // config promises included).
   static Linear load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                           int in_features, bool with_bias, DType dtype);
+                           int in_features, bool with_bias, WeightType storage);
   // The same, but block-quantised as stored when the checkpoint is (its model's linears are).
   static Linear load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
-                     bool with_bias, DType dtype);
+                     bool with_bias, WeightType storage);
+  // From float weights the caller has already edited (norms and scales folded in, which must precede any
+  // rounding): `weight` [out, in], `bias` [out] or empty, held as `storage`: F32, BF16 or S8 (codes
+  // round(w / s) with s = max|row| / 127 per output row).
+  static Linear from_f32(Tensor weight, Tensor bias, WeightType storage);
 
   // y[rows, out_features] = x[rows, in_features]·Wᵀ + b.
   void forward(const float* x, int rows, float* y) const;
+  // y = epilogue(x·Wᵀ + b) with x and y float32 or bfloat16 (AddToOutput: y float32). F32 and BF16 weights
+  // multiply in x's type, which must be theirs (bfloat16 x: BF16 weights); S8 weights quantise float32 x
+  // per row (each row its own scale) and multiply the codes in int32. Q8_0/Q4_0 and BF16 weights on
+  // float32 x take the decoder's products, which fuse no epilogue: there only Epilogue::None into float32.
+  // Threads itself with OpenMP; called inside a parallel region, it runs on the calling thread.
+  void forward(const Activations& x, int64_t rows, const Activations& y, Epilogue epilogue) const;
+  // S8 weights on activations the caller quantised per row (codes [rows, in_features], real value
+  // codes[r, c] · row_scales[r]): y = epilogue(product + b), y as in forward. Runs on the calling thread.
+  void forward_s8(const int8_t* codes, const float* row_scales, int64_t rows, const Activations& y,
+                  Epilogue epilogue) const;
+  // The same with GELU, the result requantised per row into (out_codes [rows, out_features], out_scales
+  // [rows]) while it is in cache: the next S8 Linear's input.
+  void forward_s8_gelu_requantize(const int8_t* codes, const float* row_scales, int64_t rows, int8_t* out_codes,
+                                  float* out_scales) const;
   // out[in_features] = row `index` of W as floats (embedding lookup through the same storage).
   void row(int64_t index, float* out) const;
 
   int in_features() const { return in_features_; }
   int out_features() const { return out_features_; }
-  Storage storage() const { return storage_; }
+  WeightType storage() const { return storage_; }
 
  private:
   void load_bias(const Checkpoint& checkpoint, const std::string& prefix);
+  // BF16 or Q8_0/Q4_0 weights on float32 rows: GEMV, GEMM or the int8 product, y = x·Wᵀ + b.
+  void forward_decoder(const float* x, int64_t rows, float* y) const;
+  // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
+  void forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const;
+  // codes · weight codesᵀ, exact: [rows, out_features] int32 in the calling thread's scratch, valid until
+  // its next product.
+  const int32_t* product_s8(const int8_t* codes, int64_t rows) const;
+  const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
 
-  Storage storage_ = Storage::F32;
+  WeightType storage_ = WeightType::F32;
   std::shared_ptr<const Tensor> f32_;  // F32: [out, in]
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap
+  std::shared_ptr<const std::vector<int8_t>> s8_;  // S8: [out, in] codes, weight = code · s8_scales_[o]
+  std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
   int in_features_ = 0;
   int out_features_ = 0;

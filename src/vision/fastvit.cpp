@@ -73,42 +73,58 @@ GroupedConv load_depthwise(const Checkpoint& checkpoint, const std::string& name
   return load_grouped_conv(checkpoint, name, channels, channels, kernel, 1, channels);
 }
 
+// A layer's float32 weights while norms and scales are folded into them, before Linear::from_f32
+// converts them to the storage the precision multiplies with (rounding must come after the folding).
+struct FloatLinear {
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out], empty when the layer has none
+  int64_t out() const { return weight.dim(0); }
+};
+
 // A Linear layer, stored [out, in].
-Pointwise load_linear(const Checkpoint& checkpoint, const std::string& name, int in, int out, bool has_bias) {
-  Pointwise layer;
-  layer.in = in;
-  layer.out = out;
-  layer.weight = load(checkpoint, name + ".weight", {out, in});
+FloatLinear load_linear(const Checkpoint& checkpoint, const std::string& name, int in, int out, bool has_bias) {
+  FloatLinear layer{load(checkpoint, name + ".weight", {out, in}), Tensor()};
   if (has_bias) layer.bias = load(checkpoint, name + ".bias", {out});
   return layer;
 }
 
 // A 1x1 Conv2d with bias, stored [out, in, 1, 1]: the same matrix as a Linear.
-Pointwise load_conv1x1(const Checkpoint& checkpoint, const std::string& name, int in, int out) {
-  Pointwise layer;
-  layer.in = in;
-  layer.out = out;
-  layer.weight = load(checkpoint, name + ".weight", {out, in, 1, 1});
+FloatLinear load_conv1x1(const Checkpoint& checkpoint, const std::string& name, int in, int out) {
+  FloatLinear layer{load(checkpoint, name + ".weight", {out, in, 1, 1}), load(checkpoint, name + ".bias", {out})};
   layer.weight.reshape({out, in});
-  layer.bias = load(checkpoint, name + ".bias", {out});
   return layer;
 }
 
 // Multiplies output row o of `layer` (and its bias) by scale[o]: scale ⊙ (W x + b) = (scale ⊙ W) x + scale ⊙ b.
-void scale_outputs(Pointwise& layer, const float* scale, int64_t rows) {
+void scale_outputs(FloatLinear& layer, const float* scale, int64_t rows) {
+  const int64_t in = layer.weight.dim(1);
   for (int64_t o = 0; o < rows; ++o) {
-    for (int64_t i = 0; i < layer.in; ++i) layer.weight.data()[o * layer.in + i] *= scale[o];
+    for (int64_t i = 0; i < in; ++i) layer.weight.data()[o * in + i] *= scale[o];
     if (!layer.bias.empty()) layer.bias.data()[o] *= scale[o];
   }
 }
 
 // Folds a layer scale stored [C, 1, 1] into the layer producing the scaled branch.
-void fold_layer_scale(const Checkpoint& checkpoint, const std::string& name, Pointwise& layer) {
-  const Tensor scale = load(checkpoint, name, {layer.out, 1, 1});
-  scale_outputs(layer, scale.data(), layer.out);
+void fold_layer_scale(const Checkpoint& checkpoint, const std::string& name, FloatLinear& layer) {
+  const Tensor scale = load(checkpoint, name, {layer.out(), 1, 1});
+  scale_outputs(layer, scale.data(), layer.out());
 }
 
-ConvFFN load_conv_ffn(const Checkpoint& checkpoint, const std::string& name, int channels, int hidden) {
+// The storage of a 1x1 layer's weights under `precision`. Int8 quantises the ConvFFN and attention layers
+// (`int8_tolerant`: all but ~2% of the 1x1 multiply-accumulates); the stem's and PatchEmbeds' 1x1 convs
+// stay bf16: quantised, they alone took the fixture's embeddings from ~1.2% to ~4% off f32.
+WeightType weight_storage(Precision precision, bool int8_tolerant) {
+  if (precision == Precision::F32) return WeightType::F32;
+  return precision == Precision::Int8 && int8_tolerant ? WeightType::S8 : WeightType::BF16;
+}
+
+Linear to_linear(FloatLinear layer, WeightType storage) {
+  return Linear::from_f32(std::move(layer.weight), std::move(layer.bias), storage);
+}
+
+// `layer_scale` names the block's scale of the ConvFFN branch, folded into contract.
+ConvFFN load_conv_ffn(const Checkpoint& checkpoint, const std::string& name, int channels, int hidden,
+                      const std::string& layer_scale, Precision precision) {
   ConvFFN ffn;
   ffn.spatial = load_grouped_conv(checkpoint, name + ".conv.conv", channels, channels, kConvFFNKernel, 1, channels,
                                   /*has_bias=*/false);
@@ -124,19 +140,22 @@ ConvFFN load_conv_ffn(const Checkpoint& checkpoint, const std::string& name, int
     for (int64_t t = 0; t < taps; ++t) ffn.spatial.weight.data()[t * channels + c] *= factor;
     ffn.spatial.bias.data()[c] = beta.data()[c] - mean.data()[c] * factor;
   }
-  ffn.expand = load_conv1x1(checkpoint, name + ".fc1", channels, hidden);
-  ffn.contract = load_conv1x1(checkpoint, name + ".fc2", hidden, channels);
+  const WeightType storage = weight_storage(precision, /*int8_tolerant=*/true);
+  ffn.expand = to_linear(load_conv1x1(checkpoint, name + ".fc1", channels, hidden), storage);
+  FloatLinear contract = load_conv1x1(checkpoint, name + ".fc2", hidden, channels);
+  fold_layer_scale(checkpoint, layer_scale, contract);
+  ffn.contract = to_linear(std::move(contract), storage);
   return ffn;
 }
 
-VisionBlock load_block(const Checkpoint& checkpoint, const VisionConfig& config, int stage, const std::string& name) {
+VisionBlock load_block(const Checkpoint& checkpoint, const VisionConfig& config, int stage, const std::string& name,
+                       Precision precision) {
   const int channels = config.embed_dims[stage];
   const int hidden = channels * config.mlp_ratios[stage];
   if (config.token_mixers[stage] == TokenMixer::RepMixer) {
     RepMixerBlock block;
     block.mixer = load_depthwise(checkpoint, name + ".token_mixer.reparam_conv", channels, config.repmixer_kernel_size);
-    block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden);
-    fold_layer_scale(checkpoint, name + ".layer_scale", block.ffn.contract);
+    block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden, name + ".layer_scale", precision);
     return block;
   }
   if (channels % config.head_dim != 0)
@@ -145,15 +164,17 @@ VisionBlock load_block(const Checkpoint& checkpoint, const VisionConfig& config,
   AttentionBlock block;
   block.norm_weight = load(checkpoint, name + ".norm.weight", {channels});
   block.norm_bias = load(checkpoint, name + ".norm.bias", {channels});
-  block.qkv = load_linear(checkpoint, name + ".token_mixer.qkv", channels, 3 * channels, /*has_bias=*/false);
-  block.proj = load_linear(checkpoint, name + ".token_mixer.proj", channels, channels, /*has_bias=*/true);
+  FloatLinear qkv = load_linear(checkpoint, name + ".token_mixer.qkv", channels, 3 * channels, /*has_bias=*/false);
+  FloatLinear proj = load_linear(checkpoint, name + ".token_mixer.proj", channels, channels, /*has_bias=*/true);
   block.head_dim = config.head_dim;
   // The reference scales q before the product: (q * scale) @ k^T.
   const std::vector<float> q_scale(size_t(channels), 1.0f / std::sqrt(float(config.head_dim)));
-  scale_outputs(block.qkv, q_scale.data(), channels);
-  fold_layer_scale(checkpoint, name + ".layer_scale_1", block.proj);
-  block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden);
-  fold_layer_scale(checkpoint, name + ".layer_scale_2", block.ffn.contract);
+  scale_outputs(qkv, q_scale.data(), channels);
+  fold_layer_scale(checkpoint, name + ".layer_scale_1", proj);
+  const WeightType storage = weight_storage(precision, /*int8_tolerant=*/true);
+  block.qkv = to_linear(std::move(qkv), storage);
+  block.proj = to_linear(std::move(proj), storage);
+  block.ffn = load_conv_ffn(checkpoint, name + ".convffn", channels, hidden, name + ".layer_scale_2", precision);
   return block;
 }
 
@@ -164,52 +185,6 @@ void check_vision_config(const Checkpoint& checkpoint, const VisionConfig& confi
       config.pos_emb_kernel.size() != stages)
     throw Error(checkpoint.dir().string() + ": vision_config: layers, embed_dims, mlp_ratios, downsamples, "
                 "token_mixers and pos_embs must all have one entry per stage");
-}
-
-// How a Pointwise layer's weights are held for its GEMMs.
-enum class WeightFormat { F32, Bf16, S8 };
-
-// Int8 compute quantises the ConvFFN and attention layers (all but ~2% of the 1x1 multiply-accumulates);
-// the stem's and PatchEmbeds' 1x1 convs stay bf16: quantised, they alone took the fixture's embeddings
-// from ~1.2% to ~4% off f32.
-WeightFormat weight_format(VisionCompute compute, bool int8_tolerant) {
-  if (compute == VisionCompute::F32) return WeightFormat::F32;
-  return compute == VisionCompute::Int8 && int8_tolerant ? WeightFormat::S8 : WeightFormat::Bf16;
-}
-
-// Keeps only the weight copy in `format`.
-void prepare_weights(Pointwise& layer, WeightFormat format) {
-  if (format == WeightFormat::F32) return;
-  if (format == WeightFormat::Bf16) {
-    layer.weight_bf16.resize(size_t(layer.weight.numel()));
-    f32_to_bf16_simd(layer.weight.data(), layer.weight_bf16.data(), layer.weight.numel());
-  } else {
-    layer.weight_s8.resize(size_t(layer.weight.numel()));
-    layer.weight_scales.resize(size_t(layer.out));
-    quantize_rows_s8(layer.weight.data(), layer.out, layer.in, layer.in, layer.weight_s8.data(),
-                     layer.weight_scales.data());
-  }
-  layer.weight = Tensor();
-}
-
-void prepare_weights(ConvFFN& ffn, VisionCompute compute) {
-  prepare_weights(ffn.expand, weight_format(compute, /*int8_tolerant=*/true));
-  prepare_weights(ffn.contract, weight_format(compute, /*int8_tolerant=*/true));
-}
-
-void prepare_weights(VisionBlock& block, VisionCompute compute) {
-  if (auto* mixer = std::get_if<RepMixerBlock>(&block)) return prepare_weights(mixer->ffn, compute);
-  auto& attention = std::get<AttentionBlock>(block);
-  prepare_weights(attention.qkv, weight_format(compute, /*int8_tolerant=*/true));
-  prepare_weights(attention.proj, weight_format(compute, /*int8_tolerant=*/true));
-  prepare_weights(attention.ffn, compute);
-}
-
-void prepare_weights(NetworkModule& module, VisionCompute compute) {
-  if (auto* stage = std::get_if<VisionStage>(&module))
-    for (VisionBlock& block : stage->blocks) prepare_weights(block, compute);
-  if (auto* embed = std::get_if<PatchEmbed>(&module))
-    prepare_weights(embed->pointwise, weight_format(compute, /*int8_tolerant=*/false));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -237,24 +212,14 @@ class Buffer {
   size_t capacity_ = 0;
 };
 
-// A matrix of GEMM operands in the tower's activation type (float32, or bfloat16 bits).
-struct Activations {
-  MatrixType type;
-  void* data;
-  // The element `index` elements in.
-  void* at(int64_t index) const {
-    return static_cast<char*>(data) + index * matrix_type_size(type);
-  }
-};
-
-Activations allocate(Buffer& buffer, MatrixType type, int64_t count) {
-  return {type, type == MatrixType::Bf16 ? static_cast<void*>(buffer.as<uint16_t>(count))
+Activations allocate(Buffer& buffer, DType type, int64_t count) {
+  return {type, type == DType::BF16 ? static_cast<void*>(buffer.as<uint16_t>(count))
                                          : static_cast<void*>(buffer.as<float>(count))};
 }
 
 // Writes `n` floats (a row computed in float32) to `dst` in its type.
 void store_row(const float* src, int64_t n, const Activations& dst, int64_t offset) {
-  if (dst.type == MatrixType::Bf16)
+  if (dst.type == DType::BF16)
     f32_to_bf16_simd(src, static_cast<uint16_t*>(dst.at(offset)), n);
   else if (static_cast<float*>(dst.at(offset)) != src)
     std::copy(src, src + n, static_cast<float*>(dst.at(offset)));
@@ -270,7 +235,6 @@ struct VisionScratch {
   Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread; under
                      // Int8 the scale of each hidden pixel of `codes`
   Buffer codes;          // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
-  Buffer accumulators;   // Int8 compute: int32 products of one ConvFFN tile, per thread
   Buffer qkv;        // attention q|k|v, [tokens, 3C]
   Buffer scores;     // attention logits of one head and query block, float32, per thread
   Buffer probs;      // the same as bfloat16 attention weights (Bf16 compute only), per thread
@@ -285,10 +249,10 @@ namespace {
 
 // Everything a forward step needs besides the weights and buffers.
 struct Pass {
-  MatrixType activation_type;  // of the GEMM operands that are not int8
+  DType activation_type;  // of the GEMM operands that are not int8
   bool int8;                   // Int8 compute: the ConvFFN and attention layers on int8 codes
   // Of the inputs of the attention's Linears: float32 under Int8, which quantises them per token.
-  MatrixType attention_linear_input() const { return int8 ? MatrixType::F32 : activation_type; }
+  DType attention_linear_input() const { return int8 ? DType::F32 : activation_type; }
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -329,7 +293,7 @@ void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t
               Activation activation) {
   const int64_t row_size = conv_output_size(conv, in_w) * conv.out_channels;
   const auto in_place = [&](int64_t oy) {
-    return output.type == MatrixType::F32 ? static_cast<float*>(output.at(oy * row_size)) : nullptr;
+    return output.type == DType::F32 ? static_cast<float*>(output.at(oy * row_size)) : nullptr;
   };
   const auto store = [&](int64_t oy, const float* row) { store_row(row, row_size, output, oy * row_size); };
   conv_by_rows(conv, input, in_h, in_w, activation, in_place, store);
@@ -356,128 +320,38 @@ Tensor& conv_output_map(const GroupedConv& conv, int64_t in_h, int64_t in_w, Ten
 // x = conv(x) for convolutions that keep the map's shape (RepMixer, RepCPE), through the spare map.
 void run_conv_in_place(const GroupedConv& conv, Tensor& x, Tensor& spare) {
   Tensor& output = conv_output_map(conv, x.dim(0), x.dim(1), spare);
-  run_conv(conv, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, output.data()}, Activation::None);
+  run_conv(conv, x.data(), x.dim(0), x.dim(1), {DType::F32, output.data()}, Activation::None);
   std::swap(x, spare);
-}
-
-void run_linear_int8(const Pointwise& layer, const float* input, int64_t rows, const Activations& output,
-                     Epilogue epilogue, VisionScratch& scratch);
-
-// output[rows, layer.out] (epilogue) = input[rows, layer.in] · weightᵀ + bias, with the weights in the
-// input's type, or int8 weights on a float32 input (Int8 compute).
-void run_linear(const Pointwise& layer, const Activations& input, int64_t rows, const Activations& output,
-                Epilogue epilogue, VisionScratch& scratch) {
-  if (!layer.weight_s8.empty()) {
-    if (input.type != MatrixType::F32) throw Error("vision tower: an int8 layer needs a float32 input");
-    return run_linear_int8(layer, static_cast<const float*>(input.data), rows, output, epilogue, scratch);
-  }
-  const bool bf16 = input.type == MatrixType::Bf16;
-  matmul({.M = rows,
-          .N = layer.out,
-          .K = layer.in,
-          .ab_type = input.type,
-          .a = input.data,
-          .lda = layer.in,
-          .b = bf16 ? static_cast<const void*>(layer.weight_bf16.data()) : static_cast<const void*>(layer.weight.data()),
-          .ldb = layer.in,
-          .b_transposed = true,
-          .c_type = output.type,
-          .c = output.data,
-          .ldc = layer.out,
-          .bias = layer.bias.empty() ? nullptr : layer.bias.data(),
-          .epilogue = epilogue});
-}
-
-// Pixels per ConvFFN tile: as many as keep the tile's hidden activation (`hidden_bytes_per_pixel` each)
-// within ~768 KB, so that it stays in the core's L2 cache between the two GEMMs, but never fewer than
-// 128 (smaller GEMMs lose more to their edges than the cache saves). Narrow early stages get long tiles.
-int64_t ffn_tile_pixels(int64_t hidden_bytes_per_pixel) {
-  constexpr int64_t kHiddenTileBytes = 768 << 10, kMinPixels = 128, kMaxPixels = 1024;
-  return std::clamp(kHiddenTileBytes / hidden_bytes_per_pixel / 64 * 64, kMinPixels, kMaxPixels);
-}
-
-// accumulators [rows, layer.out] = codes [rows, layer.in] · the layer's weight codesᵀ, exact in int32.
-void run_linear_s8(const Pointwise& layer, const int8_t* codes, int64_t rows, int32_t* accumulators) {
-  matmul_s8({.M = rows,
-             .N = layer.out,
-             .K = layer.in,
-             .a = codes,
-             .lda = layer.in,
-             .b = layer.weight_s8.data(),
-             .ldb = layer.in,
-             .c = accumulators,
-             .ldc = layer.out});
-}
-
-// Rows per int8 Linear work item: its int32 products (rows x out) stay in L2 for the epilogue.
-int64_t linear_tile_rows(int64_t out) { return ffn_tile_pixels(out * int64_t(sizeof(int32_t))); }
-
-// A Linear / 1x1 conv under Int8 compute: threads take tiles of rows, quantise them per row, multiply
-// in int32 and dequantise with the epilogue into `output` (float32, or bfloat16 without AddToOutput).
-void run_linear_int8(const Pointwise& layer, const float* input, int64_t rows, const Activations& output,
-                     Epilogue epilogue, VisionScratch& scratch) {
-  const int64_t tile_rows = linear_tile_rows(layer.out), tiles = (rows + tile_rows - 1) / tile_rows;
-  const int threads = omp_get_max_threads();
-  int8_t* codes = scratch.codes.as<int8_t>(threads * tile_rows * layer.in);
-  float* row_scales = scratch.hidden.as<float>(threads * tile_rows);
-  int32_t* accumulators = scratch.accumulators.as<int32_t>(threads * tile_rows * layer.out);
-  const float* bias = layer.bias.empty() ? nullptr : layer.bias.data();
-#pragma omp parallel
-  {
-    const int thread = omp_get_thread_num();
-    int8_t* my_codes = codes + thread * tile_rows * layer.in;
-    float* my_scales = row_scales + thread * tile_rows;
-    int32_t* my_accumulators = accumulators + thread * tile_rows * layer.out;
-#pragma omp for schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t first = tile * tile_rows, count = std::min(tile_rows, rows - first);
-      quantize_rows_s8(input + first * layer.in, count, layer.in, layer.in, my_codes, my_scales);
-      run_linear_s8(layer, my_codes, count, my_accumulators);
-      const int64_t offset = first * layer.out;
-      if (epilogue == Epilogue::AddToOutput) {
-        dequantize_add(my_accumulators, count, layer.out, my_scales, layer.weight_scales.data(), bias,
-                       static_cast<float*>(output.at(offset)));
-      } else {
-        const bool f32 = output.type == MatrixType::F32;
-        dequantize_store(my_accumulators, count, layer.out, my_scales, layer.weight_scales.data(), bias,
-                         epilogue == Epilogue::Gelu, f32 ? static_cast<float*>(output.at(offset)) : nullptr,
-                         f32 ? nullptr : static_cast<uint16_t*>(output.at(offset)));
-      }
-    }
-  }
 }
 
 // run_conv_ffn under Int8 compute. The depthwise conv output is quantised pixel by pixel as it is
 // produced; then each thread takes tiles of pixels through expand into int32, dequantise + bias + GELU
 // and requantise per pixel (one pass), contract into int32, and the dequantised residual add to x.
 void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
-  const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in, hidden_width = ffn.expand.out;
+  const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in_features(),
+                hidden_width = ffn.expand.out_features();
   int8_t* input_codes = scratch.mixed.as<int8_t>(pixels * channels);
   float* input_scales = scratch.pixel_scales.as<float>(pixels);
   run_conv_to_codes(ffn.spatial, x.data(), x.dim(0), x.dim(1), input_codes, input_scales);
   // The tile's int32 products of expand stay in L2 until they are requantised.
-  const int64_t tile_pixels = ffn_tile_pixels(hidden_width * int64_t(sizeof(int32_t)));
+  const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(sizeof(int32_t)));
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
   const int64_t tile_hidden = tile_pixels * hidden_width;
   const int threads = omp_get_max_threads();
   int8_t* hidden_codes = scratch.codes.as<int8_t>(threads * tile_hidden);
   float* hidden_scales = scratch.hidden.as<float>(threads * tile_pixels);
-  int32_t* accumulators = scratch.accumulators.as<int32_t>(threads * tile_hidden);
 #pragma omp parallel
   {
     const int thread = omp_get_thread_num();
     int8_t* my_codes = hidden_codes + thread * tile_hidden;
     float* my_scales = hidden_scales + thread * tile_pixels;
-    int32_t* my_accumulators = accumulators + thread * tile_hidden;
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      run_linear_s8(ffn.expand, input_codes + first * channels, count, my_accumulators);
-      dequantize_gelu_quantize(my_accumulators, count, hidden_width, input_scales + first,
-                               ffn.expand.weight_scales.data(), ffn.expand.bias.data(), my_codes, my_scales);
-      run_linear_s8(ffn.contract, my_codes, count, my_accumulators);
-      dequantize_add(my_accumulators, count, channels, my_scales, ffn.contract.weight_scales.data(),
-                     ffn.contract.bias.data(), x.data() + first * channels);
+      ffn.expand.forward_s8_gelu_requantize(input_codes + first * channels, input_scales + first, count, my_codes,
+                                            my_scales);
+      ffn.contract.forward_s8(my_codes, my_scales, count, {DType::F32, x.data() + first * channels},
+                              Epilogue::AddToOutput);
     }
   }
 }
@@ -488,11 +362,13 @@ void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
 void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const Pass& pass) {
   if (pass.int8) return run_conv_ffn_int8(ffn, x, scratch);
   const int64_t pixels = x.dim(0) * x.dim(1);
-  const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * ffn.expand.in);
+  const int64_t channels = ffn.expand.in_features(), hidden_width = ffn.expand.out_features();
+  const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * channels);
   run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
-  const int64_t tile_pixels = ffn_tile_pixels(ffn.expand.out * matrix_type_size(pass.activation_type));
+  // The tile's hidden activation stays in L2 between the two GEMMs.
+  const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)));
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
-  const int64_t tile_hidden = tile_pixels * ffn.expand.out;
+  const int64_t tile_hidden = tile_pixels * hidden_width;
   const Activations hidden = allocate(scratch.hidden, pass.activation_type, omp_get_max_threads() * tile_hidden);
 #pragma omp parallel
   {
@@ -500,10 +376,8 @@ void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const P
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      run_linear(ffn.expand, {mixed.type, mixed.at(first * ffn.expand.in)}, count, my_hidden, Epilogue::Gelu,
-                 scratch);
-      run_linear(ffn.contract, my_hidden, count, {MatrixType::F32, x.data() + first * ffn.contract.out},
-                 Epilogue::AddToOutput, scratch);
+      ffn.expand.forward({mixed.type, mixed.at(first * channels)}, count, my_hidden, Epilogue::Gelu);
+      ffn.contract.forward(my_hidden, count, {DType::F32, x.data() + first * channels}, Epilogue::AddToOutput);
     }
   }
 }
@@ -535,7 +409,7 @@ constexpr int64_t kAttentionQueryBlock = 256;
 // x += proj(MHSA(LayerNormChannel(x))) over all H*W tokens (layer scale folded into proj, the q scale
 // into qkv). Each thread takes (head, block of queries) items with single-threaded products.
 void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
-  const MatrixType type = pass.activation_type;
+  const DType type = pass.activation_type;
   const int64_t channels = x.dim(-1), tokens = x.numel() / channels;
   const int64_t head_dim = block.head_dim, heads = channels / head_dim, row = 3 * channels;
   const int64_t query_block = std::min(tokens, kAttentionQueryBlock);
@@ -547,11 +421,11 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
   const int64_t block_scores = query_block * tokens;
   float* scores = scratch.scores.as<float>(threads * block_scores);
   // Bf16 probabilities go to their own buffer; float32 ones replace the scores.
-  const Activations probs = type == MatrixType::Bf16 ? allocate(scratch.probs, type, threads * block_scores)
+  const Activations probs = type == DType::BF16 ? allocate(scratch.probs, type, threads * block_scores)
                                                      : Activations{type, scores};
 
   layer_norm_channels(x, block.norm_weight, block.norm_bias, normed);
-  run_linear(block.qkv, normed, tokens, qkv, Epilogue::None, scratch);
+  block.qkv.forward(normed, tokens, qkv, Epilogue::None);
   // Row layout of qkv: [q | k | v], each split into heads of head_dim.
 #pragma omp parallel
   {
@@ -563,15 +437,15 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
       const int64_t count = std::min(query_block, tokens - first);
       matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(first * row + h * head_dim),
               .lda = row, .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true,
-              .c_type = MatrixType::F32, .c = my_scores, .ldc = tokens});
+              .c_type = DType::F32, .c = my_scores, .ldc = tokens});
       softmax_rows(my_scores, count, tokens,
-                   type == MatrixType::Bf16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
+                   type == DType::BF16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
       matmul({.M = count, .N = head_dim, .K = tokens, .ab_type = type, .a = my_probs.data, .lda = tokens,
               .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = attended.type,
               .c = attended.at(first * channels + h * head_dim), .ldc = channels});
     }
   }
-  run_linear(block.proj, attended, tokens, {MatrixType::F32, x.data()}, Epilogue::AddToOutput, scratch);
+  block.proj.forward(attended, tokens, {DType::F32, x.data()}, Epilogue::AddToOutput);
 }
 
 void run_block(const RepMixerBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
@@ -591,13 +465,13 @@ void run_module(const VisionStage& stage, Tensor& x, VisionScratch& scratch, con
 
 // A spatial conv (GELU) on the [in_h, in_w] map `input` into the GEMM input buffer, then a 1x1 conv
 // (GELU) into `output`.
-void conv_then_pointwise(const GroupedConv& conv, const Pointwise& pointwise, const float* input, int64_t in_h,
+void conv_then_pointwise(const GroupedConv& conv, const Linear& pointwise, const float* input, int64_t in_h,
                          int64_t in_w, Tensor& output, VisionScratch& scratch, const Pass& pass) {
   const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, out_h * out_w * conv.out_channels);
   run_conv(conv, input, in_h, in_w, mixed, Activation::Gelu);
-  output.resize({out_h, out_w, pointwise.out});
-  run_linear(pointwise, mixed, out_h * out_w, {MatrixType::F32, output.data()}, Epilogue::Gelu, scratch);
+  output.resize({out_h, out_w, pointwise.out_features()});
+  pointwise.forward(mixed, out_h * out_w, {DType::F32, output.data()}, Epilogue::Gelu);
 }
 
 void run_module(const PatchEmbed& embed, Tensor& x, VisionScratch& scratch, const Pass& pass) {
@@ -611,17 +485,17 @@ void run_module(const RepCPE& cpe, Tensor& x, VisionScratch& scratch, const Pass
 
 // Squeeze-excite: scale each channel by sigmoid(excite(relu(squeeze(mean over pixels)))). Tiny (one
 // row), so always float32.
-void squeeze_excite(const Pointwise& squeeze, const Pointwise& excite, Tensor& x) {
+void squeeze_excite(const Linear& squeeze, const Linear& excite, Tensor& x) {
   const int64_t channels = x.dim(-1), pixels = x.numel() / channels;
   std::vector<double> sums(size_t(channels), 0.0);
   for (int64_t p = 0; p < pixels; ++p)
     for (int64_t c = 0; c < channels; ++c) sums[size_t(c)] += x.data()[p * channels + c];
-  std::vector<float> pooled(static_cast<size_t>(channels)), reduced(static_cast<size_t>(squeeze.out)),
+  std::vector<float> pooled(static_cast<size_t>(channels)), reduced(static_cast<size_t>(squeeze.out_features())),
       gates(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) pooled[size_t(c)] = float(sums[size_t(c)] / double(pixels));
-  linear_f32(pooled.data(), 1, squeeze.in, squeeze.weight.data(), squeeze.out, squeeze.bias.data(), reduced.data());
+  squeeze.forward(pooled.data(), 1, reduced.data());
   for (float& value : reduced) value = std::max(value, 0.0f);
-  linear_f32(reduced.data(), 1, excite.in, excite.weight.data(), excite.out, excite.bias.data(), gates.data());
+  excite.forward(reduced.data(), 1, gates.data());
   for (float& gate : gates) gate = 1.0f / (1.0f + std::exp(-gate));
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < pixels; ++p) {
@@ -640,28 +514,32 @@ void nchw_to_hwc(const Tensor& image, Tensor& out) {
 
 }  // namespace
 
-VisionCompute default_vision_compute() {
-  return kernels::bf16_compute_available() ? VisionCompute::Bf16 : VisionCompute::F32;
+Precision default_vision_precision() {
+  return kernels::bf16_compute_available() ? Precision::Bf16 : Precision::F32;
 }
 
 VisionTower::~VisionTower() = default;
 
 std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, const VisionConfig& config,
-                                              VisionCompute compute) {
-  if (compute == VisionCompute::Bf16 && !kernels::bf16_compute_available())
+                                              Precision precision) {
+  if (precision == Precision::Auto) throw Error("internal: VisionTower::load needs a resolved precision, not Auto");
+  if (precision == Precision::Bf16 && !kernels::bf16_compute_available())
     throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") lacks; use f32");
-  if (compute == VisionCompute::Int8 && !(kernels::bf16_compute_available() && kernels::int8_compute_available()))
+  if (precision == Precision::Int8 && !(kernels::bf16_compute_available() && kernels::int8_compute_available()))
     throw Error("vision tower: int8 compute needs AVX512-BF16 and AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") lacks; use bf16 or f32");
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
-  tower->compute_ = compute;
+  tower->precision_ = precision;
+  // The stem's and PatchEmbeds' 1x1 convs (see weight_storage).
+  const WeightType embed_storage = weight_storage(precision, /*int8_tolerant=*/false);
   const int stem_channels = config.embed_dims.front();
   tower->stem_conv_ = load_grouped_conv(checkpoint, "patch_embed.0.reparam_conv", 3, stem_channels, 3, 2, 1);
   tower->stem_depthwise_ =
       load_grouped_conv(checkpoint, "patch_embed.1.reparam_conv", stem_channels, stem_channels, 3, 2, stem_channels);
-  tower->stem_pointwise_ = load_conv1x1(checkpoint, "patch_embed.2.reparam_conv", stem_channels, stem_channels);
+  tower->stem_pointwise_ =
+      to_linear(load_conv1x1(checkpoint, "patch_embed.2.reparam_conv", stem_channels, stem_channels), embed_storage);
   int stride = tower->stem_conv_.stride * tower->stem_depthwise_.stride;
 
   // The official `network` list: per stage an optional RepCPE, the blocks, then a PatchEmbed when the
@@ -677,7 +555,8 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, con
     }
     VisionStage blocks;
     for (int b = 0; b < config.layers[stage]; ++b)
-      blocks.blocks.push_back(load_block(checkpoint, config, stage, network_name(index) + "." + std::to_string(b)));
+      blocks.blocks.push_back(load_block(checkpoint, config, stage, network_name(index) + "." + std::to_string(b),
+                                          precision));
     tower->network_.emplace_back(std::move(blocks));
     ++index;
     if (config.has_patch_embed_after(stage)) {
@@ -686,7 +565,7 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, con
       PatchEmbed embed;
       embed.spatial = load_grouped_conv(checkpoint, name + ".proj.0.lkb_reparam", channels, next,
                                         config.down_patch_size, config.down_stride, channels);
-      embed.pointwise = load_conv1x1(checkpoint, name + ".proj.1.reparam_conv", next, next);
+      embed.pointwise = to_linear(load_conv1x1(checkpoint, name + ".proj.1.reparam_conv", next, next), embed_storage);
       stride *= embed.spatial.stride;
       tower->network_.emplace_back(std::move(embed));
       ++index;
@@ -697,12 +576,11 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, con
   const int out = config.out_channels();
   tower->head_conv_ = load_grouped_conv(checkpoint, "conv_exp.reparam_conv", last, out, 3, 1, last);
   const int squeezed = int(out * kSqueezeRatio);
-  tower->squeeze_ = load_conv1x1(checkpoint, "conv_exp.se.reduce", out, squeezed);
-  tower->excite_ = load_conv1x1(checkpoint, "conv_exp.se.expand", squeezed, out);
+  // The squeeze-excite layers multiply one row each: float32 at every precision.
+  tower->squeeze_ = to_linear(load_conv1x1(checkpoint, "conv_exp.se.reduce", out, squeezed), WeightType::F32);
+  tower->excite_ = to_linear(load_conv1x1(checkpoint, "conv_exp.se.expand", squeezed, out), WeightType::F32);
   tower->total_stride_ = stride;
   tower->out_channels_ = out;
-  prepare_weights(tower->stem_pointwise_, weight_format(compute, /*int8_tolerant=*/false));
-  for (NetworkModule& module : tower->network_) prepare_weights(module, compute);
   return tower;
 }
 
@@ -720,12 +598,12 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   const std::lock_guard<std::mutex> lock(scratch_mutex_);
   if (!scratch_) scratch_ = std::make_unique<VisionScratch>();
   VisionScratch& scratch = *scratch_;
-  const Pass pass{compute_ == VisionCompute::F32 ? MatrixType::F32 : MatrixType::Bf16,
-                  compute_ == VisionCompute::Int8};
+  const Pass pass{precision_ == Precision::F32 ? DType::F32 : DType::BF16,
+                  precision_ == Precision::Int8};
 
   nchw_to_hwc(pixel_values, scratch.image);
   Tensor& stem_map = conv_output_map(stem_conv_, height, width, scratch.stem);
-  run_conv(stem_conv_, scratch.image.data(), height, width, {MatrixType::F32, stem_map.data()}, Activation::Gelu);
+  run_conv(stem_conv_, scratch.image.data(), height, width, {DType::F32, stem_map.data()}, Activation::Gelu);
   Tensor& x = scratch.x;
   conv_then_pointwise(stem_depthwise_, stem_pointwise_, stem_map.data(), stem_map.dim(0), stem_map.dim(1), x,
                       scratch, pass);
@@ -735,7 +613,7 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
     observe("vision.network." + std::to_string(i), x);
   }
   Tensor head({x.dim(0), x.dim(1), head_conv_.out_channels});
-  run_conv(head_conv_, x.data(), x.dim(0), x.dim(1), {MatrixType::F32, head.data()}, Activation::None);
+  run_conv(head_conv_, x.data(), x.dim(0), x.dim(1), {DType::F32, head.data()}, Activation::None);
   squeeze_excite(squeeze_, excite_, head);
   observe("vision.conv_exp", head);
   head.reshape({head.dim(0) * head.dim(1), head.dim(2)});

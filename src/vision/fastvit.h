@@ -6,7 +6,7 @@
 // spatial convolutions run with channels innermost. The network is built from a VisionConfig, so
 // reduced configurations and any input size that is a multiple of the total stride work.
 //
-// Three compute types: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
+// Three precisions: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
 // linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
 // present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs and
 // the attention's qkv / proj Linears (98% of the 1x1 multiply-accumulates) multiply signed 8-bit codes on
@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "fastvlm/precision.hpp"
 #include "io/checkpoint.h"
+#include "nn/linear.h"
 #include "vision/vision_config.h"
 #include "vision/vision_encoder.h"
 
@@ -42,27 +44,14 @@ struct GroupedConv {
   Tensor bias;    // [out_channels]
 };
 
-enum class VisionCompute { F32, Bf16, Int8 };
-
 // Bf16 when the kernels can compute in bfloat16 (kernels::bf16_compute_available()), else F32.
-VisionCompute default_vision_compute();
-
-// A 1x1 convolution or Linear layer: y[rows, out] = x[rows, in] * weight[out, in]^T + bias. Only the
-// weight copy the compute type multiplies with is kept.
-struct Pointwise {
-  int64_t in = 0, out = 0;
-  Tensor weight;                      // [out, in] float32 (F32 compute)
-  std::vector<uint16_t> weight_bf16;  // [out, in] bfloat16 bits (Bf16 compute; Int8's stem / PatchEmbed 1x1s)
-  std::vector<int8_t> weight_s8;      // [out, in] codes (Int8 compute): weight = code * weight_scales[o]
-  std::vector<float> weight_scales;   // [out]
-  Tensor bias;                        // [out], empty when the layer has none
-};
+Precision default_vision_precision();
 
 // Depthwise conv + BatchNorm (folded into the conv at load time) -> 1x1 -> GELU -> 1x1.
 struct ConvFFN {
   GroupedConv spatial;
-  Pointwise expand;
-  Pointwise contract;  // with the block's layer scale folded in (its rows and bias scaled)
+  Linear expand;    // 1x1 convs: Linears over the map's pixels
+  Linear contract;  // with the block's layer scale folded in (its rows and bias scaled)
 };
 
 // x = dwconv(x); x = x + scale * ConvFFN(x), the scale folded into ffn.contract.
@@ -75,8 +64,8 @@ struct RepMixerBlock {
 // scale2 into ffn.contract, and the attention's 1/sqrt(head_dim) into the q rows of qkv.
 struct AttentionBlock {
   Tensor norm_weight, norm_bias;  // [C]
-  Pointwise qkv;                  // [3C, C], no bias
-  Pointwise proj;                 // [C, C] with bias
+  Linear qkv;                     // [3C, C], no bias
+  Linear proj;                    // [C, C] with bias
   int head_dim = 32;
   ConvFFN ffn;
 };
@@ -90,7 +79,7 @@ struct VisionStage {
 // Strided grouped conv (GELU) then 1x1 (GELU) between stages.
 struct PatchEmbed {
   GroupedConv spatial;
-  Pointwise pointwise;
+  Linear pointwise;
 };
 
 // Conditional positional encoding: a depthwise conv with its skip connection folded in.
@@ -114,30 +103,30 @@ class VisionTower final : public VisionEncoder {
   // Module names: "vision.patch_embed", "vision.network.N", "vision.conv_exp".
   using Observer = VisionEncoder::Observer;
 
-  // Loads every weight of the tower `config` describes, prepared for `compute`;
-  // a missing tensor or a wrong shape is a fastvlm::Error naming the tensor. Bf16 on a CPU without
-  // AVX512-BF16, or Int8 without AVX512-BF16 and AVX512-VNNI, is an Error too.
+  // Loads every weight of the tower `config` describes, prepared for `precision` (F32, Bf16 or Int8; Auto
+  // is the caller's to resolve); a missing tensor or a wrong shape is a fastvlm::Error naming the tensor.
+  // Bf16 on a CPU without AVX512-BF16, or Int8 without AVX512-BF16 and AVX512-VNNI, is an Error too.
   static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint, const VisionConfig& config,
-                                           VisionCompute compute = default_vision_compute());
+                                           Precision precision = default_vision_precision());
   ~VisionTower();
 
   Tensor encode(const Tensor& pixel_values, const Observer& observer = nullptr) const override;
   int stride() const override { return total_stride_; }
   int out_channels() const override { return out_channels_; }
-  VisionCompute compute() const { return compute_; }
+  Precision precision() const { return precision_; }
 
  private:
   VisionTower() = default;
 
   GroupedConv stem_conv_;       // 3x3 stride 2, 3 -> C
   GroupedConv stem_depthwise_;  // 3x3 stride 2, depthwise
-  Pointwise stem_pointwise_;
+  Linear stem_pointwise_;
   std::vector<NetworkModule> network_;
   GroupedConv head_conv_;  // conv_exp: 3x3 grouped, C -> cls_ratio * C
-  Pointwise squeeze_, excite_;
+  Linear squeeze_, excite_;
   int total_stride_ = 1;
   int out_channels_ = 0;
-  VisionCompute compute_ = VisionCompute::F32;
+  Precision precision_ = Precision::F32;
   // Activation buffers kept between encodes (no page faults after the first image); one encode at a
   // time uses them.
   mutable std::mutex scratch_mutex_;

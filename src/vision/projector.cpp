@@ -7,8 +7,8 @@ namespace fastvlm {
 
 std::unique_ptr<Projector> Projector::load(const Checkpoint& checkpoint, int64_t in, int64_t hidden) {
   std::unique_ptr<Projector> projector(new Projector());
-  projector->first_ = Linear::load_dense(checkpoint, "model.mm_projector.0", int(hidden), int(in), true, DType::F32);
-  projector->second_ = Linear::load_dense(checkpoint, "model.mm_projector.2", int(hidden), int(hidden), true, DType::F32);
+  projector->first_ = Linear::load_dense(checkpoint, "model.mm_projector.0", int(hidden), int(in), true, WeightType::F32);
+  projector->second_ = Linear::load_dense(checkpoint, "model.mm_projector.2", int(hidden), int(hidden), true, WeightType::F32);
   return projector;
 }
 

@@ -123,13 +123,10 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   auto tokenizer = std::async(std::launch::async, [&model_dir] { return text::Tokenizer::load(model_dir); });
 
   // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
-  const bool bf16 = options.precision == Precision::Bf16 || options.precision == Precision::Int8 ||
-                    (options.precision == Precision::Auto && kernels::bf16_compute_available());
   ModelLoadOptions load_options;
-  load_options.llm_dtype = bf16 ? DType::BF16 : DType::F32;
-  load_options.vision_compute = options.precision == Precision::Int8 ? VisionCompute::Int8
-                                : bf16                               ? VisionCompute::Bf16
-                                                                     : VisionCompute::F32;
+  load_options.precision = options.precision != Precision::Auto  ? options.precision
+                           : kernels::bf16_compute_available() ? Precision::Bf16
+                                                               : Precision::F32;
   impl->model = load_model(model_dir, load_options);
   const Model& model = *impl->model;
   const TextConfig& text = model.decoder->config();

@@ -30,10 +30,10 @@ std::vector<float> random_floats(size_t count, uint32_t seed, float scale = 1.0f
 }
 
 // Weight j (0..31) of group g of a row, decoded from the documented layout, times its scale.
-float decode_weight(QuantType type, const uint8_t* row_codes, const uint16_t* row_scales, int64_t column) {
+float decode_weight(WeightType type, const uint8_t* row_codes, const uint16_t* row_scales, int64_t column) {
   const int64_t g = column / 32, j = column % 32;
   int code;
-  if (type == QuantType::Q8_0) {
+  if (type == WeightType::Q8_0) {
     code = int8_t(row_codes[column]);
   } else {
     const uint8_t byte = row_codes[g * 16 + j % 16];
@@ -72,10 +72,10 @@ TEST(HalfConversion, KnownValuesAndRoundTripOfEveryHalf) {
   }
 }
 
-class QuantFormat : public ::testing::TestWithParam<QuantType> {};
+class QuantFormat : public ::testing::TestWithParam<WeightType> {};
 
 TEST_P(QuantFormat, QuantisationFollowsTheDocumentedLayoutAndError) {
-  const QuantType type = GetParam();
+  const WeightType type = GetParam();
   const int64_t rows = 5, cols = 96;
   std::vector<float> weights = random_floats(size_t(rows * cols), 1, 0.05f);
   std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
@@ -89,8 +89,8 @@ TEST_P(QuantFormat, QuantisationFollowsTheDocumentedLayoutAndError) {
   dequantize_rows_bf16(matrix, 0, rows, dequantized_bf16.data());
   // Q8_0 rounds to the nearest of 127 steps per side. Q4_0 has 8 steps per side, and a weight of the
   // opposite sign to the group's extreme and nearly its size clamps to code 7: up to one whole step off.
-  const float levels = type == QuantType::Q8_0 ? 127.0f : 8.0f;
-  const float steps_off = type == QuantType::Q8_0 ? 0.5f : 1.0f;
+  const float levels = type == WeightType::Q8_0 ? 127.0f : 8.0f;
+  const float steps_off = type == WeightType::Q8_0 ? 0.5f : 1.0f;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t g = 0; g < cols / 32; ++g) {
       float largest = 0;
@@ -108,7 +108,7 @@ TEST_P(QuantFormat, QuantisationFollowsTheDocumentedLayoutAndError) {
 }
 
 TEST_P(QuantFormat, GemvMatchesTheIntegerReferenceOnEveryPath) {
-  const QuantType type = GetParam();
+  const WeightType type = GetParam();
   // 896 = 28 groups (whole AVX-512 pairs); 96 = 3 groups (a lone last group); 70 rows split over threads.
   for (const int64_t cols : {int64_t(896), int64_t(96)}) {
     const int64_t rows = 70;
@@ -153,8 +153,8 @@ TEST_P(QuantFormat, GemvMatchesTheIntegerReferenceOnEveryPath) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, QuantFormat, ::testing::Values(QuantType::Q8_0, QuantType::Q4_0),
-                         [](const auto& info) { return std::string(quant_type_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Formats, QuantFormat, ::testing::Values(WeightType::Q8_0, WeightType::Q4_0),
+                         [](const auto& info) { return std::string(weight_type_name(info.param)); });
 
 TEST(Bf16Gemv, MatchesADoubleReferenceOnEveryPath) {
   // 896 columns: whole registers; 100: a masked tail on every path.

@@ -37,13 +37,13 @@ struct Weights {
   QuantMatrix view;
 };
 
-Weights make_weights(QuantType type, int64_t rows, int64_t cols, uint32_t seed) {
+Weights make_weights(WeightType type, int64_t rows, int64_t cols, uint32_t seed) {
   std::mt19937 generator(seed);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   std::vector<float> values(size_t(rows * cols));
   for (float& v : values) v = normal(generator);
   Weights w;
-  const int64_t row_bytes = type == QuantType::Q8_0 ? cols : cols / 2;
+  const int64_t row_bytes = type == WeightType::Q8_0 ? cols : cols / 2;
   w.codes.resize(size_t(rows * row_bytes));
   w.scales.resize(size_t(rows * cols / 32));
   quantize_matrix(type, values.data(), rows, cols, w.codes.data(), w.scales.data());
@@ -52,7 +52,7 @@ Weights make_weights(QuantType type, int64_t rows, int64_t cols, uint32_t seed) 
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t g = c / 32, j = c % 32;
       int code;
-      if (type == QuantType::Q8_0) {
+      if (type == WeightType::Q8_0) {
         code = int8_t(w.codes[size_t(r * row_bytes + c)]);
       } else {
         const uint8_t byte = w.codes[size_t(r * row_bytes + g * 16 + j % 16)];
@@ -98,7 +98,7 @@ std::vector<float> run(const Shape& shape, const std::vector<float>& x, const We
   return y;
 }
 
-class QuantGemm : public ::testing::TestWithParam<QuantType> {
+class QuantGemm : public ::testing::TestWithParam<WeightType> {
  protected:
   void SetUp() override {
     if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at the active ISA level";
@@ -113,7 +113,7 @@ const std::vector<Shape> kShapes = {
 // Each group of x is code · 2^e with integer codes in [-127, 127] and one code ±127: the quantisation
 // recovers the codes and scale exactly, so only float rounding separates y from dequant(W)·x.
 TEST_P(QuantGemm, ExactlyQuantisableActivationsGiveTheDequantisedProduct) {
-  const QuantType type = GetParam();
+  const WeightType type = GetParam();
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
     const Weights w = make_weights(type, shape.out_features, shape.in_features, 11);
@@ -147,7 +147,7 @@ TEST_P(QuantGemm, ExactlyQuantisableActivationsGiveTheDequantisedProduct) {
 
 // Normal activations with a few outlier channels (as in real LLM activations).
 TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
-  const QuantType type = GetParam();
+  const WeightType type = GetParam();
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
     const Weights w = make_weights(type, shape.out_features, shape.in_features, 21);
@@ -195,16 +195,16 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
 TEST(QuantGemmDispatch, UnavailableAndRefusedBelowAvx512) {
   if (active_isa() >= Isa::Avx512) GTEST_SKIP() << "checked in the runs capped below avx512";
   EXPECT_FALSE(kernels::int8_compute_available());
-  const Weights w = make_weights(QuantType::Q8_0, 16, 32, 1);
+  const Weights w = make_weights(WeightType::Q8_0, 16, 32, 1);
   std::vector<float> x(32, 1.0f), y(16);
   EXPECT_THROW(linear_quant(x.data(), 1, w.view, nullptr, y.data()), Error);
 }
 
 TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
 
-INSTANTIATE_TEST_SUITE_P(Formats, QuantGemm, ::testing::Values(QuantType::Q8_0, QuantType::Q4_0),
-                         [](const testing::TestParamInfo<QuantType>& info) {
-                           return std::string(quant_type_name(info.param));
+INSTANTIATE_TEST_SUITE_P(Formats, QuantGemm, ::testing::Values(WeightType::Q8_0, WeightType::Q4_0),
+                         [](const testing::TestParamInfo<WeightType>& info) {
+                           return std::string(weight_type_name(info.param));
                          });
 
 }  // namespace

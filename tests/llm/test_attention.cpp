@@ -76,7 +76,7 @@ struct Errors {
 
 // Fills layer 1 of a cache chunk by chunk (as a chunked prefill does) and compares every chunk's
 // attention with the reference.
-Errors run_chunked(AttentionPrecision precision) {
+Errors run_chunked(Precision precision) {
   KVCache cache(attention_config(), kContext);
   const int layer = 1;
   // Keys with a few large components make the softmax peaky, so a wrong running maximum or a missing
@@ -110,14 +110,14 @@ Errors run_chunked(AttentionPrecision precision) {
 }
 
 TEST(CausalAttention, Float32MatchesTheReferenceOverALongChunkedContext) {
-  const Errors errors = run_chunked(AttentionPrecision::F32);
+  const Errors errors = run_chunked(Precision::F32);
   EXPECT_GT(errors.largest_reference, 0.5f);
   EXPECT_LT(errors.max_abs, 2e-5f) << "largest reference value " << errors.largest_reference;
 }
 
 TEST(CausalAttention, Bfloat16StaysWithinItsRoundingOfTheReference) {
   if (active_isa() < Isa::Avx512) GTEST_SKIP() << "bf16 attention needs AVX512-BF16";
-  const Errors errors = run_chunked(AttentionPrecision::Bf16);
+  const Errors errors = run_chunked(Precision::Bf16);
   // q, k, v and the probabilities carry 8 significant bits each: a few 1e-3 of the O(1) outputs.
   EXPECT_LT(errors.max_abs, 2e-2f) << "largest reference value " << errors.largest_reference;
 }
@@ -126,10 +126,10 @@ TEST(CausalAttention, RejectsQueriesPastTheCache) {
   KVCache cache(attention_config(), 64);
   std::vector<float> queries(size_t(10) * kHeads * kHeadDim), attended(queries.size());
   AttentionScratch scratch;
-  EXPECT_THROW(causal_attention(queries.data(), 10, 60, kHeads, cache, 0, AttentionPrecision::F32, scratch,
+  EXPECT_THROW(causal_attention(queries.data(), 10, 60, kHeads, cache, 0, Precision::F32, scratch,
                                 attended.data()),
                Error);
-  EXPECT_THROW(causal_attention(queries.data(), 10, 0, 5, cache, 0, AttentionPrecision::F32, scratch,
+  EXPECT_THROW(causal_attention(queries.data(), 10, 0, 5, cache, 0, Precision::F32, scratch,
                                 attended.data()),
                Error);
 }

@@ -51,7 +51,7 @@ class Qwen2Test : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     checkpoint_ = Checkpoint::open(kFixture).release();
-    model_ = Decoder::load(*checkpoint_, load_fastvlm_config(kFixture).text, DType::F32).release();
+    model_ = Decoder::load(*checkpoint_, load_fastvlm_config(kFixture).text, Precision::F32).release();
     std::ifstream in(kGolden / "golden.json");
     golden_ = new nlohmann::json(nlohmann::json::parse(in));
   }

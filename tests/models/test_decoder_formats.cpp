@@ -114,7 +114,7 @@ int agreeing_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b
 
 TEST(Qwen2Bf16, ReproducesTheGoldenGreedyTokens) {
   const auto checkpoint = Checkpoint::open(kFixture);
-  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(kFixture).text, DType::BF16);
+  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(kFixture).text, Precision::Bf16);
   std::printf("ISA path: %s\n", std::string(isa_name(active_isa())).c_str());
   for (const CaseInput& c : golden_cases(*model)) {
     SCOPED_TRACE(c.name);
@@ -129,42 +129,42 @@ TEST(Qwen2Bf16, ReproducesTheGoldenGreedyTokens) {
   }
 }
 
-class Qwen2Quantized : public ::testing::TestWithParam<QuantType> {};
+class Qwen2Quantized : public ::testing::TestWithParam<WeightType> {};
 
 TEST_P(Qwen2Quantized, QuantisedCheckpointLoadsAndStaysCloseToFloat32) {
-  const QuantType type = GetParam();
+  const WeightType type = GetParam();
   const fs::path out = fs::temp_directory_path() /
-                       ("fastvlm-quant-" + std::string(quant_type_name(type)) + "-" + std::to_string(getpid()));
+                       ("fastvlm-quant-" + std::string(weight_type_name(type)) + "-" + std::to_string(getpid()));
   fs::remove_all(out);
   const QuantizeSummary summary = quantize_model(kFixture, out, type);
   EXPECT_EQ(summary.linears, 2 * 7 + 1);  // 7 projections per layer, 2 layers, lm_head
   EXPECT_THROW(quantize_model(kFixture, out, type), Error);  // refuses a non-empty output directory
 
   const auto checkpoint = Checkpoint::open(out);
-  EXPECT_EQ(checkpoint->quantization().type, quant_type_name(type));
+  EXPECT_EQ(checkpoint->quantization().type, weight_type_name(type));
   EXPECT_TRUE(fs::exists(out / "vocab.json"));
   EXPECT_TRUE(checkpoint->has("model.mm_projector.0.weight"));  // the rest is carried over
-  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(out).text, DType::F32);
+  const auto model = Decoder::load(*checkpoint, load_fastvlm_config(out).text, Precision::F32);
   // Error budget: Q8_0 keeps ~0.4% per weight, Q4_0 ~7%; both then see int8 activations in decode.
-  const double max_rms = type == QuantType::Q8_0 ? 0.025 : 0.25;
+  const double max_rms = type == WeightType::Q8_0 ? 0.025 : 0.25;
   for (const CaseInput& c : golden_cases(*model)) {
     SCOPED_TRACE(c.name);
     const RunResult run = prefill_and_decode(*model, c);
     const double rms = relative_rms_error(run.prefill_logits, c.logits);
     const int agree = agreeing_prefix(run.tokens, c.tokens);
     std::printf("%s %-16s logits relative RMS error vs f32 %.2e (max|diff| %.3f), greedy agrees on %d/%zu\n",
-                std::string(quant_type_name(type)).c_str(), c.name.c_str(), rms,
+                std::string(weight_type_name(type)).c_str(), c.name.c_str(), rms,
                 max_abs_diff(run.prefill_logits, c.logits), agree, c.tokens.size());
     EXPECT_LT(rms, max_rms);
-    if (type == QuantType::Q8_0) {
+    if (type == WeightType::Q8_0) {
       EXPECT_GE(agree, 1) << "the first greedy token";
     }
   }
   fs::remove_all(out);
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, Qwen2Quantized, ::testing::Values(QuantType::Q8_0, QuantType::Q4_0),
-                         [](const auto& info) { return std::string(quant_type_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Formats, Qwen2Quantized, ::testing::Values(WeightType::Q8_0, WeightType::Q4_0),
+                         [](const auto& info) { return std::string(weight_type_name(info.param)); });
 
 TEST(Qwen2Formats, LowerInstructionSetPathsPassTheSameTests) {
   if (std::getenv("FASTVLM_ISA")) GTEST_SKIP() << "already a child run";
@@ -195,7 +195,7 @@ TEST(Qwen2Formats, QuantisedConfigRecordIsValidated) {
   config["quantization"] = {{"type", "q8_0"}, {"group_size", 32}};
   std::ofstream(dir / "config.json") << config.dump();
   try {
-    Decoder::load(*Checkpoint::open(dir), load_fastvlm_config(dir).text, DType::F32);
+    Decoder::load(*Checkpoint::open(dir), load_fastvlm_config(dir).text, Precision::F32);
     ADD_FAILURE() << "dense tensors loaded as q8_0";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected I8"), std::string::npos) << e.what();

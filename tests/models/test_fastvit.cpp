@@ -90,9 +90,9 @@ class VisionGolden : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     checkpoint_ = Checkpoint::open(kFixture).release();
-    tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::F32).release();
-    if (active_isa() >= Isa::Avx512) bf16_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Bf16).release();
-    if (int8_supported()) int8_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Int8).release();
+    tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, Precision::F32).release();
+    if (active_isa() >= Isa::Avx512) bf16_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, Precision::Bf16).release();
+    if (int8_supported()) int8_tower_ = VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, Precision::Int8).release();
     projector_ = Projector::load(*checkpoint_, 512, 64).release();  // mm_hidden_size, hidden_size
   }
   static void TearDownTestSuite() {
@@ -163,7 +163,7 @@ TEST_F(VisionGolden, EveryIntermediateMatches) {
 
 TEST_F(VisionGolden, Bf16ComputeIsWithinTwoPercentOnBothImages) {
   if (!bf16_tower_) GTEST_SKIP() << "no AVX512-BF16 (FASTVLM_ISA=" << isa_name(active_isa()) << ")";
-  EXPECT_EQ(bf16_tower_->compute(), VisionCompute::Bf16);
+  EXPECT_EQ(bf16_tower_->precision(), Precision::Bf16);
   for (const std::string image : {"image_a_320x200", "image_b_97x131"}) {
     SCOPED_TRACE(image);
     const auto golden = SafetensorsFile::open(kGolden / (image + ".safetensors"));
@@ -196,7 +196,7 @@ constexpr double kInt8Bound = 3e-2;
 
 TEST_F(VisionGolden, Int8ComputeIsWithinItsBoundOnBothImages) {
   if (!int8_tower_) GTEST_SKIP() << "no AVX512-BF16 + AVX512-VNNI (FASTVLM_ISA=" << isa_name(active_isa()) << ")";
-  EXPECT_EQ(int8_tower_->compute(), VisionCompute::Int8);
+  EXPECT_EQ(int8_tower_->precision(), Precision::Int8);
   for (const std::string image : {"image_a_320x200", "image_b_97x131"}) {
     SCOPED_TRACE(image);
     const auto golden = SafetensorsFile::open(kGolden / (image + ".safetensors"));
@@ -211,10 +211,10 @@ TEST_F(VisionGolden, Int8ComputeIsWithinItsBoundOnBothImages) {
 // is an error.
 TEST_F(VisionGolden, DefaultComputeFollowsTheCpu) {
   const bool has_bf16 = active_isa() >= Isa::Avx512;
-  EXPECT_EQ(default_vision_compute(), has_bf16 ? VisionCompute::Bf16 : VisionCompute::F32);
+  EXPECT_EQ(default_vision_precision(), has_bf16 ? Precision::Bf16 : Precision::F32);
   if (!int8_supported()) {
     try {
-      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Int8);
+      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, Precision::Int8);
       ADD_FAILURE() << "int8 compute loaded without AVX512-VNNI";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << e.what();
@@ -222,7 +222,7 @@ TEST_F(VisionGolden, DefaultComputeFollowsTheCpu) {
   }
   if (!has_bf16) {
     try {
-      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, VisionCompute::Bf16);
+      VisionTower::load(*checkpoint_, load_fastvlm_config(kFixture).vision, Precision::Bf16);
       ADD_FAILURE() << "bf16 compute loaded without AVX512-BF16";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();

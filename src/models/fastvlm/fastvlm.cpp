@@ -37,12 +37,12 @@ std::unique_ptr<Model> load_fastvlm(const std::filesystem::path& dir, const Mode
   const Checkpoint& checkpoint = *model->checkpoint;
 
   auto vision = std::make_unique<VisionPart>();
-  vision->encoder = VisionTower::load(checkpoint, config.vision, options.vision_compute);
+  vision->encoder = VisionTower::load(checkpoint, config.vision, options.precision);
   vision->projector = Projector::load(checkpoint, config.mm_hidden_size, config.text.hidden_size);
   vision->processor = image_processor(dir, config);
   vision->macs = [tower = config.vision](int image_size) { return vision_macs(tower, image_size); };
   model->vision = std::move(vision);
-  model->decoder = Decoder::load(checkpoint, config.text, options.llm_dtype);
+  model->decoder = Decoder::load(checkpoint, config.text, options.precision);
   // The tower and the projector keep their weights in their own (folded, converted) copies.
   checkpoint.release("model.vision_tower.");
   checkpoint.release("model.mm_projector.");
