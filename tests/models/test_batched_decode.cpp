@@ -23,14 +23,14 @@ int argmax(const float* logits, int n) { return int(std::max_element(logits, log
 
 struct BatchCase {
   const char* model;
-  DType dtype;
+  Precision precision;
 };
 
 class BatchedDecode : public testing::TestWithParam<BatchCase> {};
 
 TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
   ModelLoadOptions options;
-  options.llm_dtype = GetParam().dtype;
+  options.precision = GetParam().precision;
   std::unique_ptr<Model> model;
   try {
     model = load_model(kFixtures / GetParam().model, options);
@@ -73,7 +73,7 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
         worst = std::max(worst, std::abs(single[i] - batched[size_t(b) * vocab + i]));
       }
       // The same products over another number of rows: equal up to summation order.
-      EXPECT_LE(worst, (GetParam().dtype == DType::F32 ? 1e-4f : 2e-2f) * scale) << "sequence " << b << " step " << step;
+      EXPECT_LE(worst, (GetParam().precision == Precision::F32 ? 1e-4f : 2e-2f) * scale) << "sequence " << b << " step " << step;
       next_alone[b] = argmax(single.data(), vocab);
       next_together[b] = argmax(batched.data() + size_t(b) * vocab, vocab);
       EXPECT_EQ(next_together[b], next_alone[b]) << "sequence " << b << " step " << step;
@@ -83,16 +83,18 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, BatchedDecode,
-                         testing::Values(BatchCase{"tiny-llama", DType::F32}, BatchCase{"tiny-qwen2-text", DType::F32},
-                                         BatchCase{"tiny-fastvlm", DType::F32}, BatchCase{"tiny-llama", DType::BF16}),
+                         testing::Values(BatchCase{"tiny-llama", Precision::F32}, BatchCase{"tiny-qwen2-text", Precision::F32},
+                                         BatchCase{"tiny-fastvlm", Precision::F32}, BatchCase{"tiny-llama", Precision::Bf16}),
                          [](const auto& info) {
-                           std::string name = std::string(info.param.model) + (info.param.dtype == DType::F32 ? "_f32" : "_bf16");
+                           std::string name = std::string(info.param.model) + (info.param.precision == Precision::F32 ? "_f32" : "_bf16");
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
 
 TEST(BatchedDecode, ACacheThatIsFullOrTwiceInTheBatchIsRefusedBeforeAnyWork) {
-  const auto model = load_model(kFixtures / "tiny-llama", {});
+  ModelLoadOptions options;
+  options.precision = Precision::F32;
+  const auto model = load_model(kFixtures / "tiny-llama", options);
   const TextDecoder& decoder = *model->decoder;
   const int hidden = decoder.config().hidden_size;
   KVCache roomy(decoder.config(), 8), full(decoder.config(), 1);
