@@ -10,6 +10,7 @@ packages=(
   libcurl4-openssl-dev libssl-dev  # hub downloads, sha256
   libgtest-dev libgmock-dev libbenchmark-dev
   curl python3
+  clang libclang-rt-14-dev libomp-dev  # the libFuzzer harnesses (tests/fuzz), built by test.sh
 )
 missing=()
 for p in "${packages[@]}"; do
