@@ -15,6 +15,7 @@ packages=(
   curl python3
   # the Python package (python/) and its tests, for /usr/bin/python3
   python3-dev pybind11-dev python3-numpy python3-pil python3-pytest python3-distributed
+  clang libclang-rt-14-dev libomp-dev  # the libFuzzer harnesses (tests/fuzz), built by test.sh
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace fastvlm::hub {
 namespace fs = std::filesystem;
@@ -32,6 +33,12 @@ namespace {
 constexpr std::string_view kDefaultEndpoint = "https://huggingface.co";
 // A dropped connection or a 5xx is retried (resuming from what arrived) this many times in all.
 constexpr int kMaxTransferAttempts = 5;
+// The repository listing is held in memory and parsed into a tree about ten times its size. A listing
+// with blob ids takes about 250 bytes a file: 8 MB is some 30,000 files, far more than any model has.
+constexpr size_t kMaxListingBytes = size_t(8) << 20;
+// The hub refuses files over 50 GB; a listed size beyond this is corrupt, and must not overflow the sum
+// of sizes checked against the free disk space.
+constexpr std::uint64_t kMaxFileBytes = std::uint64_t(1) << 40;
 
 // ---------------------------------------------------------------------------------------------------
 // Environment, following huggingface_hub's variable names and precedence.
@@ -118,13 +125,15 @@ bool is_valid_name_part(std::string_view part) {
          part.front() != '-' && part.front() != '.' && part.back() != '-' && part.back() != '.';
 }
 
-// Branch and tag names end up as paths under refs/, so nothing that could climb out of it.
+// Branch and tag names end up as paths under refs/, so nothing that could climb out of it or name a
+// directory ("." would make refs/. the file to write). Git forbids components starting with '.' too.
 bool is_valid_revision(std::string_view revision) {
   if (revision.empty() || revision.size() > 200 || revision.front() == '/' || revision.back() == '/') return false;
   bool allowed = std::all_of(revision.begin(), revision.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == '/';
   });
-  return allowed && revision.find("..") == std::string_view::npos && revision.find("//") == std::string_view::npos;
+  return allowed && revision.front() != '.' && revision.find("/.") == std::string_view::npos &&
+         revision.find("..") == std::string_view::npos && revision.find("//") == std::string_view::npos;
 }
 
 std::string repo_folder_name(const std::string& repo_id) {
@@ -177,9 +186,9 @@ std::vector<std::string> missing_engine_files(const fs::path& snapshot) {
   if (fs::exists(index_path)) {
     std::set<std::string> shards;
     try {
-      auto index = nlohmann::json::parse(read_small_file(index_path).value_or(""));
+      auto index = read_json_file(index_path);
       for (const auto& [tensor, shard] : index.at("weight_map").items()) shards.insert(shard.get<std::string>());
-    } catch (const nlohmann::json::exception&) {
+    } catch (const std::exception&) {  // fastvlm::Error (unreadable, too large or deep) or a wrong structure
       missing.push_back("a readable model.safetensors.index.json");
     }
     for (const auto& shard : shards)
@@ -489,10 +498,15 @@ class HubClient {
     std::string url = endpoint_ + "/api/models/" + ref_.repo_id + "/revision/" + url_escape(ref_.revision) +
                       "?blobs=True";
     std::string body;
+    bool too_large = false;
     Response response = http_get(url, token_, 0, [&](const char* data, size_t size, long) {
-      body.append(data, size);
-      return true;
+      too_large = size > kMaxListingBytes - body.size();
+      if (!too_large) body.append(data, size);
+      return !too_large;
     });
+    if (too_large)
+      throw Error("the listing of " + model_name() + " from " + url + " is larger than " +
+                  format_bytes(double(kMaxListingBytes)) + ": not a model repository this engine can use");
     if (response.curl_code != CURLE_OK) {
       if (is_unreachable(response.curl_code)) throw_unreachable(response);
       throw Error("asking " + endpoint_ + " about " + model_name() + " failed: " + response.curl_message);
@@ -507,7 +521,7 @@ class HubClient {
     std::vector<const RemoteFile*> to_fetch;
     std::uint64_t bytes_to_fetch = 0;
     for (const auto& file : listing.files) {
-      if (fs::exists(snapshot / file.name) || fs::exists(blob_path(file))) continue;
+      if (cached_intact(file, snapshot)) continue;
       to_fetch.push_back(&file);
       bytes_to_fetch += file.size - std::min<std::uint64_t>(file.size, partial_size(file));
     }
@@ -534,6 +548,24 @@ class HubClient {
   fs::path repo_dir_;
 
   std::string model_name() const { return ref_.repo_id + "@" + ref_.revision; }
+
+  // Whether the cache holds `file` with its listed size and hash: the blob, or the snapshot's copy on a
+  // filesystem without symlinks. A cached file that does not match (a disk error, a hand edit) is removed so
+  // that it is fetched again. Runs whenever the hub is asked (`fastvlm pull`, an incomplete snapshot): the
+  // offline fast path trusts the cache.
+  bool cached_intact(const RemoteFile& file, const fs::path& snapshot) const {
+    std::error_code ec;
+    const fs::path path = fs::exists(blob_path(file), ec) ? blob_path(file) : snapshot / file.name;
+    if (!fs::exists(path, ec)) return false;
+    if (fs::file_size(path, ec) == file.size && !ec) {
+      ContentHasher hasher(file.is_lfs, file.size);
+      hash_existing_part(path, file.size, hasher);
+      if (hasher.hex_digest() == file.blob_id) return true;
+    }
+    if (!quiet_) std::fprintf(stderr, "fastvlm: %s in the cache is corrupt; downloading it again\n", file.name.c_str());
+    fs::remove(path, ec);
+    return false;
+  }
   fs::path blob_path(const RemoteFile& file) const { return repo_dir_ / "blobs" / file.blob_id; }
   fs::path partial_path(const RemoteFile& file) const { return repo_dir_ / "blobs" / (file.blob_id + ".incomplete"); }
   std::uint64_t partial_size(const RemoteFile& file) const {
@@ -542,10 +574,19 @@ class HubClient {
     return ignored ? 0 : size;
   }
 
+  // get<uint64_t>() would turn -1 into 2^64 - 1.
+  static std::uint64_t listed_size(const nlohmann::json& entry, const std::string& name, const std::string& url) {
+    const nlohmann::json& size = entry.at("size");
+    if (!size.is_number_unsigned())
+      throw Error("unexpected answer from " + url + ": " + name + " has size " + size.dump() +
+                  ", not a non-negative integer");
+    return size.get<std::uint64_t>();
+  }
+
   RepoListing parse_listing(const std::string& body, const std::string& url) const {
     RepoListing listing;
     try {
-      auto info = nlohmann::json::parse(body);
+      auto info = parse_json(body, "the listing from " + url, JsonLimits{kMaxListingBytes, 64});
       listing.commit = info.at("sha").get<std::string>();
       for (const auto& sibling : info.at("siblings")) {
         RemoteFile file;
@@ -554,11 +595,14 @@ class HubClient {
         if (sibling.contains("lfs") && sibling["lfs"].is_object()) {
           file.is_lfs = true;
           file.blob_id = sibling["lfs"].at("sha256").get<std::string>();
-          file.size = sibling["lfs"].at("size").get<std::uint64_t>();
+          file.size = listed_size(sibling["lfs"], file.name, url);
         } else {
           file.blob_id = sibling.at("blobId").get<std::string>();
-          file.size = sibling.at("size").get<std::uint64_t>();
+          file.size = listed_size(sibling, file.name, url);
         }
+        if (file.size > kMaxFileBytes)
+          throw Error("the hub lists " + file.name + " with an impossible size of " + std::to_string(file.size) +
+                      " bytes");
         // The ids become file names in blobs/: accept only what a hash looks like.
         if (!is_hex(file.blob_id, file.is_lfs ? 64 : 40))
           throw Error("the hub lists " + file.name + " with a malformed blob id '" + file.blob_id + "'");
@@ -641,7 +685,7 @@ class HubClient {
       hasher.update(buffer.data(), size_t(in.gcount()));
       left -= std::uint64_t(in.gcount());
     }
-    if (left > 0) throw Error("cannot read " + part.string() + " to resume it");
+    if (left > 0) throw Error("cannot read " + part.string() + " to check it");
   }
 
   // One GET appended to `part`. Bytes beyond `expected_size` stop the transfer (`received` then exceeds
@@ -702,7 +746,13 @@ class HubClient {
       out << commit;  // no newline, like huggingface_hub
       if (!out.flush()) throw_write_error(model_name(), temporary, errno, commit.size());
     }
-    fs::rename(temporary, ref);
+    std::error_code ec;
+    fs::rename(temporary, ref, ec);
+    if (ec) {
+      const std::string reason = ec.message();
+      fs::remove(temporary, ec);
+      throw Error(model_name() + ": cannot record the revision in " + ref.string() + ": " + reason);
+    }
   }
 };
 

@@ -32,12 +32,32 @@ bool starts_with(std::span<const uint8_t> bytes, std::string_view magic, size_t 
 
 // Checked on the header's dimensions, before any pixel memory is allocated.
 void check_dimensions(int64_t width, int64_t height, const DecodeOptions& options, std::string_view source) {
-  if (width <= 0 || height <= 0)
-    fail(source, "invalid dimensions " + std::to_string(width) + "x" + std::to_string(height));
+  const std::string size = std::to_string(width) + "x" + std::to_string(height);
+  if (width <= 0 || height <= 0) fail(source, "invalid dimensions " + size);
+  if (width > kMaxImageSide || height > kMaxImageSide)
+    fail(source, "the header claims " + size + ", over the limit of " + std::to_string(kMaxImageSide) + " pixels a side");
+  if (width > height * kMaxAspectRatio || height > width * kMaxAspectRatio)
+    fail(source, "the header claims " + size + ", an aspect ratio over the limit of " +
+                     std::to_string(kMaxAspectRatio) + ":1");
   if (width * height > options.max_pixels)
-    fail(source, "the header claims " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-                     std::to_string(width * height) + " pixels, more than the limit of " +
-                     std::to_string(options.max_pixels));
+    fail(source, "the header claims " + size + " = " + std::to_string(width * height) +
+                     " pixels, more than the limit of " + std::to_string(options.max_pixels));
+}
+
+// The output buffer is sized from the header, so a few bytes claiming a large image must not cost its
+// memory: the claimed size has to be one the data could hold. For PNG the bound is exact: deflate
+// expands at most 1032-fold, so the file holds at least a 1032nd of the decoded samples. JPEG and WebP
+// can describe a flat image in less (progressive JPEG end-of-band runs, lossless WebP's one-symbol codes),
+// so they are held to at most 4096 pixels a byte: no photo or screenshot comes near (even a blank 4K
+// screenshot takes over 1 kB), while a 6 kB file can no longer claim 8192 x 8192.
+constexpr int64_t kDeflateMaxRatio = 1032;
+constexpr int64_t kMaxPixelsPerByte = 4096;
+
+void check_plausible_size(int64_t decoded_units, int64_t bytes, int64_t max_units_per_byte, const std::string& units,
+                          std::string_view source) {
+  if (decoded_units > bytes * max_units_per_byte)
+    fail(source, "truncated or implausible: " + std::to_string(bytes) + " bytes cannot hold the " +
+                     std::to_string(decoded_units) + " " + units + " the header claims");
 }
 
 Image allocate_image(int width, int height) {
@@ -173,6 +193,8 @@ Image decode_jpeg(std::span<const uint8_t> bytes, const DecodeOptions& options, 
   });
   if (!header_ok) failure();
   check_dimensions(cinfo->image_width, cinfo->image_height, options, source);
+  check_plausible_size(int64_t(cinfo->image_width) * cinfo->image_height, int64_t(bytes.size()), kMaxPixelsPerByte,
+                       "pixels", source);
 
   // Pillow's modes by component count: 1 -> L (grey, expanded to RGB by libjpeg exactly as
   // convert('RGB') would), 3 -> RGB, 4 -> CMYK (converted below).
@@ -257,14 +279,18 @@ Image decode_png(std::span<const uint8_t> bytes, const DecodeOptions& options, s
   png_infop info = session.info;
 
   png_uint_32 width = 0, height = 0;
-  int bit_depth = 0, color_type = 0;
+  int bit_depth = 0, color_type = 0, stored_channels = 0;
   if (!png_guarded(session, [&] {
         png_set_read_fn(png, &session, png_read_from_span);
         png_read_info(png, info);
         png_get_IHDR(png, info, &width, &height, &bit_depth, &color_type, nullptr, nullptr, nullptr);
+        stored_channels = png_get_channels(png, info);  // as stored, before the expansions below
       }))
     failure();
   check_dimensions(width, height, options, source);
+  // The deflate stream inflates to at least the stored samples.
+  check_plausible_size((int64_t(width) * stored_channels * bit_depth + 7) / 8 * height, int64_t(bytes.size()),
+                       kDeflateMaxRatio, "bytes of samples", source);
 
   // Match Pillow's convert('RGB'): palettes and low-bit grey are expanded (grey scaled to 0..255);
   // tRNS and alpha are ignored (the alpha channel, if any, is dropped below, never composited).
@@ -319,6 +345,8 @@ Image decode_webp(std::span<const uint8_t> bytes, const DecodeOptions& options, 
   if (status != VP8_STATUS_OK) fail(source, "invalid WebP header (libwebp status " + std::to_string(status) + ")");
   if (features.has_animation) fail(source, "animated WebP is not supported");
   check_dimensions(features.width, features.height, options, source);
+  check_plausible_size(int64_t(features.width) * features.height, int64_t(bytes.size()), kMaxPixelsPerByte, "pixels",
+                       source);
   Image image = allocate_image(features.width, features.height);
   if (!WebPDecodeRGBInto(bytes.data(), bytes.size(), image.rgb.data(), image.rgb.size(), image.width * kChannels))
     fail(source, "corrupt or truncated WebP data");

@@ -12,6 +12,12 @@ struct Image {
   bool empty() const { return width == 0 || height == 0; }
 };
 
+// Images are refused (at decoding and at preprocessing) with a side over 16384 pixels or an aspect ratio
+// over 64:1. Both are far beyond photos and screenshots; padding to a square costs the longer side
+// squared, and a 1,000,000 x 1 strip would need a 3 TB canvas.
+inline constexpr int kMaxImageSide = 16384;
+inline constexpr int kMaxAspectRatio = 64;
+
 struct DecodeOptions {
   // Refuse images whose header claims more pixels than this, before any pixel buffer is allocated.
   int64_t max_pixels = 64LL << 20;  // ~67 megapixels

@@ -253,6 +253,18 @@ void check_image(const Image& image, const char* what) {
                 "x" + std::to_string(image.height) + " with " + std::to_string(image.rgb.size()) + " bytes");
 }
 
+// Padding to a square costs the longer side squared, and a shortest-edge resize the aspect ratio times the
+// target size: images beyond image.h's side and aspect limits (which decoding already enforces) are refused.
+void check_padding_bounds(const Image& image, const char* what) {
+  const std::string size = std::to_string(image.width) + "x" + std::to_string(image.height);
+  if (image.width > kMaxImageSide || image.height > kMaxImageSide)
+    throw Error(std::string(what) + ": a " + size + " image is over the limit of " + std::to_string(kMaxImageSide) +
+                " pixels a side");
+  if (image.width > int64_t(image.height) * kMaxAspectRatio || image.height > int64_t(image.width) * kMaxAspectRatio)
+    throw Error(std::string(what) + ": a " + size + " image has an aspect ratio over the limit of " +
+                std::to_string(kMaxAspectRatio) + ":1");
+}
+
 // preprocessor_config.json's keys, each read with an error naming the file and the key.
 class ConfigKeys {
  public:
@@ -277,9 +289,10 @@ class ConfigKeys {
     return value.get<double>();
   }
 
+  // Sizes the output tensor, so no larger than the largest image accepted.
   int positive_int(const std::string& key, const nlohmann::json& value) const {
-    if (!value.is_number_integer() || value.get<int64_t>() <= 0 || value.get<int64_t>() > std::numeric_limits<int>::max())
-      fail(key, "a positive integer", value);
+    if (!value.is_number_integer() || value.get<int64_t>() <= 0 || value.get<int64_t>() > kMaxImageSide)
+      fail(key, "a positive integer up to " + std::to_string(kMaxImageSide), value);
     return value.get<int>();
   }
 
@@ -304,8 +317,10 @@ class ConfigKeys {
   }
 
   [[noreturn]] void fail(const std::string& key, const std::string& expected, const nlohmann::json& got) const {
+    std::string shown = got.dump();
+    if (shown.size() > 80) shown = shown.substr(0, 77) + "...";  // one line, whatever the file holds
     throw Error(file_.string() + ": " + (key.empty() ? "" : "key \"" + key + "\": ") + "expected " + expected +
-                ", got " + got.dump());
+                ", got " + shown);
   }
 
  private:
@@ -346,6 +361,7 @@ ImageProcessorConfig read_image_processor_config(const std::filesystem::path& fi
 
 Image pad_to_square(const Image& image) {
   check_image(image, "pad_to_square");
+  check_padding_bounds(image, "pad_to_square");
   if (image.width == image.height) return image;
   const int side = std::max(image.width, image.height);
   const int x0 = (side - image.width) / 2;
@@ -380,6 +396,7 @@ Tensor preprocess_image(const Image& image, int image_size) {
 
 Tensor preprocess_image(const Image& image, const ImageProcessorConfig& config) {
   check_image(image, "preprocess_image");
+  check_padding_bounds(image, "preprocess_image");
   if (config.do_resize && config.size <= 0)
     throw Error("preprocess_image: image size must be positive, got " + std::to_string(config.size));
   if (config.do_center_crop && (config.crop_height <= 0 || config.crop_width <= 0))

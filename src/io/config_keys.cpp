@@ -27,24 +27,34 @@ void ConfigKeys::fail(const char* key, const std::string& expected) const {
   throw Error(file_.string() + ": key '" + prefix_ + key + "': expected " + expected + ", got " + got);
 }
 
-int ConfigKeys::integer(const char* key, int fallback, int min_value) const {
+namespace {
+
+std::string integer_range(int min_value, int max_value) {
+  return "an integer in [" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]";
+}
+
+}  // namespace
+
+int ConfigKeys::integer(const char* key, int fallback, int min_value, int max_value) const {
   if (!has(key)) return fallback;
   const json& v = object_[key];
-  if (!v.is_number_integer() || v.get<int64_t>() < min_value || v.get<int64_t>() > (1 << 30))
-    fail(key, "an integer >= " + std::to_string(min_value));
+  // A number_unsigned above INT64_MAX reads as negative through get<int64_t>(), so it fails too.
+  if (!v.is_number_integer() || v.get<int64_t>() < min_value || v.get<int64_t>() > max_value)
+    fail(key, integer_range(min_value, max_value));
   return v.get<int>();
 }
 
-int ConfigKeys::required_integer(const char* key, int min_value) const {
-  if (!has(key)) fail(key, "an integer >= " + std::to_string(min_value));
-  return integer(key, 0, min_value);
+int ConfigKeys::required_integer(const char* key, int min_value, int max_value) const {
+  if (!has(key)) fail(key, integer_range(min_value, max_value));
+  return integer(key, 0, min_value, max_value);
 }
 
-double ConfigKeys::number(const char* key, double fallback) const {
+double ConfigKeys::number(const char* key, double fallback, double max_value) const {
   if (!has(key)) return fallback;
-  if (!object_[key].is_number() || !(object_[key].get<double>() > 0) || !std::isfinite(object_[key].get<double>()))
-    fail(key, "a positive number");
-  return object_[key].get<double>();
+  const json& v = object_[key];
+  if (!v.is_number() || !(v.get<double>() > 0) || !(v.get<double>() <= max_value) || !std::isfinite(v.get<double>()))
+    fail(key, max_value == HUGE_VAL ? "a positive number" : "a positive number up to " + json(max_value).dump());
+  return v.get<double>();
 }
 
 double ConfigKeys::required_number(const char* key) const {

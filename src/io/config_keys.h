@@ -2,6 +2,7 @@
 // Typed access to the keys of a JSON object read from a model file (config.json, generation_config.json,
 // preprocessor_config.json), with one-line errors naming the file, the key and what was expected. Every
 // model family parses its config through this, so bad values read the same whatever the model.
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -23,9 +24,12 @@ class ConfigKeys {
 
   [[noreturn]] void fail(const char* key, const std::string& expected) const;
 
-  int integer(const char* key, int fallback, int min_value = 0) const;
-  int required_integer(const char* key, int min_value = 1) const;
-  double number(const char* key, double fallback) const;  // positive
+  // Integers lie in [min_value, max_value]; the default ceiling 2^30 keeps sums and doublings within int.
+  // Keys that size memory or enter products pass a ceiling that means something for that key.
+  static constexpr int kMaxInteger = 1 << 30;
+  int integer(const char* key, int fallback, int min_value = 0, int max_value = kMaxInteger) const;
+  int required_integer(const char* key, int min_value = 1, int max_value = kMaxInteger) const;
+  double number(const char* key, double fallback, double max_value = HUGE_VAL) const;  // positive, finite
   double required_number(const char* key) const;          // positive
   bool boolean(const char* key, bool fallback) const;
   std::string string(const char* key, const std::string& fallback) const;

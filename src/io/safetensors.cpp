@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace fastvlm {
 namespace {
@@ -65,12 +66,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     fail(path, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
                    std::to_string(file->size_) + " bytes)");
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("header is not valid JSON: ") + e.what());
-  }
+  const nlohmann::json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(bytes + 8), header_len), path.string() + ": header",
+                 JsonLimits{kMaxHeaderBytes, 64});
   if (!header.is_object()) fail(path, "header is not a JSON object");
 
   const uint8_t* data_start = bytes + 8 + header_len;
@@ -119,6 +117,12 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
                      " bytes) but its byte range holds " + std::to_string(end - begin) + " bytes");
     info.data = data_start + begin;
     info.nbytes = size_t(end - begin);
+    if (reinterpret_cast<uintptr_t>(info.data) % dtype_size(info.dtype) != 0) {
+      // new[] of uint8_t is aligned for any fundamental type (alignof(max_align_t) = 16).
+      file->aligned_copies_.emplace_back(new uint8_t[std::max<size_t>(info.nbytes, 1)]);
+      std::memcpy(file->aligned_copies_.back().get(), info.data, info.nbytes);
+      info.data = file->aligned_copies_.back().get();
+    }
     ranges.push_back({begin, end, file->tensors_.size()});
     file->tensors_.push_back(std::move(info));
   }
@@ -136,6 +140,8 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 void SafetensorsFile::release(const TensorInfo& tensor) const {
+  const auto* mapping = static_cast<const uint8_t*>(mapping_);
+  if (tensor.data < mapping || tensor.data >= mapping + size_) return;  // an aligned copy: nothing mapped
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   uintptr_t begin = (reinterpret_cast<uintptr_t>(tensor.data) + page - 1) / page * page;
   uintptr_t end = (reinterpret_cast<uintptr_t>(tensor.data) + tensor.nbytes) / page * page;

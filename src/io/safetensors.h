@@ -19,7 +19,8 @@ struct TensorInfo {
   std::string name;
   DType dtype;
   Shape shape;
-  const uint8_t* data = nullptr;  // inside the mapping; valid while the SafetensorsFile lives
+  // Valid while the SafetensorsFile lives; aligned to the element size (see SafetensorsFile::open).
+  const uint8_t* data = nullptr;
   size_t nbytes = 0;
 };
 
@@ -27,7 +28,9 @@ class SafetensorsFile {
  public:
   // Maps and validates `path`. Throws fastvlm::Error naming the file and the problem: header length past
   // the end of the file or over 100 MB, invalid JSON, unknown dtype, element count not matching the byte
-  // range, ranges outside the data area or overlapping.
+  // range, ranges outside the data area or overlapping. The format does not promise alignment (the header
+  // length may be any number), and the kernels load elements as their type: a tensor whose bytes in the
+  // mapping are not aligned to its element size is copied once into aligned memory this object owns.
   static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -50,6 +53,7 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> index_;
   std::map<std::string, std::string> metadata_;
+  std::vector<std::unique_ptr<uint8_t[]>> aligned_copies_;  // see open()
 };
 
 // A tensor to write: raw bytes of `dtype` with `shape`.

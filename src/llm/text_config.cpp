@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numbers>
 #include <set>
 
@@ -40,17 +41,33 @@ void parse_rope_record(const ConfigKeys& record, RopeConfig& rope) {
       record.fail(key.c_str(), "no such key for rope type \"" + type + "\" (not implemented)");
 }
 
+// Ceilings well above every released model (Llama 3.1 405B: hidden 16384, intermediate 53248, 126 layers,
+// 128 heads; vocabularies reach 262144), so that a corrupt value is refused before it sizes any memory.
+constexpr int kMaxHiddenSize = 1 << 16;
+constexpr int kMaxIntermediateSize = 1 << 18;
+constexpr int kMaxLayers = 1024;
+constexpr int kMaxHeads = 1024;
+constexpr int kMaxHeadDim = 1024;
+constexpr int kMaxVocabulary = 1 << 22;
+// Each weight matrix must hold fewer than 2^31 elements, so that no element count computed in int
+// overflows; the largest released matrix (Llama 3.1 405B's embedding) holds 2.1e9.
+void check_matrix(const ConfigKeys& keys, const char* key, int64_t rows, int64_t cols) {
+  if (rows * cols > INT32_MAX)
+    keys.fail(key, "a value whose weight matrix (" + std::to_string(rows) + " x " + std::to_string(cols) +
+                       ") holds fewer than 2^31 elements");
+}
+
 }  // namespace
 
 TextConfig parse_text_config(const ConfigKeys& keys) {
   TextConfig text;
-  text.hidden_size = keys.required_integer("hidden_size");
-  text.intermediate_size = keys.required_integer("intermediate_size");
-  text.num_hidden_layers = keys.required_integer("num_hidden_layers");
-  text.num_attention_heads = keys.required_integer("num_attention_heads");
-  text.num_key_value_heads = keys.integer("num_key_value_heads", text.num_attention_heads, 1);
+  text.hidden_size = keys.required_integer("hidden_size", 1, kMaxHiddenSize);
+  text.intermediate_size = keys.required_integer("intermediate_size", 1, kMaxIntermediateSize);
+  text.num_hidden_layers = keys.required_integer("num_hidden_layers", 1, kMaxLayers);
+  text.num_attention_heads = keys.required_integer("num_attention_heads", 1, kMaxHeads);
+  text.num_key_value_heads = keys.integer("num_key_value_heads", text.num_attention_heads, 1, kMaxHeads);
   if (keys.has("head_dim")) {
-    text.head_dim = keys.required_integer("head_dim");
+    text.head_dim = keys.required_integer("head_dim", 1, kMaxHeadDim);
   } else {
     if (text.hidden_size % text.num_attention_heads != 0) keys.fail("num_attention_heads", "a divisor of hidden_size");
     text.head_dim = text.hidden_size / text.num_attention_heads;
@@ -59,7 +76,10 @@ TextConfig parse_text_config(const ConfigKeys& keys) {
   if (text.num_attention_heads % text.num_key_value_heads != 0)
     keys.fail("num_key_value_heads", "a divisor of num_attention_heads");
   text.rms_norm_eps = float(keys.number("rms_norm_eps", 1e-6));
-  text.vocab_size = keys.required_integer("vocab_size");
+  text.vocab_size = keys.required_integer("vocab_size", 1, kMaxVocabulary);
+  check_matrix(keys, "num_attention_heads", int64_t(text.num_attention_heads) * text.head_dim, text.hidden_size);
+  check_matrix(keys, "intermediate_size", text.intermediate_size, text.hidden_size);
+  check_matrix(keys, "vocab_size", text.vocab_size, text.hidden_size);
   text.tie_word_embeddings = keys.boolean("tie_word_embeddings", false);
   text.max_position_embeddings = keys.integer("max_position_embeddings", 32768, 1);
   text.bos_token_id = keys.integer("bos_token_id", -1, 0);

@@ -1,5 +1,7 @@
 #include "models/quantize.h"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -66,8 +68,17 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, We
         continue;
       }
       const int64_t rows = info.shape[0], cols = info.shape[1];
+      if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
+        throw Error(file->path().string() + ": tensor '" + info.name + "' is " + std::string(dtype_name(info.dtype)) +
+                    ", expected F32, F16 or BF16 to quantise");
       std::vector<float> weights(size_t(rows * cols));
       convert_to_f32(info.dtype, info.data, weights.data(), weights.size());
+      // A NaN or infinity has no quantised code (converting it to an integer is undefined behaviour) and
+      // would poison its whole group's scale: such a checkpoint is broken, not something to round.
+      const auto bad = std::find_if(weights.begin(), weights.end(), [](float w) { return !std::isfinite(w); });
+      if (bad != weights.end())
+        throw Error(file->path().string() + ": tensor '" + info.name + "' holds " + (std::isnan(*bad) ? "NaN" : "an infinity") +
+                    " at element " + std::to_string(bad - weights.begin()) + "; refusing to quantise it");
       auto q = std::make_unique<QuantizedTensor>();
       q->codes.resize(size_t(rows * quant_row_bytes(type, cols)));
       q->scales.resize(size_t(rows * (cols / kQuantGroupSize)));

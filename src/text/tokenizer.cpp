@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <climits>
+#include <cstdint>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -273,8 +275,14 @@ struct Tokenizer::Model {
     merges.reserve(merge_count);
   }
 
+  // Ids index token_bytes, so each must lie below the number of tokens the files list (vocabulary plus
+  // added tokens): one stray id of 2e9 would otherwise size a table of 2e9 strings.
+  size_t listed_tokens = 0;
+
   void add_token(int32_t id, std::string bytes, const std::string& where) {
-    if (id < 0) throw Error(where + ": negative token id " + std::to_string(id));
+    if (id < 0 || size_t(id) >= listed_tokens)
+      throw Error(where + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
+                  std::to_string(listed_tokens) + " listed tokens");
     if (size_t(id) >= token_bytes.size()) token_bytes.resize(size_t(id) + 1);
     token_bytes[size_t(id)] = std::move(bytes);
   }
@@ -311,6 +319,9 @@ struct Tokenizer::Model {
   }
 
   void finish(const std::string& where) {
+    // Without merges every byte stays a token of its own: not the model's tokenization, so the files are
+    // broken (an empty merges.txt), not a tokenizer to run.
+    if (merges.size() == 0) throw Error(where + ": the tokenizer has no merges");
     for (int b = 0; b < 256; ++b) {
       const auto it = vocab_by_bytes.find(std::string(1, char(b)));
       if (it == vocab_by_bytes.end()) {
@@ -428,11 +439,24 @@ struct Tokenizer::Model {
 
 namespace {
 
+// A JSON value for a one-line message: at most 80 characters.
+std::string excerpt(const json& value) {
+  std::string text = value.dump();
+  return text.size() > 80 ? text.substr(0, 77) + "..." : text;
+}
+
+// A token id as the files give it, checked before narrowing (4294967297 must not become 1).
+int32_t token_id(const json& value, const std::string& where) {
+  if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() > INT32_MAX)
+    throw Error(where + ": token id " + excerpt(value) + " is not an integer in [0, 2^31)");
+  return int32_t(value.get<int64_t>());
+}
+
 // tokenizer.json must describe the pipeline this file implements: NFC, the Qwen2 split, byte level, BPE.
 void check_qwen2_pipeline(const json& config, const std::string& where) {
   const json& normalizer = config.value("normalizer", json());
   if (!normalizer.is_null() && normalizer.value("type", "") != "NFC") {
-    throw Error(where + ": normalizer " + normalizer.dump() + " is not supported (Qwen2 uses NFC)");
+    throw Error(where + ": normalizer " + excerpt(normalizer) + " is not supported (Qwen2 uses NFC)");
   }
   const json& model = config.at("model");
   if (model.value("type", "BPE") != "BPE") {
@@ -459,8 +483,9 @@ void load_tokenizer_json(Tokenizer::Model& model, const fs::path& path) {
   try {
     check_qwen2_pipeline(config, where);
     model.reserve(config.at("model").at("vocab").size(), config.at("model").at("merges").size());
+    model.listed_tokens = config.at("model").at("vocab").size() + config.value("added_tokens", json::array()).size();
     for (const auto& [spelling, id] : config.at("model").at("vocab").items()) {
-      model.add_vocab_entry(spelling, id.get<int32_t>(), where);
+      model.add_vocab_entry(spelling, token_id(id, where), where);
     }
     for (const json& merge : config.at("model").at("merges")) {
       if (merge.is_array() && merge.size() == 2) {  // newer files: ["left", "right"]
@@ -475,7 +500,7 @@ void load_tokenizer_json(Tokenizer::Model& model, const fs::path& path) {
       model.add_merge(std::string_view(line).substr(0, space), std::string_view(line).substr(space + 1), where);
     }
     for (const json& token : config.value("added_tokens", json::array())) {
-      model.add_added_token(token.at("content").get<std::string>(), token.at("id").get<int32_t>(), where);
+      model.add_added_token(token.at("content").get<std::string>(), token_id(token.at("id"), where), where);
     }
   } catch (const json::exception& e) {
     throw Error(where + ": unexpected structure: " + e.what());
@@ -486,6 +511,7 @@ void load_tokenizer_json(Tokenizer::Model& model, const fs::path& path) {
 void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
   const fs::path config_path = dir / "tokenizer_config.json";
   const json config = fs::exists(config_path) ? read_json_file(config_path) : json::object();
+  if (!config.is_object()) throw Error(config_path.string() + ": expected a JSON object");
   const std::string tokenizer_class = config.value("tokenizer_class", "Qwen2Tokenizer");
   if (!tokenizer_class.starts_with("Qwen2Tokenizer")) {
     throw Error(config_path.string() + ": tokenizer_class \"" + tokenizer_class +
@@ -496,8 +522,9 @@ void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
   try {
     const json vocab = read_json_file(vocab_path);
     model.reserve(vocab.size(), vocab.size());  // BPE vocabularies have about as many merges as tokens
+    model.listed_tokens = vocab.size() + config.value("added_tokens_decoder", json::object()).size();
     for (const auto& [spelling, id] : vocab.items()) {
-      model.add_vocab_entry(spelling, id.get<int32_t>(), vocab_path.string());
+      model.add_vocab_entry(spelling, token_id(id, vocab_path.string()), vocab_path.string());
     }
   } catch (const json::exception& e) {
     throw Error(vocab_path.string() + ": expected an object of token -> id: " + e.what());
@@ -522,18 +549,21 @@ void load_slow_files(Tokenizer::Model& model, const fs::path& dir) {
     const fs::path added_path = dir / "added_tokens.json";
     if (fs::exists(added_path)) {
       const json added_tokens = read_json_file(added_path);
+      model.listed_tokens += added_tokens.size();
       for (const auto& [content, id] : added_tokens.items()) {
-        model.add_added_token(content, id.get<int32_t>(), added_path.string());
+        model.add_added_token(content, token_id(id, added_path.string()), added_path.string());
       }
     }
     const json added_tokens_decoder = config.value("added_tokens_decoder", json::object());
     for (const auto& [id, token] : added_tokens_decoder.items()) {
-      model.add_added_token(token.at("content").get<std::string>(), std::stoi(id), config_path.string());
+      int32_t value = -1;
+      const auto [end, error] = std::from_chars(id.data(), id.data() + id.size(), value);
+      if (error != std::errc() || end != id.data() + id.size())
+        throw Error(config_path.string() + ": added_tokens_decoder key \"" + id.substr(0, 40) + "\" is not a token id");
+      model.add_added_token(token.at("content").get<std::string>(), value, config_path.string());
     }
   } catch (const json::exception& e) {
     throw Error(dir.string() + ": malformed added tokens: " + e.what());
-  } catch (const std::logic_error&) {  // std::stoi on a key that is not a number
-    throw Error(config_path.string() + ": added_tokens_decoder keys must be token ids");
   }
   model.finish(dir.string());
 }

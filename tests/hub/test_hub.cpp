@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -26,6 +27,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -129,7 +131,7 @@ class FakeHub {
         siblings.push_back(sibling);
       }
       nlohmann::json info = {{"id", kRepo}, {"sha", kCommit}, {"siblings", siblings}};
-      response.set_content(info.dump(), "application/json");
+      response.set_content(edit_listing ? edit_listing(info) : info.dump(), "application/json");
     });
     server_.Get(R"(/([^/]+/[^/]+)/resolve/([^/]+)/(.+))", [this](const auto& request, auto& response) {
       if (!authorized(request, response) || !known(request.matches[1], request.matches[2], response)) return;
@@ -152,6 +154,18 @@ class FakeHub {
         if (candidate.is_lfs && candidate.sha256 == request.matches[1]) file = &candidate;
       if (file == nullptr) return not_found(response, "EntryNotFound");
       response.set_header("ETag", "\"" + file->sha256 + "\"");
+      if (stall_next_blob.exchange(false)) {
+        // Send half of the file, then hold the connection until released (the client is killed meanwhile).
+        auto bytes = std::make_shared<std::string>(file->bytes);
+        response.set_content_provider(bytes->size(), "application/octet-stream",
+                                      [this, bytes](size_t offset, size_t, httplib::DataSink& sink) {
+                                        size_t half = bytes->size() / 2;
+                                        if (offset < half) return sink.write(bytes->data() + offset, half - offset);
+                                        while (!release_stall) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                                        return false;
+                                      });
+        return;
+      }
       if (drop_next_blob.exchange(false)) {
         // Announce the whole file, send half of it, then close the connection.
         auto bytes = std::make_shared<std::string>(file->bytes);
@@ -178,6 +192,7 @@ class FakeHub {
   }
 
   ~FakeHub() {
+    release_stall = true;
     server_.stop();
     thread_.join();
   }
@@ -198,6 +213,9 @@ class FakeHub {
 
   // Switches.
   std::atomic<bool> drop_next_blob{false};
+  std::atomic<bool> stall_next_blob{false}, release_stall{false};
+  // Set before the first request: rewrites the listing (the parsed JSON the hub would send) into the body sent.
+  std::function<std::string(nlohmann::json&)> edit_listing;
   std::atomic<int> corrupt_blobs{0};  // serve this many blob answers with one byte flipped
   std::string required_token;         // non-empty: anything without "Bearer <token>" gets 401
 
@@ -424,6 +442,102 @@ TEST_F(HubTest, PersistentCorruptionFailsAndKeepsNothing) {
   EXPECT_FALSE(fs::exists(blob("model.safetensors")));
   EXPECT_TRUE(incomplete_files().empty());
   EXPECT_FALSE(fs::exists(snapshot_dir() / "model.safetensors"));
+}
+
+// A client killed mid-transfer (no destructor, no cleanup) leaves blobs/<id>.incomplete; the next run
+// resumes from its length and checks the whole file's hash.
+TEST_F(HubTest, KilledMidDownloadResumesAndVerifies) {
+  hub_.stall_next_blob = true;
+  const size_t half = hub_.file("model.safetensors").bytes.size() / 2;
+  fs::path part = blob("model.safetensors");
+  part += ".incomplete";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      download();
+    } catch (...) {
+    }
+    _exit(0);
+  }
+  // The child's stdio buffer may hold the last few kB when it is killed: those are lost, as in real life.
+  std::error_code ec;
+  for (int waited = 0; fs::file_size(part, ec) + 65536 < half || ec; ++waited) {
+    ASSERT_LT(waited, 6000) << "the child never wrote half of the file";
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  hub_.release_stall = true;
+  EXPECT_FALSE(fs::exists(blob("model.safetensors")));
+  const auto kept = fs::file_size(part);
+
+  expect_snapshot_matches_fixture(download());
+  auto blob_requests = hub_.requests_starting_with("/blobs/");
+  ASSERT_EQ(blob_requests.size(), 2u);
+  EXPECT_EQ(blob_requests[1].range, "bytes=" + std::to_string(kept) + "-");
+  EXPECT_TRUE(incomplete_files().empty());
+}
+
+// Bit rot or a truncated copy in blobs/ is found when the hub is next asked (`fastvlm pull`), and fetched again.
+TEST_F(HubTest, CorruptedBlobInTheCacheIsDetectedAndFetchedAgain) {
+  download();
+  std::string weights = read_bytes(blob("model.safetensors"));
+  weights[weights.size() / 2] ^= 0x01;
+  write_bytes(blob("model.safetensors"), weights);
+  const std::string config = read_bytes(blob("config.json"));
+  write_bytes(blob("config.json"), config.substr(0, config.size() / 2));
+  const size_t before = hub_.requests().size();
+
+  expect_snapshot_matches_fixture(download(kRepo, /*check_for_updates=*/true));
+  auto requests = hub_.requests();
+  ASSERT_GT(requests.size(), before);
+  std::vector<std::string> fetched;
+  for (size_t i = before; i < requests.size(); ++i)
+    if (!requests[i].path.starts_with("/api/")) fetched.push_back(requests[i].path);
+  EXPECT_EQ(fetched.size(), 3u) << "config.json, and model.safetensors' resolve + blob";
+}
+
+// huggingface_hub never lists a negative size; -1 once became 2^64 - 1, overflowed the disk-space check
+// and failed only after downloading the file twice.
+TEST_F(HubTest, ImpossibleListedSizeIsRefusedBeforeDownloading) {
+  for (const int64_t size : {int64_t(-1), int64_t(1) << 50}) {
+    SCOPED_TRACE(size);
+    hub_.edit_listing = [size](nlohmann::json& info) {
+      for (auto& sibling : info["siblings"])
+        if (sibling["rfilename"] == "model.safetensors") sibling["lfs"]["size"] = size;
+      return info.dump();
+    };
+    std::string message = download_error();
+    EXPECT_NE(message.find("model.safetensors"), std::string::npos) << message;
+    EXPECT_NE(message.find("size"), std::string::npos) << message;
+    EXPECT_TRUE(hub_.requests_starting_with("/blobs/").empty());
+    EXPECT_TRUE(hub_.requests_starting_with("/" + std::string(kRepo) + "/resolve/").empty());
+  }
+}
+
+// A listing is held and parsed in memory (about ten times its size as a tree): a huge one is refused
+// while it arrives.
+TEST_F(HubTest, HugeListingIsRefused) {
+  hub_.edit_listing = [](nlohmann::json& info) {
+    info["cardData"] = std::string(9 << 20, 'x');  // 9 MB, over the 8 MB limit
+    return info.dump();
+  };
+  std::string message = download_error();
+  EXPECT_NE(message.find("listing"), std::string::npos) << message;
+  EXPECT_NE(message.find("larger than"), std::string::npos) << message;
+}
+
+// "." would make refs/. the file to write (a directory): the rename failed and left refs/..tmp<pid>.
+TEST_F(HubTest, DotRevisionsAreRefused) {
+  for (const char* revision : {".", "..", "refs/.", "main/.", ".hidden", "a/.b"}) {
+    EXPECT_FALSE(hub::parse_model_ref(std::string(kRepo) + "@" + revision)) << revision;
+    EXPECT_NE(download_error(std::string(kRepo) + "@" + revision).find("neither a directory"), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists(repo_dir() / "refs"));
 }
 
 TEST_F(HubTest, GatedModelAsksForATokenAndUsesHfToken) {

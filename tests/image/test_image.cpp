@@ -159,12 +159,14 @@ void append_be32(std::vector<uint8_t>& out, uint32_t value) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(uint8_t(value >> shift));
 }
 
-TEST_F(ImageFiles, PngClaimingTenGigapixelsIsRejectedBeforeAllocating) {
+// A PNG whose IHDR claims `width` x `height` 8-bit samples of `color_type`, then a valid IDAT holding
+// nothing (a zlib stream of no bytes) and IEND: 68 bytes whose only fault is the claimed size.
+std::vector<uint8_t> png_claiming(uint32_t width, uint32_t height, uint8_t color_type) {
   std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   std::vector<uint8_t> ihdr = {'I', 'H', 'D', 'R'};
-  append_be32(ihdr, 100000);  // width
-  append_be32(ihdr, 100000);  // height
-  ihdr.insert(ihdr.end(), {8, 2, 0, 0, 0});  // 8-bit RGB, deflate, no filter, no interlace
+  append_be32(ihdr, width);
+  append_be32(ihdr, height);
+  ihdr.insert(ihdr.end(), {8, color_type, 0, 0, 0});  // 8-bit, deflate, no filter, no interlace
   append_be32(png, 13);
   png.insert(png.end(), ihdr.begin(), ihdr.end());
   append_be32(png, crc32_of(ihdr.data(), ihdr.size()));
@@ -177,8 +179,45 @@ TEST_F(ImageFiles, PngClaimingTenGigapixelsIsRejectedBeforeAllocating) {
   append_be32(png, 0);
   png.insert(png.end(), iend, iend + 4);
   append_be32(png, crc32_of(iend, 4));
-  expect_decode_error(write_file("huge.png", png), "100000x100000");
+  return png;
 }
+
+TEST_F(ImageFiles, PngClaimingTenGigapixelsIsRejectedBeforeAllocating) {
+  expect_decode_error(write_file("huge.png", png_claiming(100000, 100000, PNG_COLOR_TYPE_RGB)), "100000x100000");
+}
+
+// Within every pixel limit, but 65 bytes cannot inflate to 268 MB of samples (deflate's ratio is at most
+// 1032:1): refused before the 440 MB of buffers were allocated.
+TEST_F(ImageFiles, PngTooSmallForItsClaimedSizeIsRejectedBeforeAllocating) {
+  const std::vector<uint8_t> png = png_claiming(8192, 8192, PNG_COLOR_TYPE_RGBA);
+  EXPECT_LT(png.size(), 100u);
+  expect_decode_error(write_file("claims_8192.png", png), "cannot hold");
+}
+
+// The 6 kB golden JPEG with its frame header claiming 8192 x 8192: once decoded as grey into 200 MB.
+TEST_F(ImageFiles, JpegTooSmallForItsClaimedSizeIsRejected) {
+  std::vector<uint8_t> jpeg = read_bytes(kGoldenDir / "image_b_97x131.jpg");
+  size_t sof = 2;
+  while (sof + 9 < jpeg.size() && !(jpeg[sof] == 0xFF && jpeg[sof + 1] >= 0xC0 && jpeg[sof + 1] <= 0xC2)) ++sof;
+  ASSERT_LT(sof + 9, jpeg.size());
+  for (size_t at : {sof + 5, sof + 7}) {  // height, width: big-endian 16 bits
+    jpeg[at] = 8192 >> 8;
+    jpeg[at + 1] = 8192 & 0xFF;
+  }
+  expect_decode_error(write_file("claims_8192.jpg", jpeg), "cannot hold");
+}
+
+// A 30-byte lossless WebP header claiming 16000 x 4000: once a 192 MB buffer before failing.
+TEST_F(ImageFiles, WebpTooSmallForItsClaimedSizeIsRejectedBeforeAllocating) {
+  const uint32_t w = 16000 - 1, h = 4000 - 1;  // VP8L stores size - 1 in 14 bits each
+  const uint32_t bits = w | h << 14;            // then alpha and version bits, 0
+  std::vector<uint8_t> webp = {'R', 'I', 'F', 'F', 22, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', 'L', 10, 0, 0, 0,
+                               0x2F, uint8_t(bits), uint8_t(bits >> 8), uint8_t(bits >> 16), uint8_t(bits >> 24),
+                               0, 0, 0, 0, 0};
+  EXPECT_EQ(webp.size(), 30u);
+  expect_decode_error(write_file("claims_16000.webp", webp), "cannot hold");
+}
+
 
 TEST_F(ImageFiles, PixelLimitIsConfigurable) {
   DecodeOptions options;
@@ -428,6 +467,25 @@ TEST(ConstructedWebp, LosslessRgbaDecodesWithAlphaDropped) {
   WebPFree(encoded);
   expect_rgb(decode_image_memory(bytes), 2, 2, {10, 20, 30, 200, 150, 100, 1, 2, 3, 250, 251, 252});
   EXPECT_THROW(decode_image_memory(std::span(bytes).first(bytes.size() / 2)), Error);
+}
+
+// A complete, valid strip: decoding it is cheap, but padding it to a square is not (a 1,000,000 x 1 PNG
+// of 11 kB once cost 960 MB). Sides and aspect ratios are bounded at decoding and at preprocessing.
+TEST_F(ImageFiles, ExtremeAspectRatioIsRejected) {
+  const std::vector<uint8_t> strip = encode_png({4096, 1, 8, PNG_COLOR_TYPE_GRAY, std::vector<uint8_t>(4096, 200)});
+  expect_decode_error(write_file("strip.png", strip), "aspect ratio");
+  const std::vector<uint8_t> tall = encode_png({1, 65, 8, PNG_COLOR_TYPE_GRAY, std::vector<uint8_t>(65, 200)});
+  expect_decode_error(write_file("tall.png", tall), "aspect ratio");
+  EXPECT_EQ(decode_image_memory(encode_png({64, 1, 8, PNG_COLOR_TYPE_GRAY, std::vector<uint8_t>(64, 200)})).width, 64);
+  expect_decode_error(write_file("wide.png", png_claiming(20000, 400, PNG_COLOR_TYPE_GRAY)), "a side");
+
+  const Image in_memory{65, 1, std::vector<uint8_t>(65 * 3, 9)};
+  try {
+    preprocess_image(in_memory, 64);
+    ADD_FAILURE() << "a 65:1 image must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("aspect ratio"), std::string::npos) << e.what();
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ TEST(Safetensors, RejectsMalformedFiles) {
                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
        "overlap"},
       {write_raw(d / "negative.safetensors", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "dimension"},
+      // Refused while parsing: code that walks or prints a value recurses once per level.
+      {write_raw(d / "deep.safetensors", "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}", 0),
+       "nests deeper than 64 levels"},
   };
   // A truncated copy of the real checkpoint: the header promises more data than the file holds.
   {
@@ -114,4 +117,32 @@ TEST(Safetensors, RejectsMalformedFiles) {
     EXPECT_NE(message.find(c.expected), std::string::npos) << c.path << ": " << message;
   }
   EXPECT_NE(error_of(d / "missing.safetensors").find("cannot open"), std::string::npos);
+}
+
+// The format does not promise alignment: a 9-byte header puts the data area at an odd offset. The BF16
+// tensor must still be read through aligned memory (UBSan flags misaligned uint16_t loads) and exactly.
+TEST(Safetensors, MisalignedDataIsReadThroughAlignedMemory) {
+  TempDir dir;
+  const uint16_t values[3] = {0x3f80, 0xc000, 0x4040};  // 1, -2, 3 in bfloat16
+  std::string data(reinterpret_cast<const char*>(values), sizeof values);
+  std::string header = R"({"w":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]}})";
+  header.append((8 - header.size() % 8) % 8 + 1, ' ');  // 8 + header length is odd
+  const fs::path path = dir.path() / "odd.safetensors";
+  {
+    std::ofstream out(path, std::ios::binary);
+    const uint64_t len = header.size();
+    for (int i = 0; i < 8; ++i) out.put(char((len >> (8 * i)) & 0xff));
+    out << header << data;
+  }
+  auto file = SafetensorsFile::open(path);
+  const TensorInfo* w = file->find("w");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w->data) % alignof(uint16_t), 0u);
+  EXPECT_EQ(std::memcmp(w->data, values, sizeof values), 0);
+  file->release(*w);  // a copy has no mapped pages to drop, and must stay readable
+  float out[3];
+  convert_to_f32(w->dtype, w->data, out, 3);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], -2.0f);
+  EXPECT_EQ(out[2], 3.0f);
 }

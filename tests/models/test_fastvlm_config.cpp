@@ -2,6 +2,7 @@
 // errors that name the file and the key or tensor.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "models/fastvlm/fastvlm_config.h"
+#include "models/quantize.h"
 #include "models/registry.h"
 
 namespace fs = std::filesystem;
@@ -129,6 +131,95 @@ TEST(Checkpoint, RejectsUnknownConfigValues) {
   mixers.config()["vision_config"]["token_mixers"][0] = "conv";
   mixers.save();
   EXPECT_NE(open_error(mixers.dir()).find("vision_config.token_mixers"), std::string::npos);
+}
+
+// Values in range for an int but absurd for the model: each once ended in a crash (SIGFPE from a stride
+// product overflowing to 0), std::bad_alloc (a billion layers), undefined behaviour (1e300 converted to
+// int, int products overflowing) or a silent narrowing (4294967297 read as 1). Each must be an error
+// naming the file and the key, raised while the config is parsed.
+TEST(Checkpoint, RefusesConfigValuesOutsideSaneRanges) {
+  struct Case {
+    std::vector<std::string> path;  // into config.json
+    nlohmann::json value;
+    const char* key;                // expected in the message
+    nlohmann::json also = nlohmann::json::object();  // further top-level keys to set
+  };
+  const Case cases[] = {
+      {{"vision_config", "down_stride"}, 65536, "vision_config.down_stride"},
+      {{"vision_config", "down_stride"}, 16, "vision_config.down_stride"},  // 4 * 16^4 > 16384
+      {{"num_hidden_layers"}, 1000000000, "num_hidden_layers"},
+      {{"vision_config", "layers"}, {4294967297ull, 1, 1, 1, 1}, "vision_config.layers"},
+      {{"vision_config", "cls_ratio"}, 1e300, "vision_config.cls_ratio"},
+      {{"vision_config", "cls_ratio"}, 1.001, "vision_config.cls_ratio"},  // not whole channels
+      // 65536 heads of 65536 dimensions: 2^32 overflows int.
+      {{"num_attention_heads"}, 65536, "num_attention_heads", {{"head_dim", 65536}, {"num_key_value_heads", 65536}}},
+      {{"head_dim"}, 1 << 20, "head_dim"},
+      {{"vocab_size"}, 1 << 30, "vocab_size"},
+      {{"intermediate_size"}, 1 << 17, "intermediate_size", {{"hidden_size", 1 << 15}}},  // 2^32 elements
+      {{"vocab_size"}, 1 << 22, "vocab_size", {{"hidden_size", 1 << 10}}},                // 2^32 elements
+      {{"mm_vision_tower"}, "mobileclip_l_65536", "mm_vision_tower"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.key);
+    ModelCopy copy;
+    nlohmann::json* target = &copy.config();
+    for (size_t i = 0; i + 1 < c.path.size(); ++i) target = &(*target)[c.path[i]];
+    if (c.value.is_array()) {  // layers: one entry per stage of the tiny tower
+      ASSERT_EQ((*target)[c.path.back()].size(), c.value.size());
+    }
+    (*target)[c.path.back()] = c.value;
+    copy.config().update(c.also);
+    copy.save();
+    std::string m = open_error(copy.dir());
+    EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+    EXPECT_NE(m.find(c.key), std::string::npos) << m;
+  }
+}
+
+// Written as text (building it as a json would recurse in the test itself): the value printed in the
+// error message once overflowed the stack.
+TEST(Checkpoint, DeeplyNestedConfigIsRefusedWhileParsing) {
+  ModelCopy copy;
+  std::ofstream(copy.dir() / "config.json")
+      << R"({"model_type":"llava_qwen2","hidden_size":)" << std::string(100000, '[') << std::string(100000, ']') << "}";
+  const std::string m = open_error(copy.dir());
+  EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+  EXPECT_NE(m.find("nests deeper"), std::string::npos) << m;
+}
+
+// A NaN or infinity has no quantised code (its conversion to an integer is undefined behaviour):
+// quantize refuses the checkpoint, naming the tensor, and writes no model.
+TEST(Quantize, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const std::string poisoned = "model.layers.1.mlp.down_proj.weight";
+  for (const float bad : {std::nanf(""), INFINITY}) {
+    ModelCopy copy(/*link_weights=*/false);
+    for (const char* name : {"tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json"})
+      fs::copy_file(kTiny / name, copy.dir() / name);
+    auto source = SafetensorsFile::open(kTiny / "model.safetensors");
+    std::vector<std::vector<float>> copies;
+    std::vector<TensorToWrite> tensors;
+    for (const TensorInfo& info : source->tensors()) {
+      if (info.name != poisoned) {
+        tensors.push_back({info.name, info.dtype, info.shape, info.data, info.nbytes});
+        continue;
+      }
+      std::vector<float>& values = copies.emplace_back(size_t(shape_numel(info.shape)));
+      convert_to_f32(info.dtype, info.data, values.data(), values.size());
+      values[40] = bad;
+      tensors.push_back({info.name, DType::F32, info.shape, values.data(), values.size() * sizeof(float)});
+    }
+    ASSERT_EQ(copies.size(), 1u);
+    write_safetensors(copy.dir() / "model.safetensors", tensors);
+    const fs::path out = copy.dir() / "q8";
+    try {
+      quantize_model(copy.dir(), out, QuantType::Q8_0);
+      ADD_FAILURE() << "a non-finite weight must be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(poisoned), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::isnan(bad) ? "NaN" : "infinity"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(out / "model.safetensors"));
+  }
 }
 
 TEST(Checkpoint, LoadsShardedCheckpoints) {

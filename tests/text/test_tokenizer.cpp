@@ -2,7 +2,10 @@
 // both from tokenizer.json and from the slow file set (vocab.json + merges.txt) of tiny-fastvlm.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -179,6 +182,80 @@ TEST(TokenizerLoad, MissingDirectoryIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no-such-model"), std::string::npos) << e.what();
   }
+}
+
+// A scratch model directory holding edited copies of tokenizer files.
+class TokenizerDir {
+ public:
+  TokenizerDir() : dir_(std::filesystem::temp_directory_path() / ("fastvlm-tok-" + std::to_string(::getpid()) + "-" +
+                                                                  std::to_string(counter_++))) {
+    std::filesystem::create_directories(dir_);
+  }
+  ~TokenizerDir() { std::filesystem::remove_all(dir_); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(dir_ / name) << text; }
+  void copy(const std::string& from_dir, const std::string& name) const {
+    std::filesystem::copy_file(kFixtures + "/" + from_dir + "/" + name, dir_ / name);
+  }
+  // The message of the fastvlm::Error that loading throws ("" when it loads).
+  std::string load_error() const {
+    try {
+      Tokenizer::load(dir_);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path dir_;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+// The nested value is written as text: building it as a json would recurse in the test itself.
+TEST(TokenizerLoad, DeeplyNestedNormalizerIsRefusedWhileParsing) {
+  TokenizerDir dir;
+  dir.write("tokenizer.json", R"({"normalizer":{"type":"Sequence","normalizers":)" + std::string(400000, '[') +
+                                  std::string(400000, ']') + R"(},"model":{"type":"BPE","vocab":{},"merges":[]}})");
+  const std::string message = dir.load_error();
+  EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("nests deeper"), std::string::npos) << message;
+}
+
+// Ids index a table: 2e9 once allocated 2e9 strings (std::bad_alloc), 4294967297 was narrowed to 1.
+TEST(TokenizerLoad, TokenIdsOutsideTheVocabularyAreRefused) {
+  nlohmann::json config = nlohmann::json::parse(read_text(kFixtures + "/qwen2-tokenizer/tokenizer.json"));
+  const std::string original = config.dump();
+  for (const nlohmann::json& id : {nlohmann::json(2000000000), nlohmann::json(4294967297ull), nlohmann::json(-3),
+                                   nlohmann::json(1.5)}) {
+    SCOPED_TRACE(id.dump());
+    TokenizerDir dir;
+    config = nlohmann::json::parse(original);
+    config["added_tokens"][0]["id"] = id;
+    dir.write("tokenizer.json", config.dump());
+    const std::string message = dir.load_error();
+    EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("token id"), std::string::npos) << message;
+  }
+  TokenizerDir slow;
+  for (const char* name : {"merges.txt", "tokenizer_config.json", "added_tokens.json"}) slow.copy("tiny-fastvlm", name);
+  nlohmann::json vocab = nlohmann::json::parse(read_text(kFixtures + "/tiny-fastvlm/vocab.json"));
+  vocab["!"] = 4294967297ull;
+  slow.write("vocab.json", vocab.dump());
+  EXPECT_NE(slow.load_error().find("vocab.json: token id 4294967297"), std::string::npos) << slow.load_error();
+}
+
+TEST(TokenizerLoad, EmptyMergesAreRefused) {
+  TokenizerDir dir;
+  for (const char* name : {"vocab.json", "tokenizer_config.json", "added_tokens.json"}) dir.copy("tiny-fastvlm", name);
+  dir.write("merges.txt", "");
+  EXPECT_NE(dir.load_error().find("no merges"), std::string::npos) << dir.load_error();
+  dir.write("merges.txt", "#version: 0.2\n");
+  EXPECT_NE(dir.load_error().find("no merges"), std::string::npos) << dir.load_error();
 }
 
 }  // namespace

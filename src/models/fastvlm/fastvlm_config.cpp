@@ -1,5 +1,7 @@
 #include "models/fastvlm/fastvlm_config.h"
 
+#include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -12,6 +14,16 @@ namespace {
 
 using nlohmann::json;
 
+// Ceilings far above FastViTHD (5 stages of up to 24 blocks, 1536 channels, stride 2, 7x7 patches, a
+// 1024 input), so that a corrupt value is refused before it sizes memory or overflows the stride product.
+constexpr size_t kMaxStages = 16;
+constexpr int kMaxBlocks = 1024;
+constexpr int kMaxChannels = 1 << 16;
+constexpr int kMaxRatio = 64;
+constexpr int kMaxKernel = 63;
+constexpr int kMaxStride = 16;
+constexpr int kMaxImageSize = 16384;
+
 // "mobileclip_l_1024" -> 1024: FastVLM takes its input size from the vision tower name alone.
 int image_size_from_tower_name(const std::string& name, const std::filesystem::path& file) {
   const std::string stem = "mobileclip_l_";
@@ -20,16 +32,21 @@ int image_size_from_tower_name(const std::string& name, const std::filesystem::p
   std::string digits = name.substr(stem.size());
   if (digits.empty() || digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos)
     throw Error(file.string() + ": key 'mm_vision_tower': cannot read an image size from \"" + name + "\"");
-  return std::stoi(digits);
+  const int size = std::stoi(digits);
+  if (size < 1 || size > kMaxImageSize)
+    throw Error(file.string() + ": key 'mm_vision_tower': image size " + digits + " is outside [1, " +
+                std::to_string(kMaxImageSize) + "]");
+  return size;
 }
 
-std::vector<int> int_list(const ConfigKeys& keys, const char* key, size_t count, int min_value) {
+std::vector<int> int_list(const ConfigKeys& keys, const char* key, size_t count, int min_value, int max_value) {
   const json& v = keys.at(key);
   if (!v.is_array() || v.size() != count) keys.fail(key, "a list of " + std::to_string(count) + " integers");
   std::vector<int> out;
   for (const auto& x : v) {
-    if (!x.is_number_integer() || x.get<int64_t>() < min_value)
-      keys.fail(key, "a list of integers >= " + std::to_string(min_value));
+    // Checked as int64 before narrowing: 4294967297 must not become 1.
+    if (!x.is_number_integer() || x.get<int64_t>() < min_value || x.get<int64_t>() > max_value)
+      keys.fail(key, "a list of integers in [" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]");
     out.push_back(x.get<int>());
   }
   return out;
@@ -38,12 +55,14 @@ std::vector<int> int_list(const ConfigKeys& keys, const char* key, size_t count,
 void parse_vision_config(const json& object, const std::filesystem::path& file, VisionConfig& vision) {
   ConfigKeys keys(object, file, "vision_config.");
   if (!keys.has("layers")) keys.fail("layers", "a list of blocks per stage");
-  if (!object["layers"].is_array() || object["layers"].empty()) keys.fail("layers", "a non-empty list");
+  if (!object["layers"].is_array() || object["layers"].empty() || object["layers"].size() > kMaxStages)
+    keys.fail("layers", "a non-empty list of at most " + std::to_string(kMaxStages) + " stages");
   const size_t stages = object["layers"].size();
-  vision.layers = int_list(keys, "layers", stages, 1);
+  vision.layers = int_list(keys, "layers", stages, 1, kMaxBlocks);
   if (!keys.has("embed_dims")) keys.fail("embed_dims", "a list of channel counts");
-  vision.embed_dims = int_list(keys, "embed_dims", stages, 1);
-  vision.mlp_ratios = keys.has("mlp_ratios") ? int_list(keys, "mlp_ratios", stages, 1) : std::vector<int>(stages, 4);
+  vision.embed_dims = int_list(keys, "embed_dims", stages, 1, kMaxChannels);
+  vision.mlp_ratios = keys.has("mlp_ratios") ? int_list(keys, "mlp_ratios", stages, 1, kMaxRatio)
+                                             : std::vector<int>(stages, 4);
 
   vision.downsamples.assign(stages, true);
   if (keys.has("downsamples")) {
@@ -71,28 +90,39 @@ void parse_vision_config(const json& object, const std::filesystem::path& file, 
     if (!v.is_array() || v.size() != stages) keys.fail("pos_embs", "one entry (null or a kernel size) per stage");
     for (size_t i = 0; i < stages; ++i) {
       if (v[i].is_null()) continue;
-      if (!v[i].is_number_integer() || v[i].get<int>() < 1 || v[i].get<int>() % 2 == 0)
-        keys.fail("pos_embs", "null or an odd kernel size per stage");
+      if (!v[i].is_number_integer() || v[i].get<int64_t>() < 1 || v[i].get<int64_t>() > kMaxKernel ||
+          v[i].get<int64_t>() % 2 == 0)
+        keys.fail("pos_embs", "null or an odd kernel size up to " + std::to_string(kMaxKernel) + " per stage");
       vision.pos_emb_kernel[i] = v[i].get<int>();
     }
   }
-  vision.cls_ratio = keys.number("cls_ratio", 2.0f);
-  vision.down_patch_size = keys.integer("down_patch_size", 7, 1);
-  vision.down_stride = keys.integer("down_stride", 2, 1);
-  vision.repmixer_kernel_size = keys.integer("repmixer_kernel_size", 3, 1);
-  vision.projection_dim = keys.integer("projection_dim", 768, 1);
+  vision.cls_ratio = float(keys.number("cls_ratio", 2.0, kMaxRatio));
+  vision.down_patch_size = keys.integer("down_patch_size", 7, 1, kMaxKernel);
+  vision.down_stride = keys.integer("down_stride", 2, 1, kMaxStride);
+  vision.repmixer_kernel_size = keys.integer("repmixer_kernel_size", 3, 1, kMaxKernel);
+  vision.projection_dim = keys.integer("projection_dim", 768, 1, kMaxChannels);
   if (keys.string("norm_layer", "layernorm_channel") != "layernorm_channel")
     keys.fail("norm_layer", "\"layernorm_channel\"");
-  if (keys.has("image_size")) vision.image_size = keys.integer("image_size", 0, 1);
+  if (keys.has("image_size")) vision.image_size = keys.integer("image_size", 0, 1, kMaxImageSize);
+  // VisionConfig::total_stride() multiplies in int: up to 16 stages of stride 16 would overflow it (to 0
+  // for a stride of 65536, then a division by zero). No stride beyond the largest input makes sense.
+  int64_t stride = 4;
+  for (int i = 0; i + 1 < vision.num_stages(); ++i)
+    if (vision.has_patch_embed_after(i) && (stride *= vision.down_stride) > kMaxImageSize)
+      keys.fail("down_stride", "a stride whose product over the stages (with the stem's 4) is at most " +
+                                   std::to_string(kMaxImageSize));
   for (size_t i = 0; i < stages; ++i)
     if (vision.token_mixers[i] == TokenMixer::Attention && vision.embed_dims[i] % vision.head_dim != 0)
       keys.fail("embed_dims", "attention stages with a multiple of head_dim 32 channels");
+  // out_channels() converts embed_dims.back() * cls_ratio to int: at most 2^16 * 64, but it must be whole.
+  const double widened = vision.embed_dims.back() * double(vision.cls_ratio);
+  if (widened != std::floor(widened)) keys.fail("cls_ratio", "a ratio that widens the last stage to whole channels");
 }
 
 // The original release: LLaVA keys at the top level, the tower named mobileclip_l_<input size>.
 void parse_llava_multimodal(const ConfigKeys& keys, const json& root, const std::filesystem::path& file,
                             FastVlmConfig& config) {
-  config.mm_hidden_size = keys.required_integer("mm_hidden_size");
+  config.mm_hidden_size = keys.required_integer("mm_hidden_size", 1, kMaxChannels * kMaxRatio);
   if (keys.string("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu") keys.fail("mm_projector_type", "\"mlp2x_gelu\"");
   if (keys.string("image_aspect_ratio", "pad") != "pad") keys.fail("image_aspect_ratio", "\"pad\"");
   if (keys.boolean("mm_use_im_start_end", false))
@@ -125,7 +155,7 @@ void parse_fast_vlm_multimodal(const ConfigKeys& keys, const json& root, const s
     vision_keys.fail("architecture", "\"fastvit_mci3\" (FastViTHD)");
   // A reduced tower may be described with the same keys as in the llava_qwen2 layout.
   if (vision_keys.has("layers")) parse_vision_config(root["vision_config"], file, config.vision);
-  config.mm_hidden_size = vision_keys.integer("hidden_size", config.vision.out_channels(), 1);
+  config.mm_hidden_size = vision_keys.integer("hidden_size", config.vision.out_channels(), 1, kMaxChannels * kMaxRatio);
   if (keys.string("projector_hidden_act", "gelu") != "gelu") keys.fail("projector_hidden_act", "\"gelu\"");
   if (!keys.boolean("multimodal_projector_bias", true)) keys.fail("multimodal_projector_bias", "true");
   if (keys.string("vision_feature_select_strategy", "full") != "full")
@@ -142,7 +172,11 @@ void parse_fast_vlm_multimodal(const ConfigKeys& keys, const json& root, const s
       const json& size = processor[key];
       for (const char* dim : {"height", "shortest_edge"})
         if (size.contains(dim) && size[dim].is_number_integer()) {
-          config.vision.image_size = size[dim].get<int>();
+          const int64_t value = size[dim].get<int64_t>();
+          if (value < 1 || value > kMaxImageSize)
+            throw Error(processor_file.string() + ": key '" + key + "." + dim + "': expected an integer in [1, " +
+                        std::to_string(kMaxImageSize) + "], got " + std::to_string(value));
+          config.vision.image_size = int(value);
           break;
         }
       break;

@@ -1,7 +1,5 @@
-// libFuzzer target for the tokenizer (clang only; not part of the CMake test build). Build and run:
-//   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc tests/text/fuzz_tokenizer.cpp \
-//       src/text/*.cpp $(pkg-config --cflags --libs icu-uc) -o fuzz_tokenizer
-//   FASTVLM_TOKENIZER_DIR=../shared/fixtures/qwen2-tokenizer ./fuzz_tokenizer -max_total_time=300
+// libFuzzer target: encoding and decoding with the real Qwen2 tokenizer (FASTVLM_TOKENIZER_DIR, set by
+// the ctest entry to fixtures/qwen2-tokenizer). Built and run by tests/fuzz/CMakeLists.txt.
 // The first input byte picks the mode: raw bytes (invalid UTF-8 must be an Error, never a crash), or
 // the rest read as code points so that every input is valid UTF-8. For valid text the ids must decode
 // to the NFC form of the text, and a StreamDecoder fed one id at a time must print the same text.
@@ -68,7 +66,7 @@ std::string as_code_points(const uint8_t* data, size_t size) {
 
 void check(bool ok, const char* what) {
   if (!ok) {
-    std::fprintf(stderr, "fuzz_tokenizer: %s\n", what);
+    std::fprintf(stderr, "fuzz_tokenizer_encode: %s\n", what);
     std::abort();
   }
 }
