@@ -212,7 +212,7 @@ TEST(Quantize, NonFiniteWeightsAreRefusedNamingTheTensor) {
     write_safetensors(copy.dir() / "model.safetensors", tensors);
     const fs::path out = copy.dir() / "q8";
     try {
-      quantize_model(copy.dir(), out, QuantType::Q8_0);
+      quantize_model(copy.dir(), out, WeightType::Q8_0);
       ADD_FAILURE() << "a non-finite weight must be refused";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(poisoned), std::string::npos) << e.what();
