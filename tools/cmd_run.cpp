@@ -1,5 +1,7 @@
 // fastvlm run: one question (optionally about an image), the answer streamed to stdout.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "commands.h"
 #include "common.h"
@@ -10,8 +12,9 @@ void add_run_command(CLI::App& app) {
   struct Flags {
     ModelFlags model;
     GenerateOptions generate;
-    std::string image, prompt, system;
-    bool json = false, raw = false;
+    std::string image, prompt, system, json_schema_file;
+    bool json = false, raw = false, json_object = false;
+    int logprobs = -1;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* command = app.add_subcommand("run", "Answer a prompt, optionally about an image");
@@ -24,7 +27,24 @@ void add_run_command(CLI::App& app) {
                     "Send the prompt as it is, without the chat template (an image goes where it says <image>)")
       ->excludes("--system");
   command->add_flag("--json", flags->json, "Print one JSON object with the answer, token ids and timings");
+  command->add_option("--json-schema", flags->json_schema_file,
+                      "Answer with JSON matching the JSON Schema in this file (compact, properties in schema order)");
+  command->add_flag("--json-object", flags->json_object, "Answer with a JSON object")->excludes("--json-schema");
+  command->add_option("--logprobs", flags->logprobs,
+                      "With --json: each token's log-probability and this many alternatives (0-20)")
+      ->check(CLI::Range(0, 20))
+      ->needs("--json");
   command->callback([flags] {
+    if (!flags->json_schema_file.empty()) {
+      std::ifstream file(flags->json_schema_file, std::ios::binary);
+      if (!file) throw Error("cannot read the JSON schema file " + flags->json_schema_file);
+      std::ostringstream text;
+      text << file.rdbuf();
+      flags->generate.json_schema = text.str();
+    } else if (flags->json_object) {
+      flags->generate.json_schema = R"({"type":"object"})";
+    }
+    flags->generate.logprobs = flags->logprobs;
     auto engine = flags->model.load();
     Session session(*engine);
     if (!flags->system.empty()) session.set_system_prompt(flags->system);
@@ -45,6 +65,15 @@ void add_run_command(CLI::App& app) {
                             {"prompt_tokens", answer.prompt_tokens},
                             {"prompt_ids", answer.prompt_ids},
                             {"timings", timings_json(answer.timings)}};
+      if (flags->logprobs >= 0) {
+        nlohmann::json logprobs = nlohmann::json::array();
+        for (const TokenLogprob& token : answer.logprobs) {
+          nlohmann::json top = nlohmann::json::array();
+          for (const auto& [id, logprob] : token.top) top.push_back({{"id", id}, {"logprob", logprob}});
+          logprobs.push_back({{"id", token.id}, {"logprob", token.logprob}, {"top_logprobs", top}});
+        }
+        out["logprobs"] = logprobs;
+      }
       std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::printf("\n");

@@ -42,6 +42,12 @@ struct GenerateOptions {
   // usual, at max_tokens, an end-of-turn id or a stop string).
   std::vector<int32_t> forced_tokens;
   bool keep_logits = false;  // fill Generation::step_logits
+  // Structured output: a JSON Schema (text; `{"type":"object"}` for any JSON object). Every sampled
+  // token keeps the answer a prefix of a compact JSON document it accepts, and end-of-turn may only
+  // follow a complete one (src/text/json_schema.h lists the subset generated). Empty: free text.
+  // An invalid or unsupported schema throws fastvlm::Error naming the keyword.
+  std::string json_schema;
+  int logprobs = -1;  // >= 0: fill Generation::logprobs, with this many alternatives per token (<= 20)
 };
 
 // Milliseconds. ttft_ms runs from the moment the image file is opened (or, without an image, from the
@@ -65,6 +71,7 @@ struct Generation {
   // repetition penalty or temperature) that token was chosen from, over the ids that can be generated
   // (the tokenizer's vocabulary, which may be shorter than the padded embedding).
   std::vector<std::vector<float>> step_logits;
+  std::vector<TokenLogprob> logprobs;  // with GenerateOptions::logprobs >= 0, one per token_ids entry
 };
 
 // An image as a file or as encoded bytes (JPEG, PNG, WebP).
@@ -118,6 +125,17 @@ class Engine {
   std::vector<float> embed_image(const ImageInput& image, Timings* timings = nullptr,
                                  std::vector<float>* features = nullptr,
                                  std::vector<float>* pixel_values = nullptr) const;
+
+  // The tokenizer, for /tokenize-style callers: text to ids (special tokens spelled in the text are
+  // read as such), ids to text, and one token's bytes (empty for an id that is no token).
+  std::vector<int32_t> tokenize(const std::string& text) const;
+  std::string detokenize(std::span<const int32_t> ids) const;
+  std::string token_bytes(int32_t id) const;
+  int token_count() const;  // ids that can be generated
+
+  // The text's token embeddings from the decoder's input table: [tokens, hidden_size] row-major (not
+  // trained for retrieval: what the LLM reads, nothing more). `tokens` receives the count.
+  std::vector<float> embed_text(const std::string& text, int* tokens = nullptr) const;
 
   struct Impl;
   Impl& impl() const { return *impl_; }

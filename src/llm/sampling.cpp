@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -129,6 +130,40 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     if (target < cumulative) return candidates_[i].id;
   }
   return candidates_[kept - 1].id;  // rounding left target at the very top
+}
+
+void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> generated) const {
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id < 0 || size_t(id) >= logits.size())
+      throw Error("logit_bias: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                  std::to_string(logits.size()) + ")");
+    logits[size_t(id)] += bias;
+  }
+  if (params_.presence_penalty == 0 && params_.frequency_penalty == 0) return;
+  std::unordered_map<int32_t, int> counts;
+  for (int32_t id : generated) ++counts[id];
+  for (const auto& [id, count] : counts)
+    if (id >= 0 && size_t(id) < logits.size())
+      logits[size_t(id)] -= params_.presence_penalty + params_.frequency_penalty * float(count);
+}
+
+TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_n) {
+  float max_logit = -INFINITY;
+  for (float logit : logits) max_logit = std::max(max_logit, logit);
+  double total = 0;
+  for (float logit : logits) total += std::exp(double(logit - max_logit));
+  const float log_total = max_logit + float(std::log(total));
+  TokenLogprob result;
+  result.id = token;
+  result.logprob = logits[size_t(token)] - log_total;
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+  const size_t n = std::min(size_t(std::max(top_n, 0)), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (size_t i = 0; i < n; ++i) result.top.emplace_back(ids[i], logits[size_t(ids[i])] - log_total);
+  return result;
 }
 
 }  // namespace fastvlm

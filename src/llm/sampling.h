@@ -24,6 +24,10 @@ class Sampler {
 
   const SamplingParams& params() const { return params_; }
 
+  // Applies the presence and frequency penalties over `generated` (this answer's tokens) and logit_bias,
+  // in place. Throws when a biased id is outside `logits`.
+  void apply_penalties(std::span<float> logits, std::span<const int32_t> generated) const;
+
  private:
   struct Candidate {
     int32_t id;
@@ -38,5 +42,8 @@ class Sampler {
   std::vector<Candidate> candidates_;    // reused between calls
   std::vector<float> probabilities_;
 };
+
+// The log-softmax of `logits` at `token`, and the `top_n` highest entries (ties to the lower id).
+TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_n);
 
 }  // namespace fastvlm

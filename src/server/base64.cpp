@@ -53,4 +53,19 @@ std::optional<std::vector<uint8_t>> decode_base64(std::string_view text) {
   return bytes;
 }
 
+std::string encode_base64(std::span<const uint8_t> bytes) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const uint32_t b0 = bytes[i], b1 = i + 1 < bytes.size() ? bytes[i + 1] : 0, b2 = i + 2 < bytes.size() ? bytes[i + 2] : 0;
+    const uint32_t group = (b0 << 16) | (b1 << 8) | b2;
+    out += alphabet[(group >> 18) & 63];
+    out += alphabet[(group >> 12) & 63];
+    out += i + 1 < bytes.size() ? alphabet[(group >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? alphabet[group & 63] : '=';
+  }
+  return out;
+}
+
 }  // namespace fastvlm::server

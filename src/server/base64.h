@@ -2,6 +2,8 @@
 // Base64 (RFC 4648, standard alphabet) for the image data URLs of chat requests.
 #include <cstdint>
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -11,5 +13,8 @@ namespace fastvlm::server {
 // anywhere but at the end, or a length that no encoder produces. ASCII whitespace is skipped, since some
 // clients wrap long data URLs; padding may be omitted.
 std::optional<std::vector<uint8_t>> decode_base64(std::string_view text);
+
+// Standard base64 with padding.
+std::string encode_base64(std::span<const uint8_t> bytes);
 
 }  // namespace fastvlm::server

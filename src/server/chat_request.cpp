@@ -4,12 +4,15 @@
 #include <random>
 
 #include "server/api_error.h"
+#include "core/error.h"
 #include "server/base64.h"
+#include "text/json_schema.h"
 
 namespace fastvlm::server {
 namespace {
 
-using nlohmann::json;
+// Ordered, so that a JSON schema keeps its properties in the order the client wrote them.
+using json = nlohmann::ordered_json;
 
 // Deeper JSON than any chat request needs is refused while parsing, so a hostile body cannot exhaust
 // the stack of code that walks it.
@@ -191,6 +194,48 @@ std::vector<ChatMessage> parse_messages(const json& messages, const RequestPolic
   return conversation;
 }
 
+// response_format: {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}}.
+// The schema is compiled here so that an unsupported keyword is a 400 before the request takes a slot.
+std::string parse_response_format(const json& format) {
+  if (!format.is_object()) wrong_type("response_format", "an object");
+  const json* type = field(format, "type");
+  if (!type) throw invalid_request("missing_field", "'response_format.type' is required");
+  const std::string& kind = string_field(*type, "response_format.type");
+  if (kind == "text") return "";
+  if (kind == "json_object") return R"({"type":"object"})";
+  if (kind != "json_schema")
+    throw invalid_request("invalid_value", "'response_format.type' must be \"text\", \"json_object\" or "
+                                           "\"json_schema\", got \"" + kind + "\"");
+  const json* spec = field(format, "json_schema");
+  if (!spec) throw invalid_request("missing_field", "'response_format.json_schema' is required");
+  if (!spec->is_object()) wrong_type("response_format.json_schema", "an object");
+  if (const json* name = field(*spec, "name")) string_field(*name, "response_format.json_schema.name");
+  if (const json* strict = field(*spec, "strict")) bool_field(*strict, "response_format.json_schema.strict");
+  const json* schema = field(*spec, "schema");
+  if (!schema) throw invalid_request("missing_field", "'response_format.json_schema.schema' is required");
+  try {
+    text::JsonSchema::compile(*schema);
+  } catch (const Error& e) {
+    throw invalid_request("invalid_json_schema", std::string("'response_format.json_schema.schema': ") + e.what());
+  }
+  return schema->dump();
+}
+
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& bias, const RequestPolicy& policy) {
+  if (!bias.is_object()) wrong_type("logit_bias", "an object mapping token ids to numbers");
+  std::vector<std::pair<int32_t, float>> result;
+  for (const auto& [key, value] : bias.items()) {
+    const std::string where = "logit_bias." + key;
+    char* end = nullptr;
+    const long id = std::strtol(key.c_str(), &end, 10);
+    if (key.empty() || *end != 0 || id < 0 || id >= policy.vocab_size)
+      throw invalid_request("invalid_value", "'logit_bias' key '" + key + "' must be a token id between 0 and " +
+                                                 std::to_string(policy.vocab_size - 1));
+    result.emplace_back(int32_t(id), float(number_field(value, where, -100, 100)));
+  }
+  return result;
+}
+
 std::vector<std::string> parse_stop(const json& stop) {
   if (stop.is_string()) return {stop.get<std::string>()};
   if (!stop.is_array() || stop.size() > kMaxStopStrings)
@@ -227,14 +272,97 @@ ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& polic
   if (const json* value = field(root, "seed"))
     generate.sampling.seed = uint64_t(integer_field(*value, "seed", INT64_MIN, INT64_MAX));
   if (const json* value = field(root, "stop")) generate.stop = parse_stop(*value);
-  if (const json* value = field(root, "n")) integer_field(*value, "n", 1, 1);  // one choice per request
+  if (const json* value = field(root, "n")) request.n = int(integer_field(*value, "n", 1, 16));
   if (const json* value = field(root, "stream")) request.stream = bool_field(*value, "stream");
+  if (request.stream && request.n > 1)
+    throw invalid_request("invalid_value", "'n' must be 1 when 'stream' is true (choices are generated in turn)");
+  if (const json* value = field(root, "presence_penalty"))
+    generate.sampling.presence_penalty = float(number_field(*value, "presence_penalty", -2, 2));
+  if (const json* value = field(root, "frequency_penalty"))
+    generate.sampling.frequency_penalty = float(number_field(*value, "frequency_penalty", -2, 2));
+  if (const json* value = field(root, "logit_bias")) generate.sampling.logit_bias = parse_logit_bias(*value, policy);
+  const json* logprobs_value = field(root, "logprobs");
+  const bool logprobs = logprobs_value && bool_field(*logprobs_value, "logprobs");
+  if (const json* value = field(root, "top_logprobs")) {
+    const int top = int(integer_field(*value, "top_logprobs", 0, 20));
+    if (!logprobs) throw invalid_request("invalid_value", "'top_logprobs' needs 'logprobs': true");
+    generate.logprobs = top;
+  } else if (logprobs) {
+    generate.logprobs = 0;
+  }
+  if (const json* value = field(root, "response_format")) generate.json_schema = parse_response_format(*value);
   if (const json* options = field(root, "stream_options")) {
     if (!options->is_object()) wrong_type("stream_options", "an object");
     if (const json* value = field(*options, "include_usage"))
       request.include_usage = bool_field(*value, "stream_options.include_usage");
   }
   return request;
+}
+
+EmbeddingsRequest parse_embeddings_request(std::string_view body, const RequestPolicy& policy) {
+  const json root = parse_json(body);
+  if (!root.is_object()) wrong_type("the request body", "a JSON object");
+  EmbeddingsRequest request;
+  if (const json* model = field(root, "model")) request.model = string_field(*model, "model");
+  if (const json* format = field(root, "encoding_format")) {
+    const std::string& name = string_field(*format, "encoding_format");
+    if (name != "float" && name != "base64")
+      throw invalid_request("invalid_value", "'encoding_format' must be \"float\" or \"base64\", got \"" + name + "\"");
+    request.base64 = name == "base64";
+  }
+  if (const json* pooling = field(root, "pooling")) {
+    const std::string& name = string_field(*pooling, "pooling");
+    if (name != "mean" && name != "none")
+      throw invalid_request("invalid_value", "'pooling' must be \"mean\" or \"none\", got \"" + name + "\"");
+    request.every_token = name == "none";
+  }
+  const json* input = field(root, "input");
+  if (!input) throw invalid_request("missing_field", "'input' is required");
+  const json inputs = input->is_array() ? *input : json::array({*input});
+  if (inputs.empty() || inputs.size() > 64) wrong_type("input", "a string or an array of 1 to 64 inputs");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string where = input->is_array() ? "input[" + std::to_string(i) + "]" : "input";
+    const json& item = inputs[i];
+    EmbeddingsRequest::Input entry;
+    if (item.is_string()) {
+      const std::string& text = item.get_ref<const std::string&>();
+      if (text.rfind("data:image/", 0) == 0) entry.image = image_from_url(text, where, policy);
+      else entry.text = text;
+    } else if (item.is_object()) {
+      ChatMessage part;
+      parse_content(json::array({item}), part, where, policy);
+      entry.text = std::move(part.text);
+      entry.image = std::move(part.image);
+    } else {
+      wrong_type(where, "a string or a content part ({\"type\": \"text\"} or {\"type\": \"image_url\"})");
+    }
+    if (!entry.image && entry.text.empty()) throw invalid_request("invalid_value", "'" + where + "' is empty");
+    request.inputs.push_back(std::move(entry));
+  }
+  return request;
+}
+
+TokenizeRequest parse_tokenize_request(std::string_view body) {
+  const json root = parse_json(body);
+  if (!root.is_object()) wrong_type("the request body", "a JSON object");
+  TokenizeRequest request;
+  const json* content = field(root, "content");
+  if (!content) throw invalid_request("missing_field", "'content' is required");
+  request.content = string_field(*content, "content");
+  if (const json* pieces = field(root, "with_pieces")) request.with_pieces = bool_field(*pieces, "with_pieces");
+  return request;
+}
+
+std::vector<int32_t> parse_detokenize_request(std::string_view body, const RequestPolicy& policy) {
+  const json root = parse_json(body);
+  if (!root.is_object()) wrong_type("the request body", "a JSON object");
+  const json* tokens = field(root, "tokens");
+  if (!tokens) throw invalid_request("missing_field", "'tokens' is required");
+  if (!tokens->is_array()) wrong_type("tokens", "an array of token ids");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < tokens->size(); ++i)
+    ids.push_back(int32_t(integer_field((*tokens)[i], "tokens[" + std::to_string(i) + "]", 0, policy.vocab_size - 1)));
+  return ids;
 }
 
 }  // namespace fastvlm::server

@@ -16,6 +16,7 @@ struct RequestPolicy {
   // Local image paths (file:///... or /...) are accepted only inside this directory; none: refused.
   std::optional<std::filesystem::path> allowed_image_dir;
   int default_max_tokens = 256;  // when the request names neither max_tokens nor max_completion_tokens
+  int vocab_size = 0;            // token ids (logit_bias, /detokenize) must be below it
 };
 
 struct ChatRequest {
@@ -24,8 +25,31 @@ struct ChatRequest {
   GenerateOptions generate;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk carrying `usage`
+  int n = 1;                   // choices, generated one after the other from the same prefilled prompt
 };
 
 ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& policy);
+
+// POST /v1/embeddings: `input` is a string or an array of strings and content parts ({"type": "text"} or
+// {"type": "image_url"}); a string that is an image data URL is an image too.
+struct EmbeddingsRequest {
+  struct Input {
+    std::string text;
+    std::optional<ImageInput> image;
+  };
+  std::vector<Input> inputs;
+  bool base64 = false;        // encoding_format "base64": little-endian float32, as OpenAI sends
+  bool every_token = false;   // pooling "none": one vector per token instead of their mean
+  std::string model;
+};
+EmbeddingsRequest parse_embeddings_request(std::string_view body, const RequestPolicy& policy);
+
+// POST /tokenize {"content", "with_pieces"} and /detokenize {"tokens"}, as llama-server takes them.
+struct TokenizeRequest {
+  std::string content;
+  bool with_pieces = false;
+};
+TokenizeRequest parse_tokenize_request(std::string_view body);
+std::vector<int32_t> parse_detokenize_request(std::string_view body, const RequestPolicy& policy);
 
 }  // namespace fastvlm::server

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "server/api_error.h"
+#include "server/base64.h"
 #include "server/chat_request.h"
 #include "server/connection_layer.h"
 #include "server/metrics.h"
@@ -145,11 +146,16 @@ struct HttpServer::Impl {
     policy.allowed_image_dir = this->options.allowed_image_dir;
     // Without a limit in the request, generate until the context is full (OpenAI's behaviour).
     policy.default_max_tokens = engine.options().context;
+    policy.vocab_size = engine.token_count();
   }
 
   void install_routes();
   bool authorized(const httplib::Request& req) const;
   void chat_completions(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  void embeddings(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  TokenSpeller speller() const {
+    return [this](int32_t id) { return engine.token_bytes(id); };
+  }
   std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const;
   void stream_completion(httplib::Response& res, ChatRequest request, std::vector<uint64_t> conversation,
                          SlotPool::Lease lease, Clock::time_point deadline);
@@ -210,21 +216,31 @@ void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Re
     try {
       // Nobody reads the answer of a client that left: its slot is freed at the next token.
       bool client_gone = false, timed_out = false;
-      Generation answer = lease.session().respond(
-          request.conversation, request.generate, [&](std::string_view) {
-            client_gone = GuardedServer::client_gone();
-            timed_out = Clock::now() >= deadline;
-            return !stopping && !client_gone && !timed_out;
-          });
-      lease.set_history(history_after(std::move(conversation), answer));
+      std::vector<Generation> answers;
+      std::vector<json> logprobs;
+      // The choices one after the other in the same slot: from the second on, the KV cache already holds
+      // the prompt, so only its last position is prefilled again. Each sampled choice has its own seed.
+      for (int choice = 0; choice < request.n && !client_gone && !timed_out; ++choice) {
+        GenerateOptions generate = request.generate;
+        generate.sampling.seed += uint64_t(choice);
+        Generation answer = lease.session().respond(request.conversation, generate, [&](std::string_view) {
+          client_gone = GuardedServer::client_gone();
+          timed_out = Clock::now() >= deadline;
+          return !stopping && !client_gone && !timed_out;
+        });
+        if (timed_out) report_timeout(answer);
+        logprobs.push_back(logprobs_json(answer, generate.logprobs >= 0, speller()));
+        answers.push_back(std::move(answer));
+      }
+      lease.set_history(history_after(std::move(conversation), answers.back()));
       if (client_gone) {
         metrics.count_cancelled();
         return send_error(res, 499, "invalid_request_error", "client_closed_request",
                           "the client closed the connection before the answer was complete");
       }
-      if (timed_out) report_timeout(answer);
-      metrics.count_generation(answer);
-      res.set_content(dump(completion_json(new_completion_id(options.model_id), answer)), "application/json");
+      for (const Generation& answer : answers) metrics.count_generation(answer);
+      res.set_content(dump(completion_json(new_completion_id(options.model_id), answers, logprobs)),
+                      "application/json");
     } catch (...) {
       // Whatever the KV cache holds now is unknown: start the slot's next conversation afresh.
       lease.session().reset();
@@ -278,7 +294,9 @@ void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest req
         } else {
           const Generation& answer = stream.generation();
           metrics.count_generation(answer);
-          send_chunk(chunk_json(id, json::object(), finish_reason(answer.stop_reason)));
+          // Log-probabilities come whole with the last chunk: the stream carries text, not tokens.
+          send_chunk(chunk_json(id, json::object(), finish_reason(answer.stop_reason),
+                                logprobs_json(answer, job->request.generate.logprobs >= 0, speller())));
           if (include_usage) send_event(sink, dump(usage_chunk_json(id, answer)));
         }
         send_event(sink, "[DONE]");
@@ -290,10 +308,55 @@ void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest req
       [job](bool) mutable { job.reset(); });
 }
 
+void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response& res,
+                                  const httplib::ContentReader& reader) {
+  try {
+    const EmbeddingsRequest request = parse_embeddings_request(read_body(req, res, reader), policy);
+    // A slot bounds the work in flight, as a generation's does; its KV cache is not touched.
+    SlotPool::Lease lease = pool.acquire({});
+    const size_t hidden = size_t(engine.info().hidden_size);
+    auto encode = [&](std::span<const float> values) -> json {
+      if (!request.base64) return values;
+      return encode_base64(std::span(reinterpret_cast<const uint8_t*>(values.data()), values.size() * sizeof(float)));
+    };
+    json data = json::array();
+    int total_tokens = 0;
+    for (size_t i = 0; i < request.inputs.size(); ++i) {
+      const EmbeddingsRequest::Input& input = request.inputs[i];
+      int tokens = 0;
+      const std::vector<float> rows =
+          input.image ? engine.embed_image(*input.image) : engine.embed_text(input.text, &tokens);
+      if (input.image) tokens = int(rows.size() / hidden);
+      total_tokens += tokens;
+      json embedding;
+      if (request.every_token) {
+        embedding = json::array();
+        for (int t = 0; t < tokens; ++t) embedding.push_back(encode(std::span(rows).subspan(size_t(t) * hidden, hidden)));
+      } else {
+        std::vector<float> mean(hidden, 0.0f);
+        for (int t = 0; t < tokens; ++t)
+          for (size_t d = 0; d < hidden; ++d) mean[d] += rows[size_t(t) * hidden + d];
+        for (float& value : mean) value /= float(tokens);
+        embedding = encode(mean);
+      }
+      data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", std::move(embedding)}});
+    }
+    res.set_content(dump({{"object", "list"},
+                          {"data", std::move(data)},
+                          {"model", options.model_id},
+                          {"usage", {{"prompt_tokens", total_tokens}, {"total_tokens", total_tokens}}}}),
+                    "application/json");
+  } catch (...) {
+    send_exception(res, std::current_exception());
+  }
+}
+
 void HttpServer::Impl::install_routes() {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     // /health and /metrics stay open for load balancers and scrapers; the API needs the key.
-    if (req.path.rfind("/v1/", 0) != 0 || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+    const bool api = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize" ||
+                     req.path == "/props";
+    if (!api || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
     res.set_header("WWW-Authenticate", "Bearer");
     send_error(res, 401, "invalid_request_error", "invalid_api_key",
                req.has_header("Authorization") ? "incorrect API key provided"
@@ -306,6 +369,57 @@ void HttpServer::Impl::install_routes() {
               chat_completions(req, res, reader);
             });
 
+  http.Post("/v1/embeddings",
+            [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+              embeddings(req, res, reader);
+            });
+
+  // llama-server's tokenizer endpoints: ids of a text (with each token's text on request) and back.
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    try {
+      const TokenizeRequest request = parse_tokenize_request(read_body(req, res, reader));
+      json tokens = json::array();
+      for (int32_t id : engine.tokenize(request.content)) {
+        if (!request.with_pieces) {
+          tokens.push_back(id);
+          continue;
+        }
+        // A piece that is not valid UTF-8 on its own (part of a character) is given as its bytes.
+        const std::string piece = engine.token_bytes(id);
+        const json text = json(piece);
+        bool valid = true;
+        try {
+          (void)text.dump();
+        } catch (const json::exception&) {
+          valid = false;
+        }
+        tokens.push_back({{"id", id}, {"piece", valid ? text : json(std::vector<uint8_t>(piece.begin(), piece.end()))}});
+      }
+      res.set_content(dump({{"tokens", std::move(tokens)}}), "application/json");
+    } catch (...) {
+      send_exception(res, std::current_exception());
+    }
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    try {
+      const std::vector<int32_t> ids = parse_detokenize_request(read_body(req, res, reader), policy);
+      res.set_content(dump({{"content", engine.detokenize(ids)}}), "application/json");
+    } catch (...) {
+      send_exception(res, std::current_exception());
+    }
+  });
+  http.Get("/props", [this](const httplib::Request&, httplib::Response& res) {
+    const ModelInfo& info = engine.info();
+    res.set_content(dump({{"model_path", info.path},
+                          {"model_alias", options.model_id},
+                          {"n_ctx", engine.options().context},
+                          {"total_slots", pool.slots()},
+                          {"chat_format", info.chat_format},
+                          {"modalities", {{"vision", info.image_tokens > 0}, {"audio", false}}},
+                          {"default_generation_settings", {{"n_ctx", engine.options().context}}}}),
+                    "application/json");
+  });
+
   if (options.webui) install_webui(http);
 
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -314,7 +428,10 @@ void HttpServer::Impl::install_routes() {
                   {"object", "model"},
                   {"created", 0},
                   {"owned_by", "fastvlm"},
+                  {"context_length", engine.options().context},
                   {"meta", {{"context", engine.options().context},
+                            {"n_ctx", engine.options().context},
+                            {"n_vocab", engine.token_count()},
                             {"image_size", info.image_size},
                             {"image_tokens", info.image_tokens},
                             {"hidden_size", info.hidden_size},

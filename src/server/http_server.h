@@ -1,7 +1,8 @@
 #pragma once
 // `fastvlm serve`: an OpenAI-compatible HTTP API over one loaded Engine.
 //   POST /v1/chat/completions  (streaming with Server-Sent Events, or one JSON object)
-//   GET  /v1/models, /health, /metrics
+//   POST /v1/embeddings, /tokenize, /detokenize
+//   GET  /v1/models, /props, /health, /metrics
 #include <cstddef>
 #include <filesystem>
 #include <memory>

@@ -48,28 +48,60 @@ json timings_json(const Timings& t) {
 
 static json nullable(const char* text) { return text ? json(text) : json(nullptr); }
 
-json completion_json(const CompletionId& id, const Generation& generation) {
-  json message = {{"role", "assistant"}, {"content", generation.text}};
+json logprobs_json(const Generation& generation, bool requested, const TokenSpeller& token_bytes) {
+  if (!requested) return nullptr;
+  // `token` is the token's bytes as text (a token that splits a UTF-8 character shows U+FFFD once
+  // dumped); `bytes` are exact.
+  auto entry = [&](int32_t id, float logprob) {
+    const std::string bytes = token_bytes(id);
+    json values = json::array();
+    for (char c : bytes) values.push_back(int(uint8_t(c)));
+    return json{{"token", bytes}, {"logprob", logprob}, {"bytes", std::move(values)}};
+  };
+  json content = json::array();
+  for (const TokenLogprob& token : generation.logprobs) {
+    json item = entry(token.id, token.logprob);
+    json top = json::array();
+    for (const auto& [id, logprob] : token.top) top.push_back(entry(id, logprob));
+    item["top_logprobs"] = std::move(top);
+    content.push_back(std::move(item));
+  }
+  return {{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+json completion_json(const CompletionId& id, const std::vector<Generation>& generations,
+                     const std::vector<json>& logprobs) {
+  json choices = json::array();
+  int completion_tokens = 0;
+  for (size_t i = 0; i < generations.size(); ++i) {
+    const Generation& generation = generations[i];
+    completion_tokens += int(generation.token_ids.size());
+    choices.push_back({{"index", i},
+                       {"message", {{"role", "assistant"}, {"content", generation.text}}},
+                       {"logprobs", logprobs[i]},
+                       {"finish_reason", nullable(finish_reason(generation.stop_reason))}});
+  }
+  const Generation& first = generations.front();
   return {{"id", id.id},
           {"object", "chat.completion"},
           {"created", id.created},
           {"model", id.model},
-          {"choices", json::array({{{"index", 0},
-                                    {"message", std::move(message)},
-                                    {"logprobs", nullptr},
-                                    {"finish_reason", nullable(finish_reason(generation.stop_reason))}}})},
-          {"usage", usage_json(generation)},
-          {"timings", timings_json(generation.timings)}};
+          {"choices", std::move(choices)},
+          {"usage",
+           {{"prompt_tokens", first.prompt_tokens},
+            {"completion_tokens", completion_tokens},
+            {"total_tokens", first.prompt_tokens + completion_tokens}}},
+          {"timings", timings_json(first.timings)}};
 }
 
-json chunk_json(const CompletionId& id, json delta, const char* reason) {
+json chunk_json(const CompletionId& id, json delta, const char* reason, json logprobs) {
   return {{"id", id.id},
           {"object", "chat.completion.chunk"},
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array({{{"index", 0},
                                     {"delta", std::move(delta)},
-                                    {"logprobs", nullptr},
+                                    {"logprobs", std::move(logprobs)},
                                     {"finish_reason", nullable(reason)}}})}};
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // The JSON objects of OpenAI's chat completions API that the server sends back.
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -23,12 +24,20 @@ const char* finish_reason(StopReason reason);
 nlohmann::json usage_json(const Generation& generation);
 nlohmann::json timings_json(const Timings& timings);
 
-// The whole answer: object "chat.completion", with usage and (beyond OpenAI, like llama.cpp) timings.
-nlohmann::json completion_json(const CompletionId& id, const Generation& generation);
+// A choice's `logprobs`: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}, or null when
+// none were asked for. `token_bytes` spells an id.
+using TokenSpeller = std::function<std::string(int32_t)>;
+nlohmann::json logprobs_json(const Generation& generation, bool requested, const TokenSpeller& token_bytes);
+
+// The whole answer, one choice per generation of the same prompt: object "chat.completion", with usage
+// (the prompt counted once) and (beyond OpenAI, like llama.cpp) the first choice's timings.
+nlohmann::json completion_json(const CompletionId& id, const std::vector<Generation>& choices,
+                               const std::vector<nlohmann::json>& logprobs);
 
 // One streamed "chat.completion.chunk" with a single choice. `delta` is e.g. {"content": "..."};
 // a null finish_reason leaves the choice open.
-nlohmann::json chunk_json(const CompletionId& id, nlohmann::json delta, const char* finish_reason);
+nlohmann::json chunk_json(const CompletionId& id, nlohmann::json delta, const char* finish_reason,
+                          nlohmann::json logprobs = nullptr);
 
 // The chunk sent last when stream_options.include_usage is set: no choices, only usage.
 nlohmann::json usage_chunk_json(const CompletionId& id, const Generation& generation);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <future>
 #include <list>
@@ -21,6 +22,7 @@
 #include "llm/sampling.h"
 #include "models/registry.h"
 #include "text/chat_format.h"
+#include "text/json_schema.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_config.h"
 #include "text/unicode.h"
@@ -74,7 +76,38 @@ struct Engine::Impl {
   };
   mutable std::mutex image_cache_mutex;
   mutable std::list<CachedImage> image_cache;
+
+  // Structured output: the schema compiled with its mask cache, the most recently used first (a server
+  // sees the same few schemas again and again), over the vocabulary trie built at the first schema.
+  std::shared_ptr<const text::JsonConstraint> json_constraint(const std::string& schema_text) const;
+  mutable std::once_flag trie_once;
+  mutable std::shared_ptr<const text::TokenTrie> trie;
+  mutable std::mutex constraints_mutex;
+  mutable std::list<std::pair<std::string, std::shared_ptr<const text::JsonConstraint>>> constraints;
 };
+
+std::shared_ptr<const text::JsonConstraint> Engine::Impl::json_constraint(const std::string& schema_text) const {
+  constexpr size_t kKeptSchemas = 8;
+  {
+    std::lock_guard lock(constraints_mutex);
+    for (auto it = constraints.begin(); it != constraints.end(); ++it)
+      if (it->first == schema_text) {
+        constraints.splice(constraints.begin(), constraints, it);
+        return it->second;
+      }
+  }
+  auto schema = text::JsonSchema::parse(schema_text);
+  std::call_once(trie_once, [this] {
+    std::vector<std::string_view> bytes(sampled_vocab);
+    for (size_t id = 0; id < sampled_vocab; ++id) bytes[id] = tokenizer->token_bytes(int32_t(id));
+    trie = std::make_shared<text::TokenTrie>(bytes, stop_ids);  // end-of-turn is the caller's to allow
+  });
+  auto constraint = std::make_shared<const text::JsonConstraint>(std::move(schema), trie);
+  std::lock_guard lock(constraints_mutex);
+  constraints.emplace_front(schema_text, constraint);
+  if (constraints.size() > kKeptSchemas) constraints.pop_back();
+  return constraint;
+}
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
@@ -250,6 +283,26 @@ EncodedImage Engine::Impl::encode(const ImageInput& input, Timings* timings, std
     if (int(image_cache.size()) > options.image_cache_entries) image_cache.pop_back();
   }
   return {key, embeddings};
+}
+
+std::vector<int32_t> Engine::tokenize(const std::string& text) const { return impl_->tokenizer->encode(text); }
+
+std::string Engine::detokenize(std::span<const int32_t> ids) const { return impl_->tokenizer->decode(ids); }
+
+std::string Engine::token_bytes(int32_t id) const { return std::string(impl_->tokenizer->token_bytes(id)); }
+
+int Engine::token_count() const { return int(impl_->sampled_vocab); }
+
+std::vector<float> Engine::embed_text(const std::string& text, int* tokens) const {
+  const std::vector<int32_t> ids = impl_->tokenizer->encode(text);
+  if (ids.empty()) throw Error("the text to embed is empty");
+  for (int32_t id : ids)
+    if (id < 0 || size_t(id) >= impl_->sampled_vocab)
+      throw Error("token " + std::to_string(id) + " of the text is outside the model's vocabulary");
+  std::vector<float> rows(ids.size() * size_t(impl_->info.hidden_size));
+  impl_->decoder().embed(ids, rows.data());
+  if (tokens) *tokens = int(ids.size());
+  return rows;
 }
 
 std::vector<float> Engine::embed_image(const ImageInput& input, Timings* timings, std::vector<float>* features,
@@ -522,6 +575,19 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
       throw Error("forced token " + std::to_string(id) + " is outside the vocabulary [0, " +
                   std::to_string(engine.sampled_vocab) + ")");
   const bool forced = !options.forced_tokens.empty();
+  if (options.logprobs > 20) throw Error("logprobs must be between 0 and 20, got " + std::to_string(options.logprobs));
+  // Compiled before any model work, so a bad schema fails fast; teacher forcing ignores it.
+  std::shared_ptr<const text::JsonConstraint> constraint;
+  std::optional<text::JsonMatcher> matcher;
+  if (!options.json_schema.empty() && !forced) {
+    constraint = engine.json_constraint(options.json_schema);
+    matcher.emplace(constraint->start());
+  }
+  Sampler sampler(options.sampling);
+  const SamplingParams& sampling = options.sampling;
+  const bool adjust = constraint || !sampling.logit_bias.empty() || sampling.presence_penalty != 0 ||
+                      sampling.frequency_penalty != 0;
+  std::vector<float> adjusted;
   const int max_tokens = forced ? std::min(options.max_tokens, int(options.forced_tokens.size())) : options.max_tokens;
   Generation result;
   const int hidden = engine.info.hidden_size;
@@ -553,7 +619,6 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
   result.prompt_tokens = positions;
   result.prompt_ids = sequence.prompt_ids;
 
-  Sampler sampler(options.sampling);
   text::StreamDecoder decoder(*engine.tokenizer);
   StopStringFilter filter(options.stop);
   auto emit = [&](const std::string& piece) {
@@ -568,13 +633,38 @@ Generation Session::State::generate(const Engine::Impl& engine, const Sequence& 
     // Rows past the tokenizer (the embedding is padded) are never sampled: the reference resizes the
     // embedding to the tokenizer's length.
     const auto sampled_logits = std::span(logits).first(engine.sampled_vocab);
-    int32_t token = forced ? options.forced_tokens[n] : sampler.sample(sampled_logits, tokens);
+    int32_t token;
+    if (forced) {
+      token = options.forced_tokens[n];
+    } else if (!adjust) {
+      token = sampler.sample(sampled_logits, tokens);
+    } else {
+      adjusted.assign(sampled_logits.begin(), sampled_logits.end());
+      sampler.apply_penalties(adjusted, result.token_ids);
+      if (constraint) {
+        // Only tokens that keep the answer a prefix of a matching document; end-of-turn (not in the
+        // trie) only once the document is complete.
+        auto mask = constraint->allowed(*matcher);
+        const bool complete = matcher->complete();
+        if (mask->allowed == 0 && !complete) break;  // the matcher has no dead ends; never taken
+        std::vector<std::pair<int32_t, float>> stops;
+        for (int32_t id : engine.stop_ids)
+          if (complete && size_t(id) < adjusted.size()) stops.emplace_back(id, adjusted[size_t(id)]);
+        for (size_t id = 0; id < adjusted.size(); ++id)
+          if (!mask->test(int32_t(id))) adjusted[id] = -INFINITY;
+        for (const auto& [id, logit] : stops) adjusted[size_t(id)] = logit;
+      }
+      token = sampler.sample(adjusted, tokens);
+    }
     if (n == 0) timings.ttft_ms = ms_since(turn_start);
     if (std::find(engine.stop_ids.begin(), engine.stop_ids.end(), token) != engine.stop_ids.end()) {
       result.stop_reason = StopReason::EndOfTurn;
       break;
     }
+    if (matcher && !matcher->feed(engine.tokenizer->token_bytes(token)))
+      throw Error("internal: token " + std::to_string(token) + " was sampled outside the JSON schema's mask");
     result.token_ids.push_back(token);
+    if (options.logprobs >= 0) result.logprobs.push_back(token_logprob(sampled_logits, token, options.logprobs));
     if (options.keep_logits) result.step_logits.emplace_back(sampled_logits.begin(), sampled_logits.end());
     emit(filter.push(decoder.push(token)));
     if (filter.stopped()) result.stop_reason = StopReason::StopString;

@@ -89,10 +89,64 @@ TEST(ChatRequest, RefusesMalformedRequestsWith400) {
            std::string(R"({"messages": [{"role": "user"}]})"),
            std::string(R"({"messages": [{"role": "user", "content": [{"type": "audio"}]}]})"),
            with(R"("max_tokens": 0)"), with(R"("max_tokens": 1.5)"), with(R"("max_tokens": "5")"),
-           with(R"("temperature": 3)"), with(R"("top_p": -1)"), with(R"("stream": "yes")"), with(R"("n": 2)"),
+           with(R"("temperature": 3)"), with(R"("top_p": -1)"), with(R"("stream": "yes")"), with(R"("n": 0)"),
+           with(R"("n": 17)"), with(R"("n": 2, "stream": true)"), with(R"("logprobs": true, "top_logprobs": 21)"),
+           with(R"("top_logprobs": 2)"), with(R"("logit_bias": {"-1": 1})"), with(R"("logit_bias": {"abc": 1})"),
+           with(R"("logit_bias": [1])"), with(R"("presence_penalty": 3)"), with(R"("frequency_penalty": "1")"),
+           with(R"("response_format": {"type": "xml"})"), with(R"("response_format": {"type": "json_schema"})"),
+           with(R"("response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "not": {}}}})"),
            with(R"("stop": 5)"), std::string(200, '[') + std::string(200, ']'),
        })
     EXPECT_EQ(status_of(body), 400) << body;
+}
+
+TEST(ChatRequest, ReadsStructuredOutputLogprobsPenaltiesAndChoices) {
+  RequestPolicy policy;
+  policy.vocab_size = 100;
+  const ChatRequest request = parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "n": 3,
+      "logprobs": true, "top_logprobs": 4, "presence_penalty": 0.5, "frequency_penalty": -1, "logit_bias": {"7": -100},
+      "response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": true,
+        "schema": {"type": "object", "properties": {"z": {"type": "integer"}, "a": {"type": "string"}}}}}})",
+                                                 policy);
+  EXPECT_EQ(request.n, 3);
+  EXPECT_EQ(request.generate.logprobs, 4);
+  EXPECT_EQ(request.generate.sampling.presence_penalty, 0.5f);
+  EXPECT_EQ(request.generate.sampling.frequency_penalty, -1.0f);
+  ASSERT_EQ(request.generate.sampling.logit_bias.size(), 1u);
+  EXPECT_EQ(request.generate.sampling.logit_bias[0], (std::pair<int32_t, float>{7, -100.0f}));
+  // The properties keep the order the client wrote (it is the order they are generated in).
+  EXPECT_EQ(request.generate.json_schema, R"({"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"string"}}})");
+  EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}],
+      "response_format": {"type": "json_object"}})", policy).generate.json_schema, R"({"type":"object"})");
+  EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})", policy)
+                .generate.logprobs, 0);
+  EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}]})", policy).generate.logprobs, -1);
+}
+
+TEST(ChatRequest, ReadsEmbeddingsAndTokenizerRequests) {
+  RequestPolicy policy;
+  policy.vocab_size = 100;
+  const EmbeddingsRequest request = parse_embeddings_request(
+      R"({"input": ["text", "data:image/png;base64,Zm9v", {"type": "text", "text": "part"}], "encoding_format": "base64",
+          "pooling": "none"})", policy);
+  ASSERT_EQ(request.inputs.size(), 3u);
+  EXPECT_EQ(request.inputs[0].text, "text");
+  EXPECT_TRUE(request.inputs[1].image.has_value());
+  EXPECT_EQ(request.inputs[2].text, "part");
+  EXPECT_TRUE(request.base64);
+  EXPECT_TRUE(request.every_token);
+  for (const char* body : {R"({})", R"({"input": []})", R"({"input": 5})", R"({"input": "x", "encoding_format": "int8"})",
+                           R"({"input": "x", "pooling": "max"})", R"({"input": ""})"})
+    EXPECT_THROW(parse_embeddings_request(body, policy), ApiError) << body;
+  EXPECT_EQ(parse_tokenize_request(R"({"content": "a", "with_pieces": true})").with_pieces, true);
+  EXPECT_THROW(parse_tokenize_request(R"({"content": 1})"), ApiError);
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens": [1, 99]})", policy), (std::vector<int32_t>{1, 99}));
+  EXPECT_THROW(parse_detokenize_request(R"({"tokens": [100]})", policy), ApiError);
+  for (const std::string text : {"", "f", "fo", "foo", "foobar", "\xff\x00\x80"}) {
+    const std::vector<uint8_t> bytes(text.begin(), text.end());
+    EXPECT_EQ(decode_base64(encode_base64(bytes)), bytes) << text;
+  }
+  EXPECT_EQ(encode_base64(std::vector<uint8_t>{'f', 'o'}), "Zm8=");
 }
 
 TEST(ChatRequest, RefusesBadImageUrls) {
