@@ -28,21 +28,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The official OpenAI Node SDK for tests/server/openai_sdk.test.mjs, at the version its package-lock.json pins.
+# Node.js and npm for the Node tests (the OpenAI SDK test, the web UI browser test).
 if ! command -v npm >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
-# A registry outage must not stop the build: the SDK test then reports itself skipped (exit 77).
-server_tests="$(dirname "$0")/../tests/server"
-if [ ! -f "$server_tests/node_modules/openai/package.json" ]; then
-  npm ci --prefix "$server_tests" --no-audit --no-fund --loglevel=error ||
-    echo "setup.sh: WARNING: npm ci failed; the OpenAI SDK test will be skipped" >&2
-fi
+# npm ci (the versions package-lock.json pins) for a test folder unless every dependency its package.json
+# names is installed. A registry outage must not stop the build: the test then reports itself skipped (exit 77).
+npm_install() {
+  local dir="$1" what="$2"
+  if ! (cd "$dir" && node -e 'const fs = require("fs");
+      for (const d of Object.keys(require("./package.json").dependencies))
+        if (!fs.existsSync("node_modules/" + d + "/package.json")) process.exit(1);'); then
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error ||
+      echo "setup.sh: WARNING: npm ci failed; $what will be skipped" >&2
+  fi
+}
+tests="$(dirname "$0")/../tests"
+npm_install "$tests/server" "the OpenAI SDK test"
 # playwright-core (no browser download: the test drives Debian's chromium) for tests/webui/webui.test.mjs.
-webui_tests="$(dirname "$0")/../tests/webui"
-if [ ! -f "$webui_tests/node_modules/playwright-core/package.json" ]; then
-  npm ci --prefix "$webui_tests" --no-audit --no-fund --loglevel=error ||
-    echo "setup.sh: WARNING: npm ci failed; the web UI browser test will be skipped" >&2
-fi
+npm_install "$tests/webui" "the web UI browser test"
