@@ -21,10 +21,11 @@ import queue
 import threading
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
-# Threads that sleep at OpenMP barriers instead of spinning, as the CLI does: a spinning thread that lost
-# its core to another process turns every barrier into a scheduler tick (decode slows down tenfold and
-# more on a busy machine). OpenMP reads this when _fastvlm loads it, so it is set first; a user's own wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# OpenMP threads that spin only briefly at a barrier, then sleep, as the CLI sets them (tools/main.cpp has
+# the measurements): a long-spinning thread that lost its core to another process turns every barrier into
+# a scheduler tick. OpenMP reads this when _fastvlm loads it, so it is set first; a user's own setting wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from . import _fastvlm  # noqa: E402
 from ._fastvlm import Error  # noqa: E402

@@ -67,4 +67,6 @@ void Tensor::reshape(Shape shape) {
   shape_ = std::move(shape);
 }
 
+void ScratchBuffer::Free::operator()(void* p) const { std::free(p); }
+
 }  // namespace fastvlm

@@ -20,6 +20,29 @@ int64_t shape_numel(const Shape& shape);
 // zeroed by the kernel. Throws fastvlm::Error naming `what` when the allocation fails.
 void* allocate_aligned(size_t bytes, const char* what, bool huge_pages = false);
 
+// Grow-only scratch of any element type on huge pages, reused from call to call (layers of different widths
+// take turns: it never shrinks, and it is never zero-filled). For the activation and product buffers of the
+// hot loops, whose TLB misses on 4 KiB pages cost several percent of an image encode.
+class ScratchBuffer {
+ public:
+  template <class T>
+  T* as(int64_t count) {
+    const size_t bytes = size_t(count) * sizeof(T);
+    if (bytes > capacity_) {
+      data_.reset(allocate_aligned(bytes, "a scratch buffer", /*huge_pages=*/true));
+      capacity_ = bytes;
+    }
+    return static_cast<T*>(data_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t capacity_ = 0;
+};
+
 class Tensor {
  public:
   Tensor() = default;

@@ -29,23 +29,11 @@ void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType ex
 // input or float32 weights; an int8 product's activation codes and scales, and its int32 results until the
 // epilogue has read them.
 struct Scratch {
-  std::vector<uint16_t> x_bf16;
-  std::vector<float> weights_f32;
-  std::vector<int8_t> codes;
-  std::vector<float> row_scales;
-  std::vector<int32_t> accumulators;
+  ScratchBuffer x_bf16, weights_f32, codes, row_scales, accumulators;
 };
 Scratch& thread_scratch() {
   thread_local Scratch scratch;
   return scratch;
-}
-
-// `buffer` holding at least `count` elements. It never shrinks: layers of different widths take turns, and
-// growing a vector back zero-fills what it had given up, a pass over memory on every call.
-template <class T>
-T* at_least(std::vector<T>& buffer, size_t count) {
-  if (buffer.size() < count) buffer.resize(count);
-  return buffer.data();
 }
 
 }  // namespace
@@ -198,20 +186,21 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
     return;
   }
   Scratch& scratch = thread_scratch();
-  const size_t weight_count = size_t(out_features_) * in_features_;
+  const int64_t weight_count = int64_t(out_features_) * in_features_;
   if (!quantized && kernels::bf16_compute_available()) {
-    scratch.x_bf16.resize(size_t(rows) * in_features_);
-    f32_to_bf16_simd(x, scratch.x_bf16.data(), int64_t(scratch.x_bf16.size()));
-    linear_bf16(scratch.x_bf16.data(), rows, in_features_, bf16_, out_features_, b, y);
+    const int64_t count = int64_t(rows) * in_features_;
+    uint16_t* x_bf16 = scratch.x_bf16.as<uint16_t>(count);
+    f32_to_bf16_simd(x, x_bf16, count);
+    linear_bf16(x_bf16, rows, in_features_, bf16_, out_features_, b, y);
     return;
   }
-  scratch.weights_f32.resize(weight_count);
+  float* weights = scratch.weights_f32.as<float>(weight_count);
   if (quantized) {
-    dequantize_rows_f32(quantized_, 0, out_features_, scratch.weights_f32.data());
+    dequantize_rows_f32(quantized_, 0, out_features_, weights);
   } else {
-    convert_to_f32(DType::BF16, bf16_, scratch.weights_f32.data(), weight_count);
+    convert_to_f32(DType::BF16, bf16_, weights, size_t(weight_count));
   }
-  linear_f32(x, rows, in_features_, scratch.weights_f32.data(), out_features_, b, y);
+  linear_f32(x, rows, in_features_, weights, out_features_, b, y);
 }
 
 void Linear::forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const {
@@ -221,8 +210,8 @@ void Linear::forward_quantizing(const float* x, int64_t rows, const Activations&
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     Scratch& scratch = thread_scratch();
-    int8_t* codes = at_least(scratch.codes, size_t(tile_rows * in_features_));
-    float* row_scales = at_least(scratch.row_scales, size_t(tile_rows));
+    int8_t* codes = scratch.codes.as<int8_t>(tile_rows * in_features_);
+    float* row_scales = scratch.row_scales.as<float>(tile_rows);
     const int64_t first = tile * tile_rows, count = std::min(tile_rows, rows - first);
     quantize_rows_s8(x + first * in_features_, count, in_features_, in_features_, codes, row_scales);
     forward_s8(codes, row_scales, count, {y.type, y.at(first * out_features_)}, epilogue);
@@ -232,7 +221,7 @@ void Linear::forward_quantizing(const float* x, int64_t rows, const Activations&
 const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
-  int32_t* acc = at_least(thread_scratch().accumulators, size_t(rows * out_features_));
+  int32_t* acc = thread_scratch().accumulators.as<int32_t>(rows * out_features_);
   matmul_s8({.M = rows,
              .N = out_features_,
              .K = in_features_,

@@ -190,29 +190,7 @@ void check_vision_config(const Checkpoint& checkpoint, const VisionConfig& confi
 // ---------------------------------------------------------------------------------------------------
 // Activation storage
 
-// Grow-only storage for one activation buffer of any element type, reused from layer to layer and image
-// to image, on huge pages.
-class Buffer {
- public:
-  template <class T>
-  T* as(int64_t count) {
-    const size_t bytes = size_t(count) * sizeof(T);
-    if (bytes > capacity_) {
-      data_.reset(allocate_aligned(bytes, "a vision activation buffer", /*huge_pages=*/true));
-      capacity_ = bytes;
-    }
-    return static_cast<T*>(data_.get());
-  }
-
- private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<void, Free> data_;
-  size_t capacity_ = 0;
-};
-
-Activations allocate(Buffer& buffer, DType type, int64_t count) {
+Activations allocate(ScratchBuffer& buffer, DType type, int64_t count) {
   return {type, type == DType::BF16 ? static_cast<void*>(buffer.as<uint16_t>(count))
                                          : static_cast<void*>(buffer.as<float>(count))};
 }
@@ -229,16 +207,16 @@ void store_row(const float* src, int64_t n, const Activations& dst, int64_t offs
 
 // The buffers of one encode, named by their role (each is reused by every layer of that role).
 struct VisionScratch {
-  Buffer mixed;      // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a PatchEmbed
-                     // conv); under Int8 the ConvFFN input as int8 codes
-  Buffer pixel_scales;   // Int8 compute: the scale of each pixel of `mixed`
-  Buffer hidden;     // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread; under
-                     // Int8 the scale of each hidden pixel of `codes`
-  Buffer codes;          // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
-  Buffer qkv;        // attention q|k|v, [tokens, 3C]
-  Buffer scores;     // attention logits of one head and query block, float32, per thread
-  Buffer probs;      // the same as bfloat16 attention weights (Bf16 compute only), per thread
-  Buffer attended;   // attention output before the projection, [tokens, C]
+  ScratchBuffer mixed;         // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a
+                               // PatchEmbed conv); under Int8 the ConvFFN input as int8 codes
+  ScratchBuffer pixel_scales;  // Int8 compute: the scale of each pixel of `mixed`
+  ScratchBuffer hidden;        // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread;
+                               // under Int8 the scale of each hidden pixel of `codes`
+  ScratchBuffer codes;         // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
+  ScratchBuffer qkv;           // attention q|k|v, [tokens, 3C]
+  ScratchBuffer scores;        // attention logits of one head and query block, float32, per thread
+  ScratchBuffer probs;         // the same as bfloat16 attention weights (Bf16 compute only), per thread
+  ScratchBuffer attended;      // attention output before the projection, [tokens, C]
   Tensor image;      // the input as an [H, W, 3] map
   Tensor stem;       // output of the stem's first conv
   Tensor x;          // the residual stream, [H, W, C] float32
