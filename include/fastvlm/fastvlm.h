@@ -38,6 +38,11 @@ typedef struct {
   float repeat_penalty;
   int repeat_last_n;
   uint64_t seed;
+  float presence_penalty;  /* OpenAI's: subtracted once from every token already in the answer */
+  float frequency_penalty; /* OpenAI's: subtracted per earlier occurrence in the answer */
+  /* Structured output: NULL for free text, else a JSON Schema (text; "{\"type\":\"object\"}" for any JSON
+   * object) the answer is constrained to; an invalid or unsupported one fails the call with a message. */
+  const char* json_schema;
 } fastvlm_generate_params;
 
 /* Receives each printable piece of the answer (UTF-8, not NUL-terminated). Return 0 to cancel. */

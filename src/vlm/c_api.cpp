@@ -44,13 +44,18 @@ fastvlm_engine_params fastvlm_engine_default_params(void) {
 fastvlm_generate_params fastvlm_generate_default_params(void) {
   fastvlm::GenerateOptions d;
   const fastvlm::SamplingParams& s = d.sampling;
-  return {d.max_tokens, s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.repeat_last_n, s.seed};
+  return {d.max_tokens,    s.temperature,      s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.repeat_last_n,
+          s.seed,          s.presence_penalty, s.frequency_penalty, nullptr};
 }
 
 fastvlm_engine* fastvlm_engine_load(const char* model_dir, const fastvlm_engine_params* params) {
   return guarded([&]() -> fastvlm_engine* {
     fastvlm_engine_params p = params ? *params : fastvlm_engine_default_params();
-    fastvlm::EngineOptions options{p.threads, p.context, p.image_size, p.max_image_pixels};
+    fastvlm::EngineOptions options;
+    options.threads = p.threads;
+    options.context = p.context;
+    options.image_size = p.image_size;
+    options.max_image_pixels = p.max_image_pixels;
     return new fastvlm_engine{fastvlm::Engine::load(model_dir ? model_dir : "", options)};
   });
 }
@@ -79,6 +84,9 @@ char* fastvlm_session_ask(fastvlm_session* session, const char* prompt, const ch
     options.sampling.repeat_penalty = p.repeat_penalty;
     options.sampling.repeat_last_n = p.repeat_last_n;
     options.sampling.seed = p.seed;
+    options.sampling.presence_penalty = p.presence_penalty;
+    options.sampling.frequency_penalty = p.frequency_penalty;
+    if (p.json_schema) options.json_schema = p.json_schema;
     fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
     fastvlm::TextCallback callback;
     if (on_text)

@@ -34,6 +34,24 @@ int main(int argc, char** argv) {
   int ok = answer != NULL && strcmp(answer, streamed) == 0 && strlen(answer) > 0;
   if (!ok) fprintf(stderr, "answer '%s' vs streamed '%s' (%s)\n", answer ? answer : "(null)", streamed, fastvlm_last_error());
   fastvlm_string_free(answer);
+
+  /* Structured output: the answer follows the schema; a schema with an unknown type fails with a message. */
+  params.max_tokens = 48;
+  params.json_schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"}},\"required\":[\"n\"]}";
+  fastvlm_session_reset(session);
+  answer = fastvlm_session_ask(session, "Count.", NULL, &params, NULL, NULL);
+  if (!answer || strncmp(answer, "{\"n\":", 5) != 0) {
+    fprintf(stderr, "schema answer '%s' (%s)\n", answer ? answer : "(null)", fastvlm_last_error());
+    ok = 0;
+  }
+  fastvlm_string_free(answer);
+  params.json_schema = "{\"type\":\"tuple\"}";
+  answer = fastvlm_session_ask(session, "Count.", NULL, &params, NULL, NULL);
+  if (answer != NULL || strstr(fastvlm_last_error(), "type") == NULL) {
+    fprintf(stderr, "an unknown schema type was not refused: '%s'\n", fastvlm_last_error());
+    ok = 0;
+  }
+  fastvlm_string_free(answer);
   fastvlm_session_free(session);
   fastvlm_engine_free(engine);
   printf("%s\n", ok ? "c api ok" : "c api FAILED");
