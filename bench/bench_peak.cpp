@@ -1,8 +1,9 @@
 // This machine's compute peaks per core, the ceilings the kernel benchmarks are read against: the
 // throughput of one AVX-512 instruction kind issued back to back into independent accumulators, as
 // GFLOP/s (2 per multiply-accumulate; int8 "ops" the same way). vpdpbusd is the int8 GEMM's instruction
-// (64 MACs), vdpbf16ps the bf16 GEMM's (32 MACs), vfmadd231ps the float32 kernels' (16 MACs). Run single-
-// threaded (the figures are per core) on an idle machine: FMA-bound kernels cannot beat these.
+// (64 MACs), vdpbf16ps the bf16 GEMM's (32 MACs), vfmadd231ps the float32 kernels' (16 MACs); on AMX CPUs
+// also the tile instructions oneDNN uses there. Run single-threaded (the figures are per core) on an idle
+// machine: kernels bound by these instructions cannot beat them.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
@@ -65,9 +66,78 @@ void BM_Peak(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                                  benchmark::Counter::kIs1000);
 }
+// AMX: one tile instruction multiplies a 16 x K tile by a K x 16 tile into 16 x 16 float32 / int32 sums
+// (K = 32 bf16 or 64 int8: 8192 or 16384 MACs), what oneDNN's bf16 and int8 GEMMs issue on AMX CPUs. Four
+// accumulator tiles (0-3) over two A tiles (4, 5) and two B tiles (6, 7) keep the unit busy.
+enum class TileInstruction { DotBf16, DotInt8 };
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+template <TileInstruction Kind>
+__attribute__((target("amx-tile,amx-bf16,amx-int8"), noinline)) void issue_tiles(int64_t rounds, float* sink) {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  alignas(64) static uint8_t operands[16 * 64];
+  alignas(64) static int32_t sums[16 * 16];
+  for (size_t i = 0; i < sizeof operands; ++i) operands[i] = uint8_t(i % 3);
+  _tile_loadconfig(&config);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, operands, 64);
+  _tile_loadd(5, operands, 64);
+  _tile_loadd(6, operands, 64);
+  _tile_loadd(7, operands, 64);
+  for (int64_t round = 0; round < rounds; ++round) {
+    if constexpr (Kind == TileInstruction::DotBf16) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    } else {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  _tile_stored(0, sums, 64);
+  _tile_release();
+  *sink = float(sums[0]);
+}
+
+template <TileInstruction Kind>
+void BM_TilePeak(benchmark::State& state) {
+  if (active_isa() < Isa::Amx) {
+    state.SkipWithError("needs AMX (tiles, bf16, int8) with the OS permission");
+    return;
+  }
+  float sink = 0;
+  constexpr int64_t kTileRounds = 1024;
+  for (auto _ : state) {
+    issue_tiles<Kind>(kTileRounds, &sink);
+    benchmark::DoNotOptimize(sink);
+  }
+  const double macs = Kind == TileInstruction::DotBf16 ? 16.0 * 16 * 32 : 16.0 * 16 * 64;
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * macs * 4 * kTileRounds,
+                                                 benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+
 BENCHMARK(BM_Peak<Instruction::DotInt8>)->Name("BM_Peak/vpdpbusd_int8");
 BENCHMARK(BM_Peak<Instruction::DotBf16>)->Name("BM_Peak/vdpbf16ps_bf16");
 BENCHMARK(BM_Peak<Instruction::FmaF32>)->Name("BM_Peak/vfmadd231ps_f32");
+BENCHMARK(BM_TilePeak<TileInstruction::DotBf16>)->Name("BM_Peak/amx_tdpbf16ps_bf16");
+BENCHMARK(BM_TilePeak<TileInstruction::DotInt8>)->Name("BM_Peak/amx_tdpbusd_int8");
 
 }  // namespace
 }  // namespace fastvlm
