@@ -409,17 +409,15 @@ void check_utf8(const std::string& text, const char* what) {
     throw Error(std::string(what) + " is not valid UTF-8 (byte " + std::to_string(*offset) + ")");
 }
 
-}  // namespace
-
-namespace {
-
 // Before any work: the prompt's image markers match the images, and its positions fit the context.
 void check_fits(const Engine::Impl& engine, std::span<const int32_t> ids, int images, int capacity) {
   const size_t markers = size_t(std::count(ids.begin(), ids.end(), text::kImageMarker));
   const size_t positions = ids.size() - markers + size_t(images) * engine.info.image_tokens;
+  // Only a raw prompt can miss: a chat format places each image itself, and reads "<image>" in a message
+  // as text.
   if (markers != size_t(images))
-    throw Error(images ? "the prompt must not contain the text \"<image>\": the image is placed automatically"
-                       : "the prompt contains \"<image>\" but no image was given");
+    throw Error("the prompt has " + std::to_string(markers) + " \"<image>\" place(s) for " + std::to_string(images) +
+                " image(s): a raw prompt puts each image where it says \"<image>\"");
   if (positions >= size_t(capacity))
     throw Error("prompt of " + std::to_string(positions) + " positions does not fit the context of " +
                 std::to_string(capacity) + ": raise --ctx or shorten the prompt");

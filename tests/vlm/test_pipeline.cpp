@@ -205,6 +205,22 @@ TEST(Pipeline, MessageTextCannotPlaceImagesOrWriteMarkup) {
   EXPECT_EQ(std::count(injected.prompt_ids.begin(), injected.prompt_ids.end(), im_end), 2);
 }
 
+// A raw prompt places its image where it says "<image>": one place per image, or a one-line error.
+TEST(Pipeline, RawPromptsPlaceImagesWhereTheySay) {
+  Session session(tiny_engine());
+  const ImageInput image = ImageInput::file((kGolden / "image_a_320x200.png").string());
+  const Generation placed = session.complete("<image>\nDescribe the image.", greedy(2), {}, &image);
+  EXPECT_EQ(std::count(placed.prompt_ids.begin(), placed.prompt_ids.end(), -200), 1);
+  for (const char* prompt : {"Describe the image.", "<image><image> twice"}) {
+    try {
+      session.complete(prompt, greedy(2), {}, &image);
+      ADD_FAILURE() << "accepted: " << prompt;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("\"<image>\" place(s) for 1 image(s)"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Pipeline, BadImagesAreErrors) {
   Session session(tiny_engine());
   ImageInput missing = ImageInput::file("/nonexistent/cat.jpg");
