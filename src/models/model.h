@@ -13,7 +13,6 @@
 #include "image/preprocess.h"
 #include "io/checkpoint.h"
 #include "llm/text_decoder.h"
-#include "vision/fastvit.h"
 #include "vision/projector.h"
 #include "vision/vision_encoder.h"
 

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "llm/decoder.h"
 #include "models/fastvlm/fastvlm_config.h"
+#include "vision/fastvit.h"
 
 namespace fastvlm {
 namespace {
