@@ -5,9 +5,11 @@
 // `fastvlm run --temp 0`'s for the same image and prompt. Run by ctest (server_openai_sdk), which sets
 // FASTVLM_BIN and FASTVLM_MODEL; exits 77 (skipped) when the SDK is not installed.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+
+import { startServer } from '../serve.mjs';
 
 let OpenAI, Ajv;
 try {
@@ -31,20 +33,6 @@ setTimeout(() => {
   console.error('openai_sdk.test.mjs: timed out');
   process.exit(1);
 }, 170_000).unref();
-
-function startServer() {
-  const server = spawn(bin, ['serve', '-m', model, '--port', '0', '--threads', '1', '--api-key', apiKey],
-                       { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    server.stdout.on('data', (data) => {
-      seen += data;
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(seen);
-      if (match) resolve({ server, port: Number(match[1]) });
-    });
-    server.on('exit', (code) => reject(new Error(`fastvlm serve exited with ${code} before listening: ${seen}`)));
-  });
-}
 
 const reference = JSON.parse(execFileSync(bin, ['run', '-m', model, '--threads', '1', '--image', imagePath,
                                                 '-p', prompt, '-n', String(maxTokens), '--temp', '0', '--json'])).text;
@@ -163,7 +151,7 @@ async function badRequests(client, port) {
   assert.equal(health.status, 200);
 }
 
-const { server, port } = await startServer();
+const { server, port } = await startServer(bin, model, '--api-key', apiKey);
 let failed = false;
 try {
   const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey, maxRetries: 0, timeout: 60_000 });

@@ -5,9 +5,11 @@
 // Run by ctest (webui_browser), which sets FASTVLM_BIN, FASTVLM_MODEL and FASTVLM_WEBUI_SCREENSHOTS;
 // exits 77 (skipped) when playwright-core is not installed.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+
+import { startServer } from '../serve.mjs';
 
 let chromium;
 try {
@@ -31,20 +33,6 @@ setTimeout(() => {
   console.error('webui.test.mjs: timed out');
   process.exit(1);
 }, 280_000).unref();
-
-function startServer(...extra) {
-  const server = spawn(bin, ['serve', '-m', model, '--port', '0', '--threads', '1', ...extra],
-                       { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    server.stdout.on('data', (data) => {
-      seen += data;
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(seen);
-      if (match) resolve({ server, url: `http://127.0.0.1:${match[1]}` });
-    });
-    server.on('exit', (code) => reject(new Error(`fastvlm serve exited with ${code} before listening: ${seen}`)));
-  });
-}
 
 // The chat completion requests a page sends, with their bodies and network timings.
 function recordRequests(page) {
@@ -82,7 +70,7 @@ const browser = await chromium.launch({
 const servers = [];
 try {
   // --- Chat: a streamed greedy answer equals the CLI's; a follow-up carries the history ---
-  const { server, url } = await startServer();
+  const { server, url } = await startServer(bin, model);
   servers.push(server);
   {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -175,7 +163,7 @@ try {
 
   // --- The page is served without authentication; the API key is asked for once per tab ---
   {
-    const { server: keyed, url: keyedUrl } = await startServer('--api-key', 'webui-secret');
+    const { server: keyed, url: keyedUrl } = await startServer(bin, model, '--api-key', 'webui-secret');
     servers.push(keyed);
     const response = await fetch(keyedUrl);
     assert.equal(response.status, 200);
@@ -202,7 +190,7 @@ try {
 
   // --- --no-webui: no page, the API as before ---
   {
-    const { server: bare, url: bareUrl } = await startServer('--no-webui');
+    const { server: bare, url: bareUrl } = await startServer(bin, model, '--no-webui');
     servers.push(bare);
     assert.equal((await fetch(bareUrl)).status, 404);
     assert.equal((await fetch(`${bareUrl}/app.js`)).status, 404);
