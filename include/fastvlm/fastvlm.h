@@ -7,6 +7,9 @@
  *   ...
  *   fastvlm_string_free(answer); fastvlm_session_free(chat); fastvlm_engine_free(engine);
  *
+ * fastvlm_session_ask_result() answers the same way but returns a fastvlm_result holding the text, the
+ * token ids and (with params.logprobs >= 0) each token's log-probability and the most likely alternatives.
+ *
  * Functions that can fail return NULL (or a negative value); fastvlm_last_error() then describes the
  * failure of the calling thread's last call. */
 #ifndef FASTVLM_H
@@ -43,7 +46,29 @@ typedef struct {
   /* Structured output: NULL for free text, else a JSON Schema (text; "{\"type\":\"object\"}" for any JSON
    * object) the answer is constrained to; an invalid or unsupported one fails the call with a message. */
   const char* json_schema;
+  /* Log-probabilities: -1 for none, else 0..20 alternatives reported with each generated token (read
+   * them with fastvlm_result_logprobs). */
+  int logprobs;
 } fastvlm_generate_params;
+
+typedef struct fastvlm_result fastvlm_result;
+
+/* A token and its log-probability under the model: the log-softmax of the raw logits, before penalties,
+ * temperature and a schema's mask (what OpenAI reports). bytes (owned by the result) is the token's text,
+ * `length` bytes, not NUL-terminated: a token may hold part of a UTF-8 character. */
+typedef struct {
+  int32_t id;
+  float logprob;
+  const char* bytes;
+  size_t length;
+} fastvlm_token_prob;
+
+/* One generated token with the `top_count` most likely tokens of its step, most likely first. */
+typedef struct {
+  fastvlm_token_prob token;
+  const fastvlm_token_prob* top;
+  size_t top_count;
+} fastvlm_token_logprobs;
 
 /* Receives each printable piece of the answer (UTF-8, not NUL-terminated). Return 0 to cancel. */
 typedef int (*fastvlm_text_callback)(const char* piece, size_t length, void* user_data);
@@ -62,6 +87,18 @@ void fastvlm_session_reset(fastvlm_session* session);
 /* One user turn, image_path may be NULL. Returns the whole answer (free it with fastvlm_string_free). */
 char* fastvlm_session_ask(fastvlm_session* session, const char* prompt, const char* image_path,
                           const fastvlm_generate_params* params, fastvlm_text_callback on_text, void* user_data);
+
+/* As fastvlm_session_ask, returning the whole result (free it with fastvlm_result_free), NULL on failure. */
+fastvlm_result* fastvlm_session_ask_result(fastvlm_session* session, const char* prompt, const char* image_path,
+                                           const fastvlm_generate_params* params, fastvlm_text_callback on_text,
+                                           void* user_data);
+/* The answer, NUL-terminated UTF-8. */
+const char* fastvlm_result_text(const fastvlm_result* result);
+/* The generated token ids (end-of-turn not included); *count receives how many. */
+const int32_t* fastvlm_result_tokens(const fastvlm_result* result, size_t* count);
+/* One entry per generated token when params.logprobs was >= 0, else none (*count 0). */
+const fastvlm_token_logprobs* fastvlm_result_logprobs(const fastvlm_result* result, size_t* count);
+void fastvlm_result_free(fastvlm_result* result);
 
 void fastvlm_string_free(char* text);
 const char* fastvlm_last_error(void);

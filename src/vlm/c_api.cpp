@@ -3,7 +3,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "fastvlm/fastvlm.h"
 #include "fastvlm/fastvlm.hpp"
@@ -13,6 +15,14 @@ struct fastvlm_engine {
 };
 struct fastvlm_session {
   fastvlm::Session session;
+  const fastvlm::Engine* engine;
+};
+struct fastvlm_result {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::string bytes;                     // the bytes of every token in `logprobs`, end to end
+  std::vector<fastvlm_token_prob> top;   // the alternatives of every entry, entry after entry
+  std::vector<fastvlm_token_logprobs> logprobs;
 };
 
 namespace {
@@ -32,6 +42,59 @@ auto guarded(F&& body) -> decltype(body()) {
   return {};
 }
 
+fastvlm::GenerateOptions generate_options(const fastvlm_generate_params& p) {
+  fastvlm::GenerateOptions options;
+  options.max_tokens = p.max_tokens;
+  options.sampling.temperature = p.temperature;
+  options.sampling.top_k = p.top_k;
+  options.sampling.top_p = p.top_p;
+  options.sampling.min_p = p.min_p;
+  options.sampling.repeat_penalty = p.repeat_penalty;
+  options.sampling.repeat_last_n = p.repeat_last_n;
+  options.sampling.seed = p.seed;
+  options.sampling.presence_penalty = p.presence_penalty;
+  options.sampling.frequency_penalty = p.frequency_penalty;
+  if (p.json_schema) options.json_schema = p.json_schema;
+  options.logprobs = p.logprobs;
+  return options;
+}
+
+fastvlm::Generation ask(fastvlm_session* session, const char* prompt, const char* image_path,
+                        const fastvlm_generate_params* params, fastvlm_text_callback on_text, void* user_data) {
+  const fastvlm::GenerateOptions options = generate_options(params ? *params : fastvlm_generate_default_params());
+  fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
+  fastvlm::TextCallback callback;
+  if (on_text)
+    callback = [&](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
+  return session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr, options, callback);
+}
+
+// The C view of a generation: entries point into the result's own byte buffer, so their pointers are set
+// only once every token's bytes have been appended.
+std::unique_ptr<fastvlm_result> make_result(fastvlm::Generation&& generation, const fastvlm::Engine& engine) {
+  auto result = std::make_unique<fastvlm_result>();
+  result->text = std::move(generation.text);
+  result->tokens = std::move(generation.token_ids);
+  std::vector<size_t> offsets;  // of each token's bytes, in the order the entries are visited
+  auto prob = [&](int32_t id, float logprob) {
+    const std::string bytes = engine.token_bytes(id);
+    offsets.push_back(result->bytes.size());
+    result->bytes += bytes;
+    return fastvlm_token_prob{id, logprob, nullptr, bytes.size()};
+  };
+  for (const fastvlm::TokenLogprob& token : generation.logprobs) {
+    result->logprobs.push_back({prob(token.id, token.logprob), nullptr, token.top.size()});
+    for (const auto& [id, logprob] : token.top) result->top.push_back(prob(id, logprob));
+  }
+  size_t next = 0, top = 0;
+  for (fastvlm_token_logprobs& entry : result->logprobs) {
+    entry.token.bytes = result->bytes.data() + offsets[next++];
+    entry.top = result->top.data() + top;
+    for (size_t i = 0; i < entry.top_count; ++i) result->top[top++].bytes = result->bytes.data() + offsets[next++];
+  }
+  return result;
+}
+
 }  // namespace
 
 extern "C" {
@@ -45,7 +108,7 @@ fastvlm_generate_params fastvlm_generate_default_params(void) {
   fastvlm::GenerateOptions d;
   const fastvlm::SamplingParams& s = d.sampling;
   return {d.max_tokens,    s.temperature,      s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.repeat_last_n,
-          s.seed,          s.presence_penalty, s.frequency_penalty, nullptr};
+          s.seed,          s.presence_penalty, s.frequency_penalty, nullptr, d.logprobs};
 }
 
 fastvlm_engine* fastvlm_engine_load(const char* model_dir, const fastvlm_engine_params* params) {
@@ -65,7 +128,9 @@ int fastvlm_engine_image_tokens(const fastvlm_engine* engine) { return engine->e
 int fastvlm_engine_hidden_size(const fastvlm_engine* engine) { return engine->engine->info().hidden_size; }
 
 fastvlm_session* fastvlm_session_new(fastvlm_engine* engine) {
-  return guarded([&]() -> fastvlm_session* { return new fastvlm_session{fastvlm::Session(*engine->engine)}; });
+  return guarded([&]() -> fastvlm_session* {
+    return new fastvlm_session{fastvlm::Session(*engine->engine), engine->engine.get()};
+  });
 }
 
 void fastvlm_session_free(fastvlm_session* session) { delete session; }
@@ -74,32 +139,35 @@ void fastvlm_session_reset(fastvlm_session* session) { session->session.reset();
 char* fastvlm_session_ask(fastvlm_session* session, const char* prompt, const char* image_path,
                           const fastvlm_generate_params* params, fastvlm_text_callback on_text, void* user_data) {
   return guarded([&]() -> char* {
-    fastvlm_generate_params p = params ? *params : fastvlm_generate_default_params();
-    fastvlm::GenerateOptions options;
-    options.max_tokens = p.max_tokens;
-    options.sampling.temperature = p.temperature;
-    options.sampling.top_k = p.top_k;
-    options.sampling.top_p = p.top_p;
-    options.sampling.min_p = p.min_p;
-    options.sampling.repeat_penalty = p.repeat_penalty;
-    options.sampling.repeat_last_n = p.repeat_last_n;
-    options.sampling.seed = p.seed;
-    options.sampling.presence_penalty = p.presence_penalty;
-    options.sampling.frequency_penalty = p.frequency_penalty;
-    if (p.json_schema) options.json_schema = p.json_schema;
-    fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
-    fastvlm::TextCallback callback;
-    if (on_text)
-      callback = [&](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
-    fastvlm::Generation answer =
-        session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr, options, callback);
-    char* out = static_cast<char*>(std::malloc(answer.text.size() + 1));
+    const std::string text = ask(session, prompt, image_path, params, on_text, user_data).text;
+    char* out = static_cast<char*>(std::malloc(text.size() + 1));
     if (!out) throw std::bad_alloc();
-    std::memcpy(out, answer.text.c_str(), answer.text.size() + 1);
+    std::memcpy(out, text.c_str(), text.size() + 1);
     return out;
   });
 }
 
+fastvlm_result* fastvlm_session_ask_result(fastvlm_session* session, const char* prompt, const char* image_path,
+                                           const fastvlm_generate_params* params, fastvlm_text_callback on_text,
+                                           void* user_data) {
+  return guarded([&]() -> fastvlm_result* {
+    return make_result(ask(session, prompt, image_path, params, on_text, user_data), *session->engine).release();
+  });
+}
+
+const char* fastvlm_result_text(const fastvlm_result* result) { return result->text.c_str(); }
+
+const int32_t* fastvlm_result_tokens(const fastvlm_result* result, size_t* count) {
+  *count = result->tokens.size();
+  return result->tokens.data();
+}
+
+const fastvlm_token_logprobs* fastvlm_result_logprobs(const fastvlm_result* result, size_t* count) {
+  *count = result->logprobs.size();
+  return result->logprobs.data();
+}
+
+void fastvlm_result_free(fastvlm_result* result) { delete result; }
 void fastvlm_string_free(char* text) { std::free(text); }
 const char* fastvlm_last_error(void) { return last_error.c_str(); }
 
