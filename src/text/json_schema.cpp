@@ -965,53 +965,108 @@ std::string JsonMatcher::key() const {
   return key;
 }
 
+std::optional<JsonMatcher::StringText> JsonMatcher::string_text() const {
+  if (!started_ || ends_.size() != 1 || frames_.empty()) return std::nullopt;
+  const Frame& f = frames_.back();
+  const Node& n = schema_->node(f.node);
+  if (n.kind != Kind::String || n.has_pattern || f.phase != 1) return std::nullopt;
+  const bool between = f.need == 0 && f.esc == 0;
+  return StringText{f.count + (between ? 0u : 1u), n.max_length, between};
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The vocabulary trie and masks
 
-TokenTrie::TokenTrie(const std::vector<std::string_view>& token_bytes, std::span<const int32_t> excluded)
-    : vocab_size_(token_bytes.size()) {
-  std::vector<int32_t> ids;
-  std::vector<bool> skip(token_bytes.size());
-  for (int32_t id : excluded)
-    if (id >= 0 && size_t(id) < skip.size()) skip[size_t(id)] = true;
-  for (size_t id = 0; id < token_bytes.size(); ++id)
-    if (!token_bytes[id].empty() && !skip[id]) ids.push_back(int32_t(id));
+TokenTrie::Trie::Trie(const std::vector<std::string_view>& token_bytes, std::vector<int32_t> ids) {
   std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return token_bytes[a] < token_bytes[b]; });
-  // Breadth-first, so each node's children are contiguous: a node covers a range of the sorted ids
-  // sharing its prefix; those of exactly its depth end there (they sort first).
+  // Breadth-first: a node covers a range of the sorted ids sharing its prefix; those of exactly its depth
+  // end there (they sort first).
   struct Pending {
     uint32_t node, begin, end, depth;
   };
-  nodes_.push_back({});
-  edge_byte_.push_back(0);
+  nodes.push_back({});
+  edge_byte.push_back(0);
   std::vector<Pending> queue{{0, 0, uint32_t(ids.size()), 0}};
   for (size_t q = 0; q < queue.size(); ++q) {
     const Pending p = queue[q];
     uint32_t i = p.begin;
-    nodes_[p.node].first_token = uint32_t(tokens_.size());
-    while (i < p.end && token_bytes[ids[i]].size() == p.depth) tokens_.push_back(ids[i++]);
-    nodes_[p.node].token_count = uint32_t(tokens_.size()) - nodes_[p.node].first_token;
-    nodes_[p.node].first_child = uint32_t(nodes_.size());
+    nodes[p.node].first_token = uint32_t(tokens.size());
+    while (i < p.end && token_bytes[ids[i]].size() == p.depth) tokens.push_back(ids[i++]);
+    nodes[p.node].token_count = uint32_t(tokens.size()) - nodes[p.node].first_token;
+    nodes[p.node].first_child = uint32_t(nodes.size());
     while (i < p.end) {
       const uint8_t byte = uint8_t(token_bytes[ids[i]][p.depth]);
       uint32_t j = i;
       while (j < p.end && uint8_t(token_bytes[ids[j]][p.depth]) == byte) ++j;
-      queue.push_back({uint32_t(nodes_.size()), i, j, p.depth + 1});
-      nodes_.push_back({});
-      edge_byte_.push_back(byte);
-      ++nodes_[p.node].child_count;
+      queue.push_back({uint32_t(nodes.size()), i, j, p.depth + 1});
+      nodes.push_back({});
+      edge_byte.push_back(byte);
+      ++nodes[p.node].child_count;
       i = j;
     }
   }
 }
 
+namespace {
+
+std::vector<int32_t> token_ids(const std::vector<std::string_view>& token_bytes, std::span<const int32_t> excluded) {
+  std::vector<bool> skip(token_bytes.size());
+  for (int32_t id : excluded)
+    if (id >= 0 && size_t(id) < skip.size()) skip[size_t(id)] = true;
+  std::vector<int32_t> ids;
+  for (size_t id = 0; id < token_bytes.size(); ++id)
+    if (!token_bytes[id].empty() && !skip[id]) ids.push_back(int32_t(id));
+  return ids;
+}
+
+// Plain text, as the matcher itself reads it: a token fed inside an open string of the free string schema
+// that leaves it there. Returns the characters it begins, or nullopt when it is not plain text.
+class PlainText {
+ public:
+  PlainText() : schema_(JsonSchema::parse(R"({"type":"string"})")), open_(*schema_) { open_.feed('"'); }
+  std::optional<uint32_t> characters(std::string_view bytes) const {
+    JsonMatcher reader = open_;
+    if (!reader.feed(bytes)) return std::nullopt;
+    const auto inside = reader.string_text();
+    return inside ? std::optional(inside->begun) : std::nullopt;
+  }
+
+ private:
+  std::shared_ptr<const JsonSchema> schema_;
+  JsonMatcher open_;
+};
+
+}  // namespace
+
+TokenTrie::TokenTrie(const std::vector<std::string_view>& token_bytes, std::span<const int32_t> excluded)
+    : all_(token_bytes, token_ids(token_bytes, excluded)), not_plain_(token_bytes, {}), vocab_size_(token_bytes.size()) {
+  const PlainText plain_text;
+  std::vector<int32_t> not_plain;
+  std::vector<std::pair<uint32_t, int32_t>> plain;  // (characters, id)
+  for (int32_t id : all_.tokens) {
+    if (const auto characters = plain_text.characters(token_bytes[size_t(id)]))
+      plain.emplace_back(*characters, id);
+    else
+      not_plain.push_back(id);
+  }
+  not_plain_ = Trie(token_bytes, std::move(not_plain));
+  std::sort(plain.begin(), plain.end());
+  plain_within_.assign(plain.empty() ? 1 : plain.back().first + 1, 0);
+  for (const auto& [characters, id] : plain) {
+    plain_.push_back(id);
+    ++plain_within_[characters];
+  }
+  std::partial_sum(plain_within_.begin(), plain_within_.end(), plain_within_.begin());
+}
+
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenTrie> trie)
     : schema_(std::move(schema)), trie_(std::move(trie)) {}
 
-void JsonConstraint::walk(uint32_t node, size_t depth, std::vector<JsonMatcher>& levels, Mask& mask) const {
-  const TokenTrie::Node& n = trie_->nodes_[node];
+void JsonConstraint::walk(const TokenTrie::Trie& trie, uint32_t node, size_t depth, std::vector<JsonMatcher>& levels,
+                          Mask& mask) const {
+  const TokenTrie::Trie::Node& n = trie.nodes[node];
   for (uint32_t t = 0; t < n.token_count; ++t) {
-    const int32_t id = trie_->tokens_[n.first_token + t];
+    const int32_t id = trie.tokens[n.first_token + t];
     mask.bits[size_t(id) >> 6] |= uint64_t(1) << (id & 63);
     ++mask.allowed;
   }
@@ -1019,7 +1074,7 @@ void JsonConstraint::walk(uint32_t node, size_t depth, std::vector<JsonMatcher>&
   for (uint32_t c = 0; c < n.child_count; ++c) {
     const uint32_t child = n.first_child + c;
     levels[depth + 1] = levels[depth];
-    if (levels[depth + 1].feed(trie_->edge_byte_[child])) walk(child, depth + 1, levels, mask);
+    if (levels[depth + 1].feed(trie.edge_byte[child])) walk(trie, child, depth + 1, levels, mask);
   }
 }
 
@@ -1033,7 +1088,20 @@ std::shared_ptr<const JsonConstraint::Mask> JsonConstraint::allowed(const JsonMa
   mask->bits.assign((trie_->vocab_size() + 63) / 64, 0);
   std::vector<JsonMatcher> levels{state};
   levels.reserve(64);
-  walk(0, 0, levels, *mask);
+  const auto text = state.string_text();
+  if (text && text->between_characters) {
+    // Plain-text tokens by their character count alone (fewest first); the others are walked.
+    const std::vector<uint32_t>& within = trie_->plain_within_;
+    const size_t fit = within[std::min<size_t>(text->max_length - text->begun, within.size() - 1)];
+    for (size_t i = 0; i < fit; ++i) {
+      const int32_t id = trie_->plain_[i];
+      mask->bits[size_t(id) >> 6] |= uint64_t(1) << (id & 63);
+    }
+    mask->allowed += fit;
+    walk(trie_->not_plain_, 0, 0, levels, *mask);
+  } else {
+    walk(trie_->all_, 0, 0, levels, *mask);
+  }
   std::lock_guard lock(mutex_);
   // Bounded: a schema whose states never repeat (long numbers, patterns) recomputes rather than grows.
   if (cache_.size() < 4096) cache_.emplace(key, mask);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -65,6 +66,14 @@ class JsonMatcher {
   // Identifies the state: equal keys accept the same continuations.
   std::string key() const;
 
+  // Inside a string without a pattern, with no other reading of the document undecided: the characters
+  // begun in it (one whose UTF-8 bytes or escape are being read counts) and how many it may hold.
+  struct StringText {
+    uint32_t begun = 0, max_length = 0;
+    bool between_characters = false;  // no character is being read
+  };
+  std::optional<StringText> string_text() const;
+
   struct Frame {
     uint64_t set = 0;  // literal candidates, object key candidates, pattern positions
     uint32_t node = 0, count = 0, aux = 0;  // aux: key byte offset, chosen property, code point being read
@@ -82,6 +91,12 @@ class JsonMatcher {
 
 // Token ids by their bytes. Ids with no bytes and the `excluded` ones (end-of-turn, handled by the
 // caller) are not in it.
+//
+// Most tokens are plain text: read from between two characters of a string without a pattern, they stay
+// inside it (no `"`, no control byte; escapes and UTF-8 well formed, the last character possibly cut).
+// Such a token is allowed there exactly when the string has room for the characters it begins, whatever
+// the schema, so a string's mask is the plain tokens that fit plus a walk of the others only: a few
+// thousand ids instead of the whole vocabulary.
 class TokenTrie {
  public:
   TokenTrie(const std::vector<std::string_view>& token_bytes, std::span<const int32_t> excluded);
@@ -89,19 +104,26 @@ class TokenTrie {
 
  private:
   friend class JsonConstraint;
-  struct Node {
-    uint32_t first_child = 0, child_count = 0, first_token = 0, token_count = 0;
+  // Nodes breadth-first, so each node's children are contiguous.
+  struct Trie {
+    struct Node {
+      uint32_t first_child = 0, child_count = 0, first_token = 0, token_count = 0;
+    };
+    std::vector<Node> nodes;
+    std::vector<uint8_t> edge_byte;  // per node (the byte leading to it)
+    std::vector<int32_t> tokens;
+    Trie(const std::vector<std::string_view>& token_bytes, std::vector<int32_t> ids);
   };
-  std::vector<Node> nodes_;
-  std::vector<uint8_t> edge_byte_;  // per node (the byte leading to it)
-  std::vector<int32_t> tokens_;
+  Trie all_, not_plain_;
+  std::vector<int32_t> plain_;          // plain-text ids, fewest characters first
+  std::vector<uint32_t> plain_within_;  // plain_within_[n]: how many of them begin at most n characters
   size_t vocab_size_;
 };
 
 // The tokens allowed after a state, as a bitset over ids (bit i of word i/64), computed by walking the
 // trie with the matcher (each trie edge one byte, so a token spanning several JSON values or UTF-8
-// characters is checked whole) and cached per state key: a string, a property name or an array reached
-// again costs a lookup.
+// characters is checked whole; inside a string, only the tokens that are not plain text) and cached per
+// state key: a string, a property name or an array reached again costs a lookup.
 class JsonConstraint {
  public:
   JsonConstraint(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenTrie> trie);
@@ -115,7 +137,8 @@ class JsonConstraint {
   std::shared_ptr<const Mask> allowed(const JsonMatcher& state) const;
 
  private:
-  void walk(uint32_t node, size_t depth, std::vector<JsonMatcher>& levels, Mask& mask) const;
+  void walk(const TokenTrie::Trie& trie, uint32_t node, size_t depth, std::vector<JsonMatcher>& levels,
+            Mask& mask) const;
 
   std::shared_ptr<const JsonSchema> schema_;
   std::shared_ptr<const TokenTrie> trie_;

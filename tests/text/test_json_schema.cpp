@@ -117,7 +117,10 @@ std::vector<std::string> adversarial_vocabulary() {
        {"\"}", "\"},{\"", "\":\"", "\":", "\",\"", "{\"", "\"}]", "}]}", "]}", "\\\"", "\\\\", "\\u00", "\\u00e9",
         "\\ud83d", "\\n\"", "é", "\xc3", "\xa9\"", "\xf0\x9f", "\x98\x80", "😀\"}", "1.5", "-0", "-0.", "12",
         "007", "1e5", "true}", "null]", "false,", "{\"name\":\"", "name", "\"name\":", "\"age\":1", "\":1,\"",
-        "[]", "[{", "},", "\"a\"", "\"b\"]", "2024-", "-01T", ":00Z\"", "abc", " ", "\": ", "\"\"", "\"x\"}"})
+        "[]", "[{", "},", "\"a\"", "\"b\"]", "2024-", "-01T", ":00Z\"", "abc", " ", "\": ", "\"\"", "\"x\"}",
+        // Plain text of several characters (inside a string masked by their count alone), cut UTF-8 and
+        // escapes at the end included.
+        "abcdefgh", "ééé", "a\\nb", "\\u00e9x", "xy\xc3", "z\\u00"})
     vocab.push_back(token);
   vocab.push_back("");  // an id that is not a token: never allowed
   return vocab;
@@ -171,6 +174,8 @@ TEST(JsonSchema, MasksEqualBruteForce) {
   check_masks_by_brute_force(R"({"type":"string","format":"date-time"})", 5, 3);
   check_masks_by_brute_force(R"({"type":"object"})", 20, 4);
   check_masks_by_brute_force(R"({"type":"string","maxLength":5})", 20, 5);
+  check_masks_by_brute_force(R"({"type":"string","minLength":3,"maxLength":9})", 20, 6);
+  check_masks_by_brute_force(R"({"type":"array","items":{"type":"string","maxLength":2},"maxItems":3})", 20, 7);
 }
 
 }  // namespace
