@@ -34,7 +34,7 @@ setTimeout(() => {
   process.exit(1);
 }, 170_000).unref();
 
-// name -> { language, block } for every marked block; a marker not followed by a fence is an error.
+// name -> { language, block } for every marked block; a marker line not followed by a fence is an error.
 function extractExamples(text) {
   const examples = new Map();
   const marker = /^<!-- server-example: ([\w-]+) -->\n```(\w+)\n([\s\S]*?)^```$/gm;
@@ -42,7 +42,7 @@ function extractExamples(text) {
     assert.ok(!examples.has(match[1]), `README: two examples are named ${match[1]}`);
     examples.set(match[1], { language: match[2], block: match[3] });
   }
-  const markers = [...text.matchAll(/<!-- server-example: ([\w-]+) -->/g)].map((m) => m[1]);
+  const markers = [...text.matchAll(/^<!-- server-example: ([\w-]+) -->$/gm)].map((m) => m[1]);  // on a line of its own
   for (const name of markers) assert.ok(examples.has(name), `README: the marker ${name} is not followed by a fenced block`);
   return examples;
 }
