@@ -1023,24 +1023,26 @@ std::vector<int32_t> token_ids(const std::vector<std::string_view>& token_bytes,
 // that leaves it there. Returns the characters it begins, or nullopt when it is not plain text.
 class PlainText {
  public:
-  PlainText() : schema_(JsonSchema::parse(R"({"type":"string"})")), open_(*schema_) { open_.feed('"'); }
-  std::optional<uint32_t> characters(std::string_view bytes) const {
-    JsonMatcher reader = open_;
-    if (!reader.feed(bytes)) return std::nullopt;
-    const auto inside = reader.string_text();
+  PlainText() : schema_(JsonSchema::parse(R"({"type":"string"})")), open_(*schema_), reader_(open_) {
+    open_.feed('"');
+  }
+  std::optional<uint32_t> characters(std::string_view bytes) {
+    reader_ = open_;  // an assignment, not a copy: the vocabulary is read without an allocation per token
+    if (!reader_.feed(bytes)) return std::nullopt;
+    const auto inside = reader_.string_text();
     return inside ? std::optional(inside->begun) : std::nullopt;
   }
 
  private:
   std::shared_ptr<const JsonSchema> schema_;
-  JsonMatcher open_;
+  JsonMatcher open_, reader_;
 };
 
 }  // namespace
 
 TokenTrie::TokenTrie(const std::vector<std::string_view>& token_bytes, std::span<const int32_t> excluded)
     : all_(token_bytes, token_ids(token_bytes, excluded)), not_plain_(token_bytes, {}), vocab_size_(token_bytes.size()) {
-  const PlainText plain_text;
+  PlainText plain_text;
   std::vector<int32_t> not_plain;
   std::vector<std::pair<uint32_t, int32_t>> plain;  // (characters, id)
   for (int32_t id : all_.tokens) {
