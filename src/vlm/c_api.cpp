@@ -7,12 +7,16 @@
 
 #include "fastvlm/fastvlm.h"
 #include "fastvlm/fastvlm.hpp"
+#include "fastvlm/scheduler.hpp"
 
 struct fastvlm_engine {
   std::unique_ptr<fastvlm::Engine> engine;
 };
 struct fastvlm_session {
   fastvlm::Session session;
+};
+struct fastvlm_scheduler {
+  std::unique_ptr<fastvlm::Scheduler> scheduler;
 };
 
 namespace {
@@ -30,6 +34,28 @@ auto guarded(F&& body) -> decltype(body()) {
     last_error = "unknown error";
   }
   return {};
+}
+
+fastvlm::GenerateOptions generate_options(const fastvlm_generate_params* params) {
+  fastvlm_generate_params p = params ? *params : fastvlm_generate_default_params();
+  fastvlm::GenerateOptions options;
+  options.max_tokens = p.max_tokens;
+  options.sampling.temperature = p.temperature;
+  options.sampling.top_k = p.top_k;
+  options.sampling.top_p = p.top_p;
+  options.sampling.min_p = p.min_p;
+  options.sampling.repeat_penalty = p.repeat_penalty;
+  options.sampling.repeat_last_n = p.repeat_last_n;
+  options.sampling.seed = p.seed;
+  options.sampling.presence_penalty = p.presence_penalty;
+  options.sampling.frequency_penalty = p.frequency_penalty;
+  if (p.json_schema) options.json_schema = p.json_schema;
+  return options;
+}
+
+fastvlm::TextCallback text_callback(fastvlm_text_callback on_text, void* user_data) {
+  if (!on_text) return {};
+  return [on_text, user_data](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
 }
 
 }  // namespace
@@ -74,30 +100,66 @@ void fastvlm_session_reset(fastvlm_session* session) { session->session.reset();
 char* fastvlm_session_ask(fastvlm_session* session, const char* prompt, const char* image_path,
                           const fastvlm_generate_params* params, fastvlm_text_callback on_text, void* user_data) {
   return guarded([&]() -> char* {
-    fastvlm_generate_params p = params ? *params : fastvlm_generate_default_params();
-    fastvlm::GenerateOptions options;
-    options.max_tokens = p.max_tokens;
-    options.sampling.temperature = p.temperature;
-    options.sampling.top_k = p.top_k;
-    options.sampling.top_p = p.top_p;
-    options.sampling.min_p = p.min_p;
-    options.sampling.repeat_penalty = p.repeat_penalty;
-    options.sampling.repeat_last_n = p.repeat_last_n;
-    options.sampling.seed = p.seed;
-    options.sampling.presence_penalty = p.presence_penalty;
-    options.sampling.frequency_penalty = p.frequency_penalty;
-    if (p.json_schema) options.json_schema = p.json_schema;
     fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
-    fastvlm::TextCallback callback;
-    if (on_text)
-      callback = [&](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
-    fastvlm::Generation answer =
-        session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr, options, callback);
+    fastvlm::Generation answer = session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr,
+                                                      generate_options(params), text_callback(on_text, user_data));
     char* out = static_cast<char*>(std::malloc(answer.text.size() + 1));
     if (!out) throw std::bad_alloc();
     std::memcpy(out, answer.text.c_str(), answer.text.size() + 1);
     return out;
   });
+}
+
+fastvlm_scheduler_params fastvlm_scheduler_default_params(void) {
+  fastvlm::SchedulerOptions d;
+  return {d.slots, d.kv_budget, d.prefill_chunk, d.queue};
+}
+
+fastvlm_scheduler* fastvlm_scheduler_new(fastvlm_engine* engine, const fastvlm_scheduler_params* params) {
+  return guarded([&]() -> fastvlm_scheduler* {
+    const fastvlm_scheduler_params p = params ? *params : fastvlm_scheduler_default_params();
+    fastvlm::SchedulerOptions options;
+    options.slots = p.slots;
+    options.kv_budget = p.kv_budget;
+    options.prefill_chunk = p.prefill_chunk;
+    options.queue = p.queue;
+    return new fastvlm_scheduler{std::make_unique<fastvlm::Scheduler>(*engine->engine, options)};
+  });
+}
+
+void fastvlm_scheduler_free(fastvlm_scheduler* scheduler) { delete scheduler; }
+
+uint64_t fastvlm_scheduler_submit(fastvlm_scheduler* scheduler, const char* prompt, const char* image_path,
+                                  const fastvlm_generate_params* params, fastvlm_text_callback on_text,
+                                  fastvlm_done_callback on_done, void* user_data) {
+  return guarded([&]() -> uint64_t {
+    fastvlm::ScheduledRequest request;
+    request.conversation.push_back({"user", prompt ? prompt : "", std::nullopt});
+    if (image_path) request.conversation.back().image = fastvlm::ImageInput::file(image_path);
+    request.options = generate_options(params);
+    return scheduler->scheduler->submit(
+        std::move(request), text_callback(on_text, user_data),
+        [on_done, user_data](fastvlm::Generation answer, std::exception_ptr error) {
+          if (!on_done) return;
+          if (!error)
+            return on_done(answer.text.c_str(), answer.stop_reason == fastvlm::StopReason::Cancelled, nullptr, user_data);
+          std::string message = "unknown error";
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            message = e.what();
+          } catch (...) {
+          }
+          on_done(nullptr, 0, message.c_str(), user_data);
+        });
+  });
+}
+
+void fastvlm_scheduler_cancel(fastvlm_scheduler* scheduler, uint64_t id) { scheduler->scheduler->cancel(id); }
+
+fastvlm_scheduler_stats fastvlm_scheduler_get_stats(const fastvlm_scheduler* scheduler) {
+  const fastvlm::SchedulerStats s = scheduler->scheduler->stats();
+  return {s.slots, s.active, s.queued, s.last_batch, s.generated_tokens, s.completed, s.tokens_per_second};
 }
 
 void fastvlm_string_free(char* text) { std::free(text); }
