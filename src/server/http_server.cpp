@@ -134,10 +134,11 @@ struct HttpServer::Impl {
   const Engine& engine;
   const ServerOptions options;
   RequestPolicy policy;
-  Scheduler scheduler;
-  std::counting_semaphore<> embedding_slots;  // embeddings computed at once, beside the scheduler
   Metrics metrics;
   std::atomic<bool> stopping{false};
+  // After what its callbacks use, before the routes that use it: destroyed after the HTTP server.
+  Scheduler scheduler;
+  std::counting_semaphore<> embedding_slots;  // embeddings computed at once, beside the scheduler
   GuardedServer http;
 };
 

@@ -236,6 +236,8 @@ void Scheduler::Impl::encoder_loop() {
       std::lock_guard lock(mutex);
       to_encode.pop_front();
       encoding = false;
+      // After shutdown the stepper takes no more: the job is turned away here instead.
+      if (!error && stopping) error = std::make_exception_ptr(SchedulerBusy("the scheduler is shutting down"));
       if (!error) ready.push_back(job);
     }
     if (error) fail_unadmitted(job, error);
