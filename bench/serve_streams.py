@@ -8,7 +8,9 @@ Usage:
 For each stream count N: N concurrent streamed text requests (a ~150-token prompt, each a little different,
 at most --tokens new tokens; a random-weight checkpoint rarely ends its turn early), reporting aggregate
 completion tokens/s (sum of usage.completion_tokens over the wall time from the first request sent to the
-last answer) and the longest gap between two content chunks of any stream.
+last answer, prefill included), the server's decode-step rate (/metrics fastvlm_decode_tokens_per_second:
+tokens of the last 10 s of decode steps over those steps' time) and the longest gap between two content
+chunks of any stream.
 With --image: while 4 text streams run, one image request is sent; reports the longest gap between two
 chunks of the running streams while the image request is admitted (encode + prefill), and its TTFT.
 """
@@ -64,6 +66,16 @@ def run(port, n, tokens):
     return generated / wall, generated, wall, max(gaps)
 
 
+def decode_rate(port):
+    """The server's fastvlm_decode_tokens_per_second: tokens of the last 10 s of decode steps over their time."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith("fastvlm_decode_tokens_per_second "):
+            return float(line.split()[1])
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=8091)
@@ -73,8 +85,9 @@ def main():
     a = ap.parse_args()
     for n in [int(x) for x in a.streams.split(",")]:
         rate, generated, wall, gap = run(a.port, n, a.tokens)
-        print(json.dumps({"streams": n, "tokens_per_s": round(rate, 2), "generated": generated, "wall_s": round(wall, 2),
-                          "longest_gap_ms": round(gap * 1000, 1)}), flush=True)
+        print(json.dumps({"streams": n, "tokens_per_s": round(rate, 2), "decode_tokens_per_s": decode_rate(a.port),
+                          "generated": generated, "wall_s": round(wall, 2), "longest_gap_ms": round(gap * 1000, 1)}),
+              flush=True)
     if a.image:
         url = "data:image/png;base64," + base64.b64encode(open(a.image, "rb").read()).decode()
         records = [dict() for _ in range(4)]
