@@ -26,7 +26,7 @@ def stream(port, body, record):
     resp = conn.getresponse()
     record["status"] = resp.status
     times, usage = [], None
-    buf = b""
+    record["times"] = times  # filled live: the image check waits on it
     while True:
         line = resp.readline()
         if not line:
@@ -93,7 +93,9 @@ def main():
         records = [dict() for _ in range(4)]
         threads = [threading.Thread(target=stream, args=(a.port, request(a.tokens * 4, i), records[i])) for i in range(4)]
         for t in threads: t.start()
-        time.sleep(3)  # the streams are decoding
+        # Until every text stream is decoding (its prompt prefilled), so the gap is the image's doing.
+        while not all(len(r.get("times", [])) >= 2 or "end" in r for r in records):
+            time.sleep(0.05)
         image_record = {}
         stream(a.port, request(8, 99, url), image_record)
         for t in threads: t.join()
