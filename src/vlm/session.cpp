@@ -1,6 +1,7 @@
 // Session (include/fastvlm/fastvlm.hpp): one conversation and its KV cache, run alone on the calling
 // thread: the whole new part of the prompt in one prefill, then one token per decoder step, each chosen
 // by the RequestState every driver shares.
+#include <algorithm>
 #include <optional>
 
 #include "core/error.h"
