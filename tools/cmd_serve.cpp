@@ -42,8 +42,19 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   command->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on /v1/ requests");
-  command->add_option("--parallel", o.parallel, "Requests generating at the same time, one KV cache each")
+  command->add_option("--parallel", o.parallel,
+                      "Requests in flight, decoded together in one batch per step, one KV cache slot each")
       ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  command->add_option("--kv-budget", o.kv_budget,
+                      "KV cache positions of all slots together, split evenly over --parallel (llama-server's -c "
+                      "with -np); 0: --ctx positions per slot. A request whose prompt does not fit its slot gets 400")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  command->add_option("--prefill-chunk", o.prefill_chunk,
+                      "Most prompt positions prefilled between two decode steps while other streams decode "
+                      "(bounds their longest pause)")
+      ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   command->add_option("--queue", o.queue, "Requests that may wait for a free slot; more get 503")
       ->check(CLI::Range(0, 4096))
@@ -92,8 +103,9 @@ void add_serve_command(CLI::App& app) {
       sigwait(&shutdown_signals, &signal_number);
       http.stop();
     });
-    std::printf("fastvlm serve: listening on http://%s:%d (model %s, %d slots, context %d)\n", options.host.c_str(),
-                port, options.model_id.c_str(), options.parallel, engine->options().context);
+    const int slot_context = options.kv_budget > 0 ? options.kv_budget / options.parallel : engine->options().context;
+    std::printf("fastvlm serve: listening on http://%s:%d (model %s, %d slots of %d positions)\n", options.host.c_str(),
+                port, options.model_id.c_str(), options.parallel, slot_context);
     std::fflush(stdout);
     http.run();
     // Wakes the waiter if the server stopped by itself; after a signal it has finished already.

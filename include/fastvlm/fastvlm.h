@@ -10,8 +10,16 @@
  * fastvlm_session_ask_result() answers the same way but returns a fastvlm_result holding the text, the
  * token ids and (with params.logprobs >= 0) each token's log-probability and the most likely alternatives.
  *
- * Functions that can fail return NULL (or a negative value); fastvlm_last_error() then describes the
- * failure of the calling thread's last call. */
+ * Many requests at once (continuous batching: one decoder pass per step serves every running request):
+ *
+ *   fastvlm_scheduler* scheduler = fastvlm_scheduler_new(engine, NULL);
+ *   uint64_t id = fastvlm_scheduler_submit(scheduler, "Describe the image.", "cat.jpg", &params, print_piece,
+ *                                          on_done, user_data);
+ *   ...
+ *   fastvlm_scheduler_free(scheduler);  (ends running requests as cancelled, each on_done called)
+ *
+ * Functions that can fail return NULL (or 0, or a negative value); fastvlm_last_error() then describes
+ * the failure of the calling thread's last call. */
 #ifndef FASTVLM_H
 #define FASTVLM_H
 
@@ -24,6 +32,7 @@ extern "C" {
 
 typedef struct fastvlm_engine fastvlm_engine;
 typedef struct fastvlm_session fastvlm_session;
+typedef struct fastvlm_scheduler fastvlm_scheduler;
 
 typedef struct {
   int threads;              /* 0: one per core */
@@ -99,6 +108,37 @@ const int32_t* fastvlm_result_tokens(const fastvlm_result* result, size_t* count
 /* One entry per generated token when params.logprobs was >= 0, else none (*count 0). */
 const fastvlm_token_logprobs* fastvlm_result_logprobs(const fastvlm_result* result, size_t* count);
 void fastvlm_result_free(fastvlm_result* result);
+
+typedef struct {
+  int slots;         /* requests decoded together, one KV cache each */
+  int kv_budget;     /* KV positions of all slots, split evenly; 0: the engine's context per slot */
+  int prefill_chunk; /* most prompt positions prefilled between two decode steps of running requests */
+  int queue;         /* requests that may wait for a slot; beyond, submit fails */
+} fastvlm_scheduler_params;
+
+typedef struct {
+  int slots, active, queued, last_batch;
+  uint64_t generated_tokens, completed;
+  double tokens_per_second; /* over the decode steps of the last 10 s */
+} fastvlm_scheduler_stats;
+
+/* Called once per request, on a scheduler thread, when it ended: `result` the answer (text, token ids,
+ * logprobs; valid during the call only, owned by the scheduler) and `cancelled` whether it was cut short by
+ * fastvlm_scheduler_cancel or a 0 from the text callback; or `result` NULL and `error` the failure. */
+typedef void (*fastvlm_done_callback)(const fastvlm_result* result, int cancelled, const char* error, void* user_data);
+
+fastvlm_scheduler_params fastvlm_scheduler_default_params(void);
+fastvlm_scheduler* fastvlm_scheduler_new(fastvlm_engine* engine, const fastvlm_scheduler_params* params);
+/* Ends running requests as cancelled and queued ones with an error (each on_done is called), then frees. */
+void fastvlm_scheduler_free(fastvlm_scheduler* scheduler);
+/* Queues one user turn (image_path may be NULL) in the chat format. Returns the request's id, or 0 when
+ * it is refused before any work (bad input, prompt over a slot's context, queue full): see
+ * fastvlm_last_error(). Both callbacks (on_text may be NULL) run on the scheduler's threads. */
+uint64_t fastvlm_scheduler_submit(fastvlm_scheduler* scheduler, const char* prompt, const char* image_path,
+                                  const fastvlm_generate_params* params, fastvlm_text_callback on_text,
+                                  fastvlm_done_callback on_done, void* user_data);
+void fastvlm_scheduler_cancel(fastvlm_scheduler* scheduler, uint64_t id);
+fastvlm_scheduler_stats fastvlm_scheduler_get_stats(const fastvlm_scheduler* scheduler);
 
 void fastvlm_string_free(char* text);
 const char* fastvlm_last_error(void);

@@ -274,8 +274,6 @@ ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& polic
   if (const json* value = field(root, "stop")) generate.stop = parse_stop(*value);
   if (const json* value = field(root, "n")) request.n = int(integer_field(*value, "n", 1, 16));
   if (const json* value = field(root, "stream")) request.stream = bool_field(*value, "stream");
-  if (request.stream && request.n > 1)
-    throw invalid_request("invalid_value", "'n' must be 1 when 'stream' is true (choices are generated in turn)");
   if (const json* value = field(root, "presence_penalty"))
     generate.sampling.presence_penalty = float(number_field(*value, "presence_penalty", -2, 2));
   if (const json* value = field(root, "frequency_penalty"))

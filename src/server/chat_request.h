@@ -25,7 +25,7 @@ struct ChatRequest {
   GenerateOptions generate;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk carrying `usage`
-  int n = 1;                   // choices, generated one after the other from the same prefilled prompt
+  int n = 1;                   // choices, generated together (a sampled one i with the seed seed + i)
 };
 
 ChatRequest parse_chat_request(std::string_view body, const RequestPolicy& policy);

@@ -4,16 +4,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <semaphore>
 #include <thread>
 
 #include "core/error.h"
+#include "fastvlm/scheduler.hpp"
 #include "server/api_error.h"
 #include "server/base64.h"
 #include "server/chat_request.h"
 #include "server/connection_layer.h"
 #include "server/metrics.h"
 #include "server/openai_format.h"
-#include "server/slot_pool.h"
 #include "server/token_stream.h"
 #include "server/webui.h"
 
@@ -40,6 +41,9 @@ void send_exception(httplib::Response& res, const std::exception_ptr& error) {
     std::rethrow_exception(error);
   } catch (const ApiError& e) {
     send_error(res, e.status(), e.type(), e.code(), e.what());
+  } catch (const SchedulerBusy& e) {
+    // The queue is full, the request waited too long for a slot, or the server is shutting down.
+    send_error(res, 503, "server_error", "server_busy", e.what());
   } catch (const fastvlm::Error& e) {
     // The engine's own checks: an image that does not decode or is too large, a prompt over the context.
     send_error(res, 400, "invalid_request_error", "invalid_request", e.what());
@@ -56,19 +60,6 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   unsigned char difference = 0;
   for (size_t i = 0; i < a.size(); ++i) difference |= uint8_t(a[i]) ^ uint8_t(b[i]);
   return difference == 0;
-}
-
-std::vector<uint64_t> fingerprints(const std::vector<ChatMessage>& conversation) {
-  std::vector<uint64_t> result;
-  for (const ChatMessage& message : conversation) result.push_back(message_fingerprint(message));
-  return result;
-}
-
-// What a slot's KV cache holds after answering: the conversation, then the answer when it completed.
-std::vector<uint64_t> history_after(std::vector<uint64_t> conversation, const Generation& answer) {
-  if (answer.stop_reason != StopReason::Cancelled)
-    conversation.push_back(message_fingerprint({"assistant", answer.text, std::nullopt}));
-  return conversation;
 }
 
 bool send_event(httplib::DataSink& sink, const std::string& data) {
@@ -93,47 +84,23 @@ ConnectionLimits connection_limits(const ServerOptions& o) {
 // "length"); the KV cache is treated as after a cancellation, since the answer is incomplete.
 void report_timeout(Generation& answer) { answer.stop_reason = StopReason::MaxTokens; }
 
-// One streamed completion: its slot, and the thread generating into the stream the HTTP thread reads.
-struct StreamingJob {
-  StreamingJob(SlotPool::Lease lease, ChatRequest request, std::vector<uint64_t> conversation,
-               const std::atomic<bool>& stopping, Clock::time_point deadline)
-      : lease(std::move(lease)),
-        request(std::move(request)),
-        conversation(std::move(conversation)),
-        stopping(stopping),
-        deadline(deadline) {}
-  ~StreamingJob() {
-    stream.cancel();
-    if (worker.joinable()) worker.join();
-  }
-  void start() {
-    worker = std::thread([this] {
-      try {
-        bool timed_out = false;
-        Generation answer = lease.session().respond(
-            request.conversation, request.generate, [this, &timed_out](std::string_view piece) {
-              timed_out = Clock::now() >= deadline;
-              return !stopping && !timed_out && stream.push(piece);
-            });
-        lease.set_history(history_after(conversation, answer));
-        if (timed_out) report_timeout(answer);
-        stream.finish(std::move(answer));
-      } catch (...) {
-        lease.session().reset();
-        lease.set_history({});
-        stream.fail(std::current_exception());
-      }
-    });
-  }
-
-  SlotPool::Lease lease;
-  ChatRequest request;
-  std::vector<uint64_t> conversation;
-  const std::atomic<bool>& stopping;  // the server's: set, every generation ends at its next piece
-  const Clock::time_point deadline;   // --request-timeout after the request arrived
+// One response's choices in the scheduler: what they stream, and how to stop them.
+struct Response {
+  explicit Response(int choices) : stream(choices), timed_out(size_t(choices), false) {}
   TokenStream stream;
-  std::thread worker;  // last: joined before the members it uses go away
+  std::vector<uint64_t> ids;   // the choices' scheduler requests
+  std::vector<char> timed_out;  // per choice, written on the scheduler's thread before the choice ends
 };
+
+SchedulerOptions scheduler_options(const ServerOptions& o) {
+  SchedulerOptions options;
+  options.slots = o.parallel;
+  options.kv_budget = o.kv_budget;
+  options.prefill_chunk = o.prefill_chunk;
+  options.queue = o.queue;
+  options.max_queue_wait = std::chrono::seconds(o.timeout_seconds);
+  return options;
+}
 
 }  // namespace
 
@@ -141,11 +108,12 @@ struct HttpServer::Impl {
   Impl(const Engine& engine, ServerOptions options)
       : engine(engine),
         options(std::move(options)),
-        pool(engine, this->options.parallel, this->options.queue, std::chrono::seconds(this->options.timeout_seconds)),
+        scheduler(engine, scheduler_options(this->options)),
+        embedding_slots(std::max(this->options.parallel, 1)),
         http(connection_limits(this->options)) {
     policy.allowed_image_dir = this->options.allowed_image_dir;
-    // Without a limit in the request, generate until the context is full (OpenAI's behaviour).
-    policy.default_max_tokens = engine.options().context;
+    // Without a limit in the request, generate until the slot's context is full (OpenAI's behaviour).
+    policy.default_max_tokens = scheduler.stats().slot_capacity;
     policy.vocab_size = engine.token_count();
   }
 
@@ -157,15 +125,20 @@ struct HttpServer::Impl {
     return [this](int32_t id) { return engine.token_bytes(id); };
   }
   std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const;
-  void stream_completion(httplib::Response& res, ChatRequest request, std::vector<uint64_t> conversation,
-                         SlotPool::Lease lease, Clock::time_point deadline);
+  // Submits the request's n choices (a sampled choice i with the seed seed + i). Throws before any work
+  // for a bad request, SchedulerBusy (503) when they do not all find room in the queue.
+  std::shared_ptr<Response> submit(const ChatRequest& request, Clock::time_point deadline);
+  void cancel(Response& response);
+  void stream_completion(httplib::Response& res, const ChatRequest& request, std::shared_ptr<Response> response);
 
   const Engine& engine;
   const ServerOptions options;
   RequestPolicy policy;
-  SlotPool pool;
   Metrics metrics;
   std::atomic<bool> stopping{false};
+  // After what its callbacks use, before the routes that use it: destroyed after the HTTP server.
+  Scheduler scheduler;
+  std::counting_semaphore<> embedding_slots;  // embeddings computed at once, beside the scheduler
   GuardedServer http;
 };
 
@@ -204,85 +177,102 @@ std::string HttpServer::Impl::read_body(const httplib::Request& req, httplib::Re
   return body;
 }
 
+std::shared_ptr<Response> HttpServer::Impl::submit(const ChatRequest& request, Clock::time_point deadline) {
+  auto response = std::make_shared<Response>(request.n);
+  try {
+    for (int choice = 0; choice < request.n; ++choice) {
+      ScheduledRequest scheduled{request.conversation, "", std::nullopt, request.generate};
+      scheduled.options.sampling.seed += uint64_t(choice);
+      // The callbacks hold the response: it outlives the handler when the client left.
+      response->ids.push_back(scheduler.submit(
+          std::move(scheduled),
+          [this, response, choice, deadline](std::string_view piece) {
+            response->timed_out[size_t(choice)] = Clock::now() >= deadline;
+            return !stopping && !response->timed_out[size_t(choice)] && response->stream.push(choice, piece);
+          },
+          [response, choice](Generation answer, std::exception_ptr error) {
+            if (error) return response->stream.fail(choice, error);
+            if (response->timed_out[size_t(choice)]) report_timeout(answer);
+            response->stream.finish(choice, std::move(answer));
+          }));
+    }
+  } catch (...) {
+    cancel(*response);
+    throw;
+  }
+  return response;
+}
+
+void HttpServer::Impl::cancel(Response& response) {
+  response.stream.cancel();
+  for (uint64_t id : response.ids) scheduler.cancel(id);
+}
+
 void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Response& res,
                                         const httplib::ContentReader& reader) {
   const Clock::time_point deadline = Clock::now() + std::chrono::seconds(options.request_timeout_seconds);
   try {
-    ChatRequest request = parse_chat_request(read_body(req, res, reader), policy);
-    std::vector<uint64_t> conversation = fingerprints(request.conversation);
-    SlotPool::Lease lease = pool.acquire(conversation);
-    if (request.stream)
-      return stream_completion(res, std::move(request), std::move(conversation), std::move(lease), deadline);
-    try {
-      // Nobody reads the answer of a client that left: its slot is freed at the next token.
-      bool client_gone = false, timed_out = false;
-      std::vector<Generation> answers;
-      std::vector<json> logprobs;
-      // The choices one after the other in the same slot: from the second on, the KV cache already holds
-      // the prompt, so only its last position is prefilled again. Each sampled choice has its own seed.
-      for (int choice = 0; choice < request.n && !client_gone && !timed_out; ++choice) {
-        GenerateOptions generate = request.generate;
-        generate.sampling.seed += uint64_t(choice);
-        Generation answer = lease.session().respond(request.conversation, generate, [&](std::string_view) {
-          client_gone = GuardedServer::client_gone();
-          timed_out = Clock::now() >= deadline;
-          return !stopping && !client_gone && !timed_out;
-        });
-        if (timed_out) report_timeout(answer);
-        logprobs.push_back(logprobs_json(answer, generate.logprobs >= 0, speller()));
-        answers.push_back(std::move(answer));
+    const ChatRequest request = parse_chat_request(read_body(req, res, reader), policy);
+    std::shared_ptr<Response> response = submit(request, deadline);
+    if (request.stream) return stream_completion(res, request, std::move(response));
+    // Nobody reads the answer of a client that left: its choices are cancelled as soon as that shows.
+    bool client_gone = false;
+    while (!response->stream.wait_until_ended(std::chrono::milliseconds(50)))
+      if (!client_gone && GuardedServer::client_gone()) {
+        client_gone = true;
+        cancel(*response);
       }
-      lease.set_history(history_after(std::move(conversation), answers.back()));
-      if (client_gone) {
-        metrics.count_cancelled();
-        return send_error(res, 499, "invalid_request_error", "client_closed_request",
-                          "the client closed the connection before the answer was complete");
-      }
-      for (const Generation& answer : answers) metrics.count_generation(answer);
-      res.set_content(dump(completion_json(new_completion_id(options.model_id), answers, logprobs)),
-                      "application/json");
-    } catch (...) {
-      // Whatever the KV cache holds now is unknown: start the slot's next conversation afresh.
-      lease.session().reset();
-      lease.set_history({});
-      throw;
+    if (response->stream.failed()) std::rethrow_exception(response->stream.error());
+    if (client_gone) {
+      metrics.count_cancelled();
+      return send_error(res, 499, "invalid_request_error", "client_closed_request",
+                        "the client closed the connection before the answer was complete");
     }
+    std::vector<Generation> answers;
+    std::vector<json> logprobs;
+    for (int choice = 0; choice < request.n; ++choice) {
+      answers.push_back(response->stream.generation(choice));
+      metrics.count_generation(answers.back());
+      logprobs.push_back(logprobs_json(answers.back(), request.generate.logprobs >= 0, speller()));
+    }
+    res.set_content(dump(completion_json(new_completion_id(options.model_id), answers, logprobs)), "application/json");
   } catch (...) {
     send_exception(res, std::current_exception());
   }
 }
 
-void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest request,
-                                         std::vector<uint64_t> conversation, SlotPool::Lease lease,
-                                         Clock::time_point deadline) {
-  auto job = std::make_shared<StreamingJob>(std::move(lease), std::move(request), std::move(conversation), stopping,
-                                            deadline);
-  job->start();
-  // The status line goes out with the first byte of the stream: wait until the generation has either
-  // produced text or failed, so a bad image or an over-long prompt is still a plain 4xx response.
-  job->stream.wait_for_output();
-  if (job->stream.failed()) return send_exception(res, job->stream.error());
+void HttpServer::Impl::stream_completion(httplib::Response& res, const ChatRequest& request,
+                                         std::shared_ptr<Response> response) {
+  // The status line goes out with the first byte of the stream: wait until a choice has either produced
+  // text or failed, so a bad image is still a plain 4xx response.
+  response->stream.wait_for_output();
+  if (response->stream.failed()) {
+    cancel(*response);
+    return send_exception(res, response->stream.error());
+  }
 
   const CompletionId id = new_completion_id(options.model_id);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, job, id](size_t, httplib::DataSink& sink) {
-        TokenStream& stream = job->stream;
-        const bool include_usage = job->request.include_usage;
+      [this, response, id, include_usage = request.include_usage, logprobs = request.generate.logprobs >= 0](
+          size_t, httplib::DataSink& sink) {
+        TokenStream& stream = response->stream;
         auto send_chunk = [&](json chunk) {
           if (include_usage) chunk["usage"] = nullptr;  // as OpenAI: every chunk but the last has usage null
           return send_event(sink, dump(chunk));
         };
-        bool connected = send_chunk(chunk_json(id, {{"role", "assistant"}, {"content", ""}}, nullptr));
+        bool connected = true;
+        for (int choice = 0; connected && choice < stream.choices(); ++choice)
+          connected = send_chunk(chunk_json(id, choice, {{"role", "assistant"}, {"content", ""}}, nullptr));
         while (connected) {
-          std::optional<std::string> text = stream.next();
-          if (!text) break;
-          connected = send_chunk(chunk_json(id, {{"content", *text}}, nullptr));
+          std::optional<TokenStream::Piece> piece = stream.next();
+          if (!piece) break;
+          connected = send_chunk(chunk_json(id, piece->choice, {{"content", piece->text}}, nullptr));
         }
         if (!connected) {
-          // The client went away: the generation's next callback returns false and frees the slot.
-          stream.cancel();
+          // The client went away: its choices end at the next step and free their slots.
+          cancel(*response);
           metrics.count_cancelled();
           return false;
         }
@@ -292,28 +282,36 @@ void HttpServer::Impl::stream_completion(httplib::Response& res, ChatRequest req
           send_exception(error_response, stream.error());
           send_event(sink, error_response.body);
         } else {
-          const Generation& answer = stream.generation();
-          metrics.count_generation(answer);
-          // Log-probabilities come whole with the last chunk: the stream carries text, not tokens.
-          send_chunk(chunk_json(id, json::object(), finish_reason(answer.stop_reason),
-                                logprobs_json(answer, job->request.generate.logprobs >= 0, speller())));
-          if (include_usage) send_event(sink, dump(usage_chunk_json(id, answer)));
+          std::vector<Generation> answers;
+          for (int choice = 0; choice < stream.choices(); ++choice) {
+            const Generation& answer = stream.generation(choice);
+            metrics.count_generation(answer);
+            // Log-probabilities come whole with the last chunk: the stream carries text, not tokens.
+            send_chunk(chunk_json(id, choice, json::object(), finish_reason(answer.stop_reason),
+                                  logprobs_json(answer, logprobs, speller())));
+            answers.push_back(answer);
+          }
+          if (include_usage) send_event(sink, dump(usage_chunk_json(id, answers)));
         }
         send_event(sink, "[DONE]");
         sink.done();
         return true;
       },
-      // Runs when the response is over, however it ended: stops the generation if it still runs,
-      // joins its thread and releases the slot.
-      [job](bool) mutable { job.reset(); });
+      // Runs when the response is over, however it ended: stops the choices if they still run.
+      [this, response](bool) { cancel(*response); });
 }
 
 void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response& res,
                                   const httplib::ContentReader& reader) {
   try {
     const EmbeddingsRequest request = parse_embeddings_request(read_body(req, res, reader), policy);
-    // A slot bounds the work in flight, as a generation's does; its KV cache is not touched.
-    SlotPool::Lease lease = pool.acquire({});
+    // As many at once as there are slots; beyond, wait (up to --timeout) for one to finish.
+    if (!embedding_slots.try_acquire_for(std::chrono::seconds(options.timeout_seconds)))
+      throw ApiError(503, "server_error", "server_busy", "every embedding slot stayed busy; retry later");
+    struct Release {
+      std::counting_semaphore<>& slots;
+      ~Release() { slots.release(); }
+    } release{embedding_slots};
     const size_t hidden = size_t(engine.info().hidden_size);
     auto encode = [&](std::span<const float> values) -> json {
       if (!request.base64) return values;
@@ -412,11 +410,14 @@ void HttpServer::Impl::install_routes() {
     const ModelInfo& info = engine.info();
     res.set_content(dump({{"model_path", info.path},
                           {"model_alias", options.model_id},
-                          {"n_ctx", engine.options().context},
-                          {"total_slots", pool.slots()},
+                          {"n_ctx", scheduler.stats().slot_capacity},
+                          {"total_slots", scheduler.stats().slots},
+                          {"slots_busy", scheduler.stats().active},
+                          {"kv_budget", scheduler.stats().slot_capacity * scheduler.stats().slots},
+                          {"prefill_chunk", options.prefill_chunk},
                           {"chat_format", info.chat_format},
                           {"modalities", {{"vision", info.image_tokens > 0}, {"audio", false}}},
-                          {"default_generation_settings", {{"n_ctx", engine.options().context}}}}),
+                          {"default_generation_settings", {{"n_ctx", scheduler.stats().slot_capacity}}}}),
                     "application/json");
   });
 
@@ -424,13 +425,14 @@ void HttpServer::Impl::install_routes() {
 
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     const ModelInfo& info = engine.info();
+    const int context = scheduler.stats().slot_capacity;
     json model = {{"id", options.model_id},
                   {"object", "model"},
                   {"created", 0},
                   {"owned_by", "fastvlm"},
-                  {"context_length", engine.options().context},
-                  {"meta", {{"context", engine.options().context},
-                            {"n_ctx", engine.options().context},
+                  {"context_length", context},
+                  {"meta", {{"context", context},
+                            {"n_ctx", context},
                             {"n_vocab", engine.token_count()},
                             {"image_size", info.image_size},
                             {"image_tokens", info.image_tokens},
@@ -441,12 +443,13 @@ void HttpServer::Impl::install_routes() {
 
   // The server listens only once the model is loaded, so reaching it means it is ready.
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(dump({{"status", "ok"}, {"slots_busy", pool.busy()}, {"slots", pool.slots()}}),
+    const SchedulerStats stats = scheduler.stats();
+    res.set_content(dump({{"status", "ok"}, {"slots_busy", stats.active}, {"slots", stats.slots}, {"queued", stats.queued}}),
                     "application/json");
   });
 
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics.render({pool.slots(), pool.busy(), pool.queued()}), "text/plain; version=0.0.4");
+    res.set_content(metrics.render(scheduler.stats()), "text/plain; version=0.0.4");
   });
 
   // Responses httplib produced itself (unknown route, body over the limit, unreadable request) get
@@ -496,7 +499,7 @@ void HttpServer::stop() {
   // Running generations end at their next token and queued requests are turned away, so the
   // connections drain at once instead of after every answer is complete.
   impl_->stopping = true;
-  impl_->pool.close();
+  impl_->scheduler.shutdown();
   impl_->http.stop();
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <sstream>
 
 namespace fastvlm::server {
 namespace {
@@ -19,8 +20,10 @@ void render_counter(std::string& out, const std::string& name, const std::string
   out += "# HELP " + name + " " + help + "\n# TYPE " + name + " counter\n" + name + " " + std::to_string(value) + "\n";
 }
 
-void render_gauge(std::string& out, const std::string& name, const std::string& help, int value) {
-  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " + std::to_string(value) + "\n";
+void render_gauge(std::string& out, const std::string& name, const std::string& help, double value) {
+  std::ostringstream text;
+  text << value;
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " + text.str() + "\n";
 }
 
 }  // namespace
@@ -72,7 +75,7 @@ void Metrics::count_cancelled() {
   ++cancelled_;
 }
 
-std::string Metrics::render(const PoolState& pool) const {
+std::string Metrics::render(const SchedulerStats& scheduler) const {
   std::lock_guard lock(mutex_);
   std::string out;
   out += "# HELP fastvlm_http_responses_total HTTP responses sent, by status code\n"
@@ -88,9 +91,15 @@ std::string Metrics::render(const PoolState& pool) const {
   render_counter(out, "fastvlm_cancelled_requests_total", "Generations cancelled by a client disconnect", cancelled_);
   render_counter(out, "fastvlm_image_cache_hits_total", "Images whose embeddings came from the cache", image_cache_hits_);
   render_counter(out, "fastvlm_image_cache_misses_total", "Images run through the vision encoder", image_cache_misses_);
-  render_gauge(out, "fastvlm_slots", "Slots (concurrent generations)", pool.slots);
-  render_gauge(out, "fastvlm_slots_busy", "Slots generating now", pool.busy);
-  render_gauge(out, "fastvlm_queue_depth", "Requests waiting for a slot", pool.queued);
+  render_gauge(out, "fastvlm_slots", "Slots (sequences decoded together)", scheduler.slots);
+  render_gauge(out, "fastvlm_slots_busy", "Slots prefilling or decoding now", scheduler.active);
+  render_gauge(out, "fastvlm_queue_depth", "Requests waiting for a slot", scheduler.queued);
+  render_gauge(out, "fastvlm_batch_size", "Sequences in the last decode step", scheduler.last_batch);
+  render_gauge(out, "fastvlm_decode_tokens_per_second",
+               "Tokens of the decode steps of the last 10 s over those steps' time, all sequences together",
+               scheduler.tokens_per_second);
+  render_gauge(out, "fastvlm_longest_token_gap_seconds",
+               "Longest time between two decode steps while sequences were decoding", scheduler.longest_gap_ms / 1000);
   return out;
 }
 

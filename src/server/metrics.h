@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fastvlm/fastvlm.hpp"
+#include "fastvlm/scheduler.hpp"
 
 namespace fastvlm::server {
 
@@ -24,18 +25,14 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
-// What the slot pool looks like when /metrics is scraped.
-struct PoolState {
-  int slots = 0, busy = 0, queued = 0;
-};
-
 class Metrics {
  public:
   Metrics();
   void count_response(int status);
   void count_generation(const Generation& generation);
   void count_cancelled();
-  std::string render(const PoolState& pool) const;
+  // With the scheduler's state when /metrics is scraped.
+  std::string render(const SchedulerStats& scheduler) const;
 
  private:
   mutable std::mutex mutex_;

@@ -33,11 +33,14 @@ const char* finish_reason(StopReason reason) {
   return nullptr;
 }
 
-json usage_json(const Generation& generation) {
-  const int completion_tokens = int(generation.token_ids.size());
-  return {{"prompt_tokens", generation.prompt_tokens},
+// The prompt counted once, the completion tokens of every choice.
+json usage_json(const std::vector<Generation>& choices) {
+  int completion_tokens = 0;
+  for (const Generation& choice : choices) completion_tokens += int(choice.token_ids.size());
+  const int prompt_tokens = choices.front().prompt_tokens;
+  return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},
-          {"total_tokens", generation.prompt_tokens + completion_tokens}};
+          {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
 json timings_json(const Timings& t) {
@@ -72,10 +75,8 @@ json logprobs_json(const Generation& generation, bool requested, const TokenSpel
 json completion_json(const CompletionId& id, const std::vector<Generation>& generations,
                      const std::vector<json>& logprobs) {
   json choices = json::array();
-  int completion_tokens = 0;
   for (size_t i = 0; i < generations.size(); ++i) {
     const Generation& generation = generations[i];
-    completion_tokens += int(generation.token_ids.size());
     choices.push_back({{"index", i},
                        {"message", {{"role", "assistant"}, {"content", generation.text}}},
                        {"logprobs", logprobs[i]},
@@ -87,32 +88,29 @@ json completion_json(const CompletionId& id, const std::vector<Generation>& gene
           {"created", id.created},
           {"model", id.model},
           {"choices", std::move(choices)},
-          {"usage",
-           {{"prompt_tokens", first.prompt_tokens},
-            {"completion_tokens", completion_tokens},
-            {"total_tokens", first.prompt_tokens + completion_tokens}}},
+          {"usage", usage_json(generations)},
           {"timings", timings_json(first.timings)}};
 }
 
-json chunk_json(const CompletionId& id, json delta, const char* reason, json logprobs) {
+json chunk_json(const CompletionId& id, int index, json delta, const char* reason, json logprobs) {
   return {{"id", id.id},
           {"object", "chat.completion.chunk"},
           {"created", id.created},
           {"model", id.model},
-          {"choices", json::array({{{"index", 0},
+          {"choices", json::array({{{"index", index},
                                     {"delta", std::move(delta)},
                                     {"logprobs", std::move(logprobs)},
                                     {"finish_reason", nullable(reason)}}})}};
 }
 
-json usage_chunk_json(const CompletionId& id, const Generation& generation) {
+json usage_chunk_json(const CompletionId& id, const std::vector<Generation>& choices) {
   return {{"id", id.id},
           {"object", "chat.completion.chunk"},
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array()},
-          {"usage", usage_json(generation)},
-          {"timings", timings_json(generation.timings)}};
+          {"usage", usage_json(choices)},
+          {"timings", timings_json(choices.front().timings)}};
 }
 
 std::string dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }

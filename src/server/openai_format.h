@@ -34,13 +34,14 @@ nlohmann::json logprobs_json(const Generation& generation, bool requested, const
 nlohmann::json completion_json(const CompletionId& id, const std::vector<Generation>& choices,
                                const std::vector<nlohmann::json>& logprobs);
 
-// One streamed "chat.completion.chunk" with a single choice. `delta` is e.g. {"content": "..."};
+// One streamed "chat.completion.chunk" for the choice `index`. `delta` is e.g. {"content": "..."};
 // a null finish_reason leaves the choice open.
-nlohmann::json chunk_json(const CompletionId& id, nlohmann::json delta, const char* finish_reason,
+nlohmann::json chunk_json(const CompletionId& id, int index, nlohmann::json delta, const char* finish_reason,
                           nlohmann::json logprobs = nullptr);
 
-// The chunk sent last when stream_options.include_usage is set: no choices, only usage.
-nlohmann::json usage_chunk_json(const CompletionId& id, const Generation& generation);
+// The chunk sent last when stream_options.include_usage is set: no choices, only usage (the prompt
+// counted once, the completion tokens of every choice).
+nlohmann::json usage_chunk_json(const CompletionId& id, const std::vector<Generation>& choices);
 
 // Serialised for the wire; invalid UTF-8 (which a client can send in its own text) becomes U+FFFD.
 std::string dump(const nlohmann::json& value);

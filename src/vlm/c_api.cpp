@@ -9,6 +9,7 @@
 
 #include "fastvlm/fastvlm.h"
 #include "fastvlm/fastvlm.hpp"
+#include "fastvlm/scheduler.hpp"
 
 struct fastvlm_engine {
   std::unique_ptr<fastvlm::Engine> engine;
@@ -23,6 +24,10 @@ struct fastvlm_result {
   std::string bytes;                     // the bytes of every token in `logprobs`, end to end
   std::vector<fastvlm_token_prob> top;   // the alternatives of every entry, entry after entry
   std::vector<fastvlm_token_logprobs> logprobs;
+};
+struct fastvlm_scheduler {
+  std::unique_ptr<fastvlm::Scheduler> scheduler;
+  const fastvlm::Engine* engine;
 };
 
 namespace {
@@ -42,7 +47,8 @@ auto guarded(F&& body) -> decltype(body()) {
   return {};
 }
 
-fastvlm::GenerateOptions generate_options(const fastvlm_generate_params& p) {
+fastvlm::GenerateOptions generate_options(const fastvlm_generate_params* params) {
+  fastvlm_generate_params p = params ? *params : fastvlm_generate_default_params();
   fastvlm::GenerateOptions options;
   options.max_tokens = p.max_tokens;
   options.sampling.temperature = p.temperature;
@@ -59,14 +65,16 @@ fastvlm::GenerateOptions generate_options(const fastvlm_generate_params& p) {
   return options;
 }
 
+fastvlm::TextCallback text_callback(fastvlm_text_callback on_text, void* user_data) {
+  if (!on_text) return {};
+  return [on_text, user_data](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
+}
+
 fastvlm::Generation ask(fastvlm_session* session, const char* prompt, const char* image_path,
                         const fastvlm_generate_params* params, fastvlm_text_callback on_text, void* user_data) {
-  const fastvlm::GenerateOptions options = generate_options(params ? *params : fastvlm_generate_default_params());
   fastvlm::ImageInput image = fastvlm::ImageInput::file(image_path ? image_path : "");
-  fastvlm::TextCallback callback;
-  if (on_text)
-    callback = [&](std::string_view piece) { return on_text(piece.data(), piece.size(), user_data) != 0; };
-  return session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr, options, callback);
+  return session->session.ask(prompt ? prompt : "", image_path ? &image : nullptr, generate_options(params),
+                              text_callback(on_text, user_data));
 }
 
 // The C view of a generation: entries point into the result's own byte buffer, so their pointers are set
@@ -168,6 +176,61 @@ const fastvlm_token_logprobs* fastvlm_result_logprobs(const fastvlm_result* resu
 }
 
 void fastvlm_result_free(fastvlm_result* result) { delete result; }
+
+fastvlm_scheduler_params fastvlm_scheduler_default_params(void) {
+  fastvlm::SchedulerOptions d;
+  return {d.slots, d.kv_budget, d.prefill_chunk, d.queue};
+}
+
+fastvlm_scheduler* fastvlm_scheduler_new(fastvlm_engine* engine, const fastvlm_scheduler_params* params) {
+  return guarded([&]() -> fastvlm_scheduler* {
+    const fastvlm_scheduler_params p = params ? *params : fastvlm_scheduler_default_params();
+    fastvlm::SchedulerOptions options;
+    options.slots = p.slots;
+    options.kv_budget = p.kv_budget;
+    options.prefill_chunk = p.prefill_chunk;
+    options.queue = p.queue;
+    return new fastvlm_scheduler{std::make_unique<fastvlm::Scheduler>(*engine->engine, options), engine->engine.get()};
+  });
+}
+
+void fastvlm_scheduler_free(fastvlm_scheduler* scheduler) { delete scheduler; }
+
+uint64_t fastvlm_scheduler_submit(fastvlm_scheduler* scheduler, const char* prompt, const char* image_path,
+                                  const fastvlm_generate_params* params, fastvlm_text_callback on_text,
+                                  fastvlm_done_callback on_done, void* user_data) {
+  return guarded([&]() -> uint64_t {
+    fastvlm::ScheduledRequest request;
+    request.conversation.push_back({"user", prompt ? prompt : "", std::nullopt});
+    if (image_path) request.conversation.back().image = fastvlm::ImageInput::file(image_path);
+    request.options = generate_options(params);
+    return scheduler->scheduler->submit(
+        std::move(request), text_callback(on_text, user_data),
+        [on_done, user_data, &engine = *scheduler->engine](fastvlm::Generation answer, std::exception_ptr error) {
+          if (!on_done) return;
+          if (!error) {
+            const int cancelled = answer.stop_reason == fastvlm::StopReason::Cancelled;
+            return on_done(make_result(std::move(answer), engine).get(), cancelled, nullptr, user_data);
+          }
+          std::string message = "unknown error";
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            message = e.what();
+          } catch (...) {
+          }
+          on_done(nullptr, 0, message.c_str(), user_data);
+        });
+  });
+}
+
+void fastvlm_scheduler_cancel(fastvlm_scheduler* scheduler, uint64_t id) { scheduler->scheduler->cancel(id); }
+
+fastvlm_scheduler_stats fastvlm_scheduler_get_stats(const fastvlm_scheduler* scheduler) {
+  const fastvlm::SchedulerStats s = scheduler->scheduler->stats();
+  return {s.slots, s.active, s.queued, s.last_batch, s.generated_tokens, s.completed, s.tokens_per_second};
+}
+
 void fastvlm_string_free(char* text) { std::free(text); }
 const char* fastvlm_last_error(void) { return last_error.c_str(); }
 

@@ -90,7 +90,7 @@ TEST(ChatRequest, RefusesMalformedRequestsWith400) {
            std::string(R"({"messages": [{"role": "user", "content": [{"type": "audio"}]}]})"),
            with(R"("max_tokens": 0)"), with(R"("max_tokens": 1.5)"), with(R"("max_tokens": "5")"),
            with(R"("temperature": 3)"), with(R"("top_p": -1)"), with(R"("stream": "yes")"), with(R"("n": 0)"),
-           with(R"("n": 17)"), with(R"("n": 2, "stream": true)"), with(R"("logprobs": true, "top_logprobs": 21)"),
+           with(R"("n": 17)"), with(R"("logprobs": true, "top_logprobs": 21)"),
            with(R"("top_logprobs": 2)"), with(R"("logit_bias": {"-1": 1})"), with(R"("logit_bias": {"abc": 1})"),
            with(R"("logit_bias": [1])"), with(R"("presence_penalty": 3)"), with(R"("frequency_penalty": "1")"),
            with(R"("response_format": {"type": "xml"})"), with(R"("response_format": {"type": "json_schema"})"),
@@ -121,6 +121,11 @@ TEST(ChatRequest, ReadsStructuredOutputLogprobsPenaltiesAndChoices) {
   EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})", policy)
                 .generate.logprobs, 0);
   EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}]})", policy).generate.logprobs, -1);
+  // Choices stream together, each under its index.
+  const ChatRequest streamed =
+      parse_chat_request(R"({"messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": true})", policy);
+  EXPECT_EQ(streamed.n, 2);
+  EXPECT_TRUE(streamed.stream);
 }
 
 TEST(ChatRequest, ReadsEmbeddingsAndTokenizerRequests) {

@@ -199,6 +199,7 @@ CurlResult curl(const ServerProcess& server, const std::string& method, const st
 // The content deltas of a Server-Sent Events body, and its usage chunk; checks the framing on the way.
 struct StreamedAnswer {
   std::string text;
+  std::map<int, std::string> by_choice;  // the text of each choice index
   std::optional<json> usage;
   std::string finish_reason;
   bool done = false;
@@ -221,7 +222,10 @@ StreamedAnswer parse_event_stream(const std::string& body) {
     EXPECT_EQ(chunk.at("object"), "chat.completion.chunk");
     if (chunk.contains("usage") && !chunk["usage"].is_null()) answer.usage = chunk["usage"];
     for (const json& choice : chunk.at("choices")) {
-      if (choice.at("delta").contains("content")) answer.text += choice["delta"]["content"].get<std::string>();
+      if (choice.at("delta").contains("content")) {
+        answer.text += choice["delta"]["content"].get<std::string>();
+        answer.by_choice[choice.at("index").get<int>()] += choice["delta"]["content"].get<std::string>();
+      }
       if (!choice.at("finish_reason").is_null()) answer.finish_reason = choice["finish_reason"];
     }
   }
@@ -962,6 +966,111 @@ TEST(ServerSoak, GoodRequestsStayCorrectAndTheServerStaysResponsive) {
   EXPECT_EQ(health_failures, 0);
   EXPECT_LT(percentile(health_ms, 1.0), 1000.0);
   EXPECT_LT(rss_after - rss_before, kRssGrowthBoundMb);
+  EXPECT_EQ(server.stop(), 0);
+}
+
+}  // namespace
+
+namespace {
+
+// Continuous batching under faults: four slots decode together while clients leave mid-stream, a flood
+// overruns the queue, a prompt exceeds a slot's share of the KV budget, and n choices stream at once.
+// Every accepted request gets the answer it would get alone, and the server is healthy afterwards.
+TEST(ServerBatching, FaultsLoseNoAcceptedAnswerAndLeaveTheServerHealthy) {
+  ServerProcess server({"--parallel", "4", "--queue", "2", "--kv-budget", "1024", "--prefill-chunk", "8",
+                        "--api-key", kApiKey, "--timeout", "30"});
+  const std::string prompt = "Tell me about the sea.";
+  constexpr int kTokens = 40;
+  const std::string expected = cli_answer(nullptr, prompt, kTokens);
+
+  // Over the budget: 1024 positions over 4 slots leave 256 a slot.
+  std::string long_text;
+  for (int i = 0; i < 300; ++i) long_text += "sea ";
+  CurlResult too_long = curl(server, "POST", "/v1/chat/completions", text_request(long_text, 4).dump());
+  expect_openai_error(too_long, 400);
+  EXPECT_NE(too_long.body.find("does not fit the context of 256"), std::string::npos) << too_long.body;
+
+  // Streams that leave after a few chunks, beside a flood of plain requests.
+  json leaving = text_request("Count to a thousand.", 200);
+  leaving["stream"] = true;
+  std::vector<std::thread> clients;
+  std::vector<StreamOutcome> left(3);
+  for (int i = 0; i < 3; ++i)
+    clients.emplace_back([&, i] { left[size_t(i)] = stream_with_httplib(server.port(), leaving, 3 + 5 * i); });
+  std::vector<CurlResult> flood(16);
+  for (int i = 0; i < 16; ++i)
+    clients.emplace_back([&, i] {
+      flood[size_t(i)] = curl(server, "POST", "/v1/chat/completions", text_request(prompt, kTokens).dump());
+    });
+  for (auto& client : clients) client.join();
+  for (const StreamOutcome& outcome : left) {
+    EXPECT_TRUE(outcome.status == 200 || outcome.status == 503) << outcome.status;
+    if (outcome.status == 200) EXPECT_TRUE(outcome.cancelled);
+  }
+  int accepted = 0, busy = 0;
+  for (const CurlResult& result : flood) {
+    if (result.status == 503) {
+      ++busy;
+      expect_openai_error(result, 503);
+      EXPECT_NE(result.headers.find("Retry-After:"), std::string::npos) << result.headers;
+      continue;
+    }
+    ASSERT_EQ(result.status, 200) << result.body;
+    ++accepted;
+    const json body = json::parse(result.body);
+    EXPECT_EQ(body["choices"][0]["message"]["content"], expected) << "an accepted answer differs from the one alone";
+  }
+  EXPECT_GE(accepted, 2);  // beside the three streams: one free slot and the queue of two at least
+  EXPECT_GE(busy, 1) << "16 requests at once on 4 slots and a queue of 2 must overflow";
+
+  // n choices at once: greedy ones are all the answer alone; seeded sampled ones stream what they return
+  // whole, each under its index.
+  json greedy = text_request(prompt, kTokens);
+  greedy["n"] = 3;
+  greedy["stream"] = true;
+  CurlResult streamed = curl(server, "POST", "/v1/chat/completions", greedy.dump(), kApiKey, {"-N"});
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  StreamedAnswer choices = parse_event_stream(streamed.body);
+  EXPECT_TRUE(choices.done);
+  ASSERT_EQ(choices.by_choice.size(), 3u) << streamed.body;
+  for (const auto& [index, text] : choices.by_choice) EXPECT_EQ(text, expected) << "choice " << index;
+
+  json sampled = text_request(prompt, kTokens);
+  sampled["n"] = 3;
+  sampled["temperature"] = 0.9;
+  sampled["seed"] = 11;
+  CurlResult whole = curl(server, "POST", "/v1/chat/completions", sampled.dump());
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  sampled["stream"] = true;
+  CurlResult sampled_stream = curl(server, "POST", "/v1/chat/completions", sampled.dump(), kApiKey, {"-N"});
+  ASSERT_EQ(sampled_stream.status, 200) << sampled_stream.body;
+  const json whole_body = json::parse(whole.body);
+  const StreamedAnswer sampled_choices = parse_event_stream(sampled_stream.body);
+  ASSERT_EQ(whole_body["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(sampled_choices.by_choice.at(i), whole_body["choices"][i]["message"]["content"]) << "choice " << i;
+  EXPECT_NE(whole_body["choices"][0]["message"]["content"], whole_body["choices"][1]["message"]["content"])
+      << "choices with seeds 11 and 12 should differ";
+
+  // Healthy afterwards: every slot free, the batch figures exported, a plain request answered.
+  json health;
+  for (auto until = Clock::now() + std::chrono::seconds(20); Clock::now() < until;) {
+    health = json::parse(curl(server, "GET", "/health", std::nullopt, "").body);
+    if (health.at("slots_busy") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(health.at("status"), "ok");
+  EXPECT_EQ(health.at("slots_busy"), 0);
+  const std::string metrics = curl(server, "GET", "/metrics", std::nullopt, "").body;
+  EXPECT_GE(metric(metrics, "fastvlm_batch_size"), 1);
+  EXPECT_GE(metric(metrics, "fastvlm_decode_tokens_per_second"), 0);
+  EXPECT_GE(metric(metrics, "fastvlm_cancelled_requests_total"), 1);
+  const json props = json::parse(curl(server, "GET", "/props").body);
+  EXPECT_EQ(props.at("total_slots"), 4);
+  EXPECT_EQ(props.at("n_ctx"), 256);
+  CurlResult last = curl(server, "POST", "/v1/chat/completions", text_request(prompt, kTokens).dump());
+  ASSERT_EQ(last.status, 200) << last.body;
+  EXPECT_EQ(json::parse(last.body)["choices"][0]["message"]["content"], expected);
   EXPECT_EQ(server.stop(), 0);
 }
 
