@@ -142,47 +142,92 @@ void matmul(const MatmulSpec& spec) {
 }  // namespace fastvlm
 
 namespace fastvlm {
+
+struct PackedS8Weights::Layout {
+  dnnl::memory::desc desc;
+  dnnl::memory panels;  // owns the packed bytes
+};
+
+namespace {
+
+void require_int8_compute(const char* what) {
+  if (!kernels::int8_compute_available())
+    throw Error(std::string(what) + ": int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ") does not offer");
+}
+
+dnnl::memory::desc s8_rows(int64_t M, int64_t K, int64_t ld) {
+  return dnnl::memory::desc({M, K}, dnnl::memory::data_type::s8, dnnl::memory::dims{ld, 1});
+}
+
+dnnl::memory::desc s32_rows(int64_t M, int64_t N, int64_t ld) {
+  return dnnl::memory::desc({M, N}, dnnl::memory::data_type::s32, dnnl::memory::dims{ld, 1});
+}
+
+// The tower's tiles are 128 pixels. oneDNN picks the same weight layout for every M from 64 up, and the
+// packed layout also serves smaller M (oneDNN's brgemm accepts it for any M).
+constexpr int64_t kPackingRows = 128;
+
+}  // namespace
+
+PackedS8Weights::PackedS8Weights(const int8_t* codes, int64_t N, int64_t K) : N_(N), K_(K) {
+  require_int8_compute("PackedS8Weights");
+  if (N <= 0 || K <= 0)
+    throw Error("PackedS8Weights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
+                std::to_string(K));
+  auto& engine = cpu_engine();
+  const dnnl::memory::desc any({K, N}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::any);
+  const dnnl::matmul::primitive_desc chosen(
+      dnnl::matmul::desc(s8_rows(kPackingRows, K, K), any, s32_rows(kPackingRows, N, N)), engine);
+  layout_ = std::make_unique<Layout>(Layout{chosen.weights_desc(), dnnl::memory(chosen.weights_desc(), engine)});
+  // B[N,K] row-major is the [K,N] matrix oneDNN multiplies with, stored column-major.
+  const dnnl::memory::desc plain({K, N}, dnnl::memory::data_type::s8, dnnl::memory::dims{1, K});
+  dnnl::memory source(plain, engine, const_cast<int8_t*>(codes));
+  dnnl::stream stream(engine);
+  dnnl::reorder(source, layout_->panels).execute(stream, source, layout_->panels);
+  stream.wait();
+}
+
+PackedS8Weights::~PackedS8Weights() = default;
+
 namespace {
 
 // A created int8 product with the descriptors its arguments are wrapped in.
 struct Int8MatmulPrimitive {
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, c;
   dnnl::matmul primitive;
 };
 
-Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key) {
-  using dims = dnnl::memory::dims;
-  using data_type = dnnl::memory::data_type;
+Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key, const dnnl::memory::desc& packed) {
   Int8MatmulPrimitive created;
-  created.a = dnnl::memory::desc({key.M, key.K}, data_type::s8, dims{key.lda, 1});
-  created.b = dnnl::memory::desc({key.K, key.N}, data_type::s8, dims{1, key.ldb});
-  created.c = dnnl::memory::desc({key.M, key.N}, data_type::s32, dims{key.ldc, 1});
+  created.a = s8_rows(key.M, key.K, key.lda);
+  created.c = s32_rows(key.M, key.N, key.ldc);
   created.primitive =
-      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, created.b, created.c), cpu_engine()));
+      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, packed, created.c), cpu_engine()));
   return created;
 }
 
 }  // namespace
 
 void matmul_s8(const Int8MatmulSpec& spec) {
-  if (spec.M <= 0 || spec.N <= 0) return;
-  if (!kernels::int8_compute_available())
-    throw Error("matmul_s8: int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
-                kernels::kernel_level_name() + ") does not offer");
-  // The key's types, transposition, bias and epilogue are fixed for int8 products.
-  const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, DType::F32, DType::F32, true, false,
+  if (spec.M <= 0) return;
+  require_int8_compute("matmul_s8");
+  const PackedS8Weights& b = *spec.b;
+  // The packed layout is a function of (N, K) at the active level, so the shape is the whole key; the
+  // key's types, transposition, bias and epilogue are fixed for int8 products.
+  const MatmulKey key{spec.M, b.rows(), b.cols(), spec.lda, 0, spec.ldc, DType::F32, DType::F32, true, false,
                       Epilogue::None};
   thread_local std::unordered_map<MatmulKey, Int8MatmulPrimitive, MatmulKeyHash> primitives;
   auto found = primitives.find(key);
   if (found == primitives.end()) {
     if (primitives.size() >= 512) primitives.clear();
-    found = primitives.emplace(key, create_matmul_s8(key)).first;
+    found = primitives.emplace(key, create_matmul_s8(key, b.layout().desc)).first;
   }
   const Int8MatmulPrimitive& created = found->second;
   auto& engine = cpu_engine();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<int8_t*>(spec.a))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(created.b, engine, const_cast<int8_t*>(spec.b))},
+      {DNNL_ARG_WEIGHTS, b.layout().panels},
       {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
   };
   dnnl::stream stream(engine);

@@ -3,6 +3,7 @@
 // kernels for this CPU at run time and threads with OpenMP).
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "core/dtype.h"
 
@@ -66,19 +67,40 @@ void matmul(const MatmulSpec& spec);
 
 namespace fastvlm {
 
-// C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and B (B in the Linear / 1x1 conv layout), exact in int32;
-// the caller dequantises (with the scales it quantised A and B with) while C is still in cache. Runs on
-// oneDNN's int8 GEMM (AVX512-VNNI vpdpbusd, AMX-INT8 tiles where present): oneDNN 2.x takes its fast
-// kernels only for products without run-time scales, hence the plain int32 result. Needs
-// int8_compute_available(); throws fastvlm::Error otherwise. Primitives are cached per shape as for
-// matmul().
+// Signed 8-bit weights B[N,K] (the Linear / 1x1 conv layout) rearranged once, at load, into the blocked
+// layout oneDNN's int8 kernel reads without copying: AMX tile panels where the CPU has AMX-INT8, VNNI
+// panels with the s8·s8 compensation row otherwise. Without it, every product re-packs all of B, which for
+// the vision tower's 128-pixel tiles costs as much as the product itself. The layout follows the active
+// kernel level at packing time. Needs int8_compute_available(); throws fastvlm::Error otherwise.
+class PackedS8Weights {
+ public:
+  PackedS8Weights(const int8_t* codes, int64_t N, int64_t K);
+  ~PackedS8Weights();
+  PackedS8Weights(const PackedS8Weights&) = delete;
+  PackedS8Weights& operator=(const PackedS8Weights&) = delete;
+
+  int64_t rows() const { return N_; }
+  int64_t cols() const { return K_; }
+  // oneDNN's opaque view of the packed panels (defined in gemm.cpp).
+  struct Layout;
+  const Layout& layout() const { return *layout_; }
+
+ private:
+  int64_t N_, K_;
+  std::unique_ptr<Layout> layout_;
+};
+
+// C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and packed B, exact in int32; the caller dequantises (with
+// the scales it quantised A and B with) while C is still in cache. Runs on oneDNN's brgemm (AMX-INT8 tiles
+// where present, else AVX512-VNNI vpdpbusd): oneDNN 2.x takes its fast kernels only for products without
+// run-time scales, hence the plain int32 result. Needs int8_compute_available(); throws fastvlm::Error
+// otherwise. Primitives are cached per shape as for matmul().
 struct Int8MatmulSpec {
-  int64_t M = 0, N = 0, K = 0;
-  const int8_t* a = nullptr;
+  int64_t M = 0;
+  const int8_t* a = nullptr;  // [M, b->cols()]
   int64_t lda = 0;
-  const int8_t* b = nullptr;
-  int64_t ldb = 0;
-  int32_t* c = nullptr;
+  const PackedS8Weights* b = nullptr;
+  int32_t* c = nullptr;  // [M, b->rows()]
   int64_t ldc = 0;
 };
 void matmul_s8(const Int8MatmulSpec& spec);

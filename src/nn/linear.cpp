@@ -114,11 +114,11 @@ Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
       break;
     }
     case WeightType::S8: {
-      auto codes = std::make_shared<std::vector<int8_t>>(size_t(weight.numel()));
+      std::vector<int8_t> codes(size_t(weight.numel()));
       linear.s8_scales_.resize(size_t(linear.out_features_));
-      quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes->data(),
+      quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes.data(),
                        linear.s8_scales_.data());
-      linear.s8_ = std::move(codes);
+      linear.s8_ = std::make_shared<const PackedS8Weights>(codes.data(), linear.out_features_, linear.in_features_);
       break;
     }
     case WeightType::Q8_0:
@@ -222,15 +222,7 @@ const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
   int32_t* acc = thread_scratch().accumulators.as<int32_t>(rows * out_features_);
-  matmul_s8({.M = rows,
-             .N = out_features_,
-             .K = in_features_,
-             .a = codes,
-             .lda = in_features_,
-             .b = s8_->data(),
-             .ldb = in_features_,
-             .c = acc,
-             .ldc = out_features_});
+  matmul_s8({.M = rows, .a = codes, .lda = in_features_, .b = s8_.get(), .c = acc, .ldc = out_features_});
   return acc;
 }
 

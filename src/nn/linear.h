@@ -81,7 +81,7 @@ class Linear {
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap
-  std::shared_ptr<const std::vector<int8_t>> s8_;  // S8: [out, in] codes, weight = code · s8_scales_[o]
+  std::shared_ptr<const PackedS8Weights> s8_;  // S8: [out, in] codes, weight = code · s8_scales_[o]
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
   int in_features_ = 0;
