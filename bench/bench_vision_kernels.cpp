@@ -142,7 +142,7 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   std::vector<int32_t> accumulators(static_cast<size_t>(M * N));
   std::vector<int8_t> codes(static_cast<size_t>(M * N));
   fill(bias.data(), N);
-  const PackedS8Weights packed(b.data(), N, K);
+  const PackedWeights packed(b.data(), N, K);
   const Int8MatmulSpec spec{.M = M, .a = a.data(), .lda = K, .b = &packed, .c = accumulators.data(), .ldc = N};
   for (auto _ : state) {
     matmul_s8(spec);
