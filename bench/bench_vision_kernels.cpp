@@ -2,8 +2,8 @@
 // convolutions (float32, this CPU's kernel level) and the ConvFFN / attention 1x1 GEMMs (bf16 on oneDNN,
 // with the epilogues the tower uses, float32 for comparison, and the Int8 compute's s8 products).
 // Counters report GFLOP/s (2 flops per multiply-accumulate); read them against bench_peak, this
-// machine's per-core instruction peaks (AMD Zen 5 here: int8 vpdpbusd 1070, bf16 vdpbf16ps 497, f32 FMA
-// 268 GFLOP/s per core).
+// machine's per-core instruction peaks (e.g. AMD Zen 5: int8 vpdpbusd 1070, bf16 vdpbf16ps 497, f32 FMA
+// 268 GFLOP/s per core; an Intel Xeon with AMX: tdpbusd ~6200, tdpbf16ps ~3200).
 #include <benchmark/benchmark.h>
 
 #include <omp.h>
@@ -122,12 +122,14 @@ BENCHMARK(BM_PointwiseGemm)
     ->Args({128, 384, 1536, 1, 1})->Args({128, 1536, 384, 1, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The Int8 compute's ConvFFN product: int8 codes multiplied exactly into int32, then the tower's
-// epilogue (1: dequantise + GELU + requantise per pixel, 2: dequantise + add to a float32 output). args:
-// M, K, N, epilogue. Compare with the bf16 rows above.
+// The Int8 compute's ConvFFN and attention products: int8 codes multiplied exactly into int32 on weights
+// packed at load, then the tower's epilogue (0: none, the product alone; 1: dequantise + GELU + requantise
+// per pixel; 2: dequantise + add to a float32 output). Timed in the calling thread's CPU time, single
+// threaded like the tower's per-thread tiles (run with OMP_NUM_THREADS=1). args: M, K, N, epilogue.
+// Compare GOP/s with bench_peak's tdpbusd (AMX) or vpdpbusd rate per core.
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
-  const bool gelu = state.range(3) == 1;
+  const int epilogue = int(state.range(3));
   if (!kernels::int8_compute_available()) {
     state.SkipWithError("no AVX512-VNNI");
     return;
@@ -140,26 +142,33 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   std::vector<int32_t> accumulators(static_cast<size_t>(M * N));
   std::vector<int8_t> codes(static_cast<size_t>(M * N));
   fill(bias.data(), N);
-  const Int8MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .b = b.data(), .ldb = K,
-                            .c = accumulators.data(), .ldc = N};
+  const PackedWeights packed(b.data(), N, K);
+  const Int8MatmulSpec spec{.M = M, .a = a.data(), .lda = K, .b = &packed, .c = accumulators.data(), .ldc = N};
   for (auto _ : state) {
     matmul_s8(spec);
-    if (gelu)
+    if (epilogue == 1)
       dequantize_gelu_quantize(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(),
                                codes.data(), code_scales.data());
-    else
+    else if (epilogue == 2)
       dequantize_add(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(), c.data());
     benchmark::ClobberMemory();
   }
   state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
-  state.SetLabel("s8, " + std::to_string(omp_get_max_threads()) + " threads");
+  state.SetLabel("s8, " + std::string(isa_name(active_isa())) + ", " + std::to_string(omp_get_max_threads()) +
+                 " threads");
 }
-// The tower's int8 tiles are 128 pixels; stage 2 and stage 1 ConvFFN, then the whole stage-2 map.
+// The tower's int8 tiles (l2_tile_rows): ConvFFN fc1/fc2 of stages 0-4 and attention qkv/proj of stages 3
+// and 4, the product alone and with its epilogue; then the whole stage-2 map in one product.
 BENCHMARK(BM_PointwiseGemmInt8)
-    ->Args({128, 384, 1536, 1})->Args({128, 1536, 384, 2})->Args({128, 192, 768, 1})->Args({128, 768, 192, 2})
-    ->Args({4096, 384, 1536, 1})->Args({4096, 1536, 384, 2})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({512, 96, 384, 0})->Args({512, 384, 96, 0})->Args({256, 192, 768, 0})->Args({256, 768, 192, 0})
+    ->Args({128, 384, 1536, 0})->Args({128, 1536, 384, 0})->Args({128, 768, 3072, 0})->Args({128, 3072, 768, 0})
+    ->Args({128, 1536, 6144, 0})->Args({128, 6144, 1536, 0})->Args({128, 768, 2304, 0})->Args({256, 768, 768, 0})
+    ->Args({512, 96, 384, 1})->Args({512, 384, 96, 2})->Args({256, 192, 768, 1})->Args({256, 768, 192, 2})
+    ->Args({128, 384, 1536, 1})->Args({128, 1536, 384, 2})->Args({128, 768, 3072, 1})->Args({128, 3072, 768, 2})
+    ->Args({4096, 384, 1536, 0})->Args({4096, 1536, 384, 0})
+    ->ArgNames({"M", "K", "N", "epilogue"})
+    ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace fastvlm

@@ -30,6 +30,68 @@ dnnl::engine& cpu_engine() {
 
 }  // namespace
 
+struct PackedWeights::Layout {
+  dnnl::memory::desc desc;
+  dnnl::memory panels;  // owns the packed bytes
+};
+
+namespace {
+
+void require_int8_compute(const char* what) {
+  if (!kernels::int8_compute_available())
+    throw Error(std::string(what) + ": int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ") does not offer");
+}
+
+void require_bf16_compute(const char* what) {
+  if (!kernels::bf16_compute_available())
+    throw Error(std::string(what) + ": bfloat16 operands need AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ") does not offer; use the float32 path");
+}
+
+// Row-major [rows, cols] of `type` with rows `ld` elements apart.
+dnnl::memory::desc rows_of(dnnl::memory::data_type type, int64_t rows, int64_t cols, int64_t ld) {
+  return dnnl::memory::desc({rows, cols}, type, dnnl::memory::dims{ld, 1});
+}
+
+// The tower's tiles are 128 to 1024 pixels. oneDNN picks the same weight layout for every M from 64 up,
+// and its brgemm accepts that layout for smaller M too.
+constexpr int64_t kPackingRows = 128;
+
+}  // namespace
+
+PackedWeights::PackedWeights(const int8_t* codes, int64_t N, int64_t K) : PackedWeights(DType::I8, codes, N, K) {}
+
+PackedWeights::PackedWeights(const uint16_t* bf16, int64_t N, int64_t K) : PackedWeights(DType::BF16, bf16, N, K) {}
+
+PackedWeights::PackedWeights(DType type, const void* weights, int64_t N, int64_t K) : type_(type), N_(N), K_(K) {
+  using data_type = dnnl::memory::data_type;
+  const bool int8 = type == DType::I8;
+  if (int8)
+    require_int8_compute("PackedWeights");
+  else
+    require_bf16_compute("PackedWeights");
+  if (N <= 0 || K <= 0)
+    throw Error("PackedWeights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
+                std::to_string(K));
+  auto& engine = cpu_engine();
+  const data_type ab = int8 ? data_type::s8 : data_type::bf16;
+  const dnnl::memory::desc any({K, N}, ab, dnnl::memory::format_tag::any);
+  const dnnl::matmul::primitive_desc chosen(
+      dnnl::matmul::desc(rows_of(ab, kPackingRows, K, K), any,
+                         rows_of(int8 ? data_type::s32 : data_type::f32, kPackingRows, N, N)),
+      engine);
+  layout_ = std::make_unique<Layout>(Layout{chosen.weights_desc(), dnnl::memory(chosen.weights_desc(), engine)});
+  // B[N,K] row-major is the [K,N] matrix oneDNN multiplies with, stored column-major.
+  const dnnl::memory::desc plain({K, N}, ab, dnnl::memory::dims{1, K});
+  dnnl::memory source(plain, engine, const_cast<void*>(weights));
+  dnnl::stream stream(engine);
+  dnnl::reorder(source, layout_->panels).execute(stream, source, layout_->panels);
+  stream.wait();
+}
+
+PackedWeights::~PackedWeights() = default;
+
 void gemm_f32(bool b_transposed, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
               const float* B, int64_t ldb, float* C, int64_t ldc, const float* bias) {
   MatmulSpec spec;
@@ -81,12 +143,14 @@ struct MatmulPrimitive {
   dnnl::matmul primitive;
 };
 
-MatmulPrimitive create_matmul(const MatmulKey& key) {
+// `packed`: B's layout when it was packed at load, else null.
+MatmulPrimitive create_matmul(const MatmulKey& key, const PackedWeights* packed) {
   using dims = dnnl::memory::dims;
   const auto ab = onednn_type(key.ab_type);
   MatmulPrimitive created;
   created.a = dnnl::memory::desc({key.M, key.K}, ab, dims{key.lda, 1});
-  created.b = dnnl::memory::desc({key.K, key.N}, ab, key.b_transposed ? dims{1, key.ldb} : dims{key.ldb, 1});
+  created.b = packed ? packed->layout().desc
+                     : dnnl::memory::desc({key.K, key.N}, ab, key.b_transposed ? dims{1, key.ldb} : dims{key.ldb, 1});
   created.c = dnnl::memory::desc({key.M, key.N}, onednn_type(key.c_type), dims{key.ldc, 1});
   created.bias = dnnl::memory::desc({1, key.N}, dnnl::memory::data_type::f32, dims{key.N, 1});
   dnnl::post_ops post_ops;
@@ -108,13 +172,17 @@ void matmul(const MatmulSpec& spec) {
   if (!floating(spec.ab_type) || !floating(spec.c_type))
     throw Error("matmul: operands are F32 or BF16, not " + std::string(dtype_name(spec.ab_type)) + " x " +
                 std::string(dtype_name(spec.c_type)));
-  if (spec.ab_type == DType::BF16 && !kernels::bf16_compute_available())
-    throw Error("matmul: bfloat16 operands need AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
-                kernels::kernel_level_name() + ") does not offer; use the float32 path");
+  if (spec.ab_type == DType::BF16) require_bf16_compute("matmul");
   if (spec.epilogue == Epilogue::AddToOutput && spec.c_type != DType::F32)
     throw Error("matmul: adding to the output needs a float32 output");
-  const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         spec.ldb,
-                      spec.ldc,     spec.ab_type, spec.c_type,  spec.b_transposed, spec.bias != nullptr,
+  const PackedWeights* packed = spec.packed_b;
+  if (packed && (packed->type() != spec.ab_type || packed->rows() != spec.N || packed->cols() != spec.K))
+    throw Error("internal: matmul on " + std::string(dtype_name(spec.ab_type)) + " [" + std::to_string(spec.N) + ", " +
+                std::to_string(spec.K) + "] weights got packed " + std::string(dtype_name(packed->type())) + " [" +
+                std::to_string(packed->rows()) + ", " + std::to_string(packed->cols()) + "]");
+  // A packed layout is a function of (type, N, K) at the active level: ldb -1 stands for it in the key.
+  const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         packed ? -1 : spec.ldb,
+                      spec.ldc,     spec.ab_type, spec.c_type,  packed || spec.b_transposed, spec.bias != nullptr,
                       spec.epilogue};
   // One cache per thread: the tower may call from inside OpenMP regions, and primitives are
   // cheap enough to hold twice.
@@ -123,14 +191,14 @@ void matmul(const MatmulSpec& spec) {
   if (found == primitives.end()) {
     // Prefill attention meets a new shape per prompt length: bound what a long-running server keeps.
     if (primitives.size() >= 512) primitives.clear();
-    found = primitives.emplace(key, create_matmul(key)).first;
+    found = primitives.emplace(key, create_matmul(key, packed)).first;
   }
   const MatmulPrimitive& created = found->second;
 
   auto& engine = cpu_engine();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<void*>(spec.a))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(created.b, engine, const_cast<void*>(spec.b))},
+      {DNNL_ARG_WEIGHTS, packed ? packed->layout().panels : dnnl::memory(created.b, engine, const_cast<void*>(spec.b))},
       {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
   };
   if (spec.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(created.bias, engine, const_cast<float*>(spec.bias)));
@@ -146,43 +214,41 @@ namespace {
 
 // A created int8 product with the descriptors its arguments are wrapped in.
 struct Int8MatmulPrimitive {
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, c;
   dnnl::matmul primitive;
 };
 
-Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key) {
-  using dims = dnnl::memory::dims;
-  using data_type = dnnl::memory::data_type;
+Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key, const dnnl::memory::desc& packed) {
   Int8MatmulPrimitive created;
-  created.a = dnnl::memory::desc({key.M, key.K}, data_type::s8, dims{key.lda, 1});
-  created.b = dnnl::memory::desc({key.K, key.N}, data_type::s8, dims{1, key.ldb});
-  created.c = dnnl::memory::desc({key.M, key.N}, data_type::s32, dims{key.ldc, 1});
+  created.a = rows_of(dnnl::memory::data_type::s8, key.M, key.K, key.lda);
+  created.c = rows_of(dnnl::memory::data_type::s32, key.M, key.N, key.ldc);
   created.primitive =
-      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, created.b, created.c), cpu_engine()));
+      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, packed, created.c), cpu_engine()));
   return created;
 }
 
 }  // namespace
 
 void matmul_s8(const Int8MatmulSpec& spec) {
-  if (spec.M <= 0 || spec.N <= 0) return;
-  if (!kernels::int8_compute_available())
-    throw Error("matmul_s8: int8 operands need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
-                kernels::kernel_level_name() + ") does not offer");
-  // The key's types, transposition, bias and epilogue are fixed for int8 products.
-  const MatmulKey key{spec.M, spec.N, spec.K, spec.lda, spec.ldb, spec.ldc, DType::F32, DType::F32, true, false,
+  if (spec.M <= 0) return;
+  require_int8_compute("matmul_s8");
+  const PackedWeights& b = *spec.b;
+  if (b.type() != DType::I8) throw Error("internal: matmul_s8 on packed " + std::string(dtype_name(b.type())) + " weights");
+  // The packed layout is a function of (N, K) at the active level, so the shape is the whole key; the
+  // key's types, transposition, bias and epilogue are fixed for int8 products.
+  const MatmulKey key{spec.M, b.rows(), b.cols(), spec.lda, 0, spec.ldc, DType::F32, DType::F32, true, false,
                       Epilogue::None};
   thread_local std::unordered_map<MatmulKey, Int8MatmulPrimitive, MatmulKeyHash> primitives;
   auto found = primitives.find(key);
   if (found == primitives.end()) {
     if (primitives.size() >= 512) primitives.clear();
-    found = primitives.emplace(key, create_matmul_s8(key)).first;
+    found = primitives.emplace(key, create_matmul_s8(key, b.layout().desc)).first;
   }
   const Int8MatmulPrimitive& created = found->second;
   auto& engine = cpu_engine();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<int8_t*>(spec.a))},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(created.b, engine, const_cast<int8_t*>(spec.b))},
+      {DNNL_ARG_WEIGHTS, b.layout().panels},
       {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
   };
   dnnl::stream stream(engine);

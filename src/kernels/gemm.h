@@ -3,6 +3,7 @@
 // kernels for this CPU at run time and threads with OpenMP).
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "core/dtype.h"
 
@@ -34,6 +35,35 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
 // (kernels/capabilities.h); throws fastvlm::Error otherwise.
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
 
+// Weights B[N,K] (the Linear / 1x1 conv layout), signed 8-bit codes or bfloat16 bits, rearranged once, at
+// load, into the blocked layout oneDNN's brgemm kernels read without copying: AMX tile panels where the CPU
+// has AMX, VNNI / AVX512-BF16 panels otherwise (int8 with the s8·s8 compensation row). Without it, every
+// product re-packs all of B, which for the vision tower's tiles of a few hundred pixels costs a good part
+// of the product itself. The layout follows the active kernel level at packing time. Int8 needs
+// int8_compute_available(), bfloat16 bf16_compute_available(); throws fastvlm::Error otherwise.
+class PackedWeights {
+ public:
+  PackedWeights(const int8_t* codes, int64_t N, int64_t K);
+  PackedWeights(const uint16_t* bf16, int64_t N, int64_t K);
+  ~PackedWeights();
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+
+  DType type() const { return type_; }  // I8 or BF16
+  int64_t rows() const { return N_; }
+  int64_t cols() const { return K_; }
+  // oneDNN's opaque view of the packed panels (defined in gemm.cpp).
+  struct Layout;
+  const Layout& layout() const { return *layout_; }
+
+ private:
+  PackedWeights(DType type, const void* weights, int64_t N, int64_t K);
+
+  DType type_;
+  int64_t N_, K_;
+  std::unique_ptr<Layout> layout_;
+};
+
 // What matmul() does with each result element after adding the bias.
 enum class Epilogue {
   None,         // C = A·op(B) + bias
@@ -45,7 +75,9 @@ enum class Epilogue {
 // op(B) = Bᵀ with B stored [N,K] when b_transposed (Linear / 1x1 conv weights), else B stored [K,N].
 // Operands are DType::F32 or DType::BF16 (raw bfloat16 bits, uint16_t); A and B must have the same type;
 // BF16 needs bf16_compute_available() (AMX tiles where present) and
-// throws fastvlm::Error otherwise. The primitive for each distinct shape is created once and reused.
+// throws fastvlm::Error otherwise. B is either a plain matrix (b, ldb, b_transposed) or, for BF16, weights
+// packed at load (packed_b, N and K its rows and columns). The primitive for each distinct shape is
+// created once and reused.
 struct MatmulSpec {
   int64_t M = 0, N = 0, K = 0;
   DType ab_type = DType::F32;
@@ -54,6 +86,7 @@ struct MatmulSpec {
   const void* b = nullptr;
   int64_t ldb = 0;
   bool b_transposed = true;
+  const PackedWeights* packed_b = nullptr;  // instead of b, ldb and b_transposed
   DType c_type = DType::F32;
   void* c = nullptr;
   int64_t ldc = 0;
@@ -66,19 +99,17 @@ void matmul(const MatmulSpec& spec);
 
 namespace fastvlm {
 
-// C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and B (B in the Linear / 1x1 conv layout), exact in int32;
-// the caller dequantises (with the scales it quantised A and B with) while C is still in cache. Runs on
-// oneDNN's int8 GEMM (AVX512-VNNI vpdpbusd, AMX-INT8 tiles where present): oneDNN 2.x takes its fast
-// kernels only for products without run-time scales, hence the plain int32 result. Needs
-// int8_compute_available(); throws fastvlm::Error otherwise. Primitives are cached per shape as for
-// matmul().
+// C[M,N] = A[M,K] · B[N,K]ᵀ for signed 8-bit A and packed B, exact in int32; the caller dequantises (with
+// the scales it quantised A and B with) while C is still in cache. Runs on oneDNN's brgemm (AMX-INT8 tiles
+// where present, else AVX512-VNNI vpdpbusd): oneDNN 2.x takes its fast kernels only for products without
+// run-time scales, hence the plain int32 result. Needs int8_compute_available(); throws fastvlm::Error
+// otherwise. Primitives are cached per shape as for matmul().
 struct Int8MatmulSpec {
-  int64_t M = 0, N = 0, K = 0;
-  const int8_t* a = nullptr;
+  int64_t M = 0;
+  const int8_t* a = nullptr;  // [M, b->cols()]
   int64_t lda = 0;
-  const int8_t* b = nullptr;
-  int64_t ldb = 0;
-  int32_t* c = nullptr;
+  const PackedWeights* b = nullptr;
+  int32_t* c = nullptr;  // [M, b->rows()]
   int64_t ldc = 0;
 };
 void matmul_s8(const Int8MatmulSpec& spec);

@@ -107,18 +107,24 @@ Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
       linear.f32_ = std::make_shared<const Tensor>(std::move(weight));
       break;
     case WeightType::BF16: {
-      auto converted = std::make_shared<std::vector<uint16_t>>(size_t(weight.numel()));
-      f32_to_bf16_simd(weight.data(), converted->data(), weight.numel());
-      linear.bf16_ = converted->data();
-      linear.converted_bf16_ = std::move(converted);
+      std::vector<uint16_t> converted(size_t(weight.numel()));
+      f32_to_bf16_simd(weight.data(), converted.data(), weight.numel());
+      if (kernels::bf16_compute_available()) {
+        linear.packed_ =
+            std::make_shared<const PackedWeights>(converted.data(), linear.out_features_, linear.in_features_);
+      } else {
+        auto kept = std::make_shared<std::vector<uint16_t>>(std::move(converted));
+        linear.bf16_ = kept->data();
+        linear.converted_bf16_ = std::move(kept);
+      }
       break;
     }
     case WeightType::S8: {
-      auto codes = std::make_shared<std::vector<int8_t>>(size_t(weight.numel()));
+      std::vector<int8_t> codes(size_t(weight.numel()));
       linear.s8_scales_.resize(size_t(linear.out_features_));
-      quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes->data(),
+      quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes.data(),
                        linear.s8_scales_.data());
-      linear.s8_ = std::move(codes);
+      linear.packed_ = std::make_shared<const PackedWeights>(codes.data(), linear.out_features_, linear.in_features_);
       break;
     }
     case WeightType::Q8_0:
@@ -150,6 +156,7 @@ void Linear::forward(const Activations& x, int64_t rows, const Activations& y, E
             .b = x.type == DType::F32 ? static_cast<const void*>(f32_->data()) : static_cast<const void*>(bf16_),
             .ldb = in_features_,
             .b_transposed = true,
+            .packed_b = packed_.get(),
             .c_type = y.type,
             .c = y.data,
             .ldc = out_features_,
@@ -160,6 +167,7 @@ void Linear::forward(const Activations& x, int64_t rows, const Activations& y, E
   if (epilogue != Epilogue::None || y.type != DType::F32)
     throw Error("internal: a " + std::string(weight_type_name(storage_)) +
                 " Linear on float32 input fuses no epilogue and writes float32");
+  if (storage_ == WeightType::BF16 && !bf16_) throw Error("internal: a packed bf16 Linear multiplies bfloat16 rows only");
   forward_decoder(static_cast<const float*>(x.data), rows, static_cast<float*>(y.data));
 }
 
@@ -222,15 +230,7 @@ const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
   int32_t* acc = thread_scratch().accumulators.as<int32_t>(rows * out_features_);
-  matmul_s8({.M = rows,
-             .N = out_features_,
-             .K = in_features_,
-             .a = codes,
-             .lda = in_features_,
-             .b = s8_->data(),
-             .ldb = in_features_,
-             .c = acc,
-             .ldc = out_features_});
+  matmul_s8({.M = rows, .a = codes, .lda = in_features_, .b = packed_.get(), .c = acc, .ldc = out_features_});
   return acc;
 }
 
@@ -262,6 +262,7 @@ void Linear::row(int64_t index, float* out) const {
       std::memcpy(out, f32_->data() + index * in_features_, sizeof(float) * in_features_);
       break;
     case WeightType::BF16:
+      if (!bf16_) throw Error("internal: a packed bf16 Linear is not looked up by row");
       convert_to_f32(DType::BF16, bf16_ + index * in_features_, out, size_t(in_features_));
       break;
     case WeightType::Q8_0:

@@ -39,7 +39,8 @@ class Linear {
                      bool with_bias, WeightType storage);
   // From float weights the caller has already edited (norms and scales folded in, which must precede any
   // rounding): `weight` [out, in], `bias` [out] or empty, held as `storage`: F32, BF16 or S8 (codes
-  // round(w / s) with s = max|row| / 127 per output row).
+  // round(w / s) with s = max|row| / 127 per output row). BF16 layers built here multiply bfloat16 rows
+  // only (forward with bfloat16 x) where the CPU has bf16 products.
   static Linear from_f32(Tensor weight, Tensor bias, WeightType storage);
 
   // y[rows, out_features] = x[rows, in_features]·Wᵀ + b.
@@ -81,7 +82,10 @@ class Linear {
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap
-  std::shared_ptr<const std::vector<int8_t>> s8_;  // S8: [out, in] codes, weight = code · s8_scales_[o]
+  // S8: the [out, in] codes (weight = code · s8_scales_[o]); BF16 from from_f32 (the vision tower's
+  // layers, only ever multiplied with bfloat16 rows) where the CPU has bf16 products: the weights, with
+  // bf16_ null. Packed for the products at load.
+  std::shared_ptr<const PackedWeights> packed_;
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
   int in_features_ = 0;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "core/dtype.h"
@@ -214,6 +215,8 @@ struct VisionScratch {
                                // under Int8 the scale of each hidden pixel of `codes`
   ScratchBuffer codes;         // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
   ScratchBuffer qkv;           // attention q|k|v, [tokens, 3C]
+  ScratchBuffer heads;         // the same per head, [3 * heads, tokens, head_dim]
+  ScratchBuffer head_output;   // one head's attention output for one query block, per thread
   ScratchBuffer scores;        // attention logits of one head and query block, float32, per thread
   ScratchBuffer probs;         // the same as bfloat16 attention weights (Bf16 compute only), per thread
   ScratchBuffer attended;      // attention output before the projection, [tokens, C]
@@ -384,6 +387,18 @@ void layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& bi
 // probabilities) stay in L2 while they are normalised and multiplied with v.
 constexpr int64_t kAttentionQueryBlock = 256;
 
+// Copies q|k|v ([tokens, 3 * channels], each third split into heads of head_dim) to one dense
+// [tokens, head_dim] matrix per head and role, [3 * heads, tokens, head_dim]: oneDNN 2.6 runs its brgemm
+// (AMX) kernels only on dense operands, and strided heads fall back to gemm:jit at about half the speed.
+void split_heads(const Activations& qkv, int64_t tokens, int64_t channels, int64_t head_dim, const Activations& heads) {
+  const int64_t matrices = 3 * channels / head_dim, element = int64_t(dtype_size(qkv.type));
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t m = 0; m < matrices; ++m)
+      std::memcpy(heads.at((m * tokens + t) * head_dim), qkv.at(t * 3 * channels + m * head_dim),
+                  size_t(head_dim * element));
+}
+
 // x += proj(MHSA(LayerNormChannel(x))) over all H*W tokens (layer scale folded into proj, the q scale
 // into qkv). Each thread takes (head, block of queries) items with single-threaded products.
 void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
@@ -395,32 +410,41 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
   const int threads = omp_get_max_threads();
   const Activations normed = allocate(scratch.mixed, pass.attention_linear_input(), tokens * channels);
   const Activations qkv = allocate(scratch.qkv, type, tokens * row);
+  const Activations per_head = allocate(scratch.heads, type, tokens * row);
   const Activations attended = allocate(scratch.attended, pass.attention_linear_input(), tokens * channels);
-  const int64_t block_scores = query_block * tokens;
+  const int64_t block_scores = query_block * tokens, block_output = query_block * head_dim;
   float* scores = scratch.scores.as<float>(threads * block_scores);
   // Bf16 probabilities go to their own buffer; float32 ones replace the scores.
   const Activations probs = type == DType::BF16 ? allocate(scratch.probs, type, threads * block_scores)
                                                      : Activations{type, scores};
+  // A head's output is written densely (for the brgemm kernels, as above), then into its columns of
+  // `attended`.
+  float* head_output = scratch.head_output.as<float>(threads * block_output);
 
   layer_norm_channels(x, block.norm_weight, block.norm_bias, normed);
   block.qkv.forward(normed, tokens, qkv, Epilogue::None);
-  // Row layout of qkv: [q | k | v], each split into heads of head_dim.
+  split_heads(qkv, tokens, channels, head_dim, per_head);
+  // The dense [tokens, head_dim] matrix of head h's q (role 0), k (1) or v (2).
+  const auto head_matrix = [&](int64_t role, int64_t h) { return per_head.at((role * heads + h) * tokens * head_dim); };
 #pragma omp parallel
   {
     float* my_scores = scores + omp_get_thread_num() * block_scores;
+    float* my_output = head_output + omp_get_thread_num() * block_output;
     const Activations my_probs{type, probs.at(omp_get_thread_num() * block_scores)};
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < heads * query_blocks; ++item) {
       const int64_t h = item / query_blocks, first = item % query_blocks * query_block;
       const int64_t count = std::min(query_block, tokens - first);
-      matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type, .a = qkv.at(first * row + h * head_dim),
-              .lda = row, .b = qkv.at(channels + h * head_dim), .ldb = row, .b_transposed = true,
+      matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type,
+              .a = per_head.at((h * tokens + first) * head_dim), .lda = head_dim, .b = head_matrix(1, h), .ldb = head_dim, .b_transposed = true,
               .c_type = DType::F32, .c = my_scores, .ldc = tokens});
       softmax_rows(my_scores, count, tokens,
                    type == DType::BF16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
       matmul({.M = count, .N = head_dim, .K = tokens, .ab_type = type, .a = my_probs.data, .lda = tokens,
-              .b = qkv.at(2 * channels + h * head_dim), .ldb = row, .b_transposed = false, .c_type = attended.type,
-              .c = attended.at(first * channels + h * head_dim), .ldc = channels});
+              .b = head_matrix(2, h), .ldb = head_dim, .b_transposed = false, .c_type = DType::F32,
+              .c = my_output, .ldc = head_dim});
+      for (int64_t q = 0; q < count; ++q)
+        store_row(my_output + q * head_dim, head_dim, attended, (first + q) * channels + h * head_dim);
     }
   }
   block.proj.forward(attended, tokens, {DType::F32, x.data()}, Epilogue::AddToOutput);

@@ -10,7 +10,8 @@
 // linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
 // present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs and
 // the attention's qkv / proj Linears (98% of the 1x1 multiply-accumulates) multiply signed 8-bit codes on
-// oneDNN's VNNI GEMM: weights quantised per output channel at load, activations per pixel (token) with
+// oneDNN's int8 brgemm (AMX tiles where present, else VNNI) on weights quantised per output channel and
+// packed into oneDNN's layout at load, activations quantised per pixel (token) with
 // that pixel's own scale at run time, exact int32 products, and dequantisation + bias + GELU / residual
 // add in our own epilogues. In all, the residual stream and the spatial convolutions stay float32,
 // BatchNorm and the layer scales are folded into the adjacent weights at load, and GELU / residual adds
