@@ -42,11 +42,13 @@ import random
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 
 WORDS = (
     "time year people way day man thing woman life child world school state family student group country problem "
@@ -212,15 +214,23 @@ class Workload:
         self.args = args
         self.content_words = args.prompt_tokens - args.chat_overhead
         with open(args.image, "rb") as f:
-            self.image_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+            self.png = f.read()
+        self.image_urls = {}
 
     def text_body(self, seed, max_tokens, engine):
         rng = random.Random(seed)
-        words = " ".join(rng.choice(WORDS) for _ in range(self.content_words))
+        words = "".join(" " + rng.choice(WORDS) for _ in range(self.content_words))  # one token each
         return self._body([{"role": "user", "content": words}], max_tokens, engine)
 
-    def image_body(self, max_tokens, engine):
-        content = [{"type": "image_url", "image_url": {"url": self.image_url}},
+    def image_url(self, index):
+        """A data URL of the image with its last pixel changed by `index`: every request of a run has its own
+        pixels, so the server's image-embedding cache and prefix reuse cannot skip the vision encode."""
+        if index not in self.image_urls:
+            self.image_urls[index] = "data:image/png;base64," + base64.b64encode(png_variant(self.png, index)).decode()
+        return self.image_urls[index]
+
+    def image_body(self, index, max_tokens, engine):
+        content = [{"type": "image_url", "image_url": {"url": self.image_url(index)}},
                    {"type": "text", "text": "Describe the image."}]
         return self._body([{"role": "user", "content": content}], max_tokens, engine)
 
@@ -231,6 +241,31 @@ class Workload:
         if engine == "llama":
             body["ignore_eos"] = True
         return body
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_variant(png, index):
+    """The PNG with the last byte of its last scanline XORed with index + 1 (1..255): only the last pixel changes,
+    since no filtered byte depends on one to its right or below it."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("--image must be a PNG")
+    pos, ihdr, idat = 8, None, b""
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos:pos + 4])
+        kind, data = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            ihdr = data
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    if ihdr is None or ihdr[8] != 8 or ihdr[12] != 0:
+        raise ValueError("--image must be an 8-bit, non-interlaced PNG")
+    raw = bytearray(zlib.decompress(idat))
+    raw[-1] ^= index % 255 + 1
+    return png[:8] + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(bytes(raw), 1)) + png_chunk(b"IEND", b"")
 
 
 def run_clients(port, bodies_per_client):
@@ -273,16 +308,17 @@ def summarize_run(results, wall):
 def bench_text_or_image(args, workload, kind, engine, port, n, rep):
     def body(client, request):
         if kind == "image":
-            return workload.image_body(args.max_tokens, engine)
+            return workload.image_body(1 + client * args.requests + request, args.max_tokens, engine)
         return workload.text_body(1000000 * rep + 1000 * client + request, args.max_tokens, engine)
-    warm = workload.image_body(2, engine) if kind == "image" else workload.text_body(-1, 2, engine)
+    warm = workload.image_body(0, 2, engine) if kind == "image" else workload.text_body(-1, 2, engine)
     stream_chat(port, warm, StreamResult())  # first-use costs are not the steady state being measured
     bodies = [[body(c, r) for r in range(args.requests)] for c in range(n)]
     return summarize_run(*run_clients(port, bodies))
 
 
 def bench_admission(args, workload, port, k, rep):
-    stream_chat(port, workload.image_body(2, "fastvlm"), StreamResult())
+    stream_chat(port, workload.image_body(0, 2, "fastvlm"), StreamResult())
+    image_body = workload.image_body(1, args.max_tokens, "fastvlm")
     texts = [StreamResult() for _ in range(k)]
     threads = [threading.Thread(target=stream_chat,
                                 args=(port, workload.text_body(1000000 * rep + 999000 + i, args.admission_tokens, "fastvlm"),
@@ -294,7 +330,7 @@ def bench_admission(args, workload, port, k, rep):
     deadline = time.time() + 600
     while any(len(r.chunk_times) < 8 and not r.error for r in texts) and time.time() < deadline:
         time.sleep(0.01)
-    image = stream_chat(port, workload.image_body(args.max_tokens, "fastvlm"), StreamResult())
+    image = stream_chat(port, image_body, StreamResult())
     for t in threads:
         t.join()
     errors = [r.error for r in texts + [image] if r.error]
