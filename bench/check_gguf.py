@@ -9,7 +9,7 @@ Usage:
 Needs $LLAMA_CPP_DIR/build/bin/llama-server (or --llama-cpp-dir); without it, prints that the check was skipped
 and exits 0. Exports the fixture as an f32 GGUF (exact: the fixture is bf16) into a temporary directory, starts
 llama-server on 127.0.0.1 (one slot, 2 threads), asks /tokenize for each case's text and /completion for
-len(tokens) greedy tokens from the golden prompt ids, with the padded vocabulary rows past the tokenizer's ids
+the greedy tokens, one at a time, from the golden prompt ids, with the padded vocabulary rows past the tokenizer's ids
 banned (the goldens take the argmax over the tokenizer's ids only), then stops the server. Exit status 0 when
 every case matches, 1 otherwise.
 """
@@ -106,10 +106,14 @@ def main():
             else:
                 print(f"{name}: tokenization matches ({len(ids)} ids)")
             want = case["tokens"]
-            out = post(port, "/completion", {"prompt": case["prompt_ids"], "n_predict": len(want), "temperature": 0,
-                                             "return_tokens": True, "cache_prompt": False,
-                                             "logit_bias": padded_rows})
-            got = out.get("tokens")
+            # One token per request (the server keeps the KV cache of the prompt so far): a whole answer of random
+            # tokens can be invalid UTF-8, which llama-server's output parser refuses with a 500.
+            got = []
+            for _ in want:
+                out = post(port, "/completion", {"prompt": case["prompt_ids"] + got, "n_predict": 1, "temperature": 0,
+                                                 "return_tokens": True, "cache_prompt": True,
+                                                 "logit_bias": padded_rows})
+                got += out.get("tokens", [])
             if got != want:
                 print(f"{name}: greedy tokens differ\n  llama.cpp {got}\n  golden    {want}")
                 failures += 1
