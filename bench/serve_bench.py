@@ -16,9 +16,11 @@ Workloads (each request streams with `stream: true`, temperature 0):
   text       each of N clients sends --requests requests one after another: a prompt of --prompt-tokens tokens
              (ChatML with the default system prompt, then random common words, different per request so that no
              server reuses a cached prefix across requests; the same words for both engines) and
-             --max-tokens new tokens. The end-of-turn ids (--ban-ids, Qwen2's <|endoftext|> and <|im_end|>) get
-             logit_bias -100 on both engines (llama-server also gets ignore_eos), so a random-weight model
-             cannot end early; the tokens actually generated come from each response's usage and are reported.
+             --max-tokens new tokens. Both engines get logit_bias -100 on the added tokens (<|endoftext|>,
+             <|im_start|>, <|im_end|>: a random-weight model cannot end early) and on the ~1.4k tokens that are not
+             whole UTF-8 characters on their own (llama-server's output parser fails a stream whose text stays
+             invalid UTF-8; without them each token is one content chunk on both servers); llama-server also gets
+             ignore_eos. The tokens actually generated come from each response's usage and are reported.
   image      the same with /tmp/fastvlm-bench/image-1024.png as a data URL and "Describe the image." (fastvlm
              only: llama-server has no vision tower for this model).
   admission  K = N text streams (fastvlm, --parallel K+1) are running when one image request is admitted; reports
@@ -65,6 +67,46 @@ WORDS = (
     "patient worker news test movie north love support technology step baby computer type attention film tree "
     "source organization hair window evidence population truth song"
 ).split()
+
+
+def byte_decoder():
+    """GPT-2 byte-level BPE: the character that stands for each byte in vocab.json, mapped back to the byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def banned_tokens(model_dir):
+    """(ids both engines must not generate, ids only llama-server must not generate).
+
+    Both: the added tokens (end of turn, end of text, turn start), so that a random-weight model cannot end early or
+    emit markup, and every token whose bytes are not valid UTF-8 on their own (partial characters): llama-server's
+    output parser answers 500 to text that stays invalid UTF-8, and with whole characters every token is one
+    content chunk on both servers, so chunk gaps are inter-token latencies. llama-server only: the padded
+    embedding rows past the tokenizer's ids (fastvlm never samples them and refuses them in logit_bias)."""
+    with open(os.path.join(model_dir, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    decode = byte_decoder()
+    both = set()
+    for text, token_id in vocab.items():
+        try:
+            bytes(decode[c] for c in text).decode("utf-8")
+        except (UnicodeDecodeError, KeyError):
+            both.add(token_id)
+    added_path = os.path.join(model_dir, "added_tokens.json")
+    if os.path.exists(added_path):
+        with open(added_path, encoding="utf-8") as f:
+            both |= set(json.load(f).values())
+    n_tokenizer = max(list(vocab.values()) + list(both)) + 1
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        vocab_size = json.load(f)["vocab_size"]
+    return sorted(both), list(range(n_tokenizer, vocab_size))
 
 
 def percentile(values, q):
@@ -210,8 +252,12 @@ def stream_chat(port, body, result, timeout=900):
 # ---- workloads ---------------------------------------------------------------------------------------------
 
 class Workload:
-    def __init__(self, args):
+    def __init__(self, args, model_dir):
         self.args = args
+        both, llama_only = banned_tokens(model_dir)
+        self.bias = {"fastvlm": {str(i): -100 for i in both},
+                     "llama": {str(i): -100 for i in both + llama_only}}
+        self.n_banned = len(both)
         self.content_words = args.prompt_tokens - args.chat_overhead
         with open(args.image, "rb") as f:
             self.png = f.read()
@@ -237,7 +283,7 @@ class Workload:
     def _body(self, messages, max_tokens, engine):
         body = {"model": "bench", "messages": messages, "stream": True, "max_tokens": max_tokens,
                 "temperature": 0, "stream_options": {"include_usage": True},
-                "logit_bias": {str(i): -100 for i in self.args.ban_ids}}
+                "logit_bias": self.bias[engine]}
         if engine == "llama":
             body["ignore_eos"] = True
         return body
@@ -373,7 +419,6 @@ def main():
                    help="tokens the ChatML markup and default system prompt add to a one-word-per-token message")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--admission-tokens", type=int, default=384, help="max_tokens of the running text streams")
-    p.add_argument("--ban-ids", default="151643,151645", help="end-of-turn token ids given logit_bias -100")
     p.add_argument("--image", default="/tmp/fastvlm-bench/image-1024.png")
     p.add_argument("--fastvlm", default="build/bin/fastvlm")
     p.add_argument("--fastvlm-args", default="--dtype int8", help="extra flags for fastvlm serve")
@@ -381,7 +426,6 @@ def main():
     p.add_argument("--llama-args", default="", help="extra flags for llama-server")
     p.add_argument("--json", help="write every run's figures here")
     args = p.parse_args()
-    args.ban_ids = [int(x) for x in args.ban_ids.split(",") if x]
     clients = [int(x) for x in args.clients.split(",")]
     workloads = args.workloads.split(",")
     for w in workloads:
@@ -407,7 +451,6 @@ def main():
               f"the llama.cpp peer is skipped, fastvlm runs alone")
         args.llama_server = ""
 
-    workload = Workload(args)
     log_dir = tempfile.mkdtemp(prefix="serve_bench.")
     print(f"machine: {cpu_model()}; threads {args.threads}; server logs in {log_dir}")
     print(f"uptime before: {uptime()}")
@@ -415,6 +458,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         for label, fastvlm_dir, gguf in models:
+            workload = Workload(args, fastvlm_dir)
+            print(f"{label}: {workload.n_banned} token ids banned (logit_bias -100) on both engines")
             engines = [("fastvlm", fastvlm_dir)] + ([("llama", gguf)] if gguf and args.llama_server else [])
             for kind in workloads:
                 for n in clients:
