@@ -6,7 +6,7 @@ Usage:
         --model q8=/tmp/fastvlm-bench/fastvlm-0.5b-q8,/work/peers/gguf/fastvlm-0.5b-q8_0.gguf \
         [--model q4=/tmp/me/fastvlm-0.5b-q4,/work/peers/gguf/fastvlm-0.5b-q4_0-pure.gguf] \
         [--rounds 5] [--reps 3] [--threads 2] [--positions 280] [--decode 64] \
-        [--fastvlm build/bin/fastvlm] [--fastvlm-args "--dtype int8"] [--image IMAGE] [--json OUT.json]
+        [--fastvlm build/bin/fastvlm] [--fastvlm-args "--dtype int8"] [--llama-args ""] [--image IMAGE] [--json OUT.json]
 
 --model LABEL=FASTVLM_DIR,GGUF pairs a fastvlm checkpoint with the GGUF of the same weights (bench/export_gguf.py,
 then llama-quantize: Q8_0 for q8, `--pure` Q4_0 for q4). Without llama.cpp ($LLAMA_CPP_DIR/build/bin/llama-bench,
@@ -54,7 +54,7 @@ def fastvlm_round(args, model_dir):
 def llama_round(args, gguf):
     def median_ms(test_args, tokens):
         out = run_json([args.llama_bench, "-m", gguf, "-t", str(args.threads), "-r", str(args.reps), "-o", "json"]
-                       + test_args, "llama-bench")
+                       + args.llama_args.split() + test_args, "llama-bench")
         return statistics.median(out[0]["samples_ns"]) / 1e6 / tokens
     prefill = median_ms(["-p", str(args.positions), "-n", "0"], 1)
     decode = median_ms(["-p", "0", "-n", str(args.decode), "-d", str(args.positions)], args.decode)
@@ -74,6 +74,7 @@ def main():
     p.add_argument("--fastvlm", default="build/bin/fastvlm")
     p.add_argument("--fastvlm-args", default="--dtype int8", help="extra flags for fastvlm bench")
     p.add_argument("--llama-cpp-dir", default=os.environ.get("LLAMA_CPP_DIR", ""))
+    p.add_argument("--llama-args", default="", help='extra flags for llama-bench, e.g. "--poll 0" on a busy machine')
     p.add_argument("--json", help="write every round's figures here")
     args = p.parse_args()
 
