@@ -33,8 +33,7 @@ Figures per run: aggregate generated tokens/s (all completion tokens / wall time
 last response), TTFT p50/p95 (request sent to first non-empty content chunk), inter-token latency p50/p95 (gaps
 between consecutive content chunks of a stream: a chunk can carry more than one token when the server held text
 back to complete a UTF-8 character, so tokens/chunk is printed too), and the longest gap in any stream; "prompt" is
-the median usage.prompt_tokens (fastvlm counts only the positions it prefilled, so a reused system-prompt prefix
-shows as 114 of 128; llama-server counts the whole prompt). Printed:
+the median usage.prompt_tokens (the whole prompt on both servers). Printed:
 median [min-max] over --reps runs, and `uptime` before and after.
 """
 import argparse

@@ -64,6 +64,7 @@ struct Generation {
   std::string text;
   std::vector<int32_t> token_ids;
   int prompt_tokens = 0;  // positions prefilled for this turn (image tokens included)
+  int cached_tokens = 0;  // positions of the prompt reused from the KV cache: the whole prompt is both together
   std::vector<int32_t> prompt_ids;  // the whole prompt's token ids (the conversation so far), -200 per image
   StopReason stop_reason = StopReason::EndOfTurn;
   Timings timings;

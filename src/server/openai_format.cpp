@@ -33,12 +33,15 @@ const char* finish_reason(StopReason reason) {
   return nullptr;
 }
 
-// The prompt counted once, the completion tokens of every choice.
+// The whole prompt counted once (as OpenAI and llama-server count it, with the part read from the KV cache
+// in prompt_tokens_details), the completion tokens of every choice.
 json usage_json(const std::vector<Generation>& choices) {
   int completion_tokens = 0;
   for (const Generation& choice : choices) completion_tokens += int(choice.token_ids.size());
-  const int prompt_tokens = choices.front().prompt_tokens;
+  const Generation& first = choices.front();
+  const int prompt_tokens = first.prompt_tokens + first.cached_tokens;
   return {{"prompt_tokens", prompt_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", first.cached_tokens}}},
           {"completion_tokens", completion_tokens},
           {"total_tokens", prompt_tokens + completion_tokens}};
 }

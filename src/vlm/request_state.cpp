@@ -48,6 +48,7 @@ void RequestState::start(Sequence sequence, SequenceCache& slot, Clock::time_poi
   next_position_ = std::min(slot.shared_prefix(sequence_), sequence_.size() - 1);
   slot.truncate(next_position_);
   result_.prompt_tokens = prefill_remaining();
+  result_.cached_tokens = next_position_;
   result_.prompt_ids = sequence_.prompt_ids;
   result_.stop_reason = StopReason::MaxTokens;
   prefill_start_ = Clock::now();

@@ -328,6 +328,25 @@ TEST_F(ServerTest, NonStreamingAnswerEqualsTheCli) {
   EXPECT_GE(metric(curl(*server_, "GET", "/metrics").body, "fastvlm_image_cache_hits_total"), 1);
 }
 
+// OpenAI's usage: prompt_tokens is the whole prompt whether or not the KV cache held part of it; the part
+// it held is prompt_tokens_details.cached_tokens.
+TEST_F(ServerTest, UsageCountsTheWholePromptAndReportsTheCachedPart) {
+  const std::string body = text_request("Count the whole prompt.", 2).dump();
+  std::vector<json> usages;
+  for (int i = 0; i < 2; ++i) {
+    CurlResult result = curl(*server_, "POST", "/v1/chat/completions", body);
+    ASSERT_EQ(result.status, 200) << result.body;
+    usages.push_back(json::parse(result.body).at("usage"));
+  }
+  const int prompt = usages[0].at("prompt_tokens").get<int>();
+  EXPECT_GT(prompt, 5);
+  EXPECT_EQ(usages[1].at("prompt_tokens").get<int>(), prompt) << usages[1];
+  // The repeat takes the slot that holds its prompt, all of it reused but the last position, which is
+  // prefilled again for fresh logits.
+  EXPECT_EQ(usages[1].at("prompt_tokens_details").at("cached_tokens").get<int>(), prompt - 1) << usages[1];
+  EXPECT_LT(usages[0].at("prompt_tokens_details").at("cached_tokens").get<int>(), prompt - 1) << usages[0];
+}
+
 TEST_F(ServerTest, TextOnlyAnswerEqualsTheCli) {
   CurlResult result = curl(*server_, "POST", "/v1/chat/completions", text_request(kPrompt, kAnswerTokens).dump());
   ASSERT_EQ(result.status, 200) << result.body;
