@@ -66,6 +66,12 @@ class Qwen2:
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
+    @staticmethod
+    def _repeat_kv(x, group):
+        """[kv_heads, L, d] -> [kv_heads * group, L, d], each key/value head serving `group` query heads."""
+        kv_heads, length, dim = x.shape
+        return x[:, None].expand(kv_heads, group, length, dim).reshape(kv_heads * group, length, dim)
+
     def _attention(self, layer, x, cache, li, cos, sin):
         t = x.shape[0]
         start = cache.length
@@ -79,8 +85,8 @@ class Qwen2:
         cache.v[li][:, start:start + t] = v
         end = start + t
         group = self.heads // self.kv_heads
-        keys = cache.k[li][:, :end].repeat_interleave(group, dim=0)
-        values = cache.v[li][:, :end].repeat_interleave(group, dim=0)
+        keys = self._repeat_kv(cache.k[li][:, :end], group)
+        values = self._repeat_kv(cache.v[li][:, :end], group)
         scores = (q @ keys.transpose(1, 2)) * self.head_dim ** -0.5  # [heads, t, end]
         if t > 1:
             # Query i sits at position start + i and sees keys 0 .. start + i.
