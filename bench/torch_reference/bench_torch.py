@@ -86,7 +86,7 @@ def main():
     with open(args.prompt_ids_from) as f:
         prompt_ids = json.load(f)["prompt_ids"]
     start = time.perf_counter()
-    model = FastVLM(args.model, DTYPES[args.dtype])
+    model = FastVLM(args.model, DTYPES[args.dtype], with_llm=not args.vision_only)
     load_ms = ms_since(start)
     samples = {}
     prompt_tokens = 0

@@ -32,7 +32,7 @@ def main():
     args = parser.parse_args()
     if args.size <= 0 or args.size % 64:
         parser.error(f"--size {args.size} is not a positive multiple of 64 (the tower's total stride)")
-    model = FastVLM(args.model, torch.float32)
+    model = FastVLM(args.model, torch.float32, with_llm=False)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     partial = args.out + ".partial"
     with torch.no_grad():

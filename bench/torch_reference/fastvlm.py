@@ -16,7 +16,7 @@ IMAGE_MARKER = -200
 
 
 class FastVLM:
-    def __init__(self, model_dir, dtype):
+    def __init__(self, model_dir, dtype, with_llm=True):
         config_path = os.path.join(model_dir, "config.json")
         with open(config_path) as f:
             self.config = json.load(f)
@@ -27,7 +27,8 @@ class FastVLM:
         self.image_size = image_size(self.config)
         self.tower = load_fastvithd(tensors, self.config, dtype)
         self.projector = [tensors.get(f"model.mm_projector.{i}.{p}").to(dtype) for i in (0, 2) for p in ("weight", "bias")]
-        self.llm = Qwen2(tensors, self.config, dtype)
+        # Without the LLM (vision-only timing, ONNX export) a 7B checkpoint needs no more than its tower.
+        self.llm = Qwen2(tensors, self.config, dtype) if with_llm else None
 
     def preprocess(self, path, size=None):
         """RGB -> pad to a black square of the longer side (image centred) -> Pillow bicubic resize on uint8
