@@ -6,11 +6,13 @@
 # [min - max over every repetition]) and the ratios peer / fastvlm (above 1: fastvlm is faster).
 #
 #   bash bench/peers.sh [--model-size 0.5b|1.5b|7b] [--rounds 5] [--reps 3] [-n 32] [--threads 2]
-#                       [--no-accuracy] [--no-torch] [--no-ort] [--keep DIR]
+#                       [--no-accuracy] [--no-torch] [--no-ort] [--only 'ROW|ROW...'] [--keep DIR]
+# (--only: an extended regex matched against the row names below; --keep: leave the raw results in DIR)
 #
 # Rows (checkpoints under $WORK, default /tmp/fastvlm-bench, made on first use with bench/make_checkpoint.py
 # and `fastvlm quantize`):
-#   fastvlm default          no --dtype, bf16 weights as released
+#   fastvlm default          no --dtype, bf16 weights as released (skipped when f32 weights would not fit)
+#   fastvlm bf16             --dtype bf16, bf16 weights (1.5b, 7b)
 #   fastvlm best             --dtype int8, q8 LLM (fastvlm-SIZE-q8)
 #   fastvlm int8+q4          --dtype int8, q4 LLM (fastvlm-SIZE-q4)
 #   fastvlm f32              --dtype f32, the reference path (0.5b only)
@@ -22,14 +24,14 @@
 #   llama.cpp Q8_0 / Q4_0    the LLM half: llama-bench -p POSITIONS (prefill) and -n N -d POSITIONS (decode at
 #                            the prompt's depth), when $LLAMA_CPP_DIR/build/bin/llama-bench exists; GGUFs from
 #                            bench/export_gguf.py ($EXPORT_GGUF) + llama-quantize under $WORK/gguf
-# Vision is timed at 1024² and, with --dtype f32/default/best, PyTorch and ONNX Runtime, at 512² as well (0.5b).
+# Vision is timed at 1024² and, for fastvlm f32/default/best and ONNX Runtime, at 512² as well (0.5b).
 # Peak RSS is /usr/bin/time's maximum resident set of the full-pipeline process (weights + KV cache + work).
 # The accuracy columns (fastvlm rows: image-embedding and last-logit error, greedy agreement against f32) come
 # from one extra `fastvlm bench --reference` run per row after the timed rounds.
 # Set up the peers first: sudo bash bench/setup_peers.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size=0.5b rounds=5 reps=3 tokens=32 threads=2 accuracy=1 torch_peer=1 ort_peer=1 keep=""
+size=0.5b rounds=5 reps=3 tokens=32 threads=2 accuracy=1 torch_peer=1 ort_peer=1 keep="" only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --model-size) size=$2; shift 2 ;;
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --no-torch) torch_peer=0; shift ;;
     --no-ort) ort_peer=0; shift ;;
     --keep) keep=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "peers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -112,11 +115,22 @@ else
   [ "$size" != 0.5b ] && llama_types="bf16 q8_0 q4_0"
 fi
 
+# fastvlm's default path may hold the weights as f32 (twice the bf16 file): run it only where that fits in the
+# memory available now, so that a 7B default cannot push the machine into the OOM killer (FORCE_DEFAULT=1 runs it).
+default_row=1
+need_kb=$(($(stat -c %s "$model/model.safetensors") * 2 / 1024 * 11 / 10))
+avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
+if [ "${FORCE_DEFAULT:-0}" != 1 ] && [ "$need_kb" -gt "$avail_kb" ]; then
+  echo "peers.sh: fastvlm default skipped: with f32 weights it could need ~$((need_kb >> 20)) GiB, $((avail_kb >> 20)) GiB are available (FORCE_DEFAULT=1 runs it)" >&2
+  default_row=0
+fi
+
 # One configuration per line: ROW|SIZE|KIND|COMMAND. SIZE 1024 is the full pipeline, 512 the tower alone.
 configs=$out_dir/configs
 {
   fv="$bin bench --image $image -n $tokens --reps $reps --threads $threads --json --no-accuracy"
-  echo "fastvlm default|1024|fastvlm|$fv -m $model"
+  [ "$default_row" = 1 ] && echo "fastvlm default|1024|fastvlm|$fv -m $model"
+  [ "$size" != 0.5b ] && echo "fastvlm bf16|1024|fastvlm|$fv -m $model --dtype bf16"
   echo "fastvlm best (int8, q8)|1024|fastvlm|$fv -m $model-q8 --dtype int8"
   echo "fastvlm int8, q4|1024|fastvlm|$fv -m $model-q4 --dtype int8"
   if [ "$size" = 0.5b ]; then
@@ -129,11 +143,9 @@ configs=$out_dir/configs
   tb="$py bench/torch_reference/bench_torch.py -m $model --image $image -n $tokens --reps $reps --threads $threads --prompt-ids-from $prompt_ids"
   if [ "$torch_peer" = 1 ]; then
     echo "PyTorch bf16|1024|torch|$tb --dtype bf16"
-    [ "$size" = 0.5b ] && echo "PyTorch bf16|512|torch|$tb --dtype bf16 --vision-only --image-size 512"
   fi
   if [ "$torch_f32" = 1 ]; then
     echo "PyTorch f32|1024|torch|$tb --dtype f32"
-    [ "$size" = 0.5b ] && echo "PyTorch f32|512|torch|$tb --dtype f32 --vision-only --image-size 512"
   fi
   for s in $onnx_sizes; do
     echo "ONNX Runtime fp32|$s|ort|node bench/peers-node/ort_vision.mjs --model $work/peers/fastvithd-$size-$s.onnx --reps $reps --threads $threads"
@@ -144,6 +156,10 @@ configs=$out_dir/configs
     echo "$label|decode|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p 0 -n $tokens -d @POSITIONS@"
   done
 } > "$configs"
+if [ -n "$only" ]; then
+  grep -E "^($only)\|" "$configs" > "$configs.only" || { echo "peers.sh: --only '$only' matches no row" >&2; exit 2; }
+  mv "$configs.only" "$configs"
+fi
 
 # llama.cpp prefills as many positions as fastvlm's prompt has (image embeddings + text): ask fastvlm once.
 positions=280
@@ -182,10 +198,14 @@ for ((round = 1; round <= rounds; ++round)); do
 done
 echo "uptime after: $(uptime)"
 
-if [ "$accuracy" = 1 ]; then
+if [ "$accuracy" = 1 ] && [ "$default_row" = 0 ]; then
+  echo "peers.sh: accuracy skipped: its f32 reference would not fit in memory either" >&2
+elif [ "$accuracy" = 1 ]; then
   fa="$bin bench --image $image -n $tokens --reps 1 --threads $threads --json --reference $model"
-  for line in "fastvlm default|$fa -m $model" "fastvlm best (int8, q8)|$fa -m $model-q8 --dtype int8" \
-              "fastvlm int8, q4|$fa -m $model-q4 --dtype int8"; do
+  rows=("fastvlm best (int8, q8)|$fa -m $model-q8 --dtype int8" "fastvlm int8, q4|$fa -m $model-q4 --dtype int8")
+  [ "$default_row" = 1 ] && rows=("fastvlm default|$fa -m $model" "${rows[@]}")
+  [ "$size" != 0.5b ] && rows+=("fastvlm bf16|$fa -m $model --dtype bf16")
+  for line in "${rows[@]}"; do
     echo "accuracy: ${line%%|*}" >&2
     run_config "${line%%|*}" accuracy fastvlm "${line#*|}"
   done
