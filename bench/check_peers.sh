@@ -10,6 +10,7 @@ fixture=${FASTVLM_SHARED_DIR:-../shared}/fixtures/tiny-fastvlm
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 /usr/bin/python3 bench/torch_reference/check_goldens.py --fixture "$fixture"
+/usr/bin/python3 bench/torch_reference/check_goldens.py --fixture "$fixture" --channels-last | tail -1
 /usr/bin/python3 bench/torch_reference/export_onnx.py -m "$fixture" --size 256 -o "$tmp/tiny-256.onnx" >/dev/null
 for golden in "$fixture"/golden/image_*[0-9].safetensors; do
   node bench/peers-node/ort_vision.mjs --model "$tmp/tiny-256.onnx" --check "$golden"

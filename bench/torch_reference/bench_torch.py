@@ -3,7 +3,8 @@
 one JSON object with the same keys (timings: median over --reps; timings_min_max; peak_rss_mb).
 
   /usr/bin/python3 bench/torch_reference/bench_torch.py -m /tmp/fastvlm-bench/fastvlm-0.5b --dtype bf16 \
-      --image /tmp/fastvlm-bench/image-1024.png [-n 32] [--reps 3] [--threads 2] [--vision-only [--image-size 512]]
+      --image /tmp/fastvlm-bench/image-1024.png [-n 32] [--reps 3] [--threads 2] [--channels-last]
+      [--vision-only [--image-size 512]]
 
 --dtype bf16 computes in bf16 on the weights as released; f32 upcasts them. Each repetition: preprocess
 (Pillow), vision tower, projector, prefill of the prompt with the image spliced in, then -n greedy tokens;
@@ -77,6 +78,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vision-only", action="store_true")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run the tower in channels-last memory format (oneDNN's preferred layout)")
     parser.add_argument("--prompt-ids-from", default=os.path.join(shared, "fixtures/tiny-fastvlm/golden/golden.json"))
     args = parser.parse_args()
     if args.max_tokens < 2 or args.reps < 1:
@@ -87,6 +90,8 @@ def main():
         prompt_ids = json.load(f)["prompt_ids"]
     start = time.perf_counter()
     model = FastVLM(args.model, DTYPES[args.dtype], with_llm=not args.vision_only)
+    if args.channels_last:
+        model.use_channels_last()
     load_ms = ms_since(start)
     samples = {}
     prompt_tokens = 0
@@ -104,7 +109,7 @@ def main():
     print(json.dumps({"peer": "pytorch", "torch_version": torch.__version__, "model": args.model, "dtype": args.dtype,
                       "image_size": args.image_size or model.image_size, "prompt_tokens": prompt_tokens,
                       "generated_tokens": 0 if args.vision_only else args.max_tokens, "reps": args.reps,
-                      "threads": args.threads, "timings": timings, "timings_min_max": ranges,
+                      "threads": args.threads, "channels_last": args.channels_last, "timings": timings, "timings_min_max": ranges,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 

@@ -4,7 +4,7 @@ goldens were made) it must reproduce every golden within 1e-4 of the reference's
 features, projector output, inputs_embeds, every intermediate, last-position logits) and the greedy tokens
 exactly. Not a ctest: CI has no PyTorch.
 
-  python3 bench/torch_reference/check_goldens.py [--fixture ../shared/fixtures/tiny-fastvlm]
+  /usr/bin/python3 bench/torch_reference/check_goldens.py [--fixture ../shared/fixtures/tiny-fastvlm] [--channels-last]
 
 Prints one line per comparison and exits non-zero on any miss."""
 import argparse
@@ -46,6 +46,7 @@ def main():
     default_fixture = os.path.join(os.environ.get("FASTVLM_SHARED_DIR", "/work/shared"), "fixtures", "tiny-fastvlm")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fixture", default=default_fixture)
+    parser.add_argument("--channels-last", action="store_true", help="check the tower in channels-last format too")
     args = parser.parse_args()
     golden_dir = os.path.join(args.fixture, "golden")
     with open(os.path.join(golden_dir, "golden.json")) as f:
@@ -53,6 +54,8 @@ def main():
 
     torch.set_num_threads(2)
     model = FastVLM(args.fixture, torch.float32)
+    if args.channels_last:
+        model.use_channels_last()
     prompt_ids = golden["prompt_ids"]
     with torch.no_grad():
         for case, info in golden["images"].items():

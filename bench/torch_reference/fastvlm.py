@@ -25,6 +25,7 @@ class FastVLM:
         self.dtype = dtype
         tensors = SafeTensors(os.path.join(model_dir, "model.safetensors"))
         self.image_size = image_size(self.config)
+        self.channels_last = False
         self.tower = load_fastvithd(tensors, self.config, dtype)
         self.projector = [tensors.get(f"model.mm_projector.{i}.{p}").to(dtype) for i in (0, 2) for p in ("weight", "bias")]
         # Without the LLM (vision-only timing, ONNX export) a 7B checkpoint needs no more than its tower.
@@ -46,7 +47,15 @@ class FastVLM:
 
     def image_features(self, pixels, intermediates=None):
         """[1,3,S,S] -> [N, mm_hidden] tower output."""
-        return self.tower(pixels.to(self.dtype), intermediates)[0]
+        pixels = pixels.to(self.dtype)
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.tower(pixels, intermediates)[0]
+
+    def use_channels_last(self):
+        """Runs the tower in NHWC memory format, oneDNN's preferred layout for convolutions on the CPU."""
+        self.tower = self.tower.to(memory_format=torch.channels_last)
+        self.channels_last = True
 
     def project(self, features):
         w0, b0, w2, b2 = self.projector
