@@ -19,6 +19,7 @@
 #   PyTorch bf16 / f32       bench/torch_reference (our PyTorch FastVLM, checked against the goldens by
 #                            bench/check_peers.sh), torch.set_num_threads(T); f32 skipped where the f32 weights
 #                            would not fit in memory (7b)
+#                            ($TORCH_ARGS is passed on, e.g. TORCH_ARGS=--channels-last)
 #   ONNX Runtime fp32        the tower exported by bench/torch_reference/export_onnx.py, onnxruntime-node
 #                            (bench/peers-node), intra-op threads T; vision only
 #   llama.cpp Q8_0 / Q4_0    the LLM half: llama-bench -p POSITIONS (prefill) and -n N -d POSITIONS (decode at
@@ -140,7 +141,7 @@ configs=$out_dir/configs
     echo "fastvlm best (int8, q8)|512|fastvlm|$fv512 -m $model-q8 --dtype int8"
     echo "fastvlm f32|512|fastvlm|$fv512 -m $model --dtype f32"
   fi
-  tb="$py bench/torch_reference/bench_torch.py -m $model --image $image -n $tokens --reps $reps --threads $threads --prompt-ids-from $prompt_ids"
+  tb="$py bench/torch_reference/bench_torch.py ${TORCH_ARGS:-} -m $model --image $image -n $tokens --reps $reps --threads $threads --prompt-ids-from $prompt_ids"
   if [ "$torch_peer" = 1 ]; then
     echo "PyTorch bf16|1024|torch|$tb --dtype bf16"
   fi

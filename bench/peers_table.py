@@ -11,7 +11,7 @@ import sys
 
 COLUMNS = [("vision", "vision 1024² ms"), ("vision512", "vision 512² ms"), ("prefill", "prefill ms"),
            ("ttft", "TTFT ms"), ("decode", "decode ms/token"), ("rss", "peak RSS MB")]
-OURS = ["fastvlm default", "fastvlm best (int8, q8)"]
+OURS = ["fastvlm default", "fastvlm best (int8, q8)", "fastvlm bf16", "fastvlm f32"]
 
 
 def samples_of(record):
@@ -90,7 +90,7 @@ def main():
             emb = a.get("image_embeds_rel_err")
             print(f"| {row} | {'—' if emb is None else f'{emb:.2e}'} | "
                   f"{a['logit_rel_rms_mean']:.2e} / {a['logit_rel_rms_max']:.2e} | "
-                  f"top-1 {a['top1_agreement']:.3f}, greedy prefix {a['greedy_prefix']}/{a['steps']} |")
+                  f"top-1 {a['top1_agreement']:g}/{a['steps']}, greedy prefix {a['greedy_prefix']}/{a['steps']} |")
 
     peers = [row for row in order if not row.startswith("fastvlm")]
     ours = [row for row in OURS if row in table]
