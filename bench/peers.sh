@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# fastvlm side by side with its peers on workload W (issue 16): a 1024x1024 image + "Describe the image." in
+# the qwen_2 prompt (280 positions for the 0.5B shape), -n generated tokens, 2 threads. Every configuration
+# runs once per round, in an order that reverses every round, so that load on a shared machine falls on all
+# of them alike; each run is `--reps` repetitions in one process (median). Prints ONE table (median over rounds
+# [min - max over every repetition]) and the ratios peer / fastvlm (above 1: fastvlm is faster).
+#
+#   bash bench/peers.sh [--model-size 0.5b|1.5b|7b] [--rounds 5] [--reps 3] [-n 32] [--threads 2]
+#                       [--no-accuracy] [--no-torch] [--no-ort] [--only 'ROW|ROW...'] [--keep DIR]
+# (--only: an extended regex matched against the row names below; --keep: leave the raw results in DIR)
+#
+# Rows (checkpoints under $WORK, default /tmp/fastvlm-bench, made on first use with bench/make_checkpoint.py
+# and `fastvlm quantize`):
+#   fastvlm default          no --dtype, bf16 weights as released (skipped when f32 weights would not fit)
+#   fastvlm bf16             --dtype bf16, bf16 weights (1.5b, 7b)
+#   fastvlm best             --dtype int8, q8 LLM (fastvlm-SIZE-q8)
+#   fastvlm int8+q4          --dtype int8, q4 LLM (fastvlm-SIZE-q4)
+#   fastvlm f32              --dtype f32, the reference path (0.5b only)
+#   PyTorch bf16 / f32       bench/torch_reference (our PyTorch FastVLM, checked against the goldens by
+#                            bench/check_peers.sh), torch.set_num_threads(T); f32 skipped where the f32 weights
+#                            would not fit in memory (7b)
+#                            ($TORCH_ARGS is passed on, e.g. TORCH_ARGS=--channels-last)
+#   ONNX Runtime fp32        the tower exported by bench/torch_reference/export_onnx.py, onnxruntime-node
+#                            (bench/peers-node), intra-op threads T; vision only
+#   llama.cpp Q8_0 / Q4_0    the LLM half: llama-bench -p POSITIONS (prefill) and -n N -d POSITIONS (decode at
+#                            the prompt's depth), when $LLAMA_CPP_DIR/build/bin/llama-bench exists; GGUFs from
+#                            bench/export_gguf.py ($EXPORT_GGUF) + llama-quantize under $WORK/gguf
+# Vision is timed at 1024² and, for fastvlm f32/default/best and ONNX Runtime, at 512² as well (0.5b).
+# Peak RSS is /usr/bin/time's maximum resident set of the full-pipeline process (weights + KV cache + work).
+# The accuracy columns (fastvlm rows: image-embedding and last-logit error, greedy agreement against f32) come
+# from one extra `fastvlm bench --reference` run per row after the timed rounds.
+# Set up the peers first: sudo bash bench/setup_peers.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=0.5b rounds=5 reps=3 tokens=32 threads=2 accuracy=1 torch_peer=1 ort_peer=1 keep="" only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model-size) size=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --reps) reps=$2; shift 2 ;;
+    -n) tokens=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --no-accuracy) accuracy=0; shift ;;
+    --no-torch) torch_peer=0; shift ;;
+    --no-ort) ort_peer=0; shift ;;
+    --keep) keep=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "peers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$size" in 0.5b|1.5b|7b) ;; *) echo "peers.sh: --model-size $size: expected 0.5b, 1.5b or 7b" >&2; exit 2 ;; esac
+
+work=${WORK:-/tmp/fastvlm-bench}
+shared=${FASTVLM_SHARED_DIR:-../shared}
+bin=build/bin/fastvlm
+py=/usr/bin/python3  # Debian's python3-torch lives in the system interpreter, not in a pyenv/venv one
+image=$work/image-1024.png
+model=$work/fastvlm-$size
+prompt_ids=$shared/fixtures/tiny-fastvlm/golden/golden.json
+out_dir=${keep:-$(mktemp -d)}
+mkdir -p "$out_dir"
+[ -n "$keep" ] || trap 'rm -rf "$out_dir"' EXIT
+results=$out_dir/results.jsonl
+: > "$results"
+
+[ -x "$bin" ] || { echo "peers.sh: $bin is missing: build the fastvlm target first" >&2; exit 1; }
+# Checkpoints and the image, as bench/workload_w.sh makes them.
+[ -f "$image" ] || { echo "peers.sh: $image is missing (bash bench/workload_w.sh makes it)" >&2; exit 1; }
+[ -f "$model/model.safetensors" ] ||
+  python3 bench/make_checkpoint.py --preset "$size" --out "$model" --tokenizer-from "$shared/fixtures/tiny-fastvlm"
+for type in q8 q4; do
+  [ -f "$model-$type/model.safetensors" ] || "$bin" quantize -m "$model" -o "$model-$type" --type "$type" >&2
+done
+
+if [ "$torch_peer" = 1 ] && ! "$py" -c 'import torch' 2>/dev/null; then
+  echo "peers.sh: PyTorch is not installed for $py (sudo bash bench/setup_peers.sh): PyTorch rows skipped" >&2
+  torch_peer=0
+fi
+torch_f32=$torch_peer
+if [ "$size" = 7b ] && [ "$torch_peer" = 1 ]; then
+  echo "peers.sh: PyTorch f32 skipped at 7b: its f32 weights (~30 GB) do not fit in $(free -g | awk '/Mem:/{print $2}') GiB" >&2
+  torch_f32=0
+fi
+onnx_sizes=""
+if [ "$ort_peer" = 1 ]; then
+  if [ ! -d bench/peers-node/node_modules/onnxruntime-node ] || [ "$torch_peer" = 0 ]; then
+    echo "peers.sh: onnxruntime-node or PyTorch (for the export) missing (sudo bash bench/setup_peers.sh): ONNX Runtime rows skipped" >&2
+  else
+    onnx_sizes="1024"
+    [ "$size" = 0.5b ] && onnx_sizes="1024 512"
+    for s in $onnx_sizes; do
+      onnx=$work/peers/fastvithd-$size-$s.onnx
+      [ -f "$onnx" ] || "$py" bench/torch_reference/export_onnx.py -m "$model" --size "$s" -o "$onnx" >&2
+    done
+  fi
+fi
+
+# llama.cpp: the LLM half as GGUF (bf16 exported, then quantised by llama.cpp itself).
+llama_types=""
+llama_bin=${LLAMA_CPP_DIR:+$LLAMA_CPP_DIR/build/bin}
+export_gguf=${EXPORT_GGUF:-bench/export_gguf.py}
+if [ -z "${LLAMA_CPP_DIR:-}" ]; then
+  echo "peers.sh: LLAMA_CPP_DIR is not set: llama.cpp rows skipped" >&2
+elif [ ! -x "$llama_bin/llama-bench" ] || [ ! -x "$llama_bin/llama-quantize" ]; then
+  echo "peers.sh: $llama_bin has no llama-bench/llama-quantize (build llama.cpp there): llama.cpp rows skipped" >&2
+elif [ ! -f "$work/gguf/fastvlm-$size-bf16.gguf" ] && [ ! -f "$export_gguf" ]; then
+  echo "peers.sh: no $export_gguf to write the GGUF (the llama.cpp peer's exporter): llama.cpp rows skipped" >&2
+else
+  mkdir -p "$work/gguf"
+  gguf=$work/gguf/fastvlm-$size
+  [ -f "$gguf-bf16.gguf" ] || python3 "$export_gguf" "$model" "$gguf-bf16.gguf" --outtype bf16 >&2
+  [ -f "$gguf-q8_0.gguf" ] || "$llama_bin/llama-quantize" "$gguf-bf16.gguf" "$gguf-q8_0.gguf" Q8_0 >/dev/null 2>&1
+  [ -f "$gguf-q4_0.gguf" ] || "$llama_bin/llama-quantize" --pure "$gguf-bf16.gguf" "$gguf-q4_0.gguf" Q4_0 >/dev/null 2>&1
+  llama_types="q8_0 q4_0"
+  [ "$size" != 0.5b ] && llama_types="bf16 q8_0 q4_0"
+fi
+
+# fastvlm's default path may hold the weights as f32 (twice the bf16 file): run it only where that fits in the
+# memory available now, so that a 7B default cannot push the machine into the OOM killer (FORCE_DEFAULT=1 runs it).
+default_row=1
+need_kb=$(($(stat -c %s "$model/model.safetensors") * 2 / 1024 * 11 / 10))
+avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
+if [ "${FORCE_DEFAULT:-0}" != 1 ] && [ "$need_kb" -gt "$avail_kb" ]; then
+  echo "peers.sh: fastvlm default skipped: with f32 weights it could need ~$((need_kb >> 20)) GiB, $((avail_kb >> 20)) GiB are available (FORCE_DEFAULT=1 runs it)" >&2
+  default_row=0
+fi
+
+# One configuration per line: ROW|SIZE|KIND|COMMAND. SIZE 1024 is the full pipeline, 512 the tower alone.
+configs=$out_dir/configs
+{
+  fv="$bin bench --image $image -n $tokens --reps $reps --threads $threads --json --no-accuracy"
+  [ "$default_row" = 1 ] && echo "fastvlm default|1024|fastvlm|$fv -m $model"
+  [ "$size" != 0.5b ] && echo "fastvlm bf16|1024|fastvlm|$fv -m $model --dtype bf16"
+  echo "fastvlm best (int8, q8)|1024|fastvlm|$fv -m $model-q8 --dtype int8"
+  echo "fastvlm int8, q4|1024|fastvlm|$fv -m $model-q4 --dtype int8"
+  if [ "$size" = 0.5b ]; then
+    echo "fastvlm f32|1024|fastvlm|$fv -m $model --dtype f32"
+    fv512="$bin bench --image $image --image-size 512 -n 2 --reps $reps --threads $threads --json --no-accuracy"
+    echo "fastvlm default|512|fastvlm|$fv512 -m $model"
+    echo "fastvlm best (int8, q8)|512|fastvlm|$fv512 -m $model-q8 --dtype int8"
+    echo "fastvlm f32|512|fastvlm|$fv512 -m $model --dtype f32"
+  fi
+  tb="$py bench/torch_reference/bench_torch.py ${TORCH_ARGS:-} -m $model --image $image -n $tokens --reps $reps --threads $threads --prompt-ids-from $prompt_ids"
+  if [ "$torch_peer" = 1 ]; then
+    echo "PyTorch bf16|1024|torch|$tb --dtype bf16"
+  fi
+  if [ "$torch_f32" = 1 ]; then
+    echo "PyTorch f32|1024|torch|$tb --dtype f32"
+  fi
+  for s in $onnx_sizes; do
+    echo "ONNX Runtime fp32|$s|ort|node bench/peers-node/ort_vision.mjs --model $work/peers/fastvithd-$size-$s.onnx --reps $reps --threads $threads"
+  done
+  for t in $llama_types; do
+    label="llama.cpp ${t^^}"
+    echo "$label|prefill|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p @POSITIONS@ -n 0"
+    echo "$label|decode|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p 0 -n $tokens -d @POSITIONS@"
+  done
+} > "$configs"
+if [ -n "$only" ]; then
+  grep -E "^($only)\|" "$configs" > "$configs.only" || { echo "peers.sh: --only '$only' matches no row" >&2; exit 2; }
+  mv "$configs.only" "$configs"
+fi
+
+# llama.cpp prefills as many positions as fastvlm's prompt has (image embeddings + text): ask fastvlm once.
+positions=280
+if [ -n "$llama_types" ]; then
+  positions=$("$bin" bench -m "$model-q8" --dtype int8 --image "$image" -n 2 --reps 1 --threads "$threads" --json --no-accuracy |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+fi
+
+run_config() {  # ROW SIZE KIND COMMAND -> one line of $results
+  local row=$1 sz=$2 kind=$3 cmd=${4//@POSITIONS@/$positions}
+  if /usr/bin/time -f '%M' -o "$out_dir/rss" $cmd > "$out_dir/out" 2> "$out_dir/err"; then
+    python3 - "$row" "$sz" "$kind" "$(tail -1 "$out_dir/rss")" "$out_dir/out" >> "$results" <<'PY'
+import json, sys
+row, size, kind, rss_kb, out = sys.argv[1:]
+text = open(out).read()
+start = text.find("[" if kind == "llama" else "{")
+print(json.dumps({"row": row, "size": size, "kind": kind, "rss_mb": int(rss_kb) / 1024, "out": json.loads(text[start:])}))
+PY
+  else
+    echo "peers.sh: $row ($sz) failed: $cmd" >&2
+    tail -5 "$out_dir/err" >&2
+  fi
+}
+
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p')"
+echo "uptime before: $(uptime)"
+mapfile -t lines < "$configs"
+for ((round = 1; round <= rounds; ++round)); do
+  order=$(seq 0 $((${#lines[@]} - 1)))
+  ((round % 2 == 0)) && order=$(seq $((${#lines[@]} - 1)) -1 0)
+  for i in $order; do
+    IFS='|' read -r row sz kind cmd <<< "${lines[$i]}"
+    echo "round $round/$rounds: $row ($sz)" >&2
+    run_config "$row" "$sz" "$kind" "$cmd"
+  done
+done
+echo "uptime after: $(uptime)"
+
+if [ "$accuracy" = 1 ] && [ "$default_row" = 0 ]; then
+  echo "peers.sh: accuracy skipped: its f32 reference would not fit in memory either" >&2
+elif [ "$accuracy" = 1 ]; then
+  fa="$bin bench --image $image -n $tokens --reps 1 --threads $threads --json --reference $model"
+  rows=("fastvlm best (int8, q8)|$fa -m $model-q8 --dtype int8" "fastvlm int8, q4|$fa -m $model-q4 --dtype int8")
+  [ "$default_row" = 1 ] && rows=("fastvlm default|$fa -m $model" "${rows[@]}")
+  [ "$size" != 0.5b ] && rows+=("fastvlm bf16|$fa -m $model --dtype bf16")
+  for line in "${rows[@]}"; do
+    echo "accuracy: ${line%%|*}" >&2
+    run_config "${line%%|*}" accuracy fastvlm "${line#*|}"
+  done
+fi
+
+echo "workload W: fastvlm-$size, $image, \"Describe the image.\", $positions positions, $tokens generated tokens, $threads threads; $rounds rounds x $reps repetitions"
+python3 bench/peers_table.py "$results"

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Prints bench/peers.sh's table from its results (one JSON object a line: row, size, kind, rss_mb, out).
+
+  python3 bench/peers_table.py RESULTS.jsonl
+
+Each cell: median over rounds of each run's median [min - max over every repetition]. Ratios: peer / fastvlm
+for the same column (above 1: fastvlm is faster). Standard library only."""
+import json
+import statistics
+import sys
+
+COLUMNS = [("vision", "vision 1024² ms"), ("vision512", "vision 512² ms"), ("prefill", "prefill ms"),
+           ("ttft", "TTFT ms"), ("decode", "decode ms/token"), ("rss", "peak RSS MB")]
+OURS = ["fastvlm default", "fastvlm best (int8, q8)", "fastvlm bf16", "fastvlm f32"]
+
+
+def samples_of(record):
+    """{column: (median, min, max)} of one run."""
+    kind, size, out = record["kind"], record["size"], record["out"]
+    cells = {}
+    if kind == "llama":
+        entry = out[0]
+        per = entry["n_gen"] if entry.get("n_gen") else 1
+        values = [ns / 1e6 / per for ns in entry["samples_ns"]]
+        cells["prefill" if size == "prefill" else "decode"] = (statistics.median(values), min(values), max(values))
+        if size == "decode":
+            cells["rss"] = (record["rss_mb"],) * 3
+        return cells
+    t, r = out["timings"], out.get("timings_min_max", {})
+
+    def cell(key):
+        return (t[key], *r.get(key, (t[key], t[key])))
+
+    if size == "512":
+        cells["vision512"] = cell("vision_ms")
+        return cells
+    cells["vision"] = cell("vision_ms")
+    if kind != "ort":
+        cells["prefill"] = cell("prefill_ms")
+        cells["ttft"] = cell("ttft_ms")
+        cells["decode"] = cell("decode_ms_per_token")
+        cells["rss"] = (record["rss_mb"],) * 3
+    return cells
+
+
+def main():
+    runs, accuracy, order = {}, {}, []
+    with open(sys.argv[1]) as f:
+        for line in f:
+            record = json.loads(line)
+            row = record["row"]
+            if record["size"] == "accuracy":
+                accuracy[row] = record["out"].get("accuracy")
+                continue
+            if row not in order:
+                order.append(row)
+            for column, values in samples_of(record).items():
+                runs.setdefault(row, {}).setdefault(column, []).append(values)
+    table = {}
+    for row, columns in runs.items():
+        for column, values in columns.items():
+            if column == "rss":
+                table.setdefault(row, {})[column] = (max(v[0] for v in values),) * 3
+            else:
+                table.setdefault(row, {})[column] = (statistics.median(v[0] for v in values),
+                                                     min(v[1] for v in values), max(v[2] for v in values))
+
+    def fmt(cell, column):
+        if cell is None:
+            return "—"
+        if column == "rss":
+            return f"{cell[0]:.0f}"
+        digits = 1 if cell[0] < 100 else 0
+        return f"{cell[0]:.{digits}f} [{cell[1]:.{digits}f}–{cell[2]:.{digits}f}]"
+
+    rounds = max((len(v) for c in runs.values() for v in c.values()), default=0)
+    print(f"| configuration ({rounds} rounds) | " + " | ".join(title for _, title in COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for row in order:
+        print(f"| {row} | " + " | ".join(fmt(table[row].get(c), c) for c, _ in COLUMNS) + " |")
+
+    if accuracy:
+        print("\naccuracy against f32 (fastvlm bench --reference, teacher-forced over the generated tokens):")
+        print("| configuration | image embeddings rel. error | logit rel. RMS error (mean / max) | greedy agreement |")
+        print("|---|---|---|---|")
+        for row, a in accuracy.items():
+            if not a:
+                print(f"| {row} | — | — | — |")
+                continue
+            emb = a.get("image_embeds_rel_err")
+            print(f"| {row} | {'—' if emb is None else f'{emb:.2e}'} | "
+                  f"{a['logit_rel_rms_mean']:.2e} / {a['logit_rel_rms_max']:.2e} | "
+                  f"top-1 {a['top1_agreement']:g}/{a['steps']}, greedy prefix {a['greedy_prefix']}/{a['steps']} |")
+
+    peers = [row for row in order if not row.startswith("fastvlm")]
+    ours = [row for row in OURS if row in table]
+    if peers and ours:
+        print("\nratios peer / fastvlm (above 1: fastvlm is faster), medians:")
+        print("| peer | vs | " + " | ".join(title for c, title in COLUMNS if c != "rss") + " |")
+        print("|---|---" + "|---" * (len(COLUMNS) - 1) + "|")
+        for peer in peers:
+            for us in ours:
+                cells = []
+                for c, _ in COLUMNS:
+                    if c == "rss":
+                        continue
+                    a, b = table[peer].get(c), table[us].get(c)
+                    cells.append(f"{a[0] / b[0]:.2f}×" if a and b else "—")
+                print(f"| {peer} | {us} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
