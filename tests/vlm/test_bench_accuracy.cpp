@@ -70,7 +70,9 @@ TEST(TeacherForcing, KeptLogitsAreTheGoldenOnesAndForcedTokensAreFollowed) {
   const auto golden = nlohmann::json::parse(std::ifstream(kTiny / "golden" / "golden.json"));
   const nlohmann::json& entry = golden["images"]["image_a_320x200"];
   const auto greedy_tokens = entry["greedy_tokens"].get<std::vector<int32_t>>();
-  const auto engine = fastvlm::Engine::load(kTiny.string());
+  fastvlm::EngineOptions f32;
+  f32.precision = fastvlm::Precision::F32;
+  const auto engine = fastvlm::Engine::load(kTiny.string(), f32);
   const auto image = fastvlm::ImageInput::file(kImage.string());
 
   fastvlm::GenerateOptions options;
