@@ -4,8 +4,19 @@
 // (64 MACs), vdpbf16ps the bf16 GEMM's (32 MACs), vfmadd231ps the float32 kernels' (16 MACs); on AMX CPUs
 // also the tile instructions oneDNN uses there. Run single-threaded (the figures are per core) on an idle
 // machine: kernels bound by these instructions cannot beat them.
+//
+// And the memory ceiling of decode: BM_ReadBandwidth/threads:T sums a buffer four times the last-level
+// cache (STREAM's read kernel, no writes), on one thread and on all of them, in GB/s. A decode step
+// streams the LLM's weights once, so `fastvlm bench --read-bandwidth <all-threads figure>` reads its
+// decode GB/s against it.
+//   build/bin/bench_peak [--benchmark_filter=ReadBandwidth]
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "core/cpu.h"
 
@@ -133,6 +144,51 @@ void BM_TilePeak(benchmark::State& state) {
                                                  benchmark::Counter::kIs1000);
 }
 
+// Sum of `count` 64-byte lines from `data`: four independent accumulators keep enough loads in flight.
+__attribute__((target("avx512f"), noinline)) int64_t sum_lines(const int64_t* data, size_t count) {
+  __m512i sums[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  size_t line = 0;
+  for (; line + 4 <= count; line += 4)
+    for (int i = 0; i < 4; ++i) sums[i] = _mm512_add_epi64(sums[i], _mm512_load_si512(data + (line + i) * 8));
+  for (; line < count; ++line) sums[0] = _mm512_add_epi64(sums[0], _mm512_load_si512(data + line * 8));
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(sums[0], sums[1]), _mm512_add_epi64(sums[2], sums[3])));
+}
+
+// Four times the last-level cache (at least 1 GiB where the OS does not say), so that every pass reads DRAM.
+size_t bandwidth_buffer_bytes() {
+  const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return std::max<size_t>(size_t(1) << 30, 4 * size_t(std::max(llc, 0L)));
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  if (active_isa() < Isa::Avx512) {
+    state.SkipWithError("needs AVX-512");
+    return;
+  }
+  const int threads = int(state.range(0));
+  const size_t lines = bandwidth_buffer_bytes() / 64;
+  // Written once (so that its pages exist), then only read through a 64-byte aligned view.
+  std::vector<int64_t> storage(lines * 8 + 8, 1);
+  const int64_t* data = reinterpret_cast<const int64_t*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t(63));
+  int64_t sink = 0;
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    {
+      const size_t per_thread = (lines + size_t(omp_get_num_threads()) - 1) / size_t(omp_get_num_threads());
+      const size_t first = std::min(lines, per_thread * size_t(omp_get_thread_num()));
+      sink += sum_lines(data + first * 8, std::min(per_thread, lines - first));
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(lines * 64) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// One thread, then all of them (OMP_NUM_THREADS, else one per core).
+const auto* const kReadBandwidth = [] {
+  auto* b = benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)->ArgName("threads")->Arg(1);
+  if (omp_get_max_threads() > 1) b->Arg(omp_get_max_threads());
+  return b->UseRealTime()->Unit(benchmark::kMillisecond);
+}();
 BENCHMARK(BM_Peak<Instruction::DotInt8>)->Name("BM_Peak/vpdpbusd_int8");
 BENCHMARK(BM_Peak<Instruction::DotBf16>)->Name("BM_Peak/vdpbf16ps_bf16");
 BENCHMARK(BM_Peak<Instruction::FmaF32>)->Name("BM_Peak/vfmadd231ps_f32");

@@ -19,14 +19,6 @@ using namespace fastvlm;
 
 namespace {
 
-Precision parse_precision(const std::string& dtype) {
-  static const std::map<std::string, Precision> names = {
-      {"auto", Precision::Auto}, {"f32", Precision::F32}, {"bf16", Precision::Bf16}, {"int8", Precision::Int8}};
-  auto it = names.find(dtype);
-  if (it == names.end()) throw Error("dtype must be auto, f32, bf16 or int8, got \"" + dtype + "\"");
-  return it->second;
-}
-
 // None, a path (str) or encoded bytes: what the Python layer hands over after converting PIL/numpy images.
 std::optional<ImageInput> image_input(const py::object& image) {
   if (image.is_none()) return std::nullopt;

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 
 export function startServer(bin, model, ...extra) {
-  const server = spawn(bin, ['serve', '-m', model, '--port', '0', '--threads', '1', ...extra],
+  const server = spawn(bin, ['serve', '-m', model, '--port', '0', '--threads', '1', '--dtype', 'f32', ...extra],
                        { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let seen = '';

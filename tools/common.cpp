@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -19,12 +20,14 @@ void ModelFlags::add_to(CLI::App& command) {
       ->check(CLI::NonNegativeNumber);
   command.add_option("--max-image-pixels", engine.max_image_pixels, "Refuse images with more pixels than this")
       ->check(CLI::PositiveNumber);
-  command.add_option("--dtype", engine.precision, "Compute precision: f32 (reference-exact, default), bf16 (faster, within 2e-2), int8 (bf16 with "
-                     "the vision ConvFFN and attention layers on int8: faster still, ~1.3% off), auto (bf16 where the "
-                     "CPU has it)")
+  command.add_option("--dtype", engine.precision,
+                   "Compute precision: auto (default: the fastest path this CPU has within the README's accuracy "
+                   "bounds: int8 vision and q8_0 LLM linears where it has AVX512-VNNI), f32 (reference-exact), bf16 "
+                   "(within 2e-2), int8 (bf16 with the vision ConvFFN and attention layers on int8, ~2% off)")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Precision>{{"auto", Precision::Auto}, {"f32", Precision::F32}, {"bf16", Precision::Bf16}, {"int8", Precision::Int8}},
           CLI::ignore_case));
+  command.add_flag("-v,--verbose", verbose, "Say what the engine runs (the precision --dtype resolved to)");
   command.add_option("--chat-format", engine.chat_format,
                      "Prompt markup: chatml, llama2, llama3, deepseek, phi3 or fastvlm (default: the model's own, "
                      "recognised from its chat_template)");
@@ -34,7 +37,9 @@ std::unique_ptr<Engine> ModelFlags::load() const {
   hub::DownloadOptions download;
   download.quiet = quiet;
   const auto dir = hub::resolve_model(model.empty() ? hub::kDefaultModel : std::string_view(model), download);
-  return Engine::load(dir.string(), engine);
+  auto loaded = Engine::load(dir.string(), engine);
+  if (verbose) std::fprintf(stderr, "precision: %s\n", loaded->info().precision.c_str());
+  return loaded;
 }
 
 void add_generate_flags(CLI::App& command, GenerateOptions& options) {

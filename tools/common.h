@@ -8,10 +8,11 @@
 
 namespace fastvlm::cli {
 
-// -m/--model, -q/--quiet, --threads, --ctx, --image-size, --max-image-pixels, --dtype, --chat-format.
+// -m/--model, -q/--quiet, --threads, --ctx, --image-size, --max-image-pixels, --dtype, -v/--verbose, --chat-format.
 struct ModelFlags {
   std::string model;  // empty: the default hub model
   bool quiet = false;
+  bool verbose = false;  // print the resolved precision after loading
   EngineOptions engine;
   void add_to(CLI::App& command);
   // The model directory: a local directory as is, a hub id resolved through the cache.

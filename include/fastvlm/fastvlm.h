@@ -39,6 +39,9 @@ typedef struct {
   int context;              /* KV cache positions per session */
   int image_size;           /* 0: the model's native size */
   int64_t max_image_pixels; /* refuse larger images before decoding */
+  /* Compute precision: "auto" (or NULL: the fastest path within the README's accuracy bounds), "f32" (the
+   * reference), "bf16" or "int8". */
+  const char* dtype;
 } fastvlm_engine_params;
 
 typedef struct {

@@ -27,7 +27,7 @@ struct EngineOptions {
   int image_size = 0;                     // 0: the model's native input size; else a multiple of 64
   int64_t max_image_pixels = 64LL << 20;  // images whose header claims more are refused before decoding
   int image_cache_entries = 16;           // LRU of image embeddings keyed by the decoded pixels (0: off)
-  Precision precision = Precision::F32;
+  Precision precision = Precision::Auto;  // Auto: the fastest path within the README's bounds; F32: the reference
   // The prompt markup: empty for the model's own (FastVLM's qwen_2, else the family recognised from the
   // tokenizer's chat_template); or one of "chatml", "llama2", "llama3", "deepseek", "phi3", "fastvlm".
   std::string chat_format;
@@ -94,6 +94,9 @@ struct ModelInfo {
   int vision_channels = 0;    // mm_hidden_size
   int64_t vision_macs = 0;    // multiply-accumulates of one image encode at image_size
   std::string quantization;   // the LLM weights' block format ("q8_0", "q4_0"), empty for a dense model
+  // EngineOptions::precision and what it resolved to, e.g. "auto -> vision int8, llm q8_0 (quantised at load)".
+  std::string precision;
+  int64_t decode_weight_bytes = 0;  // bytes of LLM weights one decoded token reads
 };
 
 // One message of a conversation. An image is placed before the text of its (user) message, as FastVLM

@@ -148,12 +148,12 @@ class Engine:
     """A model loaded once; any number of Chats (and threads) may use it.
 
     model: a local model directory (Hugging Face layout) or a hub id "owner/name[@revision]", downloaded
-    into the Hugging Face cache on first use. dtype: "f32" (reference-exact), "bf16", "int8" or "auto".
+    into the Hugging Face cache on first use. dtype: "auto" (the fastest path within the README's accuracy bounds), "f32" (reference-exact), "bf16" or "int8".
     threads: 0 for one per core. context: KV cache positions of each Chat. image_size: 0 for the
     model's own input size.
     """
 
-    def __init__(self, model: Union[str, os.PathLike], dtype: str = "f32", threads: int = 0, context: int = 4096,
+    def __init__(self, model: Union[str, os.PathLike], dtype: str = "auto", threads: int = 0, context: int = 4096,
                  image_size: int = 0, max_image_pixels: int = 64 << 20, chat_format: str = "",
                  quiet: bool = True) -> None:
         self._engine = _fastvlm.Engine(os.fspath(model), dtype, threads, context, image_size, max_image_pixels,

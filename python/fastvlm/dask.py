@@ -42,7 +42,7 @@ def _caption_partition(paths: List[str], model: str, engine_options: Dict[str, A
 
 
 def caption(paths: Iterable[Union[str, os.PathLike]], model: str, client=None, *, partition_size: int = 16,
-            output: Optional[Union[str, os.PathLike]] = None, dtype: str = "f32", threads: int = 0,
+            output: Optional[Union[str, os.PathLike]] = None, dtype: str = "auto", threads: int = 0,
             context: int = 4096, image_size: int = 0, prompt: str = "Describe the image.", max_tokens: int = 256,
             temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
             repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 0,

@@ -90,10 +90,15 @@ void add_inplace(float* accumulator, const float* addend, size_t count) {
 
 }  // namespace
 
-std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextConfig& c, Precision precision) {
+std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextConfig& c, Precision precision,
+                                       std::optional<WeightType> quantize_linears) {
   check_config(c);
   if (precision == Precision::Auto) throw Error("internal: Decoder::load needs a resolved precision, not Auto");
+  if (quantize_linears && *quantize_linears != WeightType::Q8_0 && *quantize_linears != WeightType::Q4_0)
+    throw Error("internal: the decoder's linears are quantised at load to q8_0 or q4_0, not " +
+                std::string(weight_type_name(*quantize_linears)));
   const WeightType dense = precision == Precision::F32 ? WeightType::F32 : WeightType::BF16;
+  const WeightType linears = quantize_linears.value_or(dense);
   std::unique_ptr<Decoder> model(new Decoder(c));
   const int hidden = c.hidden_size;
   const int q_dim = c.num_attention_heads * c.head_dim;
@@ -108,7 +113,7 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     auto linear = [&](const char* name, int out, int in, bool bias) {
-      return Linear::load(checkpoint, prefix + name, out, in, bias, dense);
+      return Linear::load(checkpoint, prefix + name, out, in, bias, linears);
     };
     Layer layer;
     layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
@@ -125,9 +130,23 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
   // A tied head uses the embedding, even where a (redundant) lm_head.weight is stored.
   model->lm_head_ = c.tie_word_embeddings ? model->embed_tokens_
-                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, dense);
+                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, linears);
   model->inverse_frequencies_ = rope_inverse_frequencies(c.rope, c.head_dim);
+  if (quantize_linears && checkpoint.quantization().type.empty()) {
+    // The layers' float weights were read once, into their quantised copies: give back their pages.
+    checkpoint.release("model.layers.");
+    if (!c.tie_word_embeddings) checkpoint.release("lm_head.");
+  }
   return model;
+}
+
+int64_t Decoder::decode_weight_bytes() const {
+  int64_t bytes = lm_head_.weight_bytes() + embed_tokens_.weight_bytes() / config_.vocab_size;
+  for (const Layer& layer : layers_)
+    for (const Linear* linear : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
+                                 &layer.up_proj, &layer.down_proj})
+      bytes += linear->weight_bytes();
+  return bytes;
 }
 
 void Decoder::embed(std::span<const int32_t> ids, float* out) const {

@@ -6,6 +6,7 @@
 // checkpoint (nn/linear.h).
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,9 +26,14 @@ class Decoder final : public TextDecoder {
   // biases `config` promises) with the shapes `config` implies, for `precision`: F32 holds the dense weights
   // as float32 (the reference), Bf16 and Int8 (which has no decoder path of its own) as bfloat16, with
   // bfloat16 prefill attention where the CPU has it. A quantised checkpoint loads its linears as stored
-  // whatever the precision. Throws fastvlm::Error naming a missing or misshapen tensor, or an inconsistent
-  // config; Auto is the caller's to resolve.
-  static std::unique_ptr<Decoder> load(const Checkpoint& checkpoint, const TextConfig& config, Precision precision);
+  // whatever the precision; on a dense one `quantize_linears` Q8_0 or Q4_0 block-quantises the layers'
+  // projections and an untied lm_head while loading (the embedding stays dense: it is read by rows).
+  // Throws fastvlm::Error naming a missing or misshapen tensor, or an inconsistent config; Auto is the
+  // caller's to resolve.
+  static std::unique_ptr<Decoder> load(const Checkpoint& checkpoint, const TextConfig& config, Precision precision,
+                                       std::optional<WeightType> quantize_linears = std::nullopt);
+  // Bytes of weights one decoded token reads: every layer's projections, lm_head, one embedding row.
+  int64_t decode_weight_bytes() const override;
 
   const TextConfig& config() const override { return config_; }
   void embed(std::span<const int32_t> ids, float* out) const override;

@@ -38,6 +38,9 @@ class TextDecoder {
   // caches[b] (B distinct caches). Each linear runs once over the B rows; attention reads each row's own
   // cache. Returns the logits [B, vocab_size]. Throws, before any work, when a position does not fit its cache.
   virtual std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches) const = 0;
+
+  // Bytes of weights one decoded token reads (decode is bound by streaming them from memory).
+  virtual int64_t decode_weight_bytes() const = 0;
 };
 
 // Multiply-accumulates of prefilling `positions` new positions after `cached` ones, logits for the last

@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "fastvlm/precision.hpp"
 #include "image/preprocess.h"
 #include "io/checkpoint.h"
@@ -22,6 +24,9 @@ struct ModelLoadOptions {
   // Of the vision tower and the decoder: F32 (the reference), Bf16 or Int8, resolved from Auto by the
   // caller (VisionTower::load and Decoder::load say what each makes of it).
   Precision precision = Precision::F32;
+  // Q8_0 or Q4_0: a dense checkpoint's LLM linears are block-quantised while loading (Decoder::load); a
+  // quantised checkpoint keeps its own format.
+  std::optional<WeightType> quantize_llm;
 };
 
 // The image half of a vision-language model.

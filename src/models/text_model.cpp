@@ -11,7 +11,7 @@ std::unique_ptr<Model> load_text_model(const std::string& family, const std::fil
   auto model = std::make_unique<Model>();
   model->family = family;
   model->checkpoint = Checkpoint::open(dir);
-  model->decoder = Decoder::load(*model->checkpoint, config, options.precision);
+  model->decoder = Decoder::load(*model->checkpoint, config, options.precision, options.quantize_llm);
   return model;
 }
 

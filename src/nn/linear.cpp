@@ -66,14 +66,25 @@ Linear Linear::load_dense(const Checkpoint& checkpoint, const std::string& prefi
   return linear;
 }
 
-Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
-                    bool with_bias, WeightType storage) {
-  const std::string& quantization = checkpoint.quantization().type;
-  if (quantization.empty()) return load_dense(checkpoint, prefix, out_features, in_features, with_bias, storage);
-  const WeightType type = quantization == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
+namespace {
+
+void expect_groups(const Checkpoint& checkpoint, const std::string& prefix, int in_features) {
   if (in_features % kQuantGroupSize != 0)
     throw Error(checkpoint.dir().string() + ": '" + prefix + "' has " + std::to_string(in_features) +
                 " inputs, not a multiple of the quantisation group size 32");
+}
+
+}  // namespace
+
+Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
+                    bool with_bias, WeightType storage) {
+  const std::string& quantization = checkpoint.quantization().type;
+  const bool block_storage = storage == WeightType::Q8_0 || storage == WeightType::Q4_0;
+  if (quantization.empty())
+    return block_storage ? quantize_at_load(checkpoint, prefix, out_features, in_features, with_bias, storage)
+                         : load_dense(checkpoint, prefix, out_features, in_features, with_bias, storage);
+  const WeightType type = quantization == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
+  expect_groups(checkpoint, prefix, in_features);
   const TensorInfo& codes = checkpoint.tensor(prefix + ".weight", {out_features, quant_row_bytes(type, in_features)});
   expect_dtype(checkpoint, codes, type == WeightType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
   const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
@@ -86,6 +97,51 @@ Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int
   linear.out_features_ = out_features;
   if (with_bias) linear.load_bias(checkpoint, prefix);
   return linear;
+}
+
+Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                                int in_features, bool with_bias, WeightType type) {
+  expect_groups(checkpoint, prefix, in_features);
+  const TensorInfo& info = checkpoint.tensor(prefix + ".weight", {out_features, in_features});
+  if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
+    expect_dtype(checkpoint, info, DType::BF16, "a float weight to quantise");
+  auto copy = std::make_shared<QuantizedCopy>();
+  const int64_t row_bytes = quant_row_bytes(type, in_features), groups = in_features / kQuantGroupSize;
+  copy->codes.resize(size_t(out_features * row_bytes));
+  copy->scales.resize(size_t(out_features * groups));
+  // A slab of rows at a time, widened to float32 for quantize_matrix: a 150k-row head never needs its
+  // whole float32 copy.
+  constexpr int64_t kSlabRows = 256;
+  std::vector<float> slab(size_t(std::min<int64_t>(kSlabRows, out_features) * in_features));
+  const size_t element_bytes = dtype_size(info.dtype);
+  for (int64_t first = 0; first < out_features; first += kSlabRows) {
+    const int64_t rows = std::min<int64_t>(kSlabRows, out_features - first);
+    convert_to_f32(info.dtype, info.data + first * in_features * element_bytes, slab.data(), size_t(rows * in_features));
+    quantize_matrix(type, slab.data(), rows, in_features, copy->codes.data() + first * row_bytes,
+                    copy->scales.data() + first * groups);
+  }
+  Linear linear;
+  linear.storage_ = type;
+  linear.quantized_ = QuantMatrix{type, copy->codes.data(), copy->scales.data(), out_features, in_features};
+  linear.quantized_copy_ = std::move(copy);
+  linear.in_features_ = in_features;
+  linear.out_features_ = out_features;
+  if (with_bias) linear.load_bias(checkpoint, prefix);
+  return linear;
+}
+
+int64_t Linear::weight_bytes() const {
+  const int64_t weights = int64_t(out_features_) * in_features_;
+  switch (storage_) {
+    case WeightType::F32: return weights * int64_t(sizeof(float));
+    case WeightType::BF16: return weights * int64_t(sizeof(uint16_t));
+    case WeightType::S8: return weights + out_features_ * int64_t(sizeof(float));
+    case WeightType::Q8_0:
+    case WeightType::Q4_0:
+      return out_features_ * (quant_row_bytes(storage_, in_features_) +
+                              in_features_ / kQuantGroupSize * int64_t(sizeof(uint16_t)));
+  }
+  return 0;
 }
 
 void Linear::load_bias(const Checkpoint& checkpoint, const std::string& prefix) {

@@ -34,7 +34,9 @@ class Linear {
   // config promises included).
   static Linear load_dense(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
                            int in_features, bool with_bias, WeightType storage);
-  // The same, but block-quantised as stored when the checkpoint is (its model's linears are).
+  // The same, but block-quantised as stored when the checkpoint is (its model's linears are). On a dense
+  // checkpoint `storage` Q8_0 or Q4_0 block-quantises the weights while loading (core/quant.h), so that
+  // the layer runs the int8 products of a quantised checkpoint.
   static Linear load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
                      bool with_bias, WeightType storage);
   // From float weights the caller has already edited (norms and scales folded in, which must precede any
@@ -63,11 +65,17 @@ class Linear {
   void row(int64_t index, float* out) const;
 
   int in_features() const { return in_features_; }
+  // Bytes of weights (codes and scales when block-quantised) one pass over the layer reads: what a GEMV
+  // streams from memory per decoded token. The bias is left out (a few floats per output).
+  int64_t weight_bytes() const;
   int out_features() const { return out_features_; }
   WeightType storage() const { return storage_; }
 
  private:
   void load_bias(const Checkpoint& checkpoint, const std::string& prefix);
+  // A dense checkpoint's weight block-quantised as `type` into storage of its own.
+  static Linear quantize_at_load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
+                                 int in_features, bool with_bias, WeightType type);
   // BF16 or Q8_0/Q4_0 weights on float32 rows: GEMV, GEMM or the int8 product, y = x·Wᵀ + b.
   void forward_decoder(const float* x, int64_t rows, float* y) const;
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
@@ -81,7 +89,12 @@ class Linear {
   std::shared_ptr<const Tensor> f32_;  // F32: [out, in]
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
-  QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap
+  QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap, or in quantized_copy_
+  struct QuantizedCopy {
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> scales;
+  };
+  std::shared_ptr<const QuantizedCopy> quantized_copy_;  // owns quantized_'s arrays when quantised at load
   // S8: the [out, in] codes (weight = code · s8_scales_[o]); BF16 from from_f32 (the vision tower's
   // layers, only ever multiplied with bfloat16 rows) where the CPU has bf16 products: the weights, with
   // bf16_ null. Packed for the products at load.

@@ -109,7 +109,7 @@ extern "C" {
 
 fastvlm_engine_params fastvlm_engine_default_params(void) {
   fastvlm::EngineOptions d;
-  return {d.threads, d.context, d.image_size, d.max_image_pixels};
+  return {d.threads, d.context, d.image_size, d.max_image_pixels, fastvlm::precision_name(d.precision)};
 }
 
 fastvlm_generate_params fastvlm_generate_default_params(void) {
@@ -127,6 +127,7 @@ fastvlm_engine* fastvlm_engine_load(const char* model_dir, const fastvlm_engine_
     options.context = p.context;
     options.image_size = p.image_size;
     options.max_image_pixels = p.max_image_pixels;
+    if (p.dtype) options.precision = fastvlm::parse_precision(p.dtype);
     return new fastvlm_engine{fastvlm::Engine::load(model_dir ? model_dir : "", options)};
   });
 }

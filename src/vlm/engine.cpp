@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
-#include "kernels/capabilities.h"
+#include "models/precision_choice.h"
 #include "models/registry.h"
 #include "vlm/engine_impl.h"
 
@@ -84,11 +84,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   // weights: do it on the other core meanwhile.
   auto tokenizer = std::async(std::launch::async, [&model_dir] { return text::Tokenizer::load(model_dir); });
 
-  // Auto means the bf16 paths wherever the CPU has AVX512-BF16 (or AMX), the f32 reference elsewhere.
-  ModelLoadOptions load_options;
-  load_options.precision = options.precision != Precision::Auto  ? options.precision
-                           : kernels::bf16_compute_available() ? Precision::Bf16
-                                                               : Precision::F32;
+  const ModelLoadOptions load_options = resolve_precision(options.precision);
   impl->model = load_model(model_dir, load_options);
   const Model& model = *impl->model;
   const TextConfig& text = model.decoder->config();
@@ -135,6 +131,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineO
   info.num_layers = text.num_hidden_layers;
   info.vocab_size = text.vocab_size;
   info.quantization = model.checkpoint->quantization().type;
+  info.precision = describe_precision(options.precision, load_options, model.vision != nullptr, info.quantization);
+  info.decode_weight_bytes = model.decoder->decode_weight_bytes();
   impl->load_ms = ms_since(start);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

@@ -628,7 +628,7 @@ TEST_F(HubTest, CliWithoutModelDownloadsTheDefaultAndAnswers) {
   const fs::path image = kFixtureDir / "golden" / "image_a_320x200.png";
   auto run_cli = [&](const std::string& env) {
     std::string command = env + " '" FASTVLM_BIN_DIR "/fastvlm' run -q --image '" + image.string() +
-                          "' -p 'Describe the image.' -n 4 --temp 0 --json 2>&1";
+                          "' -p 'Describe the image.' -n 4 --temp 0 --json --dtype f32 2>&1";
     const auto [out, exit_code] = fastvlm::test_support::run_command(command);
     EXPECT_EQ(exit_code, 0) << out;
     return out;

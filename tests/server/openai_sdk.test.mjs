@@ -34,7 +34,7 @@ setTimeout(() => {
   process.exit(1);
 }, 170_000).unref();
 
-const reference = JSON.parse(execFileSync(bin, ['run', '-m', model, '--threads', '1', '--image', imagePath,
+const reference = JSON.parse(execFileSync(bin, ['run', '-m', model, '--dtype', 'f32', '--threads', '1', '--image', imagePath,
                                                 '-p', prompt, '-n', String(maxTokens), '--temp', '0', '--json'])).text;
 const imageUrl = `data:image/jpeg;base64,${readFileSync(imagePath).toString('base64')}`;
 const messages = [{ role: 'user', content: [{ type: 'text', text: prompt }, { type: 'image_url', image_url: { url: imageUrl } }] }];

@@ -87,7 +87,7 @@ using fastvlm::test_support::shell_quote;
 
 // The CLI's greedy answer, the reference every server answer is compared with.
 std::string cli_answer(const std::string* image, const std::string& prompt, int max_tokens) {
-  std::string command = shell_quote(kBinary) + " run -m " + shell_quote(kModel) + " --threads 1 -n " +
+  std::string command = shell_quote(kBinary) + " run -m " + shell_quote(kModel) + " --dtype f32 --threads 1 -n " +
                         std::to_string(max_tokens) + " --temp 0 --json -p " + shell_quote(prompt);
   if (image) command += " --image " + shell_quote(*image);
   const auto [out, status] = run_command(command);
@@ -99,7 +99,7 @@ std::string cli_answer(const std::string* image, const std::string& prompt, int 
 class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> extra_args) {
-    std::vector<std::string> args = {kBinary, "serve", "-m", kModel, "--port", "0", "--threads", "1"};
+    std::vector<std::string> args = {kBinary, "serve", "-m", kModel, "--port", "0", "--threads", "1", "--dtype", "f32"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());

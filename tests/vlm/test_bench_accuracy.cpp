@@ -70,7 +70,9 @@ TEST(TeacherForcing, KeptLogitsAreTheGoldenOnesAndForcedTokensAreFollowed) {
   const auto golden = nlohmann::json::parse(std::ifstream(kTiny / "golden" / "golden.json"));
   const nlohmann::json& entry = golden["images"]["image_a_320x200"];
   const auto greedy_tokens = entry["greedy_tokens"].get<std::vector<int32_t>>();
-  const auto engine = fastvlm::Engine::load(kTiny.string());
+  fastvlm::EngineOptions f32;
+  f32.precision = fastvlm::Precision::F32;
+  const auto engine = fastvlm::Engine::load(kTiny.string(), f32);
   const auto image = fastvlm::ImageInput::file(kImage.string());
 
   fastvlm::GenerateOptions options;
@@ -97,7 +99,7 @@ TEST(TeacherForcing, KeptLogitsAreTheGoldenOnesAndForcedTokensAreFollowed) {
 }
 
 TEST(BenchAccuracy, Float32AgainstItselfIsExact) {
-  const nlohmann::json out = bench_json(kTiny, "--reference " + quoted(kTiny));
+  const nlohmann::json out = bench_json(kTiny, "--dtype f32 --reference " + quoted(kTiny));
   ASSERT_TRUE(out.contains("accuracy")) << out.dump();
   const nlohmann::json& a = out["accuracy"];
   EXPECT_EQ(a["reference"], kTiny.string());
@@ -120,7 +122,7 @@ TEST(BenchAccuracy, QuantisedWeightsStayCloseAndQ4IsFurtherThanQ8) {
     const fs::path model = dir.path() / types[i];
     Result q = run("quantize -m " + quoted(kTiny) + " -o " + quoted(model) + " --type " + types[i], true);
     ASSERT_EQ(q.exit_code, 0) << q.out;
-    accuracy[i] = bench_json(model, "--reference " + quoted(kTiny))["accuracy"];
+    accuracy[i] = bench_json(model, "--dtype f32 --reference " + quoted(kTiny))["accuracy"];
     SCOPED_TRACE(types[i]);
     ASSERT_EQ(accuracy[i]["steps"], kSteps) << accuracy[i].dump();
     // The vision tower is not quantised: at f32 its embeddings are the reference's.
@@ -150,7 +152,29 @@ TEST(BenchAccuracy, Bf16ReportsItsErrorAgainstFloat32ByDefault) {
   EXPECT_NE(human.out.find("top-1 agreement"), std::string::npos) << human.out;
 
   EXPECT_FALSE(bench_json(kTiny, "--dtype bf16 --no-accuracy").contains("accuracy"));
-  EXPECT_FALSE(bench_json(kTiny, "").contains("accuracy"));  // f32 is the reference itself
+  EXPECT_FALSE(bench_json(kTiny, "--dtype f32").contains("accuracy"));  // f32 is the reference itself
+}
+
+// The default (auto) is compared with f32 unasked, and says what it resolved to; decode is reported as the
+// bytes of weights it streams per token over the time per token, and against a given read bandwidth.
+TEST(BenchAccuracy, DefaultReportsItsPrecisionAccuracyAndDecodeBandwidth) {
+  const nlohmann::json out = bench_json(kTiny, "--read-bandwidth 10");
+  EXPECT_EQ(out["precision"].get<std::string>().rfind("auto -> vision ", 0), 0u) << out["precision"];
+  ASSERT_TRUE(out.contains("accuracy"));
+  EXPECT_EQ(out["accuracy"]["steps"], kSteps);
+  // The tiny model's linears: 2 layers of q, k, v, o (64 x 64, 32 x 64 twice, 64 x 64), gate, up, down
+  // (128 x 64 twice, 64 x 128), the 151936 x 64 head, one embedding row; as stored or quantised at load.
+  const int64_t weights = 2 * (64 * 64 * 2 + 32 * 64 * 2 + 128 * 64 * 3) + 151936LL * 64;
+  const int64_t bytes = out["decode_weight_bytes"].get<int64_t>();
+  EXPECT_GE(bytes, weights) << "at least a byte per weight";
+  EXPECT_LE(bytes, 4 * weights + 64 * 4) << "at most a float per weight";
+  const double gbps = out["decode_gbps"].get<double>();
+  EXPECT_NEAR(gbps, 1e-6 * double(bytes) / out["timings"]["decode_ms_per_token"].get<double>(), 1e-9 + gbps * 1e-9);
+  EXPECT_NEAR(out["decode_bandwidth_fraction"].get<double>(), gbps / 10, 1e-12);
+  Result human = run("bench -m " + quoted(kTiny) + " -n 4 --reps 1 --no-accuracy --read-bandwidth 10");
+  ASSERT_EQ(human.exit_code, 0) << human.out;
+  EXPECT_NE(human.out.find("precision              auto -> "), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("GB/s read bandwidth"), std::string::npos) << human.out;
 }
 
 TEST(BenchAccuracy, ReferenceThatIsNotAModelFailsWithOneLine) {

@@ -21,7 +21,7 @@ const fs::path kTiny = fs::path(FASTVLM_SHARED_DIR) / "fixtures" / "tiny-fastvlm
 const fs::path kImageA = kTiny / "golden" / "image_a_320x200.png";
 const fs::path kImageB = kTiny / "golden" / "image_b_97x131.jpg";
 const std::string kBinary = std::string(FASTVLM_BIN_DIR) + "/fastvlm";
-const std::string kModelFlags = " -m " + shell_quote(kTiny.string()) + " -n 8 --temp 0 --threads 2 ";
+const std::string kModelFlags = " -m " + shell_quote(kTiny.string()) + " -n 8 --temp 0 --threads 2 --dtype f32 ";
 
 fastvlm::test_support::CommandResult run(const std::string& args, const std::string& stdin_text = "") {
   const fs::path input = fs::temp_directory_path() / ("fastvlm-caption-in-" + std::to_string(::getpid()));

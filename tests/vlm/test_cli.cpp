@@ -40,7 +40,7 @@ nlohmann::json golden() { return nlohmann::json::parse(std::ifstream(kGolden / "
 
 TEST(Cli, RunJsonGivesTheGoldenTokens) {
   Result r = run("run -m " + quoted(kTiny) + " --image " + quoted(kGolden / "image_a_320x200.png") +
-                 " -p 'Describe the image.' -n 16 --temp 0 --json");
+                 " -p 'Describe the image.' -n 16 --temp 0 --json --dtype f32");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto out = nlohmann::json::parse(r.out);
   auto entry = golden()["images"]["image_a_320x200"];

@@ -27,9 +27,13 @@ const nlohmann::json& golden() {
   return g;
 }
 
-// The default (f32) path is the one held to the reference's tolerances; bf16 has a looser bound.
+// The f32 path is the one held to the reference's tolerances; bf16 has a looser bound.
 Engine& tiny_engine() {
-  static std::unique_ptr<Engine> engine = Engine::load(kTiny.string());
+  static std::unique_ptr<Engine> engine = [] {
+    EngineOptions options;
+    options.precision = Precision::F32;
+    return Engine::load(kTiny.string(), options);
+  }();
   return *engine;
 }
 
@@ -239,7 +243,10 @@ TEST(Pipeline, BadImagesAreErrors) {
 TEST(CApi, AnswersAndReportsErrors) {
   EXPECT_EQ(fastvlm_engine_load("/nonexistent", nullptr), nullptr);
   EXPECT_NE(std::string(fastvlm_last_error()).find("/nonexistent"), std::string::npos);
-  fastvlm_engine* engine = fastvlm_engine_load(kTiny.c_str(), nullptr);
+  fastvlm_engine_params f32 = fastvlm_engine_default_params();
+  EXPECT_STREQ(f32.dtype, "auto");
+  f32.dtype = "f32";  // the reference engine's precision, so that the answers are the same
+  fastvlm_engine* engine = fastvlm_engine_load(kTiny.c_str(), &f32);
   ASSERT_NE(engine, nullptr) << fastvlm_last_error();
   EXPECT_EQ(fastvlm_engine_image_tokens(engine), 16);
   fastvlm_session* session = fastvlm_session_new(engine);

@@ -59,7 +59,7 @@ async function ask(page, text) {
   return reply;
 }
 
-const reference = JSON.parse(execFileSync(bin, ['run', '-m', model, '--threads', '1', '--image', imagePath, '-p', prompt,
+const reference = JSON.parse(execFileSync(bin, ['run', '-m', model, '--dtype', 'f32', '--threads', '1', '--image', imagePath, '-p', prompt,
                                                 '-n', String(maxTokens), '--temp', '0', '--json'])).text;
 assert.ok(reference.length > 0);
 
