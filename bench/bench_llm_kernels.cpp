@@ -1,11 +1,13 @@
-// LLM kernels at Qwen2-0.5B shapes: decode GEMVs (bf16, Q8_0, Q4_0) in GB/s of weights streamed, prefill
+// LLM kernels at Qwen2-0.5B shapes: decode GEMVs (bf16, Q8_0, Q4_0) in GB/s of weights streamed, for one
+// and for R = 1..16 activation rows (batched decoding: the multi-row GEMV against the GEMM route), prefill
 // GEMMs for 280 positions in GFLOP/s (dense weights, and quantised weights through bf16 or int8), next to
 // this machine's measured read bandwidth (BM_DramRead).
 // GEMV weights rotate over enough copies to overflow the caches, so the figures are DRAM-bound like
 // decoding a real model.
 //
 // With FASTVLM_BENCH_LLM_MODELS=dir[:f32|:bf16][,...] it also times whole-model prefill of 280 positions
-// and one decode step at context 280 (lm_head included) for each model directory: f32 and bf16 (or the one
+// and one decode step at context 280 (lm_head included), and one batched decode step of B = 1..16 sequences at
+// depth 128 (BM_LlmDecodeBatch, tokens/s over the batch), for each model directory: f32 and bf16 (or the one
 // named) for a dense checkpoint, the stored format for a `fastvlm quantize`d one. Run with OMP_NUM_THREADS=2 on an idle
 // machine and --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
@@ -104,6 +106,47 @@ void BM_Gemv(benchmark::State& state, const char* format) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Batched decode: y[R, rows] = x[R, cols] · Wᵀ for R = range(2) activation rows, over rotating weight copies.
+// Route "rows": the multi-row GEMV (gemv_quant_rows / gemv_bf16_rows) that Linear::forward_decoder uses up
+// to its threshold; "gemm": the prefill GEMM it uses above (linear_quant on the stored codes, or x to bf16 +
+// linear_bf16). GB/s counts each weight once per call, so "rows" near BM_Gemv's figure means one weight pass.
+void BM_DecodeRows(benchmark::State& state, const char* format, bool gemm) {
+  const int64_t rows = state.range(0), cols = state.range(1), x_rows = state.range(2);
+  const WeightCopies copies = make_copies(format, rows, cols);
+  const std::vector<float> x = random_floats(size_t(x_rows * cols), 2, 1.0f);
+  std::vector<uint16_t> x_bf16(x.size());
+  std::vector<float> y(size_t(x_rows * rows));
+  const bool bf16 = !copies.bf16.empty();
+  if (gemm && (bf16 ? !kernels::bf16_compute_available() : !kernels::int8_compute_available())) {
+    state.SkipWithError("no AVX-512 GEMM route on this CPU");
+    return;
+  }
+  const size_t count = bf16 ? copies.bf16.size() : copies.codes.size();
+  const WeightType type = std::string(format) == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
+  size_t next = 0;
+  for (auto _ : state) {
+    if (bf16) {
+      if (gemm) {
+        f32_to_bf16_simd(x.data(), x_bf16.data(), int64_t(x.size()));
+        linear_bf16(x_bf16.data(), x_rows, cols, copies.bf16[next].data(), rows, nullptr, y.data());
+      } else {
+        gemv_bf16_rows(copies.bf16[next].data(), rows, cols, x.data(), x_rows, y.data());
+      }
+    } else {
+      const QuantMatrix matrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols};
+      if (gemm) {
+        linear_quant(x.data(), x_rows, matrix, nullptr, y.data());
+      } else {
+        gemv_quant_rows(matrix, x.data(), x_rows, y.data());
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+    next = (next + 1) % count;
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(copies.bytes_per_copy) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // Peak read bandwidth: a threaded sum over 512 MB (what a perfect GEMV would reach).
 void BM_DramRead(benchmark::State& state) {
   const size_t count = size_t(kRotationBytes) / sizeof(int64_t);
@@ -167,6 +210,16 @@ void register_kernel_benchmarks() {
     for (const auto& shape : kGemvShapes) b->Args(shape);
     b->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
+  for (const char* format : {"bf16", "q8_0", "q4_0"}) {
+    for (const bool gemm : {false, true}) {
+      const std::string name = std::string("BM_DecodeRows_") + format + (gemm ? "_gemm/" : "_rows/") +
+                               std::string(isa_name(active_isa()));
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_DecodeRows, format, gemm);
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {4864, 896}, {896, 4864}})
+        for (const int64_t x_rows : {1, 2, 4, 8, 16}) b->Args({shape[0], shape[1], x_rows});
+      b->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
   for (const char* format : {"f32", "bf16", "q8_0", "q8_0_vnni", "q4_0", "q4_0_vnni"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillGemm_") + format).c_str(), BM_PrefillGemm, format);
     for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}}) b->Args(shape);
@@ -216,6 +269,28 @@ void BM_LlmDecodeStep(benchmark::State& state, std::shared_ptr<LoadedModel> m) {
   }
 }
 
+// One batched decode step (TextDecoder::forward_batch, as the scheduler runs it) for B = range(0) sequences,
+// each with its own cache at depth 128: tokens/s over all sequences against B = 1 shows how close a batch
+// comes to one weight pass.
+void BM_LlmDecodeBatch(benchmark::State& state, std::shared_ptr<LoadedModel> m) {
+  constexpr int kDepth = 128;
+  const int batch = int(state.range(0));
+  const int64_t hidden = m->model->config().hidden_size;
+  std::vector<std::unique_ptr<KVCache>> caches;
+  std::vector<KVCache*> pointers;
+  for (int b = 0; b < batch; ++b) {
+    caches.push_back(std::make_unique<KVCache>(m->model->config(), kDepth + 1));
+    m->model->forward(m->prompt.data() + size_t(b) * hidden, kDepth, *caches.back());
+    pointers.push_back(caches.back().get());
+  }
+  const float* next = m->prompt.data() + size_t(kDepth) * hidden;  // B rows of embeddings
+  for (auto _ : state) {
+    for (KVCache* cache : pointers) cache->truncate(kDepth);
+    benchmark::DoNotOptimize(m->model->forward_batch(next, pointers));
+  }
+  state.counters["tokens/s"] = benchmark::Counter(double(batch), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void register_model_benchmarks() {
   const char* list = std::getenv("FASTVLM_BENCH_LLM_MODELS");
   if (!list) return;
@@ -239,6 +314,8 @@ void register_model_benchmarks() {
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
       benchmark::RegisterBenchmark(("BM_LlmDecodeStep/" + label).c_str(), BM_LlmDecodeStep, model)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+      benchmark::RegisterBenchmark(("BM_LlmDecodeBatch/" + label).c_str(), BM_LlmDecodeBatch, model)
+          ->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
   }
 }

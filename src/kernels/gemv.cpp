@@ -36,6 +36,29 @@ void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
   }
 }
 
+// Calls body.template operator()<R>() with R = n (1 <= n <= Max): the multi-row kernels keep one
+// accumulator per activation row in registers, so their row count must be a compile-time constant.
+template <int Max, typename Body>
+[[gnu::always_inline]] inline void with_row_count(int64_t n, Body&& body) {
+  if constexpr (Max > 1) {
+    if (n < Max) return with_row_count<Max - 1>(n, body);
+  }
+  body.template operator()<Max>();
+}
+
+// Runs row_kernel.template operator()<R>(r, first) for every weight row r of [begin, end) and the
+// activation rows [first, first + R) in chunks of at most MaxChunk: a weight row is read from memory once
+// and stays in L1 for the later chunks.
+template <int MaxChunk, typename RowKernel>
+[[gnu::always_inline]] inline void for_row_chunks(int64_t begin, int64_t end, int64_t x_rows, RowKernel&& row_kernel) {
+  for (int64_t r = begin; r < end; ++r) {
+    for (int64_t first = 0; first < x_rows; first += MaxChunk) {
+      with_row_count<MaxChunk>(std::min<int64_t>(MaxChunk, x_rows - first),
+                               [&]<int R>() { row_kernel.template operator()<R>(r, first); });
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Activation quantisation shared by every gemv_quant path: per 32-group, scale = max|x| / 127 and
 // code = round_to_nearest_even(x · 127 / max|x|).
@@ -75,29 +98,39 @@ template <typename QuantizeGroup>
 // ---------------------------------------------------------------------------------------------------------
 // Scalar paths.
 
-void gemv_bf16_rows_scalar(const uint16_t* w, int64_t cols, const float* x, int64_t begin, int64_t end, float* y) {
+// Every slice kernel below computes y[i * rows + r] = W[r, :] · x_i for the weight rows r of [begin, end)
+// and all x_rows activation rows x_i, reading each weight row once from memory; activation row i's
+// arithmetic is the same whatever x_rows is, so a row's result does not depend on its batch.
+
+void gemv_bf16_slice_scalar(const uint16_t* w, int64_t rows, int64_t cols, const float* x, int64_t x_rows,
+                            int64_t begin, int64_t end, float* y) {
   for (int64_t r = begin; r < end; ++r) {
     const uint16_t* row = w + r * cols;
-    float sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += bf16_to_f32(row[c]) * x[c];
-    y[r] = sum;
+    for (int64_t i = 0; i < x_rows; ++i) {
+      const float* x_row = x + i * cols;
+      float sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += bf16_to_f32(row[c]) * x_row[c];
+      y[i * rows + r] = sum;
+    }
   }
 }
 
-void gemv_quant_rows_scalar(const QuantMatrix& m, const QuantizedActivation& q, int64_t begin, int64_t end,
-                            float* y) {
+void gemv_quant_slice_scalar(const QuantMatrix& m, const QuantizedActivation* q, int64_t x_rows, int64_t begin,
+                             int64_t end, float* y) {
   const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
   for (int64_t r = begin; r < end; ++r) {
     const uint8_t* codes = m.row_codes(r);
     const uint16_t* scales = m.row_scales(r);
-    float sum = 0;
-    for (int64_t g = 0; g < m.groups_per_row(); ++g) {
-      int32_t dot = 0;
-      for (int j = 0; j < kQuantGroupSize; ++j)
-        dot += quant_code(m.type, codes + g * group_bytes, j) * q.codes[g * kQuantGroupSize + j];
-      sum += f16_to_f32(scales[g]) * q.scales[g] * float(dot);
+    for (int64_t i = 0; i < x_rows; ++i) {
+      float sum = 0;
+      for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+        int32_t dot = 0;
+        for (int j = 0; j < kQuantGroupSize; ++j)
+          dot += quant_code(m.type, codes + g * group_bytes, j) * q[i].codes[g * kQuantGroupSize + j];
+        sum += f16_to_f32(scales[g]) * q[i].scales[g] * float(dot);
+      }
+      y[i * m.rows + r] = sum;
     }
-    y[r] = sum;
   }
 }
 
@@ -116,56 +149,86 @@ FASTVLM_TARGET_AVX2 inline __m256 load_bf16x8_avx2(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(widened, 16));
 }
 
-FASTVLM_TARGET_AVX2 void gemv_bf16_rows_avx2(const uint16_t* w, int64_t cols, const float* x, int64_t begin,
-                                             int64_t end, float* y) {
+// AVX2 keeps two accumulators per activation row in the 16 registers: at most 4 rows at a time.
+constexpr int kMaxChunkAvx2 = 4;
+
+// Weight row r against activation rows [first, first + R).
+template <int R>
+FASTVLM_TARGET_AVX2 inline void bf16_row_avx2(const uint16_t* w, int64_t rows, int64_t cols, const float* x, int64_t r,
+                                              int64_t first, float* y) {
   const int64_t vector_cols = cols & ~int64_t(15);
-  for (int64_t r = begin; r < end; ++r) {
-    const uint16_t* row = w + r * cols;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t c = 0; c < vector_cols; c += 16) {
-      acc0 = _mm256_fmadd_ps(load_bf16x8_avx2(row + c), _mm256_loadu_ps(x + c), acc0);
-      acc1 = _mm256_fmadd_ps(load_bf16x8_avx2(row + c + 8), _mm256_loadu_ps(x + c + 8), acc1);
+  const uint16_t* row = w + r * cols;
+  const float* xs = x + first * cols;
+  __m256 acc0[R], acc1[R];
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < vector_cols; c += 16) {
+    const __m256 w0 = load_bf16x8_avx2(row + c), w1 = load_bf16x8_avx2(row + c + 8);
+    for (int i = 0; i < R; ++i) {
+      acc0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs + i * cols + c), acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs + i * cols + c + 8), acc1[i]);
     }
-    float sum = reduce_add_avx2(_mm256_add_ps(acc0, acc1));
-    for (int64_t c = vector_cols; c < cols; ++c) sum += bf16_to_f32(row[c]) * x[c];
-    y[r] = sum;
   }
+  for (int i = 0; i < R; ++i) {
+    float sum = reduce_add_avx2(_mm256_add_ps(acc0[i], acc1[i]));
+    for (int64_t c = vector_cols; c < cols; ++c) sum += bf16_to_f32(row[c]) * xs[i * cols + c];
+    y[(first + i) * rows + r] = sum;
+  }
+}
+
+FASTVLM_TARGET_AVX2 void gemv_bf16_slice_avx2(const uint16_t* w, int64_t rows, int64_t cols, const float* x,
+                                              int64_t x_rows, int64_t begin, int64_t end, float* y) {
+  for_row_chunks<kMaxChunkAvx2>(begin, end, x_rows, [&]<int R>(int64_t r, int64_t first) {
+    bf16_row_avx2<R>(w, rows, cols, x, r, first, y);
+  });
 }
 
 // The 32 codes of a group as unsigned bytes for VPMADDUBSW, whose unsigned x signed products saturate
 // past 16 bits in pairs: Q4_0 codes are used as stored (0..15, i.e. q + 8; the +8 is corrected with the
 // group's activation sum); Q8_0 goes through the sign trick |x| · (w · sign x), all within 127 · 127 · 2.
-FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(WeightType type, const uint8_t* group, __m256i x_codes,
-                                                  int32_t x_sum) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i pairs;
-  if (type == WeightType::Q8_0) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
-    pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x_codes), _mm256_sign_epi8(w, x_codes));
-    return _mm256_madd_epi16(pairs, ones);
-  }
+FASTVLM_TARGET_AVX2 inline __m256i load_group_avx2(WeightType type, const uint8_t* group) {
+  if (type == WeightType::Q8_0) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
   const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group));
   const __m128i nibble = _mm_set1_epi8(0x0f);
-  const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
-  pairs = _mm256_maddubs_epi16(w, x_codes);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
+}
+
+// The group's integer dot product with the weights `w` from load_group_avx2, in 8 int32 partial sums.
+FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(WeightType type, __m256i w, __m256i x_codes, int32_t x_sum) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if (type == WeightType::Q8_0) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x_codes), _mm256_sign_epi8(w, x_codes));
+    return _mm256_madd_epi16(pairs, ones);
+  }
+  const __m256i pairs = _mm256_maddubs_epi16(w, x_codes);
   return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), _mm256_setr_epi32(-8 * x_sum, 0, 0, 0, 0, 0, 0, 0));
 }
 
-FASTVLM_TARGET_AVX2 void gemv_quant_rows_avx2(const QuantMatrix& m, const QuantizedActivation& q, int64_t begin,
-                                              int64_t end, float* y) {
+template <int R>
+FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const QuantizedActivation* q, int64_t r,
+                                               int64_t first, float* y) {
   const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
-  for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* codes = m.row_codes(r);
-    const uint16_t* scales = m.row_scales(r);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t g = 0; g < m.groups_per_row(); ++g) {
-      const __m256i x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes.data() + g * kQuantGroupSize));
-      const __m256i dot = group_dot_avx2(m.type, codes + g * group_bytes, x_codes, q.sums[g]);
-      const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[g]) * q.scales[g]);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+  const uint8_t* codes = m.row_codes(r);
+  const uint16_t* scales = m.row_scales(r);
+  q += first;
+  __m256 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < m.groups_per_row(); ++g) {
+    const __m256i w = load_group_avx2(m.type, codes + g * group_bytes);
+    const float w_scale = _cvtsh_ss(scales[g]);
+    for (int i = 0; i < R; ++i) {
+      const __m256i x_codes =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[i].codes.data() + g * kQuantGroupSize));
+      const __m256i dot = group_dot_avx2(m.type, w, x_codes, q[i].sums[g]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(w_scale * q[i].scales[g]), acc[i]);
     }
-    y[r] = reduce_add_avx2(acc);
   }
+  for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r] = reduce_add_avx2(acc[i]);
+}
+
+FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const QuantizedActivation* q, int64_t x_rows,
+                                               int64_t begin, int64_t end, float* y) {
+  for_row_chunks<kMaxChunkAvx2>(begin, end, x_rows,
+                                [&]<int R>(int64_t r, int64_t first) { quant_row_avx2<R>(m, q, r, first, y); });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -243,74 +306,103 @@ FASTVLM_TARGET_AVX512 inline __m512 load_pair_scales(const uint16_t* scales, boo
   return _mm512_permutexvar_ps(lane_to_group, _mm512_castps128_ps512(both));
 }
 
-// One step: acc += (Σ of the pair's unsigned-code products, offset-corrected) · d_w · d_x per lane.
-template <WeightType Type>
-FASTVLM_TARGET_AVX512 inline __m512 accumulate_pair(__m512 acc, const uint8_t* codes, const uint16_t* scales,
-                                                   const PreparedActivationAvx512& p, int64_t pair, bool single,
-                                                   __m512i lane_to_group) {
+// One step for R activation rows: acc[i] += (Σ of the pair's unsigned-code products with row i,
+// offset-corrected) · d_w · d_x per lane, the weights loaded once for all rows.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AVX512 inline void accumulate_pair(__m512* acc, const uint8_t* codes, const uint16_t* scales,
+                                                  const PreparedActivationAvx512* p, int64_t pair, bool single,
+                                                  __m512i lane_to_group) {
   const __m512i w = load_pair_codes(Type, codes, single);
-  const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p.offsets.data() + pair * kLanes), w,
-                                          _mm512_loadu_si512(p.codes.data() + pair * 64));
-  const __m512 scale = _mm512_mul_ps(load_pair_scales(scales, single, lane_to_group),
-                                     _mm512_loadu_ps(p.scales.data() + pair * kLanes));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+  const __m512 w_scale = load_pair_scales(scales, single, lane_to_group);
+  for (int i = 0; i < R; ++i) {
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p[i].offsets.data() + pair * kLanes), w,
+                                            _mm512_loadu_si512(p[i].codes.data() + pair * 64));
+    const __m512 scale = _mm512_mul_ps(w_scale, _mm512_loadu_ps(p[i].scales.data() + pair * kLanes));
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+  }
+}
+
+// One accumulator per activation row plus the weight, scale and index registers: 8 rows fit the 32.
+constexpr int kMaxChunkAvx512 = 8;
+
+template <WeightType Type, int R>
+FASTVLM_TARGET_AVX512 inline void quant_row_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
+                                                   int64_t r, int64_t first, __m512i lane_to_group, float* y) {
+  const int64_t groups = m.groups_per_row();
+  const int64_t full_pairs = groups / 2;
+  const int64_t pair_bytes = 2 * quant_row_bytes(Type, kQuantGroupSize);
+  const uint8_t* codes = m.codes + r * quant_row_bytes(Type, m.cols);
+  const uint16_t* scales = m.scales + r * groups;
+  p += first;
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t pair = 0; pair < full_pairs; ++pair)
+    accumulate_pair<Type, R>(acc, codes + pair * pair_bytes, scales + 2 * pair, p, pair, false, lane_to_group);
+  if (groups % 2 == 1)
+    accumulate_pair<Type, R>(acc, codes + full_pairs * pair_bytes, scales + 2 * full_pairs, p, full_pairs, true,
+                             lane_to_group);
+  for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r] = _mm512_reduce_add_ps(acc[i]);
 }
 
 template <WeightType Type>
-FASTVLM_TARGET_AVX512 void gemv_quant_rows_avx512(const QuantMatrix& m, const PreparedActivationAvx512& p,
-                                                  int64_t begin, int64_t end, float* y) {
-  const int64_t groups = m.groups_per_row();
-  const int64_t full_pairs = groups / 2;
-  const bool lone_last_group = groups % 2 == 1;
-  const int64_t pair_bytes = 2 * quant_row_bytes(Type, kQuantGroupSize);
-  const int64_t row_bytes = quant_row_bytes(Type, m.cols);
+FASTVLM_TARGET_AVX512 void gemv_quant_slice_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
+                                                   int64_t x_rows, int64_t begin, int64_t end, float* y) {
   alignas(64) int32_t lane_groups[kLanes];
   for (int lane = 0; lane < kLanes; ++lane) lane_groups[lane] = lane_group(Type, lane);
   const __m512i lane_to_group = _mm512_load_si512(lane_groups);
-  for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* codes = m.codes + r * row_bytes;
-    const uint16_t* scales = m.scales + r * groups;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t pair = 0; pair < full_pairs; ++pair)
-      acc = accumulate_pair<Type>(acc, codes + pair * pair_bytes, scales + 2 * pair, p, pair, false, lane_to_group);
-    if (lone_last_group)
-      acc = accumulate_pair<Type>(acc, codes + full_pairs * pair_bytes, scales + 2 * full_pairs, p, full_pairs, true,
-                                  lane_to_group);
-    y[r] = _mm512_reduce_add_ps(acc);
-  }
+  for_row_chunks<kMaxChunkAvx512>(begin, end, x_rows, [&]<int R>(int64_t r, int64_t first) {
+    quant_row_avx512<Type, R>(m, p, r, first, lane_to_group, y);
+  });
 }
 
-// x rounded to bf16 once per call, 32 per register, zero-padded to a whole register.
-FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols, std::vector<uint16_t>& out) {
-  const int64_t padded = (cols + 31) / 32 * 32;
-  out.assign(size_t(padded), 0);
+// x rounded to bf16 once per call, 32 per register, zero-padded to a whole register: `out` receives
+// cols rounded up to a multiple of 32.
+FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols, uint16_t* out) {
   for (int64_t c = 0; c < cols; c += 32) {
     const __m512 low = _mm512_maskz_loadu_ps(simd::first_lanes(cols - c), x + c);
     const __m512 high = _mm512_maskz_loadu_ps(simd::first_lanes(cols - c - 16), x + c + 16);
-    _mm512_storeu_si512(out.data() + c, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+    _mm512_storeu_si512(out + c, (__m512i)_mm512_cvtne2ps_pbh(high, low));
   }
 }
 
-FASTVLM_TARGET_AVX512 void gemv_bf16_rows_avx512(const uint16_t* w, int64_t cols, const uint16_t* x_bf16,
-                                                 int64_t begin, int64_t end, float* y) {
+// Weight row r against activation rows [first, first + R) of x_bf16 (rows `stride` apart, zero-padded).
+template <int R>
+FASTVLM_TARGET_AVX512 inline void bf16_row_avx512(const uint16_t* w, int64_t rows, int64_t cols,
+                                                  const uint16_t* x_bf16, int64_t stride, int64_t r, int64_t first,
+                                                  float* y) {
   const int64_t full = cols / 32 * 32;
   const __mmask32 tail_mask = simd::first_lanes<32>(cols - full);
-  for (int64_t r = begin; r < end; ++r) {
-    const uint16_t* row = w + r * cols;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 64 <= full; c += 64) {
-      acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(row + c), (__m512bh)_mm512_loadu_si512(x_bf16 + c));
-      acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(row + c + 32),
-                              (__m512bh)_mm512_loadu_si512(x_bf16 + c + 32));
+  const uint16_t* row = w + r * cols;
+  const uint16_t* xs = x_bf16 + first * stride;
+  __m512 acc0[R], acc1[R];
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 64 <= full; c += 64) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(row + c), w1 = (__m512bh)_mm512_loadu_si512(row + c + 32);
+    for (int i = 0; i < R; ++i) {
+      acc0[i] = _mm512_dpbf16_ps(acc0[i], w0, (__m512bh)_mm512_loadu_si512(xs + i * stride + c));
+      acc1[i] = _mm512_dpbf16_ps(acc1[i], w1, (__m512bh)_mm512_loadu_si512(xs + i * stride + c + 32));
     }
-    for (; c < full; c += 32)
-      acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(row + c), (__m512bh)_mm512_loadu_si512(x_bf16 + c));
-    if (tail_mask)
-      acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, row + full),
-                              (__m512bh)_mm512_loadu_si512(x_bf16 + full));
-    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   }
+  if (c < full) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(row + c);
+    for (int i = 0; i < R; ++i)
+      acc0[i] = _mm512_dpbf16_ps(acc0[i], w0, (__m512bh)_mm512_loadu_si512(xs + i * stride + c));
+  }
+  if (tail_mask) {
+    const __m512bh w_tail = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, row + full);
+    for (int i = 0; i < R; ++i)
+      acc1[i] = _mm512_dpbf16_ps(acc1[i], w_tail, (__m512bh)_mm512_loadu_si512(xs + i * stride + full));
+  }
+  for (int i = 0; i < R; ++i) y[(first + i) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
+}
+
+FASTVLM_TARGET_AVX512 void gemv_bf16_slice_avx512(const uint16_t* w, int64_t rows, int64_t cols,
+                                                  const uint16_t* x_bf16, int64_t stride, int64_t x_rows,
+                                                  int64_t begin, int64_t end, float* y) {
+  for_row_chunks<kMaxChunkAvx512>(begin, end, x_rows, [&]<int R>(int64_t r, int64_t first) {
+    bf16_row_avx512<R>(w, rows, cols, x_bf16, stride, r, first, y);
+  });
 }
 
 FASTVLM_TARGET_AVX512 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
@@ -349,59 +441,72 @@ FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, in
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// Whole-call variants per level. The per-call activation buffers are thread_local so that concurrent
-// callers do not share them; the OpenMP workers must get them through plain references (naming a
-// thread_local inside the parallel region would reach the worker's own, empty, instance).
-void gemv_bf16_scalar(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
-  for_row_slices(rows, cols,
-                 [&](int64_t begin, int64_t end) { gemv_bf16_rows_scalar(weights, cols, x, begin, end, y); });
-}
-
-void gemv_bf16_avx2(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
-  for_row_slices(rows, cols,
-                 [&](int64_t begin, int64_t end) { gemv_bf16_rows_avx2(weights, cols, x, begin, end, y); });
-}
-
-void gemv_bf16_avx512(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
-  thread_local std::vector<uint16_t> x_bf16_buffer;
-  convert_activation_bf16(x, cols, x_bf16_buffer);
-  const uint16_t* x_bf16 = x_bf16_buffer.data();
+// Whole-call variants per level; x is [x_rows, cols] and y [x_rows, rows]. The per-call activation buffers
+// are thread_local so that concurrent callers do not share them; the OpenMP workers must get them through
+// plain pointers (naming a thread_local inside the parallel region would reach the worker's own, empty,
+// instance).
+void gemv_bf16_scalar(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y) {
   for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
-    gemv_bf16_rows_avx512(weights, cols, x_bf16, begin, end, y);
+    gemv_bf16_slice_scalar(weights, rows, cols, x, x_rows, begin, end, y);
   });
 }
 
-const QuantizedActivation& quantize_activation_scalar(const float* x, int64_t cols) {
-  thread_local QuantizedActivation buffer;
-  quantize_activation(x, cols, buffer, quantize_group_scalar);
-  return buffer;
+void gemv_bf16_avx2(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y) {
+  for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
+    gemv_bf16_slice_avx2(weights, rows, cols, x, x_rows, begin, end, y);
+  });
 }
 
-void gemv_quant_scalar(const QuantMatrix& m, const float* x, float* y) {
-  const QuantizedActivation& q = quantize_activation_scalar(x, m.cols);
-  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_scalar(m, q, begin, end, y); });
+void gemv_bf16_avx512(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y) {
+  thread_local std::vector<uint16_t> x_bf16_buffer;
+  const int64_t stride = (cols + 31) / 32 * 32;
+  x_bf16_buffer.resize(size_t(x_rows * stride));
+  for (int64_t i = 0; i < x_rows; ++i) convert_activation_bf16(x + i * cols, cols, x_bf16_buffer.data() + i * stride);
+  const uint16_t* x_bf16 = x_bf16_buffer.data();
+  for_row_slices(rows, cols, [&](int64_t begin, int64_t end) {
+    gemv_bf16_slice_avx512(weights, rows, cols, x_bf16, stride, x_rows, begin, end, y);
+  });
 }
 
-void gemv_quant_avx2(const QuantMatrix& m, const float* x, float* y) {
-  const QuantizedActivation& q = quantize_activation_scalar(x, m.cols);
-  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) { gemv_quant_rows_avx2(m, q, begin, end, y); });
+// Each activation row quantised on its own, exactly as a single-row call would.
+template <typename QuantizeGroup>
+[[gnu::always_inline]] inline const QuantizedActivation* quantize_activation_rows(const float* x, int64_t cols,
+                                                                                 int64_t x_rows,
+                                                                                 QuantizeGroup quantize_group) {
+  thread_local std::vector<QuantizedActivation> buffers;
+  if (int64_t(buffers.size()) < x_rows) buffers.resize(size_t(x_rows));
+  for (int64_t i = 0; i < x_rows; ++i) quantize_activation(x + i * cols, cols, buffers[size_t(i)], quantize_group);
+  return buffers.data();
+}
+
+void gemv_quant_scalar(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
+  for_row_slices(m.rows, m.cols,
+                 [&](int64_t begin, int64_t end) { gemv_quant_slice_scalar(m, q, x_rows, begin, end, y); });
+}
+
+void gemv_quant_avx2(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
+  for_row_slices(m.rows, m.cols,
+                 [&](int64_t begin, int64_t end) { gemv_quant_slice_avx2(m, q, x_rows, begin, end, y); });
 }
 
 FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
   scale = simd::quantize_group_avx512(x, codes, &sum);
 }
 
-void gemv_quant_avx512(const QuantMatrix& m, const float* x, float* y) {
-  thread_local QuantizedActivation quantized_buffer;
-  quantize_activation(x, m.cols, quantized_buffer, quantize_group_avx512);
-  thread_local PreparedActivationAvx512 prepared_buffer;
-  const PreparedActivationAvx512& prepared = prepared_buffer;
-  prepare_activation_avx512(m.type, quantized_buffer, m.groups_per_row(), prepared_buffer);
+void gemv_quant_avx512(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_avx512);
+  thread_local std::vector<PreparedActivationAvx512> prepared_buffers;
+  if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
+  for (int64_t i = 0; i < x_rows; ++i)
+    prepare_activation_avx512(m.type, q[i], m.groups_per_row(), prepared_buffers[size_t(i)]);
+  const PreparedActivationAvx512* prepared = prepared_buffers.data();
   for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
     if (m.type == WeightType::Q8_0) {
-      gemv_quant_rows_avx512<WeightType::Q8_0>(m, prepared, begin, end, y);
+      gemv_quant_slice_avx512<WeightType::Q8_0>(m, prepared, x_rows, begin, end, y);
     } else {
-      gemv_quant_rows_avx512<WeightType::Q4_0>(m, prepared, begin, end, y);
+      gemv_quant_slice_avx512<WeightType::Q4_0>(m, prepared, x_rows, begin, end, y);
     }
   });
 }
@@ -417,8 +522,8 @@ void axpy_f32_scalar(float alpha, const float* x, float* y, int64_t n) {
 }
 
 struct GemvOps {
-  void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, float*);
-  void (*quant)(const QuantMatrix&, const float*, float*);
+  void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, int64_t, float*);
+  void (*quant)(const QuantMatrix&, const float*, int64_t, float*);
   float (*dot)(const float*, const float*, int64_t);
   void (*axpy)(float, const float*, float*, int64_t);
 };
@@ -435,10 +540,18 @@ const GemvOps& ops() {
 }  // namespace
 
 void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, float* y) {
-  ops().bf16(weights, rows, cols, x, y);
+  ops().bf16(weights, rows, cols, x, 1, y);
 }
 
-void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().quant(matrix, x, y); }
+void gemv_bf16_rows(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y) {
+  ops().bf16(weights, rows, cols, x, x_rows, y);
+}
+
+void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().quant(matrix, x, 1, y); }
+
+void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
+  ops().quant(matrix, x, x_rows, y);
+}
 
 float dot_f32(const float* a, const float* b, int64_t n) { return ops().dot(a, b, n); }
 

@@ -22,6 +22,13 @@ void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float*
 // y[matrix.rows] = W · x for a Q8_0 / Q4_0 matrix.
 void gemv_quant(const QuantMatrix& matrix, const float* x, float* y);
 
+// The same for several activation rows at once (batched decoding): y[i, :] = W · x[i, :] for x [x_rows, cols]
+// and y [x_rows, rows], reading each weight from memory once for all rows. Row i's result is bit-identical
+// to the single-row call on x[i, :] (same activation rounding, same summation order), so a sequence decodes
+// the same alone or in a batch.
+void gemv_bf16_rows(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y);
+void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y);
+
 // Σ a[i]·b[i] and y += alpha·x over n floats (single-threaded: callers parallelise over heads).
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);

@@ -15,8 +15,12 @@
 namespace fastvlm {
 namespace {
 
-// Decode feeds one row at a time; up to this many rows a GEMV per row beats repacking for a GEMM.
-constexpr int kMaxRowsForGemv = 3;
+// Decode feeds one row per running sequence. Up to this many rows the multi-row GEMV (each weight read once
+// for all rows, no packing, each row's result bit-identical to decoding it alone) beats the prefill GEMM;
+// past it the GEMV's per-row arithmetic outgrows the GEMM's packing (bench_llm_kernels BM_DecodeRows_*, a
+// Xeon with AMX, Qwen2-0.5B shapes: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its nibble
+// unpacking per row, already at 3).
+int max_rows_for_gemv(WeightType storage) { return storage == WeightType::Q4_0 ? 2 : 4; }
 
 void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType expected, const char* why) {
   if (info.dtype != expected)
@@ -230,17 +234,15 @@ void Linear::forward(const Activations& x, int64_t rows, const Activations& y, E
 void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   const float* b = bias();
   const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
-  if (rows <= kMaxRowsForGemv) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* x_row = x + r * in_features_;
-      float* y_row = y + r * out_features_;
-      if (quantized) {
-        gemv_quant(quantized_, x_row, y_row);
-      } else {
-        gemv_bf16(bf16_, out_features_, in_features_, x_row, y_row);
-      }
-      if (b) for (int o = 0; o < out_features_; ++o) y_row[o] += b[o];
+  if (rows <= max_rows_for_gemv(storage_)) {
+    if (quantized) {
+      gemv_quant_rows(quantized_, x, rows, y);
+    } else {
+      gemv_bf16_rows(bf16_, out_features_, in_features_, x, rows, y);
     }
+    if (b)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int o = 0; o < out_features_; ++o) y[r * out_features_ + o] += b[o];
     return;
   }
   // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI;

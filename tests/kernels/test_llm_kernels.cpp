@@ -1,4 +1,4 @@
-// The decode kernels (bf16 and Q8_0/Q4_0 GEMV, attention dot/axpy, SiLU gating, softmax rows) on every
+// The decode kernels (bf16 and Q8_0/Q4_0 GEMV, single- and multi-row, attention dot/axpy, SiLU gating, softmax rows) on every
 // kernel level this CPU has (the lower ones in child runs), against naive references written here from
 // the documented arithmetic (kernels/gemv.h) and block layout (core/quant.h), on random data.
 #include <gtest/gtest.h>
@@ -177,6 +177,53 @@ TEST(Bf16Gemv, MatchesADoubleReferenceOnEveryPath) {
         magnitude += std::fabs(product);
       }
       EXPECT_NEAR(y[r], expected, relative * magnitude) << "row " << r;
+    }
+  }
+}
+
+// Batched decoding must not change a sequence's numbers: every row of the multi-row products equals the
+// single-row product on that row bit for bit, for every chunk split of the rows (R = 1..17), on shapes with
+// a lone last quantisation group / a masked bf16 tail and row counts split unevenly over threads.
+TEST(MultiRowGemv, EachRowEqualsTheSingleRowProductExactlyOnEveryPath) {
+  for (const int64_t cols : {int64_t(896), int64_t(96), int64_t(160)}) {
+    const int64_t rows = 131;
+    const std::vector<float> weights = random_floats(size_t(rows * cols), 8, 0.05f);
+    std::vector<uint16_t> weights_bf16(weights.size());
+    for (size_t i = 0; i < weights.size(); ++i) weights_bf16[i] = f32_to_bf16(weights[i]);
+    const int64_t bf16_cols = cols + 4;  // not a whole register: the masked tail
+    const std::vector<float> weights_tail = random_floats(size_t(rows * bf16_cols), 9, 0.05f);
+    std::vector<uint16_t> tail_bf16(weights_tail.size());
+    for (size_t i = 0; i < weights_tail.size(); ++i) tail_bf16[i] = f32_to_bf16(weights_tail[i]);
+    for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+      std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+      std::vector<uint16_t> scales(size_t(rows * cols / 32));
+      quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+      const QuantMatrix matrix{type, codes.data(), scales.data(), rows, cols};
+      for (int64_t x_rows = 1; x_rows <= 17; ++x_rows) {
+        SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", cols " +
+                     std::to_string(cols) + ", x_rows " + std::to_string(x_rows));
+        // A zero row too: its scale is 0 and every product vanishes.
+        std::vector<float> x = random_floats(size_t(x_rows * cols), uint32_t(10 + x_rows), 2.0f);
+        if (x_rows > 2) std::fill(x.begin() + cols, x.begin() + 2 * cols, 0.0f);
+        std::vector<float> y(size_t(x_rows * rows), -1.0f);
+        std::vector<float> alone(static_cast<size_t>(rows));
+        gemv_quant_rows(matrix, x.data(), x_rows, y.data());
+        for (int64_t i = 0; i < x_rows; ++i) {
+          gemv_quant(matrix, x.data() + i * cols, alone.data());
+          for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(y[i * rows + r], alone[r]) << "x row " << i << ", row " << r;
+        }
+        if (type == WeightType::Q4_0) continue;  // the bf16 weights do not depend on the quantised type
+        for (const auto& [w, w_cols] : {std::pair{&weights_bf16, cols}, std::pair{&tail_bf16, bf16_cols}}) {
+          const std::vector<float> xb = random_floats(size_t(x_rows * w_cols), uint32_t(40 + x_rows), 1.0f);
+          std::vector<float> yb(size_t(x_rows * rows), -1.0f);
+          gemv_bf16_rows(w->data(), rows, w_cols, xb.data(), x_rows, yb.data());
+          for (int64_t i = 0; i < x_rows; ++i) {
+            gemv_bf16(w->data(), rows, w_cols, xb.data() + i * w_cols, alone.data());
+            for (int64_t r = 0; r < rows; ++r)
+              ASSERT_EQ(yb[i * rows + r], alone[r]) << "bf16 cols " << w_cols << ", x row " << i << ", row " << r;
+          }
+        }
+      }
     }
   }
 }

@@ -1,15 +1,18 @@
 // Batched decode (TextDecoder::forward_batch): sequences of different lengths advanced together give the
-// logits and greedy tokens each gives alone, for every family and weight storage.
+// logits and greedy tokens each gives alone, for every family and weight storage (f32, bf16, Q8_0, Q4_0).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
 #include "llm/kv_cache.h"
+#include "models/quantize.h"
 #include "models/registry.h"
 
 namespace fs = std::filesystem;
@@ -24,7 +27,19 @@ int argmax(const float* logits, int n) { return int(std::max_element(logits, log
 struct BatchCase {
   const char* model;
   Precision precision;
+  const char* quantized = nullptr;  // "q8_0" / "q4_0": the fixture quantised by `fastvlm quantize` first
 };
+
+// The fixture `model` quantised to `type` and loaded; the temp dir is removed again (the weights are in
+// memory or stay mapped after the unlink).
+std::unique_ptr<Model> load_quantized_fixture(const char* model, const std::string& type, const ModelLoadOptions& options) {
+  const fs::path out = fs::temp_directory_path() /
+                       ("fastvlm-batched-decode-" + std::to_string(::getpid()) + "-" + model + "-" + type);
+  quantize_model(kFixtures / model, out, type == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0);
+  std::unique_ptr<Model> loaded = load_model(out, options);
+  fs::remove_all(out);
+  return loaded;
+}
 
 class BatchedDecode : public testing::TestWithParam<BatchCase> {};
 
@@ -33,7 +48,8 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
   options.precision = GetParam().precision;
   std::unique_ptr<Model> model;
   try {
-    model = load_model(kFixtures / GetParam().model, options);
+    model = GetParam().quantized ? load_quantized_fixture(GetParam().model, GetParam().quantized, options)
+                                 : load_model(kFixtures / GetParam().model, options);
   } catch (const Error& e) {
     GTEST_SKIP() << e.what();  // bf16 on a CPU without it
   }
@@ -73,7 +89,8 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
         worst = std::max(worst, std::abs(single[i] - batched[size_t(b) * vocab + i]));
       }
       // The same products over another number of rows: equal up to summation order.
-      EXPECT_LE(worst, (GetParam().precision == Precision::F32 ? 1e-4f : 2e-2f) * scale) << "sequence " << b << " step " << step;
+      EXPECT_LE(worst, (GetParam().precision == Precision::F32 && !GetParam().quantized ? 1e-4f : 2e-2f) * scale)
+          << "sequence " << b << " step " << step;
       next_alone[b] = argmax(single.data(), vocab);
       next_together[b] = argmax(batched.data() + size_t(b) * vocab, vocab);
       EXPECT_EQ(next_together[b], next_alone[b]) << "sequence " << b << " step " << step;
@@ -84,9 +101,12 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
 
 INSTANTIATE_TEST_SUITE_P(Families, BatchedDecode,
                          testing::Values(BatchCase{"tiny-llama", Precision::F32}, BatchCase{"tiny-qwen2-text", Precision::F32},
-                                         BatchCase{"tiny-fastvlm", Precision::F32}, BatchCase{"tiny-llama", Precision::Bf16}),
+                                         BatchCase{"tiny-fastvlm", Precision::F32}, BatchCase{"tiny-llama", Precision::Bf16},
+                                         BatchCase{"tiny-qwen2-text", Precision::Bf16, "q8_0"},
+                                         BatchCase{"tiny-llama", Precision::Bf16, "q4_0"}),
                          [](const auto& info) {
                            std::string name = std::string(info.param.model) + (info.param.precision == Precision::F32 ? "_f32" : "_bf16");
+                           if (info.param.quantized) name += std::string("_") + info.param.quantized;
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
