@@ -327,7 +327,8 @@ constexpr int kMaxChunkAvx512 = 8;
 
 template <WeightType Type, int R>
 FASTVLM_TARGET_AVX512 inline void quant_row_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
-                                                   int64_t r, int64_t first, __m512i lane_to_group, float* y) {
+                                                   int64_t r, int64_t first, const int32_t* lane_groups, float* y) {
+  const __m512i lane_to_group = _mm512_load_si512(lane_groups);
   const int64_t groups = m.groups_per_row();
   const int64_t full_pairs = groups / 2;
   const int64_t pair_bytes = 2 * quant_row_bytes(Type, kQuantGroupSize);
@@ -347,11 +348,12 @@ FASTVLM_TARGET_AVX512 inline void quant_row_avx512(const QuantMatrix& m, const P
 template <WeightType Type>
 FASTVLM_TARGET_AVX512 void gemv_quant_slice_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
                                                    int64_t x_rows, int64_t begin, int64_t end, float* y) {
+  // Passed as memory, not as a vector: the row lambda carries no target attribute, and a 512-bit argument
+  // there would change its ABI (clang refuses it).
   alignas(64) int32_t lane_groups[kLanes];
   for (int lane = 0; lane < kLanes; ++lane) lane_groups[lane] = lane_group(Type, lane);
-  const __m512i lane_to_group = _mm512_load_si512(lane_groups);
   for_row_chunks<kMaxChunkAvx512>(begin, end, x_rows, [&]<int R>(int64_t r, int64_t first) {
-    quant_row_avx512<Type, R>(m, p, r, first, lane_to_group, y);
+    quant_row_avx512<Type, R>(m, p, r, first, lane_groups, y);
   });
 }
 
