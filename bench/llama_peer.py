@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 
-from serve_bench import cpu_model, fmt, uptime  # one definition of these helpers
+from serve_bench import cpu_model, fmt, llama_cpp_tool, parse_models, uptime  # one definition of these helpers
 
 
 def run_json(argv, what):
@@ -64,7 +64,7 @@ def llama_round(args, gguf):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--model", action="append", required=True, metavar="LABEL=FASTVLM_DIR,GGUF")
+    p.add_argument("--model", action="append", required=True, metavar="LABEL=FASTVLM_DIR[,GGUF]")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=3, help="repetitions inside each engine's run of a round")
     p.add_argument("--threads", type=int, default=2)
@@ -78,22 +78,10 @@ def main():
     p.add_argument("--json", help="write every round's figures here")
     args = p.parse_args()
 
-    models = []
-    for spec in args.model:
-        label, sep, paths = spec.partition("=")
-        fastvlm_dir, _, gguf = paths.partition(",")
-        if not sep or not os.path.isfile(os.path.join(fastvlm_dir, "config.json")):
-            p.error(f"--model {spec!r}: expected LABEL=FASTVLM_DIR,GGUF with a model directory")
-        if gguf and not os.path.isfile(gguf):
-            p.error(f"--model {label}: GGUF {gguf} does not exist")
-        models.append((label, fastvlm_dir, gguf))
+    models = parse_models(p, args.model)
     if not os.access(args.fastvlm, os.X_OK):
         p.error(f"--fastvlm {args.fastvlm}: not an executable (cmake --build build --target fastvlm)")
-    args.llama_bench = os.path.join(args.llama_cpp_dir, "build", "bin", "llama-bench") if args.llama_cpp_dir else ""
-    if not (args.llama_bench and os.access(args.llama_bench, os.X_OK)):
-        print(f"llama-bench not found (LLAMA_CPP_DIR/--llama-cpp-dir = {args.llama_cpp_dir!r}): "
-              f"the llama.cpp peer is skipped, fastvlm runs alone")
-        args.llama_bench = ""
+    args.llama_bench = llama_cpp_tool(args.llama_cpp_dir, "llama-bench")
 
     print(f"machine: {cpu_model()}; threads {args.threads}")
     print(f"uptime before: {uptime()}")

@@ -405,6 +405,32 @@ def fmt(values, digits=1):
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
+def parse_models(parser, specs):
+    """--model LABEL=FASTVLM_DIR[,GGUF] (repeatable) -> [(label, fastvlm_dir, gguf or "")]; bench/llama_peer.py too."""
+    models = []
+    for spec in specs:
+        label, sep, paths = spec.partition("=")
+        if not sep:
+            parser.error(f"--model {spec!r}: expected LABEL=FASTVLM_DIR[,GGUF]")
+        fastvlm_dir, _, gguf = paths.partition(",")
+        if not os.path.isfile(os.path.join(fastvlm_dir, "config.json")):
+            parser.error(f"--model {label}: {fastvlm_dir} has no config.json")
+        if gguf and not os.path.isfile(gguf):
+            parser.error(f"--model {label}: GGUF {gguf} does not exist")
+        models.append((label, fastvlm_dir, gguf))
+    return models
+
+
+def llama_cpp_tool(llama_cpp_dir, name):
+    """The path of llama.cpp's NAME binary under LLAMA_CPP_DIR/build/bin, or "" (and a note) when it is not built."""
+    path = os.path.join(llama_cpp_dir, "build", "bin", name) if llama_cpp_dir else ""
+    if path and os.access(path, os.X_OK):
+        return path
+    print(f"{name} not found (LLAMA_CPP_DIR/--llama-cpp-dir = {llama_cpp_dir!r}): "
+          f"the llama.cpp peer is skipped, fastvlm runs alone")
+    return ""
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -433,24 +459,10 @@ def main():
         if w not in ("text", "image", "admission"):
             p.error(f"--workloads: unknown workload {w!r}")
 
-    models = []
-    for spec in args.model:
-        label, sep, paths = spec.partition("=")
-        if not sep:
-            p.error(f"--model {spec!r}: expected LABEL=FASTVLM_DIR[,GGUF]")
-        fastvlm_dir, _, gguf = paths.partition(",")
-        if not os.path.isfile(os.path.join(fastvlm_dir, "config.json")):
-            p.error(f"--model {label}: {fastvlm_dir} has no config.json")
-        if gguf and not os.path.isfile(gguf):
-            p.error(f"--model {label}: GGUF {gguf} does not exist")
-        models.append((label, fastvlm_dir, gguf))
+    models = parse_models(p, args.model)
     if not os.access(args.fastvlm, os.X_OK):
         p.error(f"--fastvlm {args.fastvlm}: not an executable (build it: cmake --build build --target fastvlm)")
-    args.llama_server = os.path.join(args.llama_cpp_dir, "build", "bin", "llama-server") if args.llama_cpp_dir else ""
-    if not (args.llama_server and os.access(args.llama_server, os.X_OK)):
-        print(f"llama-server not found (LLAMA_CPP_DIR/--llama-cpp-dir = {args.llama_cpp_dir!r}): "
-              f"the llama.cpp peer is skipped, fastvlm runs alone")
-        args.llama_server = ""
+    args.llama_server = llama_cpp_tool(args.llama_cpp_dir, "llama-server")
 
     log_dir = tempfile.mkdtemp(prefix="serve_bench.")
     print(f"machine: {cpu_model()}; threads {args.threads}; server logs in {log_dir}")
