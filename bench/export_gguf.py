@@ -5,19 +5,30 @@ weights as fastvlm side by side (bench/llama_peer.sh, bench/serve_bench.py).
 Usage:
     python3 bench/export_gguf.py MODEL_DIR OUT.gguf [--outtype bf16|f32]
 
-MODEL_DIR is a Hugging Face-style directory with config.json, model.safetensors (one file, bf16/f16/f32
-tensors: quantize with llama.cpp's llama-quantize afterwards, not before), vocab.json, merges.txt and
-optionally added_tokens.json / tokenizer_config.json: a text-only Qwen2 checkpoint (model_type qwen2) or
-FastVLM's llava_qwen2, whose vision tower and projector are left out. --outtype: bf16 (default) copies the
-bf16 bytes unchanged; f32 widens them exactly (what the faithfulness check uses, so llama.cpp computes in
-float32 as our reference does). One-dimensional tensors (norms, biases) are always float32, as llama.cpp
-expects. Python standard library only.
+MODEL_DIR is a Hugging Face-style directory with config.json, model.safetensors (one file), vocab.json,
+merges.txt and optionally added_tokens.json / tokenizer_config.json: a text-only Qwen2 checkpoint (model_type
+qwen2) or FastVLM's llava_qwen2, whose vision tower and projector are left out. Its tensors are bf16/f16/f32,
+or it is a checkpoint quantised by `fastvlm quantize --type q8|q4` (config.json "quantization"): then each
+quantised linear (codes NAME.weight + scales NAME.weight_scale, layout in src/core/quant.h) becomes a ggml
+Q8_0 / Q4_0 tensor holding exactly the same codes and scales, and general.file_type says Q8_0 / Q4_0, so
+llama.cpp runs the very weights fastvlm runs and no bf16 GGUF or llama-quantize is needed. --outtype applies
+to the unquantised matrices (the token embedding; everything in an unquantised checkpoint): bf16 (default)
+copies the bf16 bytes unchanged; f32 widens them exactly (what the faithfulness check uses, so llama.cpp
+computes in float32 as our reference does). One-dimensional tensors (norms, biases) are always float32, as
+llama.cpp expects. Python standard library only; memory use stays small (a 7B checkpoint is streamed).
 
 The GGUF layout follows the published GGUF specification (facts only, no code from llama.cpp): little-endian
 header "GGUF", version 3, tensor and key-value counts, the key-values, the tensor infos (dimensions innermost
 first, so a row-major PyTorch [out, in] matrix is [in, out] with the same bytes), then the tensor data, each
 tensor at a multiple of general.alignment (32). Qwen2 needs no Q/K permutation (llama.cpp applies NEOX-style
 rope to it, as Hugging Face does).
+
+Our quantised layout is ggml's once interleaved: ggml's block_q8_0 is an f16 scale d followed by 32 int8 codes
+(34 bytes, weight = d * q), and block_q4_0 an f16 d followed by 16 bytes whose byte j holds weight j in the low
+nibble and weight j + 16 in the high nibble, each as q + 8 (18 bytes, weight = d * (nibble - 8)); a row is its
+blocks in order. Ours keeps the same codes (byte for byte, nibble order included) and the same half scales in
+two separate arrays, so block g of row r is scales[r, g] followed by codes[r, 32g:32g+32] (Q8_0) or
+codes[r, 16g:16g+16] (Q4_0); interleave() does that, with strided slice copies rather than a loop per block.
 """
 import argparse
 import json
@@ -33,8 +44,14 @@ ALIGNMENT = 32
 # GGUF metadata value types.
 T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = 4, 5, 6, 7, 8, 9
 # ggml tensor types and llama.cpp file types used here.
-GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q8_0, GGML_BF16 = 0, 1, 2, 8, 30
 FILE_TYPE = {"f32": 0, "bf16": 32}  # LLAMA_FTYPE_ALL_F32, LLAMA_FTYPE_MOSTLY_BF16
+# A quantised checkpoint's config.json "quantization" type -> (ggml tensor type, llama.cpp file type
+# LLAMA_FTYPE_MOSTLY_Q8_0 / _Q4_0, safetensors dtype of its codes).
+QUANT_TYPES = {"q8_0": (GGML_Q8_0, 7, "I8"), "q4_0": (GGML_Q4_0, 2, "U8")}
+QUANT_BLOCK = 32                             # weights per block (kQuantGroupSize, ggml's QK8_0 / QK4_0)
+CODE_BYTES = {GGML_Q8_0: 32, GGML_Q4_0: 16}  # code bytes per block
+SCALE_BYTES = 2                              # one IEEE half per block
 # llama.cpp token types.
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
@@ -111,6 +128,15 @@ class SafeTensors:
         begin, end = info["data_offsets"]
         return memoryview(self.map)[self.data_start + begin:self.data_start + end]
 
+    def release(self, name):
+        """Drops the mapped pages of a tensor once written, so that resident memory stays at one tensor's worth
+        instead of growing to the whole checkpoint (the pages are clean: the file is only read)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        begin, end = self.tensors[name]["data_offsets"]
+        first = (self.data_start + begin) // mmap.PAGESIZE * mmap.PAGESIZE
+        self.map.madvise(mmap.MADV_DONTNEED, first, self.data_start + end - first)
+
 
 def element_count(shape):
     n = 1
@@ -136,19 +162,46 @@ def convert(data, src_dtype, dst_type, name):
     if src_dtype == "F16" and dst_type == GGML_F32:
         count = len(data) // 2
         return struct.pack(f"<{count}f", *struct.unpack(f"<{count}e", data))
-    raise ExportError(f"tensor {name}: dtype {src_dtype} cannot be written as ggml type {dst_type} "
-                      f"(export from a bf16/f16/f32 checkpoint, then quantize with llama-quantize)")
+    raise ExportError(f"tensor {name}: dtype {src_dtype} cannot be written as ggml type {dst_type}")
+
+
+def interleave(codes, scales, code_bytes):
+    """ggml Q8_0 / Q4_0 blocks from our separate arrays: `scales` holds n halves (2n bytes) and `codes` n groups
+    of code_bytes bytes, group i belonging to scale i; block i is scale i's two bytes, then group i."""
+    block = SCALE_BYTES + code_bytes
+    count = len(scales) // SCALE_BYTES
+    if len(codes) != count * code_bytes:
+        raise AssertionError(f"{len(codes)} code bytes for {count} scales")
+    out = bytearray(count * block)
+    for k in range(SCALE_BYTES):
+        out[k::block] = scales[k::SCALE_BYTES]
+    for k in range(code_bytes):
+        out[SCALE_BYTES + k::block] = codes[k::code_bytes]
+    return out
+
+
+def write_quantised(f, codes, scales, rows, code_bytes, chunk_bytes=1 << 23):
+    """Writes a quantised matrix as ggml blocks, a few rows at a time (a 7B checkpoint never sits in memory)."""
+    row_codes, row_scales = len(codes) // rows, len(scales) // rows
+    step = max(1, chunk_bytes // row_codes)
+    for first in range(0, rows, step):
+        last = min(rows, first + step)
+        f.write(interleave(bytes(codes[first * row_codes:last * row_codes]),
+                           bytes(scales[first * row_scales:last * row_scales]), code_bytes))
 
 
 # ---- the model's tensors -----------------------------------------------------------------------------------
 
-def plan_tensors(st, config, outtype):
-    """[(gguf name, hf name, gguf dims, ggml type)] in llama.cpp's usual order."""
+def plan_tensors(st, config, outtype, quant):
+    """[(gguf name, hf name, gguf dims, ggml type)] in llama.cpp's usual order. quant: the QUANT_TYPES entry of a
+    quantised checkpoint, or None; a quantised tensor's hf name is its codes', its scales are hf name + "_scale"."""
     n_layers = config["num_hidden_layers"]
     names = {}
     for hf_name in st.tensors:
         if hf_name.startswith(SKIPPED_PREFIXES):
             continue
+        if quant and hf_name.endswith(".weight_scale") and hf_name[:-len("_scale")] in st.tensors:
+            continue  # written inside its codes' blocks
         if hf_name in GLOBAL_TENSORS:
             names[hf_name] = GLOBAL_TENSORS[hf_name]
             continue
@@ -161,8 +214,7 @@ def plan_tensors(st, config, outtype):
             continue
         if hf_name.startswith("model.layers.") and hf_name.endswith("rotary_emb.inv_freq"):
             continue  # recomputed from rope_theta
-        raise ExportError(f"{st.path}: tensor {hf_name} has no place in a Qwen2 GGUF "
-                          f"(a quantized checkpoint's *_scale? export the bf16 one)")
+        raise ExportError(f"{st.path}: tensor {hf_name} has no place in a Qwen2 GGUF")
 
     expected = ["model.embed_tokens.weight", "model.norm.weight"]
     expected += [f"model.layers.{i}.{t}" for i in range(n_layers) for t in LAYER_TENSORS]
@@ -183,9 +235,22 @@ def plan_tensors(st, config, outtype):
     for hf_name in sorted(names, key=order):
         info = st.tensors[hf_name]
         shape = info["shape"]
+        if quant and info["dtype"] == quant[2] and len(shape) == 2:
+            ggml_type = quant[0]
+            code_bytes = CODE_BYTES[ggml_type]
+            rows, cols = shape[0], shape[1] // code_bytes * QUANT_BLOCK
+            if shape[1] % code_bytes:
+                raise ExportError(f"{st.path}: tensor {hf_name}: {shape[1]} code bytes per row is not whole blocks")
+            scale = st.tensors.get(hf_name + "_scale")
+            if scale is None or scale["dtype"] != "F16" or scale["shape"] != [rows, cols // QUANT_BLOCK]:
+                got = "missing" if scale is None else f"{scale['dtype']} {scale['shape']}"
+                raise ExportError(f"{st.path}: tensor {hf_name}_scale: expected F16 {[rows, cols // QUANT_BLOCK]}, "
+                                  f"got {got}")
+            plan.append((names[hf_name], hf_name, [cols, rows], ggml_type))
+            continue
         if info["dtype"] not in ("BF16", "F16", "F32"):
-            raise ExportError(f"{st.path}: tensor {hf_name} has dtype {info['dtype']}; "
-                              f"export a bf16/f16/f32 checkpoint and quantize with llama-quantize")
+            raise ExportError(f"{st.path}: tensor {hf_name} has dtype {info['dtype']}, expected BF16, F16 or F32"
+                              + (f" or {quant[2]} codes" if quant else " (config.json has no \"quantization\")"))
         if len(shape) == 1:
             ggml_type = GGML_F32
         elif outtype == "f32":
@@ -308,12 +373,12 @@ def gguf_kv(key, value_type, value):
     raise AssertionError(f"unhandled GGUF value type {value_type}")
 
 
-def metadata(config, model_dir, outtype, vocab):
+def metadata(config, model_dir, file_type, vocab):
     tokens, types, merges, ids, template, add_bos = vocab
     kvs = [
         ("general.architecture", T_STRING, "qwen2"),
         ("general.name", T_STRING, os.path.basename(os.path.normpath(model_dir))),
-        ("general.file_type", T_UINT32, FILE_TYPE[outtype]),
+        ("general.file_type", T_UINT32, file_type),
         ("general.alignment", T_UINT32, ALIGNMENT),
         ("qwen2.context_length", T_UINT32, config.get("max_position_embeddings", 32768)),
         ("qwen2.embedding_length", T_UINT32, config["hidden_size"]),
@@ -341,8 +406,10 @@ def pad_to(offset):
     return (ALIGNMENT - offset % ALIGNMENT) % ALIGNMENT
 
 
-def type_size(ggml_type):
-    return {GGML_F32: 4, GGML_F16: 2, GGML_BF16: 2}[ggml_type]
+def tensor_bytes(dims, ggml_type):
+    if ggml_type in CODE_BYTES:
+        return element_count(dims) // QUANT_BLOCK * (SCALE_BYTES + CODE_BYTES[ggml_type])
+    return element_count(dims) * {GGML_F32: 4, GGML_F16: 2, GGML_BF16: 2}[ggml_type]
 
 
 def write_gguf(out_path, kvs, plan, st):
@@ -352,7 +419,7 @@ def write_gguf(out_path, kvs, plan, st):
     for gguf_name, _, dims, ggml_type in plan:
         header += gguf_string(gguf_name) + struct.pack("<I", len(dims))
         header += struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", ggml_type, offset)
-        offset += element_count(dims) * type_size(ggml_type)
+        offset += tensor_bytes(dims, ggml_type)
         offset += pad_to(offset)
     header += b"\0" * pad_to(len(header))
 
@@ -360,9 +427,13 @@ def write_gguf(out_path, kvs, plan, st):
     with open(tmp_path, "wb") as f:
         f.write(header)
         for gguf_name, hf_name, dims, ggml_type in plan:
-            data = convert(st.view(hf_name), st.tensors[hf_name]["dtype"], ggml_type, hf_name)
-            f.write(data)
-            f.write(b"\0" * pad_to(len(data)))
+            if ggml_type in CODE_BYTES:
+                write_quantised(f, st.view(hf_name), st.view(hf_name + "_scale"), dims[1], CODE_BYTES[ggml_type])
+                st.release(hf_name + "_scale")
+            else:
+                f.write(convert(st.view(hf_name), st.tensors[hf_name]["dtype"], ggml_type, hf_name))
+            st.release(hf_name)
+            f.write(b"\0" * pad_to(tensor_bytes(dims, ggml_type)))
     os.replace(tmp_path, out_path)
 
 
@@ -384,16 +455,25 @@ def main():
         st_path = os.path.join(args.model_dir, "model.safetensors")
         if not os.path.exists(st_path):
             raise ExportError(f"{st_path}: missing (sharded checkpoints are not supported)")
+        quant = None
+        if "quantization" in config:
+            q = config["quantization"]
+            if not isinstance(q, dict) or q.get("type") not in QUANT_TYPES or q.get("group_size") != QUANT_BLOCK:
+                raise ExportError(f"{args.model_dir}/config.json: quantization {q!r} is not "
+                                  f"{{\"type\": q8_0|q4_0, \"group_size\": {QUANT_BLOCK}}}")
+            quant = QUANT_TYPES[q["type"]]
         st = SafeTensors(st_path)
-        plan = plan_tensors(st, config, args.outtype)
+        plan = plan_tensors(st, config, args.outtype, quant)
         check_shapes(plan, config)
-        kvs = metadata(config, args.model_dir, args.outtype, load_vocab(args.model_dir, config))
+        file_type = quant[1] if quant else FILE_TYPE[args.outtype]
+        kvs = metadata(config, args.model_dir, file_type, load_vocab(args.model_dir, config))
         write_gguf(args.out, kvs, plan, st)
     except (ExportError, OSError, ValueError, KeyError) as e:
         print(f"export_gguf: {e}", file=sys.stderr)
         return 1
     size = os.path.getsize(args.out)
-    print(f"wrote {args.out}: {len(plan)} tensors, {size / 2**20:.1f} MiB ({args.outtype})")
+    kind = f"{config['quantization']['type'].upper()}, other matrices {args.outtype}" if quant else args.outtype
+    print(f"wrote {args.out}: {len(plan)} tensors, {size / 2**20:.1f} MiB ({kind})")
     return 0
 
 

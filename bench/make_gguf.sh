@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# The GGUF files llama.cpp runs beside fastvlm, all from one bf16 checkpoint: bf16 (bench/export_gguf.py), then
-# Q8_0 and pure Q4_0 (every matrix Q4_0, token embedding and output included) with llama.cpp's llama-quantize.
+# The GGUF files llama.cpp runs beside fastvlm, on exactly the weights fastvlm runs: Q8_0 and Q4_0 written by
+# bench/export_gguf.py straight from our quantised checkpoints (`fastvlm quantize --type q8|q4`: the same codes
+# and half scales, only interleaved into ggml's blocks; every linear quantised, lm_head included, the token
+# embedding bf16 as in the checkpoint), so neither a bf16 GGUF nor llama.cpp's llama-quantize is needed.
 #
-# Usage: LLAMA_CPP_DIR=/path/to/llama.cpp bench/make_gguf.sh MODEL_DIR OUT_PREFIX
-#   writes OUT_PREFIX-bf16.gguf, OUT_PREFIX-q8_0.gguf, OUT_PREFIX-q4_0-pure.gguf (existing ones are kept).
-#   e.g. bench/make_gguf.sh /tmp/fastvlm-bench/fastvlm-0.5b /work/peers/gguf/fastvlm-0.5b
-# llama.cpp is built outside this repository (nothing of it is committed); without $LLAMA_CPP_DIR this says so
-# and exits 0 having written only the bf16 file.
+# Usage: bench/make_gguf.sh MODEL_DIR OUT_PREFIX [--bf16]
+#   reads MODEL_DIR-q8 and MODEL_DIR-q4 (made from the bf16 MODEL_DIR with build/bin/fastvlm quantize when
+#   missing) and writes OUT_PREFIX-q8_0.gguf and OUT_PREFIX-q4_0.gguf; --bf16 also writes OUT_PREFIX-bf16.gguf
+#   from MODEL_DIR (the LLM half's size again in bf16). Existing files are kept.
+#   e.g. bench/make_gguf.sh /tmp/fastvlm-bench/fastvlm-7b /tmp/fastvlm-bench/gguf/fastvlm-7b
+# Python standard library only; llama.cpp is not needed to write them (bench/check_gguf.py checks it runs them).
 set -euo pipefail
-if [ $# -ne 2 ]; then
-  sed -n '2,9p' "$0" >&2
+if [ $# -lt 2 ] || [ $# -gt 3 ] || { [ $# -eq 3 ] && [ "$3" != --bf16 ]; }; then
+  sed -n '2,12p' "$0" >&2
   exit 2
 fi
-model_dir=$1 prefix=$2
+model_dir=${1%/} prefix=$2 bf16=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
-[ -f "$prefix-bf16.gguf" ] || python3 "$here/export_gguf.py" "$model_dir" "$prefix-bf16.gguf"
-quantize=${LLAMA_CPP_DIR:-}/build/bin/llama-quantize
-if [ -z "${LLAMA_CPP_DIR:-}" ] || [ ! -x "$quantize" ]; then
-  echo "make_gguf: no llama-quantize at '$quantize' (set LLAMA_CPP_DIR): Q8_0 and Q4_0 skipped"
-  exit 0
+fastvlm=$here/../build/bin/fastvlm
+for type in q8 q4; do
+  out=$prefix-${type}_0.gguf
+  [ -f "$out" ] && continue
+  if [ ! -f "$model_dir-$type/model.safetensors" ]; then
+    [ -x "$fastvlm" ] || { echo "make_gguf: no $model_dir-$type and no $fastvlm to make it (build the fastvlm target)" >&2; exit 1; }
+    "$fastvlm" quantize -m "$model_dir" -o "$model_dir-$type" --type "$type" >&2
+  fi
+  python3 "$here/export_gguf.py" "$model_dir-$type" "$out"
+done
+if [ -n "$bf16" ] && [ ! -f "$prefix-bf16.gguf" ]; then
+  python3 "$here/export_gguf.py" "$model_dir" "$prefix-bf16.gguf" --outtype bf16
 fi
-[ -f "$prefix-q8_0.gguf" ] || "$quantize" "$prefix-bf16.gguf" "$prefix-q8_0.gguf" Q8_0 2
-[ -f "$prefix-q4_0-pure.gguf" ] || "$quantize" --pure "$prefix-bf16.gguf" "$prefix-q4_0-pure.gguf" Q4_0 2
 ls -l "$prefix"-*.gguf

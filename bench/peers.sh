@@ -23,8 +23,12 @@
 #   ONNX Runtime fp32        the tower exported by bench/torch_reference/export_onnx.py, onnxruntime-node
 #                            (bench/peers-node), intra-op threads T; vision only
 #   llama.cpp Q8_0 / Q4_0    the LLM half: llama-bench -p POSITIONS (prefill) and -n N -d POSITIONS (decode at
-#                            the prompt's depth), when $LLAMA_CPP_DIR/build/bin/llama-bench exists; GGUFs from
-#                            bench/export_gguf.py ($EXPORT_GGUF) + llama-quantize under $WORK/gguf
+#                            the prompt's depth), when $LLAMA_CPP_DIR/build/bin/llama-bench exists, on
+#                            $WORK/gguf/fastvlm-SIZE-q8_0.gguf / -q4_0.gguf: bench/export_gguf.py ($EXPORT_GGUF)
+#                            writes them straight from fastvlm-SIZE-q8 / -q4, so llama.cpp runs exactly the codes
+#                            and scales the fastvlm q8 / q4 rows run (no bf16 GGUF, no llama-quantize)
+#   llama.cpp BF16           the same on fastvlm-SIZE-bf16.gguf (1.5b, 7b), only where that file exists or its
+#                            export fits on $WORK's disk with 4 GB to spare
 # Vision is timed at 1024² and, for fastvlm f32/default/best and ONNX Runtime, at 512² as well (0.5b).
 # Peak RSS is /usr/bin/time's maximum resident set of the full-pipeline process (weights + KV cache + work).
 # The accuracy columns (fastvlm rows: image-embedding and last-logit error, greedy agreement against f32) come
@@ -45,7 +49,7 @@ while [ $# -gt 0 ]; do
     --no-ort) ort_peer=0; shift ;;
     --keep) keep=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "peers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -96,24 +100,37 @@ if [ "$ort_peer" = 1 ]; then
   fi
 fi
 
-# llama.cpp: the LLM half as GGUF (bf16 exported, then quantised by llama.cpp itself).
+# llama.cpp: the LLM half as GGUF, Q8_0 / Q4_0 exported from our own quantised checkpoints (same weights).
 llama_types=""
 llama_bin=${LLAMA_CPP_DIR:+$LLAMA_CPP_DIR/build/bin}
 export_gguf=${EXPORT_GGUF:-bench/export_gguf.py}
+gguf=$work/gguf/fastvlm-$size
 if [ -z "${LLAMA_CPP_DIR:-}" ]; then
   echo "peers.sh: LLAMA_CPP_DIR is not set: llama.cpp rows skipped" >&2
-elif [ ! -x "$llama_bin/llama-bench" ] || [ ! -x "$llama_bin/llama-quantize" ]; then
-  echo "peers.sh: $llama_bin has no llama-bench/llama-quantize (build llama.cpp there): llama.cpp rows skipped" >&2
-elif [ ! -f "$work/gguf/fastvlm-$size-bf16.gguf" ] && [ ! -f "$export_gguf" ]; then
-  echo "peers.sh: no $export_gguf to write the GGUF (the llama.cpp peer's exporter): llama.cpp rows skipped" >&2
+elif [ ! -x "$llama_bin/llama-bench" ]; then
+  echo "peers.sh: $llama_bin has no llama-bench (build llama.cpp there): llama.cpp rows skipped" >&2
+elif { [ ! -f "$gguf-q8_0.gguf" ] || [ ! -f "$gguf-q4_0.gguf" ]; } && [ ! -f "$export_gguf" ]; then
+  echo "peers.sh: no $export_gguf to write the GGUFs (the llama.cpp peer's exporter): llama.cpp rows skipped" >&2
 else
+  # Only the GGUFs of rows that --only keeps are written.
+  wanted() { [ -z "$only" ] || [[ "llama.cpp ${1^^}" =~ ^($only)$ ]]; }
   mkdir -p "$work/gguf"
-  gguf=$work/gguf/fastvlm-$size
-  [ -f "$gguf-bf16.gguf" ] || python3 "$export_gguf" "$model" "$gguf-bf16.gguf" --outtype bf16 >&2
-  [ -f "$gguf-q8_0.gguf" ] || "$llama_bin/llama-quantize" "$gguf-bf16.gguf" "$gguf-q8_0.gguf" Q8_0 >/dev/null 2>&1
-  [ -f "$gguf-q4_0.gguf" ] || "$llama_bin/llama-quantize" --pure "$gguf-bf16.gguf" "$gguf-q4_0.gguf" Q4_0 >/dev/null 2>&1
-  llama_types="q8_0 q4_0"
-  [ "$size" != 0.5b ] && llama_types="bf16 q8_0 q4_0"
+  for type in q8 q4; do
+    wanted "${type}_0" || continue
+    [ -f "$gguf-${type}_0.gguf" ] || python3 "$export_gguf" "$model-$type" "$gguf-${type}_0.gguf" >&2
+    llama_types+=" ${type}_0"
+  done
+  if [ "$size" != 0.5b ] && wanted bf16; then
+    # The bf16 LLM half is most of the bf16 checkpoint: count all of it, and keep 4 GB of the disk free.
+    need_kb=$(($(stat -c %s "$model/model.safetensors") / 1024 + 4 * 1024 * 1024))
+    free_kb=$(df --output=avail -k "$work/gguf" | tail -1)
+    if [ ! -f "$gguf-bf16.gguf" ] && [ "$need_kb" -gt "$free_kb" ]; then
+      echo "peers.sh: llama.cpp BF16 skipped: no $gguf-bf16.gguf, and exporting it (~$((need_kb >> 20)) GiB with the 4 GiB to spare) does not fit in $((free_kb >> 20)) GiB free" >&2
+    else
+      [ -f "$gguf-bf16.gguf" ] || python3 "$export_gguf" "$model" "$gguf-bf16.gguf" --outtype bf16 >&2
+      llama_types="bf16$llama_types"
+    fi
+  fi
 fi
 
 # fastvlm's default path may hold the weights as f32 (twice the bf16 file): run it only where that fits in the
