@@ -7,11 +7,13 @@
   q8, q4: the fixture quantised by `fastvlm quantize --type q8|q4`, exported straight to a Q8_0 / Q4_0 GGUF (no
           llama-quantize: the same codes and scales): llama.cpp must generate the greedy tokens `fastvlm run
           --dtype f32` generates on that quantised checkpoint, for every golden prompt. Both run the same
-          weights; llama.cpp also rounds the activations to Q8_0 blocks inside its Q8_0/Q4_0 dot products, so a
-          step whose top two logits are nearly tied can legitimately flip. A mismatch is reported with fastvlm's
-          top-1/top-2 log-probability margin at that step and the largest difference in the chosen token's
-          log-probability over the steps before (how far apart the two engines are); it passes, as a near tie,
-          only when it comes after at least one matching step and that margin is at most twice that difference.
+          weights and both round the activations to blocks of 32 int8 codes (127 / max|x|, to nearest) inside
+          their Q8_0/Q4_0 products, but llama.cpp keeps each block's scale as a half where fastvlm keeps a float,
+          and its KV cache in f16: a step whose top two logits are nearly tied can legitimately flip. A mismatch
+          is reported with fastvlm's top-1/top-2 log-probability margin at that step and the largest difference
+          in the chosen token's log-probability over the steps before (how far apart the two engines are); it
+          passes, as a near tie, only after at least one matching step and with that margin at most twice that
+          difference.
 
 Usage:
     LLAMA_CPP_DIR=/path/to/llama.cpp python3 bench/check_gguf.py [--types f32,q8,q4] [--fixture DIR]

@@ -4,13 +4,13 @@
 Usage:
     LLAMA_CPP_DIR=/path/to/llama.cpp python3 bench/llama_peer.py \
         --model q8=/tmp/fastvlm-bench/fastvlm-0.5b-q8,/work/peers/gguf/fastvlm-0.5b-q8_0.gguf \
-        [--model q4=/tmp/me/fastvlm-0.5b-q4,/work/peers/gguf/fastvlm-0.5b-q4_0-pure.gguf] \
+        [--model q4=/tmp/fastvlm-bench/fastvlm-0.5b-q4,/tmp/fastvlm-bench/gguf/fastvlm-0.5b-q4_0.gguf] \
         [--rounds 5] [--reps 3] [--threads 2] [--positions 280] [--decode 64] \
         [--fastvlm build/bin/fastvlm] [--fastvlm-args "--dtype int8"] [--llama-args ""] [--image IMAGE] [--json OUT.json]
 
---model LABEL=FASTVLM_DIR,GGUF pairs a fastvlm checkpoint with the GGUF of the same weights (bench/export_gguf.py,
-then llama-quantize: Q8_0 for q8, `--pure` Q4_0 for q4). Without llama.cpp ($LLAMA_CPP_DIR/build/bin/llama-bench,
-or --llama-cpp-dir) only fastvlm runs, and the script says so.
+--model LABEL=FASTVLM_DIR,GGUF pairs a fastvlm checkpoint with the GGUF of the same weights (bench/make_gguf.sh:
+bench/export_gguf.py writes a q8 / q4 checkpoint's own codes and scales as Q8_0 / Q4_0). Without llama.cpp
+($LLAMA_CPP_DIR/build/bin/llama-bench, or --llama-cpp-dir) only fastvlm runs, and the script says so.
 
 Each round runs, in an order that swaps every round:
   fastvlm   `fastvlm bench FASTVLM_DIR --image IMAGE -n DECODE --reps REPS --threads T --json --no-accuracy`:

@@ -4,13 +4,14 @@ llama.cpp's llama-server on the same weights as GGUF, alternating the engines ru
 
 Usage:
     python3 bench/serve_bench.py --model q8=/tmp/fastvlm-bench/fastvlm-0.5b-q8,/work/peers/gguf/fastvlm-0.5b-q8_0.gguf \
-        [--model q4=/tmp/me/fastvlm-0.5b-q4,/work/peers/gguf/fastvlm-0.5b-q4_0-pure.gguf] \
+        [--model q4=/tmp/fastvlm-bench/fastvlm-0.5b-q4,/tmp/fastvlm-bench/gguf/fastvlm-0.5b-q4_0.gguf] \
         [--workloads text,image,admission] [--clients 1,2,4,8] [--requests 2] [--reps 5] [--threads 2] \
         [--fastvlm build/bin/fastvlm] [--fastvlm-args "--dtype int8"] [--llama-cpp-dir DIR] [--json OUT.json]
 
 --model LABEL=FASTVLM_DIR[,GGUF]: a fastvlm checkpoint and, optionally, the GGUF of the same weights for
-llama-server (bench/export_gguf.py, then llama-quantize). llama-server is $LLAMA_CPP_DIR/build/bin/llama-server
-(or --llama-cpp-dir); without it, or without a GGUF, only fastvlm runs and the script says so.
+llama-server (bench/make_gguf.sh: the q8 / q4 checkpoint's own codes as Q8_0 / Q4_0). llama-server is
+$LLAMA_CPP_DIR/build/bin/llama-server (or --llama-cpp-dir); without it, or without a GGUF, only fastvlm runs and
+the script says so.
 
 Workloads (each request streams with `stream: true`, temperature 0):
   text       each of N clients sends --requests requests one after another: a prompt of --prompt-tokens tokens
