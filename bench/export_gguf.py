@@ -214,7 +214,8 @@ def plan_tensors(st, config, outtype, quant):
             continue
         if hf_name.startswith("model.layers.") and hf_name.endswith("rotary_emb.inv_freq"):
             continue  # recomputed from rope_theta
-        raise ExportError(f"{st.path}: tensor {hf_name} has no place in a Qwen2 GGUF")
+        hint = " (quantised scales, but config.json has no \"quantization\")" if hf_name.endswith("_scale") else ""
+        raise ExportError(f"{st.path}: tensor {hf_name} has no place in a Qwen2 GGUF{hint}")
 
     expected = ["model.embed_tokens.weight", "model.norm.weight"]
     expected += [f"model.layers.{i}.{t}" for i in range(n_layers) for t in LAYER_TENSORS]
@@ -424,17 +425,23 @@ def write_gguf(out_path, kvs, plan, st):
     header += b"\0" * pad_to(len(header))
 
     tmp_path = out_path + ".tmp"  # renamed into place only when whole: nothing half-written
-    with open(tmp_path, "wb") as f:
-        f.write(header)
-        for gguf_name, hf_name, dims, ggml_type in plan:
-            if ggml_type in CODE_BYTES:
-                write_quantised(f, st.view(hf_name), st.view(hf_name + "_scale"), dims[1], CODE_BYTES[ggml_type])
-                st.release(hf_name + "_scale")
-            else:
-                f.write(convert(st.view(hf_name), st.tensors[hf_name]["dtype"], ggml_type, hf_name))
-            st.release(hf_name)
-            f.write(b"\0" * pad_to(tensor_bytes(dims, ggml_type)))
-    os.replace(tmp_path, out_path)
+    try:
+        with open(tmp_path, "wb") as f:
+            f.write(header)
+            for gguf_name, hf_name, dims, ggml_type in plan:
+                if ggml_type in CODE_BYTES:
+                    write_quantised(f, st.view(hf_name), st.view(hf_name + "_scale"), dims[1], CODE_BYTES[ggml_type])
+                    st.release(hf_name + "_scale")
+                else:
+                    f.write(convert(st.view(hf_name), st.tensors[hf_name]["dtype"], ggml_type, hf_name))
+                st.release(hf_name)
+                f.write(b"\0" * pad_to(tensor_bytes(dims, ggml_type)))
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        # A full disk or an interrupt must not leave gigabytes of partial file behind.
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
 
 
 def main():

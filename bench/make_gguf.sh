@@ -18,6 +18,7 @@ fi
 model_dir=${1%/} prefix=$2 bf16=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 fastvlm=$here/../build/bin/fastvlm
+mkdir -p "$(dirname "$prefix")"
 for type in q8 q4; do
   out=$prefix-${type}_0.gguf
   [ -f "$out" ] && continue
