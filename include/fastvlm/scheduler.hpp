@@ -27,9 +27,13 @@ struct SchedulerOptions {
   // KV cache positions of all slots together, split evenly: a slot holds kv_budget / slots positions (as
   // llama-server's -c is split over -np). 0: EngineOptions::context positions per slot.
   int kv_budget = 0;
-  // Most prompt positions prefilled between two decode steps while other sequences are decoding: bounds
-  // the gap between their tokens (a prompt admitted while nothing decodes is prefilled whole).
+  // Most prompt positions prefilled between two decode steps while other sequences are decoding (a prompt
+  // admitted while nothing decodes is prefilled whole).
   int prefill_chunk = 64;
+  // The longest pause wanted between two tokens of a decoding sequence: a prefill chunk beside them gets
+  // the positions that fit in this time after their decode step, at the per-position cost measured so far
+  // (at least 8 positions, at most prefill_chunk). 0: every chunk is prefill_chunk positions.
+  std::chrono::milliseconds max_token_gap{200};
   int queue = 16;  // requests that may wait for a slot; one more is refused with SchedulerBusy
   std::chrono::milliseconds max_queue_wait{600000};  // a request waiting longer ends with SchedulerBusy
   // OpenMP threads of an image encode while other sequences are decoding (they get the rest of the

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "vlm/engine_impl.h"
+#include "vlm/prefill_budget.h"
 #include "vlm/prompt.h"
 #include "vlm/request_state.h"
 #include "vlm/sequence.h"
@@ -63,11 +64,12 @@ struct Scheduler::Impl {
 
   mutable std::mutex mutex;
   std::condition_variable work;          // the stepper: a request is ready, cancelled, or shutdown
-  std::condition_variable images;        // the encoder: an image request arrived, or shutdown
+  std::condition_variable images;        // the encoder: an image request arrived, a step ended, or shutdown
   std::deque<JobPtr> to_encode, ready;  // waiting for a slot, oldest first
   std::vector<JobPtr> active;            // holding a slot
   bool encoding = false;                 // the encoder is at work (the stepper uses fewer threads)
   int encoding_threads = 0;
+  int stepping_threads = 0;              // the threads of the stepper's step under way, 0 between steps
   bool stopping = false;
   uint64_t next_id = 1;
 
@@ -78,12 +80,17 @@ struct Scheduler::Impl {
   Clock::time_point last_decode{};
   double longest_gap_ms = 0;
 
+  PrefillBudget prefill_budget;  // the stepper's
+
   std::thread encoder, stepper;
 };
 
-Scheduler::Impl::Impl(const Engine::Impl& engine, const SchedulerOptions& options) : engine(engine), options(options) {
+Scheduler::Impl::Impl(const Engine::Impl& engine, const SchedulerOptions& options)
+    : engine(engine), options(options), prefill_budget(double(options.max_token_gap.count()), options.prefill_chunk) {
   if (options.slots < 1) throw Error("the scheduler needs at least one slot, got " + std::to_string(options.slots));
   if (options.prefill_chunk < 1) throw Error("prefill chunk must be >= 1, got " + std::to_string(options.prefill_chunk));
+  if (options.max_token_gap.count() < 0)
+    throw Error("max token gap must be >= 0 ms, got " + std::to_string(options.max_token_gap.count()));
   if (options.queue < 0) throw Error("queue must be >= 0, got " + std::to_string(options.queue));
   if (options.kv_budget < 0) throw Error("KV budget must be >= 0, got " + std::to_string(options.kv_budget));
   slot_capacity = options.kv_budget > 0 ? options.kv_budget / options.slots : engine.options.context;
@@ -219,6 +226,14 @@ void Scheduler::Impl::encoder_loop() {
       threads = active.empty() ? total_threads : encode_threads;
       encoding = true;
       encoding_threads = threads;
+      // A step under way keeps the threads it started with: beside it the encode would oversubscribe the
+      // cores and stretch that step (an OpenMP loop waits for its slowest thread). The next step starts on
+      // the threads that the encode leaves.
+      images.wait(lock, [&] { return stopping || stepping_threads + threads <= total_threads; });
+      if (stopping) {
+        encoding = false;
+        break;
+      }
     }
     std::exception_ptr error;
     if (job->cancel_requested) {
@@ -307,6 +322,7 @@ void Scheduler::Impl::stepper_loop() {
       }
       admit(admitted);
       if (encoding) threads = std::max(1, total_threads - encoding_threads);
+      stepping_threads = threads;
     }
     for (const JobPtr& job : cancelled) fail_unadmitted(job, nullptr);
     for (const JobPtr& job : expired)
@@ -318,6 +334,11 @@ void Scheduler::Impl::stepper_loop() {
       running.push_back(job);
     }
     step(running, threads);
+    {
+      std::lock_guard lock(mutex);
+      stepping_threads = 0;
+    }
+    images.notify_one();  // an encode waiting for this step to end may start
   }
   // Shutting down: running requests end as cancelled, ready ones are turned away.
   for (const JobPtr& job : running) {
@@ -355,11 +376,13 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
   for (const JobPtr& job : running) {
     RequestState& state = job->state;
     if (state.prefill_remaining() == 0) continue;
-    const int count = decoding.empty() ? state.prefill_remaining() : std::min(state.prefill_remaining(), options.prefill_chunk);
+    const int count = decoding.empty() ? state.prefill_remaining() : prefill_budget.next_chunk(state.prefill_remaining(), threads);
     try {
       std::vector<float> embeddings(size_t(count) * hidden);
       state.prefill_embeddings(count, embeddings.data());
+      const auto chunk_start = Clock::now();
       const std::vector<float> logits = decoder.forward(embeddings.data(), count, state.slot().cache);
+      prefill_budget.prefilled(count, threads, ms_since(chunk_start));
       state.prefilled(count);
       if (state.prefill_remaining() == 0) {
         if (state.on_logits(logits))
@@ -400,6 +423,8 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
       end(job, std::current_exception());
     }
   }
+  // The sampling is part of the gap that a prefill chunk adds to.
+  prefill_budget.decoded(threads, ms_since(start));
   std::lock_guard lock(mutex);
   const auto now = Clock::now();
   last_batch = batch;
