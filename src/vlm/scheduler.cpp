@@ -1,6 +1,6 @@
 // The Scheduler (include/fastvlm/scheduler.hpp). Two threads: the encoder turns queued requests' images
 // into embeddings (with part of the cores while streams are decoding), the stepper admits ready requests
-// into free slots and advances them: one bounded prefill chunk, then one batched decode step. A request's
+// into free slots and advances them: one batched decode step that carries a bounded prefill chunk. A request's
 // sampling is its RequestState's, as in a Session.
 #include "fastvlm/scheduler.hpp"
 
@@ -48,7 +48,8 @@ struct Scheduler::Impl {
 
   void encoder_loop();
   void stepper_loop();
-  // One round of the stepper: cancellations, a prefill chunk, a decode step.
+  // One round of the stepper: cancellations, then a decode step carrying a prefill chunk (or a prompt
+  // prefilled whole when nothing decodes).
   void step(std::vector<JobPtr>& running, int threads);
   void admit(std::vector<JobPtr>& admitted);
   // Removes `job` from its slot and hands its answer (or `error`) to its on_done.
@@ -372,45 +373,60 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
   for (const JobPtr& job : running)
     if (job->state.prefill_remaining() == 0) decoding.push_back(job);
 
-  // One prefill chunk, of the oldest request still prefilling; the whole prompt when nothing decodes.
-  for (const JobPtr& job : running) {
-    RequestState& state = job->state;
-    if (state.prefill_remaining() == 0) continue;
-    const int count = decoding.empty() ? state.prefill_remaining() : prefill_budget.next_chunk(state.prefill_remaining(), threads);
+  // The oldest request still prefilling: alone it is prefilled whole; beside decoding sequences a chunk of
+  // it rides along in their decode step (one pass over the weights for both), as long as the token-gap
+  // target allows.
+  JobPtr prefilling;
+  for (const JobPtr& job : running)
+    if (job->state.prefill_remaining() > 0) {
+      prefilling = job;
+      break;
+    }
+  if (prefilling && decoding.empty()) {
+    RequestState& state = prefilling->state;
+    const int count = state.prefill_remaining();
     try {
       std::vector<float> embeddings(size_t(count) * hidden);
       state.prefill_embeddings(count, embeddings.data());
-      const auto chunk_start = Clock::now();
+      const auto start = Clock::now();
       const std::vector<float> logits = decoder.forward(embeddings.data(), count, state.slot().cache);
-      prefill_budget.prefilled(count, threads, ms_since(chunk_start));
+      prefill_budget.prefilled(count, threads, ms_since(start));
       state.prefilled(count);
-      if (state.prefill_remaining() == 0) {
-        if (state.on_logits(logits))
-          decoding.push_back(job);
-        else
-          end(job);
-      }
+      if (state.on_logits(logits))
+        decoding.push_back(prefilling);
+      else
+        end(prefilling);
     } catch (...) {
-      end(job, std::current_exception());
+      end(prefilling, std::current_exception());
     }
-    break;
+    prefilling = nullptr;
   }
   if (decoding.empty()) return;
 
   const auto start = Clock::now();
   const int batch = int(decoding.size());
-  std::vector<float> embeddings(size_t(batch) * hidden);
+  const int chunk = prefilling ? prefill_budget.next_chunk(prefilling->state.prefill_remaining(), threads) : 0;
+  std::vector<float> embeddings(size_t(batch + chunk) * hidden);
   std::vector<KVCache*> caches;
   for (int b = 0; b < batch; ++b) {
     decoding[size_t(b)]->state.next_embedding(embeddings.data() + size_t(b) * hidden);
     caches.push_back(&decoding[size_t(b)]->state.slot().cache);
   }
+  std::vector<int> counts;
+  if (chunk > 0) {
+    prefilling->state.prefill_embeddings(chunk, embeddings.data() + size_t(batch) * hidden);
+    caches.push_back(&prefilling->state.slot().cache);
+    counts.assign(size_t(batch), 1);
+    counts.push_back(chunk);
+  }
   std::vector<float> logits;
   try {
     // One sequence alone takes the same path as a Session.
-    logits = batch == 1 ? decoder.forward(embeddings.data(), 1, *caches[0]) : decoder.forward_batch(embeddings.data(), caches);
+    logits = chunk == 0 && batch == 1 ? decoder.forward(embeddings.data(), 1, *caches[0])
+                                      : decoder.forward_batch(embeddings.data(), caches, counts);
   } catch (...) {
     for (const JobPtr& job : decoding) end(job, std::current_exception());
+    if (chunk > 0) end(prefilling, std::current_exception());
     return;
   }
   const double step_ms = ms_since(start);
@@ -423,8 +439,18 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
       end(job, std::current_exception());
     }
   }
-  // The sampling is part of the gap that a prefill chunk adds to.
-  prefill_budget.decoded(threads, ms_since(start));
+  if (chunk > 0) {
+    RequestState& state = prefilling->state;
+    try {
+      state.prefilled(chunk);
+      if (state.prefill_remaining() == 0 && !state.on_logits(std::span(logits).subspan(size_t(batch) * vocab, size_t(vocab))))
+        end(prefilling);
+    } catch (...) {
+      end(prefilling, std::current_exception());
+    }
+  }
+  // The sampling is part of the gap that a chunk adds to.
+  prefill_budget.stepped(chunk, threads, ms_since(start));
   std::lock_guard lock(mutex);
   const auto now = Clock::now();
   last_batch = batch;
