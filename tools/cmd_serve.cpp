@@ -52,9 +52,15 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
   command->add_option("--prefill-chunk", o.prefill_chunk,
-                      "Most prompt positions prefilled between two decode steps while other streams decode "
-                      "(bounds their longest pause)")
+                      "Most prompt positions prefilled in one decode step of other streams (the chunk rides "
+                      "along in their batch)")
       ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  command->add_option("--max-token-gap-ms", o.max_token_gap_ms,
+                      "Longest pause wanted between two tokens of a running stream: a prompt chunk riding along "
+                      "in its decode step gets the positions that fit in this time, at the cost per position "
+                      "measured so far (at least 8, at most --prefill-chunk); 0: always --prefill-chunk")
+      ->check(CLI::Range(0, 600000))
       ->capture_default_str();
   command->add_option("--queue", o.queue, "Requests that may wait for a free slot; more get 503")
       ->check(CLI::Range(0, 4096))

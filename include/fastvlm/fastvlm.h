@@ -115,7 +115,7 @@ void fastvlm_result_free(fastvlm_result* result);
 typedef struct {
   int slots;         /* requests decoded together, one KV cache each */
   int kv_budget;     /* KV positions of all slots, split evenly; 0: the engine's context per slot */
-  int prefill_chunk; /* most prompt positions prefilled between two decode steps of running requests */
+  int prefill_chunk; /* most prompt positions prefilled in one decode step of running requests */
   int queue;         /* requests that may wait for a slot; beyond, submit fails */
 } fastvlm_scheduler_params;
 

@@ -1,8 +1,8 @@
 #pragma once
 // Continuous batching: many requests over one Engine at once. Each request takes one of `slots` KV-cache
-// slots; every step of the scheduler's thread runs at most one bounded prefill chunk of a newly admitted
-// prompt, then ONE decoder pass for every sequence that is decoding (each linear over B rows, attention
-// per sequence over its own cache), and samples each with its own options, RNG, penalties, stop strings
+// slots; every step of the scheduler's thread runs ONE decoder pass for every sequence that is decoding
+// and a bounded prefill chunk of a newly admitted prompt (each linear over all their rows, attention per
+// sequence over its own cache), and samples each with its own options, RNG, penalties, stop strings
 // and schema. Requests join and leave at any step; each answer is the one a Session would give alone.
 //
 //   fastvlm::Scheduler scheduler(*engine, {.slots = 4});
@@ -27,9 +27,13 @@ struct SchedulerOptions {
   // KV cache positions of all slots together, split evenly: a slot holds kv_budget / slots positions (as
   // llama-server's -c is split over -np). 0: EngineOptions::context positions per slot.
   int kv_budget = 0;
-  // Most prompt positions prefilled between two decode steps while other sequences are decoding: bounds
-  // the gap between their tokens (a prompt admitted while nothing decodes is prefilled whole).
+  // Most prompt positions prefilled in one decode step of other sequences (the chunk rides along in their
+  // batch; a prompt admitted while nothing decodes is prefilled whole).
   int prefill_chunk = 64;
+  // The longest pause wanted between two tokens of a decoding sequence: a chunk riding along gets the
+  // positions that fit in this time beside their decode step, at the per-position cost measured so far
+  // (at least 8 positions, at most prefill_chunk). 0: every chunk is prefill_chunk positions.
+  std::chrono::milliseconds max_token_gap{200};
   int queue = 16;  // requests that may wait for a slot; one more is refused with SchedulerBusy
   std::chrono::milliseconds max_queue_wait{600000};  // a request waiting longer ends with SchedulerBusy
   // OpenMP threads of an image encode while other sequences are decoding (they get the rest of the

@@ -23,8 +23,8 @@ constexpr int kMaxRowsForDotLoops = 3;
 }  // namespace
 
 // Activations of one forward call, allocated once per call and sized by its number of rows. A row is one
-// position of one sequence: n consecutive positions of one cache (prefill, decode), or the next position of
-// each of n sequences (batched decode).
+// position of one sequence: n consecutive positions of one cache (prefill, decode), or the next position(s)
+// of each of several sequences (batched decode, a prefill chunk riding along).
 struct Decoder::Workspace {
   int n;                        // rows in this call
   std::vector<KVCache*> cache;  // [n] the cache each row's keys and values go to
@@ -288,23 +288,39 @@ std::vector<float> Decoder::forward(const float* embeddings, int n, KVCache& cac
   run_layers(embeddings, ws, observer);
   cache.commit(n);
   // Only the last position predicts the next token: lm_head on that row alone.
-  return logits_of_rows(ws, n - 1, 1);
+  const int last = n - 1;
+  return logits_of_rows(ws, std::span(&last, 1));
 }
 
-std::vector<float> Decoder::forward_batch(const float* embeddings, std::span<KVCache* const> caches) const {
+std::vector<float> Decoder::forward_batch(const float* embeddings, std::span<KVCache* const> caches,
+                                          std::span<const int> counts) const {
   if (caches.empty()) throw Error("decoder forward_batch: needs at least one sequence");
-  std::vector<int> positions;
-  for (KVCache* cache : caches) {
-    check_fits(*cache, 1);
+  if (!counts.empty() && counts.size() != caches.size())
+    throw Error("decoder forward_batch: " + std::to_string(counts.size()) + " position counts for " +
+                std::to_string(caches.size()) + " sequences");
+  std::vector<KVCache*> row_caches;
+  std::vector<int> positions, last_rows;
+  for (size_t b = 0; b < caches.size(); ++b) {
+    KVCache* cache = caches[b];
+    const int count = counts.empty() ? 1 : counts[b];
+    if (count < 1)
+      throw Error("decoder forward_batch: sequence " + std::to_string(b) + " advances by " + std::to_string(count) +
+                  " positions, needs at least one");
+    check_fits(*cache, count);
     if (std::count(caches.begin(), caches.end(), cache) != 1)
       throw Error("decoder forward_batch: a KV cache appears twice in one batch");
-    positions.push_back(cache->size());
+    // A sequence's rows attend causally among themselves: each row's keys are in the cache before any row
+    // attends, and a row sees the positions up to its own.
+    for (int i = 0; i < count; ++i) {
+      row_caches.push_back(cache);
+      positions.push_back(cache->size() + i);
+    }
+    last_rows.push_back(int(positions.size()) - 1);
   }
-  const int n = int(caches.size());
-  Workspace ws(config_, std::vector<KVCache*>(caches.begin(), caches.end()), std::move(positions), false);
+  Workspace ws(config_, std::move(row_caches), std::move(positions), false);
   run_layers(embeddings, ws, {});
-  for (KVCache* cache : caches) cache->commit(1);
-  return logits_of_rows(ws, 0, n);
+  for (size_t b = 0; b < caches.size(); ++b) caches[b]->commit(counts.empty() ? 1 : counts[b]);
+  return logits_of_rows(ws, last_rows);
 }
 
 void Decoder::run_layers(const float* embeddings, Workspace& ws, const HiddenStateObserver& observer) const {
@@ -330,12 +346,13 @@ void Decoder::run_layers(const float* embeddings, Workspace& ws, const HiddenSta
   }
 }
 
-std::vector<float> Decoder::logits_of_rows(const Workspace& ws, int first_row, int rows) const {
-  const int hidden = config_.hidden_size;
-  std::vector<float> normed(size_t(rows) * hidden);
-  rms_norm(ws.residual.data() + size_t(first_row) * hidden, final_norm_, rows, normed.data());
-  std::vector<float> logits(size_t(rows) * config_.vocab_size);
-  lm_head_.forward(normed.data(), rows, logits.data());
+std::vector<float> Decoder::logits_of_rows(const Workspace& ws, std::span<const int> rows) const {
+  const int hidden = config_.hidden_size, count = int(rows.size());
+  std::vector<float> normed(size_t(count) * hidden);
+  for (int i = 0; i < count; ++i)
+    rms_norm(ws.residual.data() + size_t(rows[i]) * hidden, final_norm_, 1, normed.data() + size_t(i) * hidden);
+  std::vector<float> logits(size_t(count) * config_.vocab_size);
+  lm_head_.forward(normed.data(), count, logits.data());
   return logits;
 }
 

@@ -39,7 +39,8 @@ class Decoder final : public TextDecoder {
   void embed(std::span<const int32_t> ids, float* out) const override;
   std::vector<float> forward(const float* embeddings, int n, KVCache& cache,
                              const HiddenStateObserver& observer = {}) const override;
-  std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches) const override;
+  std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches,
+                                   std::span<const int> counts = {}) const override;
 
  private:
   struct Layer {
@@ -53,7 +54,8 @@ class Decoder final : public TextDecoder {
   explicit Decoder(const TextConfig& config) : config_(config) {}
   void check_fits(const KVCache& cache, int n) const;
   void run_layers(const float* embeddings, Workspace& ws, const HiddenStateObserver& observer) const;
-  std::vector<float> logits_of_rows(const Workspace& ws, int first_row, int rows) const;
+  // The logits of the given rows of the workspace, in that order.
+  std::vector<float> logits_of_rows(const Workspace& ws, std::span<const int> rows) const;
   void attention(int layer_index, const Layer& layer, Workspace& ws) const;
   void attend_with_dot_loops(int layer_index, Workspace& ws) const;
   void mlp(const Layer& layer, Workspace& ws) const;

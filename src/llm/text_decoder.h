@@ -37,7 +37,11 @@ class TextDecoder {
   // Batched decode: the next position of each of B sequences, embeddings [B, hidden], sequence b in
   // caches[b] (B distinct caches). Each linear runs once over the B rows; attention reads each row's own
   // cache. Returns the logits [B, vocab_size]. Throws, before any work, when a position does not fit its cache.
-  virtual std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches) const = 0;
+  // With `counts` (one per sequence, each >= 1), sequence b advances by counts[b] positions instead, its
+  // embeddings consecutive rows in sequence order, and the logits are those of each sequence's last new
+  // position: a decode step that carries a prefill chunk of another sequence reads the weights once for both.
+  virtual std::vector<float> forward_batch(const float* embeddings, std::span<KVCache* const> caches,
+                                           std::span<const int> counts = {}) const = 0;
 
   // Bytes of weights one decoded token reads (decode is bound by streaming them from memory).
   virtual int64_t decode_weight_bytes() const = 0;

@@ -97,6 +97,7 @@ SchedulerOptions scheduler_options(const ServerOptions& o) {
   options.slots = o.parallel;
   options.kv_budget = o.kv_budget;
   options.prefill_chunk = o.prefill_chunk;
+  options.max_token_gap = std::chrono::milliseconds(o.max_token_gap_ms);
   options.queue = o.queue;
   options.max_queue_wait = std::chrono::seconds(o.timeout_seconds);
   return options;
@@ -415,6 +416,7 @@ void HttpServer::Impl::install_routes() {
                           {"slots_busy", scheduler.stats().active},
                           {"kv_budget", scheduler.stats().slot_capacity * scheduler.stats().slots},
                           {"prefill_chunk", options.prefill_chunk},
+                          {"max_token_gap_ms", options.max_token_gap_ms},
                           {"chat_format", info.chat_format},
                           {"modalities", {{"vision", info.image_tokens > 0}, {"audio", false}}},
                           {"default_generation_settings", {{"n_ctx", scheduler.stats().slot_capacity}}}}),

@@ -19,7 +19,8 @@ struct ServerOptions {
   std::string api_key;              // empty: no authentication
   int parallel = 1;                 // sequences decoded together (Scheduler slots), one KV cache each
   int kv_budget = 0;                // KV positions of all slots, split evenly; 0: the engine's context per slot
-  int prefill_chunk = 64;           // prompt positions prefilled between two decode steps of running streams
+  int prefill_chunk = 64;           // most prompt positions prefilled in one decode step of running streams
+  int max_token_gap_ms = 200;       // the longest pause wanted between two tokens of a running stream; 0: none
   int queue = 16;                   // requests that may wait for a slot; beyond that 503
   size_t max_body_bytes = 32 << 20; // larger request bodies get 413
   int timeout_seconds = 600;        // socket read/write timeout, and the longest wait for a slot

@@ -1,6 +1,6 @@
 // The Scheduler (include/fastvlm/scheduler.hpp). Two threads: the encoder turns queued requests' images
 // into embeddings (with part of the cores while streams are decoding), the stepper admits ready requests
-// into free slots and advances them: one bounded prefill chunk, then one batched decode step. A request's
+// into free slots and advances them: one batched decode step that carries a bounded prefill chunk. A request's
 // sampling is its RequestState's, as in a Session.
 #include "fastvlm/scheduler.hpp"
 
@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "vlm/engine_impl.h"
+#include "vlm/prefill_budget.h"
 #include "vlm/prompt.h"
 #include "vlm/request_state.h"
 #include "vlm/sequence.h"
@@ -47,7 +48,8 @@ struct Scheduler::Impl {
 
   void encoder_loop();
   void stepper_loop();
-  // One round of the stepper: cancellations, a prefill chunk, a decode step.
+  // One round of the stepper: cancellations, then a decode step carrying a prefill chunk (or a prompt
+  // prefilled whole when nothing decodes).
   void step(std::vector<JobPtr>& running, int threads);
   void admit(std::vector<JobPtr>& admitted);
   // Removes `job` from its slot and hands its answer (or `error`) to its on_done.
@@ -63,11 +65,12 @@ struct Scheduler::Impl {
 
   mutable std::mutex mutex;
   std::condition_variable work;          // the stepper: a request is ready, cancelled, or shutdown
-  std::condition_variable images;        // the encoder: an image request arrived, or shutdown
+  std::condition_variable images;        // the encoder: an image request arrived, a step ended, or shutdown
   std::deque<JobPtr> to_encode, ready;  // waiting for a slot, oldest first
   std::vector<JobPtr> active;            // holding a slot
   bool encoding = false;                 // the encoder is at work (the stepper uses fewer threads)
   int encoding_threads = 0;
+  int stepping_threads = 0;              // the threads of the stepper's step under way, 0 between steps
   bool stopping = false;
   uint64_t next_id = 1;
 
@@ -78,12 +81,17 @@ struct Scheduler::Impl {
   Clock::time_point last_decode{};
   double longest_gap_ms = 0;
 
+  PrefillBudget prefill_budget;  // the stepper's
+
   std::thread encoder, stepper;
 };
 
-Scheduler::Impl::Impl(const Engine::Impl& engine, const SchedulerOptions& options) : engine(engine), options(options) {
+Scheduler::Impl::Impl(const Engine::Impl& engine, const SchedulerOptions& options)
+    : engine(engine), options(options), prefill_budget(double(options.max_token_gap.count()), options.prefill_chunk) {
   if (options.slots < 1) throw Error("the scheduler needs at least one slot, got " + std::to_string(options.slots));
   if (options.prefill_chunk < 1) throw Error("prefill chunk must be >= 1, got " + std::to_string(options.prefill_chunk));
+  if (options.max_token_gap.count() < 0)
+    throw Error("max token gap must be >= 0 ms, got " + std::to_string(options.max_token_gap.count()));
   if (options.queue < 0) throw Error("queue must be >= 0, got " + std::to_string(options.queue));
   if (options.kv_budget < 0) throw Error("KV budget must be >= 0, got " + std::to_string(options.kv_budget));
   slot_capacity = options.kv_budget > 0 ? options.kv_budget / options.slots : engine.options.context;
@@ -219,6 +227,14 @@ void Scheduler::Impl::encoder_loop() {
       threads = active.empty() ? total_threads : encode_threads;
       encoding = true;
       encoding_threads = threads;
+      // A step under way keeps the threads it started with: beside it the encode would oversubscribe the
+      // cores and stretch that step (an OpenMP loop waits for its slowest thread). The next step starts on
+      // the threads that the encode leaves.
+      images.wait(lock, [&] { return stopping || stepping_threads + threads <= total_threads; });
+      if (stopping) {
+        encoding = false;
+        break;
+      }
     }
     std::exception_ptr error;
     if (job->cancel_requested) {
@@ -307,6 +323,7 @@ void Scheduler::Impl::stepper_loop() {
       }
       admit(admitted);
       if (encoding) threads = std::max(1, total_threads - encoding_threads);
+      stepping_threads = threads;
     }
     for (const JobPtr& job : cancelled) fail_unadmitted(job, nullptr);
     for (const JobPtr& job : expired)
@@ -318,6 +335,11 @@ void Scheduler::Impl::stepper_loop() {
       running.push_back(job);
     }
     step(running, threads);
+    {
+      std::lock_guard lock(mutex);
+      stepping_threads = 0;
+    }
+    images.notify_one();  // an encode waiting for this step to end may start
   }
   // Shutting down: running requests end as cancelled, ready ones are turned away.
   for (const JobPtr& job : running) {
@@ -351,43 +373,60 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
   for (const JobPtr& job : running)
     if (job->state.prefill_remaining() == 0) decoding.push_back(job);
 
-  // One prefill chunk, of the oldest request still prefilling; the whole prompt when nothing decodes.
-  for (const JobPtr& job : running) {
-    RequestState& state = job->state;
-    if (state.prefill_remaining() == 0) continue;
-    const int count = decoding.empty() ? state.prefill_remaining() : std::min(state.prefill_remaining(), options.prefill_chunk);
+  // The oldest request still prefilling: alone it is prefilled whole; beside decoding sequences a chunk of
+  // it rides along in their decode step (one pass over the weights for both), as long as the token-gap
+  // target allows.
+  JobPtr prefilling;
+  for (const JobPtr& job : running)
+    if (job->state.prefill_remaining() > 0) {
+      prefilling = job;
+      break;
+    }
+  if (prefilling && decoding.empty()) {
+    RequestState& state = prefilling->state;
+    const int count = state.prefill_remaining();
     try {
       std::vector<float> embeddings(size_t(count) * hidden);
       state.prefill_embeddings(count, embeddings.data());
+      const auto start = Clock::now();
       const std::vector<float> logits = decoder.forward(embeddings.data(), count, state.slot().cache);
+      prefill_budget.prefilled(count, threads, ms_since(start));
       state.prefilled(count);
-      if (state.prefill_remaining() == 0) {
-        if (state.on_logits(logits))
-          decoding.push_back(job);
-        else
-          end(job);
-      }
+      if (state.on_logits(logits))
+        decoding.push_back(prefilling);
+      else
+        end(prefilling);
     } catch (...) {
-      end(job, std::current_exception());
+      end(prefilling, std::current_exception());
     }
-    break;
+    prefilling = nullptr;
   }
   if (decoding.empty()) return;
 
   const auto start = Clock::now();
   const int batch = int(decoding.size());
-  std::vector<float> embeddings(size_t(batch) * hidden);
+  const int chunk = prefilling ? prefill_budget.next_chunk(prefilling->state.prefill_remaining(), threads) : 0;
+  std::vector<float> embeddings(size_t(batch + chunk) * hidden);
   std::vector<KVCache*> caches;
   for (int b = 0; b < batch; ++b) {
     decoding[size_t(b)]->state.next_embedding(embeddings.data() + size_t(b) * hidden);
     caches.push_back(&decoding[size_t(b)]->state.slot().cache);
   }
+  std::vector<int> counts;
+  if (chunk > 0) {
+    prefilling->state.prefill_embeddings(chunk, embeddings.data() + size_t(batch) * hidden);
+    caches.push_back(&prefilling->state.slot().cache);
+    counts.assign(size_t(batch), 1);
+    counts.push_back(chunk);
+  }
   std::vector<float> logits;
   try {
     // One sequence alone takes the same path as a Session.
-    logits = batch == 1 ? decoder.forward(embeddings.data(), 1, *caches[0]) : decoder.forward_batch(embeddings.data(), caches);
+    logits = chunk == 0 && batch == 1 ? decoder.forward(embeddings.data(), 1, *caches[0])
+                                      : decoder.forward_batch(embeddings.data(), caches, counts);
   } catch (...) {
     for (const JobPtr& job : decoding) end(job, std::current_exception());
+    if (chunk > 0) end(prefilling, std::current_exception());
     return;
   }
   const double step_ms = ms_since(start);
@@ -400,6 +439,18 @@ void Scheduler::Impl::step(std::vector<JobPtr>& running, int threads) {
       end(job, std::current_exception());
     }
   }
+  if (chunk > 0) {
+    RequestState& state = prefilling->state;
+    try {
+      state.prefilled(chunk);
+      if (state.prefill_remaining() == 0 && !state.on_logits(std::span(logits).subspan(size_t(batch) * vocab, size_t(vocab))))
+        end(prefilling);
+    } catch (...) {
+      end(prefilling, std::current_exception());
+    }
+  }
+  // The sampling is part of the gap that a chunk adds to.
+  prefill_budget.stepped(chunk, threads, ms_since(start));
   std::lock_guard lock(mutex);
   const auto now = Clock::now();
   last_batch = batch;

@@ -1,5 +1,6 @@
 // Batched decode (TextDecoder::forward_batch): sequences of different lengths advanced together give the
-// logits and greedy tokens each gives alone, for every family and weight storage (f32, bf16, Q8_0, Q4_0).
+// logits and greedy tokens each gives alone, for every family and weight storage (f32, bf16, Q8_0, Q4_0);
+// so does a prompt prefilled in chunks that ride along in those steps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -99,6 +100,78 @@ TEST_P(BatchedDecode, EverySequenceDecodesAsItWouldAlone) {
   }
 }
 
+// Largest |a - b| over the largest |a|.
+float relative_difference(const float* a, const float* b, int n) {
+  float scale = 0, worst = 0;
+  for (int i = 0; i < n; ++i) {
+    scale = std::max(scale, std::abs(a[i]));
+    worst = std::max(worst, std::abs(a[i] - b[i]));
+  }
+  return worst / scale;
+}
+
+TEST_P(BatchedDecode, APromptPrefilledInChunksRidingAlongDecodeStepsMatchesItsPrefillAlone) {
+  ModelLoadOptions options;
+  options.precision = GetParam().precision;
+  std::unique_ptr<Model> model;
+  try {
+    model = GetParam().quantized ? load_quantized_fixture(GetParam().model, GetParam().quantized, options)
+                                 : load_model(kFixtures / GetParam().model, options);
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  const TextDecoder& decoder = *model->decoder;
+  const TextConfig& config = decoder.config();
+  const int hidden = config.hidden_size, vocab = config.vocab_size;
+  const float tolerance = GetParam().precision == Precision::F32 && !GetParam().quantized ? 1e-4f : 2e-2f;
+  // Two decoding sequences, and an 8-position prompt that joins in chunks of 3, 3 and 2.
+  const std::vector<std::vector<int32_t>> decoding = {{785, 6722, 315}, {9707, 11}};
+  const std::vector<int32_t> prompt = {32174, 53, 10994, 3209, 2539, 264, 220, 16};
+  std::vector<KVCache> alone, together;
+  std::vector<int32_t> next;
+  for (const auto& ids : decoding) {
+    std::vector<float> embeds(ids.size() * hidden);
+    decoder.embed(ids, embeds.data());
+    for (auto* caches : {&alone, &together}) {
+      caches->emplace_back(config, 64);
+      const std::vector<float> logits = decoder.forward(embeds.data(), int(ids.size()), caches->back());
+      if (caches == &alone) next.push_back(argmax(logits.data(), vocab));
+    }
+  }
+  std::vector<float> prompt_embeds(prompt.size() * hidden);
+  decoder.embed(prompt, prompt_embeds.data());
+  KVCache prompt_alone(config, 64), prompt_together(config, 64);
+  const std::vector<float> whole = decoder.forward(prompt_embeds.data(), int(prompt.size()), prompt_alone);
+
+  std::vector<float> last_chunk_logits;
+  int done = 0;
+  for (const int chunk : {3, 3, 2}) {
+    std::vector<float> embeds((decoding.size() + size_t(chunk)) * hidden);
+    decoder.embed(next, embeds.data());
+    std::copy_n(prompt_embeds.data() + size_t(done) * hidden, size_t(chunk) * hidden,
+                embeds.data() + decoding.size() * hidden);
+    std::vector<KVCache*> caches = {&together[0], &together[1], &prompt_together};
+    const std::vector<int> counts = {1, 1, chunk};
+    const std::vector<float> logits = decoder.forward_batch(embeds.data(), caches, counts);
+    ASSERT_EQ(logits.size(), 3 * size_t(vocab));
+    done += chunk;
+    for (size_t b = 0; b < decoding.size(); ++b) {
+      std::vector<float> embedding(hidden);
+      decoder.embed(std::span(&next[b], 1), embedding.data());
+      const std::vector<float> single = decoder.forward(embedding.data(), 1, alone[b]);
+      EXPECT_LE(relative_difference(single.data(), logits.data() + b * vocab, vocab), tolerance) << "sequence " << b;
+      EXPECT_EQ(argmax(logits.data() + b * vocab, vocab), argmax(single.data(), vocab)) << "sequence " << b;
+      next[b] = argmax(single.data(), vocab);
+      EXPECT_EQ(together[b].size(), alone[b].size());
+    }
+    EXPECT_EQ(prompt_together.size(), done);
+    last_chunk_logits.assign(logits.begin() + 2 * vocab, logits.end());
+  }
+  // The last chunk's logits are those of the prompt's last position, as the whole prefill gives them.
+  EXPECT_LE(relative_difference(whole.data(), last_chunk_logits.data(), vocab), tolerance);
+  EXPECT_EQ(argmax(last_chunk_logits.data(), vocab), argmax(whole.data(), vocab));
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, BatchedDecode,
                          testing::Values(BatchCase{"tiny-llama", Precision::F32}, BatchCase{"tiny-qwen2-text", Precision::F32},
                                          BatchCase{"tiny-fastvlm", Precision::F32}, BatchCase{"tiny-llama", Precision::Bf16},
@@ -126,6 +199,14 @@ TEST(BatchedDecode, ACacheThatIsFullOrTwiceInTheBatchIsRefusedBeforeAnyWork) {
   caches = {&roomy, &roomy};
   EXPECT_THROW(decoder.forward_batch(embeds.data(), caches), Error);
   EXPECT_EQ(roomy.size(), 0);
+  // Position counts: one per sequence, each at least one, and all of them fitting.
+  KVCache other(decoder.config(), 8);
+  caches = {&roomy, &other};
+  for (const std::vector<int>& counts : {std::vector<int>{1}, std::vector<int>{1, 0}, std::vector<int>{1, 9}}) {
+    EXPECT_THROW(decoder.forward_batch(embeds.data(), caches, counts), Error);
+    EXPECT_EQ(roomy.size(), 0);
+    EXPECT_EQ(other.size(), 0);
+  }
 }
 
 }  // namespace
