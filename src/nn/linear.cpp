@@ -11,6 +11,7 @@
 #include "kernels/gemv.h"
 #include "kernels/int8_epilogue.h"
 #include "kernels/qgemm.h"
+#include "kernels/quant_bf16_gemm.h"
 
 namespace fastvlm {
 namespace {
@@ -245,8 +246,14 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
         for (int o = 0; o < out_features_; ++o) y[r * out_features_ + o] += b[o];
     return;
   }
-  // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI;
-  // bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
+  // AMX-BF16 (from 8 rows on it beats the int8 GEMM, whose VPDPBUSD peak is a few times below the tiles':
+  // bench_llm_kernels BM_PrefillRows_*); else through the int8 GEMM on their stored codes where it has
+  // VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  if (quantized && kernels::amx_bf16_available()) {
+    linear_quant_bf16(x, rows, quantized_, b, y);
+    return;
+  }
   if (quantized && kernels::int8_compute_available()) {
     linear_quant(x, rows, quantized_, b, y);
     return;
