@@ -23,6 +23,12 @@ namespace {
 // unpacking per row, already at 3).
 int max_rows_for_gemv(WeightType storage) { return storage == WeightType::Q4_0 ? 2 : 4; }
 
+// Quantised products of at least this many rows take the AMX route (bf16-rounded activations). It wins
+// over the int8 GEMM from about 8 rows (bench_llm_kernels BM_PrefillRows_*, Qwen2-0.5B shapes), but a
+// batch of up to 16 decoding sequences stays on the int8 arithmetic of the single-row GEMV, so that a
+// sequence decodes the same in a batch as alone (models/test_batched_decode).
+constexpr int64_t min_rows_for_amx() { return 17; }
+
 void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType expected, const char* why) {
   if (info.dtype != expected)
     throw Error(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "' is " +
@@ -247,10 +253,9 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
     return;
   }
   // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
-  // AMX-BF16 (from 8 rows on it beats the int8 GEMM, whose VPDPBUSD peak is a few times below the tiles':
-  // bench_llm_kernels BM_PrefillRows_*); else through the int8 GEMM on their stored codes where it has
-  // VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
-  if (quantized && kernels::amx_bf16_available()) {
+  // AMX-BF16 and the product has more rows than a decode batch; else through the int8 GEMM on their stored
+  // codes where it has VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  if (quantized && rows >= min_rows_for_amx() && kernels::amx_bf16_available()) {
     linear_quant_bf16(x, rows, quantized_, b, y);
     return;
   }

@@ -76,6 +76,7 @@ class QuantBf16Gemm : public ::testing::TestWithParam<WeightType> {
 const std::vector<Shape> kShapes = {
     {1, 1, 32, false},     {17, 33, 64, true},      {31, 47, 96, false},    {45, 129, 160, true},
     {33, 65, 4864, false}, {280, 131, 896, true},   {64, 896, 896, false},  {3, 16, 32, true},
+    {5, 160, 64, true},    {5, 64, 160, false},     {5, 151936, 64, false},
 };
 
 TEST_P(QuantBf16Gemm, MatchesTheDequantisedProductWithinBfloat16Rounding) {
