@@ -1,6 +1,7 @@
 #include "kernels/quant_bf16_gemm.h"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -28,9 +29,11 @@ namespace {
 constexpr int kTileRows = 16;
 constexpr int kTileK = 32;            // bfloat16 values per tile row (64 bytes)
 constexpr int kBlockRows = 2 * kTileRows;  // a 2x2 block of result tiles: 32 weight rows x 32 activation rows
-// Weight rows expanded per panel: 64 x K bfloat16 (at most 608 KB for K = 4864) stays in the core's L2
-// while every block of activation rows passes over it; enough panels for the threads of a 896-row layer.
-constexpr int64_t kPanelRows = 64;
+// Weight rows expanded per panel, at most: 128 x K bfloat16 (1.2 MB for K = 4864) stays in the core's L2
+// while every block of activation rows passes over it.
+constexpr int64_t kMaxPanelRows = 128;
+// K steps per chunk of the product loop: 32 activation rows x 256 K values in bfloat16 = 16 KB of L1.
+constexpr int64_t kChunkSteps = 8;
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;
@@ -86,57 +89,81 @@ FASTVLM_TARGET_AMX void store_transposed(const float* result, int64_t row_first,
 }
 
 // y[:, first, first + count) for the weight rows of one expanded panel (rows past `count` are zero).
+// The tile loads, not the products, bound this loop when both operands come from L2: K is walked in
+// chunks, and each chunk of 32 activation rows (16 KB) serves every 32-row block of the panel from L1,
+// the result tiles parked in `sums` (in L1) between chunks. Float32 sums, so parking them is exact.
 FASTVLM_TARGET_AMX void multiply_panel(const uint16_t* panel, int64_t padded_count, const uint32_t* x_pairs,
                                       int64_t rows, int64_t padded_rows, int64_t K, int64_t first, int64_t N,
                                       const float* bias, float* y) {
   const int64_t steps = K / kTileK, tile_words = kTileRows * kTileRows, row_bytes = K * 2;
-  alignas(64) float result[4][kTileRows * kTileRows];
+  alignas(64) float sums[kMaxPanelRows / kBlockRows][4][kTileRows * kTileRows];
   for (int64_t m = 0; m < padded_rows; m += kBlockRows) {
     const uint32_t* x0 = x_pairs + (m / kTileRows) * steps * tile_words;
     const uint32_t* x1 = x0 + steps * tile_words;
-    for (int64_t n = 0; n < padded_count; n += kBlockRows) {
-      const uint16_t* w0 = panel + n * K;
-      const uint16_t* w1 = w0 + kTileRows * K;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (int64_t s = 0; s < steps; ++s) {
-        _tile_loadd(4, w0 + s * kTileK, row_bytes);
-        _tile_loadd(5, w1 + s * kTileK, row_bytes);
-        _tile_loadd(6, x0 + s * tile_words, 64);
-        _tile_loadd(7, x1 + s * tile_words, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+    for (int64_t chunk = 0; chunk < steps; chunk += kChunkSteps) {
+      const int64_t chunk_end = std::min(steps, chunk + kChunkSteps);
+      for (int64_t n = 0; n < padded_count; n += kBlockRows) {
+        float(*block)[kTileRows * kTileRows] = sums[n / kBlockRows];
+        if (chunk == 0) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+        } else {
+          _tile_loadd(0, block[0], 64);
+          _tile_loadd(1, block[1], 64);
+          _tile_loadd(2, block[2], 64);
+          _tile_loadd(3, block[3], 64);
+        }
+        const uint16_t* w0 = panel + n * K;
+        const uint16_t* w1 = w0 + kTileRows * K;
+        for (int64_t s = chunk; s < chunk_end; ++s) {
+          _tile_loadd(4, w0 + s * kTileK, row_bytes);
+          _tile_loadd(5, w1 + s * kTileK, row_bytes);
+          _tile_loadd(6, x0 + s * tile_words, 64);
+          _tile_loadd(7, x1 + s * tile_words, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, block[0], 64);
+        _tile_stored(1, block[1], 64);
+        _tile_stored(2, block[2], 64);
+        _tile_stored(3, block[3], 64);
       }
-      _tile_stored(0, result[0], 64);
-      _tile_stored(1, result[1], 64);
-      _tile_stored(2, result[2], 64);
-      _tile_stored(3, result[3], 64);
+    }
+    for (int64_t n = 0; n < padded_count; n += kBlockRows) {
+      const float(*block)[kTileRows * kTileRows] = sums[n / kBlockRows];
       const int64_t col = first + n;
-      store_transposed(result[0], m, rows, col, N, bias, y);
-      store_transposed(result[1], m + kTileRows, rows, col, N, bias, y);
-      store_transposed(result[2], m, rows, col + kTileRows, N, bias, y);
-      store_transposed(result[3], m + kTileRows, rows, col + kTileRows, N, bias, y);
+      store_transposed(block[0], m, rows, col, N, bias, y);
+      store_transposed(block[1], m + kTileRows, rows, col, N, bias, y);
+      store_transposed(block[2], m, rows, col + kTileRows, N, bias, y);
+      store_transposed(block[3], m + kTileRows, rows, col + kTileRows, N, bias, y);
     }
   }
 }
 
+// Weight rows per panel: up to kMaxPanelRows, fewer where that leaves a thread without its share of
+// panels (a 128-row k_proj still splits across threads).
+int64_t panel_rows(int64_t N) {
+  const int64_t share = N / (4 * int64_t(omp_get_max_threads())) / kBlockRows * kBlockRows;
+  return std::clamp<int64_t>(share, kBlockRows, kMaxPanelRows);
+}
+
 FASTVLM_TARGET_AMX void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows,
                                        const QuantMatrix& w, const float* bias, float* y) {
-  const int64_t K = w.cols, N = w.rows, panels = (N + kPanelRows - 1) / kPanelRows;
+  const int64_t K = w.cols, N = w.rows, step = panel_rows(N), panels = (N + step - 1) / step;
 #pragma omp parallel
   {
     // The tile configuration is per thread, and oneDNN's kernels set their own between our calls.
     TileConfig config;
     for (int t = 0; t < 8; ++t) config.rows[t] = kTileRows, config.bytes_per_row[t] = 64;
     _tile_loadconfig(&config);
-    uint16_t* panel = thread_scratch().panel.as<uint16_t>(kPanelRows * K);
+    uint16_t* panel = thread_scratch().panel.as<uint16_t>(kMaxPanelRows * K);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < panels; ++p) {
-      const int64_t first = p * kPanelRows, count = std::min(kPanelRows, N - first);
+      const int64_t first = p * step, count = std::min(step, N - first);
       const int64_t padded_count = (count + kBlockRows - 1) / kBlockRows * kBlockRows;
       dequantize_rows_bf16(w, first, count, panel);
       std::memset(panel + count * K, 0, sizeof(uint16_t) * size_t((padded_count - count) * K));
