@@ -25,7 +25,7 @@ for model in "${models[@]}"; do
   for rep in $(seq "${REPS:-3}"); do
     for build in "$build_a" "$build_b"; do
       echo "== $build $model rep $rep"
-      FASTVLM_BENCH_LLM_MODELS=$model "$build/bin/bench_llm_kernels" --benchmark_filter='BM_LlmPrefill280/' |
+      FASTVLM_BENCH_LLM_MODELS=$model "$build/bin/bench_llm_kernels" --benchmark_filter='BM_LlmPrefill280/' 2>&1 |
         grep '^BM_'
       /usr/bin/time -f 'user+sys %U+%S s' "$build/bin/fastvlm" bench -q -m "$model" ${image:+--image "$image"} \
         -n 8 --reps 3 --no-accuracy --json |
