@@ -51,24 +51,28 @@ Scratch& thread_scratch() {
 }
 
 // x_pairs[block][step][r][j] = the bfloat16 pair of activation row 16·block + j at K 32·step + 2r, +1;
-// zero past the last row, up to `padded_rows`.
-FASTVLM_TARGET_AMX void pack_activation_pairs(const uint16_t* x_bf16, int64_t rows, int64_t padded_rows, int64_t K,
+// zero past the last row.
+FASTVLM_TARGET_AMX void pack_activation_block(const uint16_t* x_bf16, int64_t rows, int64_t K, int64_t block,
                                              uint32_t* x_pairs) {
-  const int64_t pairs_per_row = K / 2, steps = K / kTileK, blocks = padded_rows / kTileRows;
+  const int64_t pairs_per_row = K / 2, steps = K / kTileK;
   const __m512i row_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                  _mm512_set1_epi32(int(pairs_per_row)));
-#pragma omp parallel for schedule(static)
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t first = block * kTileRows, valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
-    const __mmask16 present = __mmask16((1u << valid) - 1);
-    const uint32_t* source = reinterpret_cast<const uint32_t*>(x_bf16) + first * pairs_per_row;
-    uint32_t* out = x_pairs + block * steps * kTileRows * kTileRows;
-    for (int64_t pair = 0; pair < pairs_per_row; ++pair) {
-      const __m512i values =
-          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, row_offsets, source + pair, 4);
-      _mm512_storeu_si512(out + pair * kTileRows, values);
-    }
+  const int64_t first = block * kTileRows, valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
+  const __mmask16 present = __mmask16((1u << valid) - 1);
+  const uint32_t* source = reinterpret_cast<const uint32_t*>(x_bf16) + first * pairs_per_row;
+  uint32_t* out = x_pairs + block * steps * kTileRows * kTileRows;
+  for (int64_t pair = 0; pair < pairs_per_row; ++pair) {
+    const __m512i values = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, row_offsets, source + pair, 4);
+    _mm512_storeu_si512(out + pair * kTileRows, values);
   }
+}
+
+// The OpenMP loops live outside the target-attributed functions: clang outlines a parallel region into a
+// function of its own, without the attribute, where 512-bit values and tile instructions are refused.
+void pack_activation_pairs(const uint16_t* x_bf16, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
+  const int64_t blocks = padded_rows / kTileRows;
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x_bf16, rows, K, block, x_pairs);
 }
 
 // Adds the bias and writes one 16x16 result tile, stored as result[weight row i][activation row j], into
@@ -151,15 +155,26 @@ int64_t panel_rows(int64_t N) {
   return std::clamp<int64_t>(share, kBlockRows, kMaxPanelRows);
 }
 
-FASTVLM_TARGET_AMX void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows,
-                                       const QuantMatrix& w, const float* bias, float* y) {
+// Every tile 16 rows of 64 bytes. The configuration is per thread, and oneDNN's kernels set their own
+// between our calls.
+FASTVLM_TARGET_AMX void configure_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) config.rows[t] = kTileRows, config.bytes_per_row[t] = 64;
+  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the configuration only, so that the
+  // stores to the rows and widths could be dropped as dead (leaving tiles unconfigured: SIGILL); this
+  // empty statement claims all memory behind the pointer may be read.
+  __asm__ __volatile__("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+
+FASTVLM_TARGET_AMX void release_tiles() { _tile_release(); }
+
+void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows, const QuantMatrix& w,
+                     const float* bias, float* y) {
   const int64_t K = w.cols, N = w.rows, step = panel_rows(N), panels = (N + step - 1) / step;
 #pragma omp parallel
   {
-    // The tile configuration is per thread, and oneDNN's kernels set their own between our calls.
-    TileConfig config;
-    for (int t = 0; t < 8; ++t) config.rows[t] = kTileRows, config.bytes_per_row[t] = 64;
-    _tile_loadconfig(&config);
+    configure_tiles();
     uint16_t* panel = thread_scratch().panel.as<uint16_t>(kMaxPanelRows * K);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < panels; ++p) {
@@ -169,7 +184,7 @@ FASTVLM_TARGET_AMX void multiply_panels(const uint32_t* x_pairs, int64_t rows, i
       std::memset(panel + count * K, 0, sizeof(uint16_t) * size_t((padded_count - count) * K));
       multiply_panel(panel, padded_count, x_pairs, rows, padded_rows, K, first, N, bias, y);
     }
-    _tile_release();
+    release_tiles();
   }
 }
 
