@@ -1,8 +1,10 @@
 #pragma once
 // Prefill GEMM on block-quantised weights (Q8_0 / Q4_0, core/quant.h) for CPUs with AMX-BF16: the weights
 // are expanded to bfloat16 one panel of output rows at a time (the panel stays in the core's L2 cache) and
-// multiplied with the bfloat16 activations on oneDNN's AMX tiles. On such CPUs the tiles multiply several
-// times faster than linear_quant's VPDPBUSD (kernels/qgemm.h), which outweighs expanding the weights.
+// multiplied with the bfloat16 activations by TDPBF16PS on AMX tiles. On such CPUs the tiles multiply
+// several times faster than linear_quant's VPDPBUSD (kernels/qgemm.h), which outweighs expanding the
+// weights. (oneDNN's bf16 matmul on each panel was slower: it re-packs every panel, and with the output's
+// row stride it leaves AMX for an AVX512-BF16 GEMM.)
 //
 // Arithmetic: x and dequant(W) are each rounded to bfloat16 (relative error <= 2^-9 per element), their
 // products accumulated in float32. Unlike linear_quant, small activations keep their relative precision
