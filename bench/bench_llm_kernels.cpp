@@ -28,6 +28,7 @@
 #include "kernels/gemm.h"
 #include "kernels/gemv.h"
 #include "kernels/qgemm.h"
+#include "kernels/quant_bf16_gemm.h"
 #include "io/checkpoint.h"
 #include "llm/kv_cache.h"
 #include "models/registry.h"
@@ -162,11 +163,12 @@ void BM_DramRead(benchmark::State& state) {
 
 // Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and two routes for
 // quantised weights: "q8_0"/"q4_0" expand W to bf16 and run the bf16 GEMM (incl. converting x), as prefill
-// did before linear_quant; "q8_0_vnni"/"q4_0_vnni" run linear_quant (int8 VPDPBUSD on the stored codes).
+// did before linear_quant; "q8_0_vnni"/"q4_0_vnni" run linear_quant (int8 VPDPBUSD on the stored codes);
+// "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16, AMX tiles). Args: N, K, rows.
 void BM_PrefillGemm(benchmark::State& state, const char* format) {
-  const int64_t n = state.range(0), k = state.range(1), m = kPrefillPositions;
+  const int64_t n = state.range(0), k = state.range(1), m = state.range(2);
   const std::string name = format;
-  const bool integer_route = name.ends_with("_vnni");
+  const bool integer_route = name.ends_with("_vnni"), amx_route = name.ends_with("_amx");
   const WeightType type = name.starts_with("q4_0") ? WeightType::Q4_0 : WeightType::Q8_0;
   const std::vector<float> weights = random_floats(size_t(n * k), 3, 0.05f);
   const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
@@ -185,9 +187,15 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
     state.SkipWithError("no AVX512-VNNI");
     return;
   }
+  if (amx_route && !kernels::amx_bf16_available()) {
+    state.SkipWithError("no AMX-BF16");
+    return;
+  }
   for (auto _ : state) {
     if (name == "f32") {
       linear_f32(x.data(), m, k, weights.data(), n, nullptr, y.data());
+    } else if (amx_route) {
+      linear_quant_bf16(x.data(), m, quantized, nullptr, y.data());
     } else if (integer_route) {
       linear_quant(x.data(), m, quantized, nullptr, y.data());
     } else {
@@ -220,10 +228,18 @@ void register_kernel_benchmarks() {
       b->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
   }
-  for (const char* format : {"f32", "bf16", "q8_0", "q8_0_vnni", "q4_0", "q4_0_vnni"}) {
+  for (const char* format : {"f32", "bf16", "q8_0", "q8_0_vnni", "q8_0_amx", "q4_0", "q4_0_vnni", "q4_0_amx"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillGemm_") + format).c_str(), BM_PrefillGemm, format);
-    for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}}) b->Args(shape);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}})
+      b->Args({shape[0], shape[1], kPrefillPositions});
     b->Unit(benchmark::kMillisecond)->UseRealTime();
+  }
+  // Where the AMX route starts to beat the VNNI one (Linear's prefill threshold): fewer activation rows.
+  for (const char* format : {"q8_0_vnni", "q8_0_amx", "q4_0_vnni", "q4_0_amx"}) {
+    auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillRows_") + format).c_str(), BM_PrefillGemm, format);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {4864, 896}, {896, 4864}})
+      for (const int64_t rows : {8, 16, 32, 64, 128}) b->Args({shape[0], shape[1], rows});
+    b->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
 }
 

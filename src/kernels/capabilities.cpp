@@ -6,6 +6,8 @@ namespace fastvlm::kernels {
 
 bool bf16_compute_available() { return active_isa() >= Isa::Avx512; }
 
+bool amx_bf16_available() { return active_isa() >= Isa::Amx; }
+
 bool int8_compute_available() { return active_isa() >= Isa::Avx512 && cpu_features().avx512_vnni; }
 
 std::string kernel_level_name() { return std::string(isa_name(active_isa())); }

@@ -11,6 +11,7 @@
 #include "kernels/gemv.h"
 #include "kernels/int8_epilogue.h"
 #include "kernels/qgemm.h"
+#include "kernels/quant_bf16_gemm.h"
 
 namespace fastvlm {
 namespace {
@@ -21,6 +22,12 @@ namespace {
 // Xeon with AMX, Qwen2-0.5B shapes: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its nibble
 // unpacking per row, already at 3).
 int max_rows_for_gemv(WeightType storage) { return storage == WeightType::Q4_0 ? 2 : 4; }
+
+// Quantised products of at least this many rows take the AMX route (bf16-rounded activations). It wins
+// over the int8 GEMM from about 8 rows (bench_llm_kernels BM_PrefillRows_*, Qwen2-0.5B shapes), but a
+// batch of up to 16 decoding sequences stays on the int8 arithmetic of the single-row GEMV, so that a
+// sequence decodes the same in a batch as alone (models/test_batched_decode).
+constexpr int64_t min_rows_for_amx() { return 17; }
 
 void expect_dtype(const Checkpoint& checkpoint, const TensorInfo& info, DType expected, const char* why) {
   if (info.dtype != expected)
@@ -245,8 +252,13 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
         for (int o = 0; o < out_features_; ++o) y[r * out_features_ + o] += b[o];
     return;
   }
-  // Prefill: quantised weights go through the int8 GEMM on their stored codes where the CPU has VNNI;
-  // bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
+  // AMX-BF16 and the product has more rows than a decode batch; else through the int8 GEMM on their stored
+  // codes where it has VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  if (quantized && rows >= min_rows_for_amx() && kernels::amx_bf16_available()) {
+    linear_quant_bf16(x, rows, quantized_, b, y);
+    return;
+  }
   if (quantized && kernels::int8_compute_available()) {
     linear_quant(x, rows, quantized_, b, y);
     return;

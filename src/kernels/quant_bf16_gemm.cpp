@@ -1,0 +1,207 @@
+#include "kernels/quant_bf16_gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "kernels/activations.h"
+#include "kernels/capabilities.h"
+#include "kernels/dequantize.h"
+#include "kernels/target.h"
+
+// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 gather intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace fastvlm {
+namespace {
+
+// The product is computed transposed, yᵀ = W · xᵀ, so that the weights, expanded to bfloat16 row-major,
+// are the tiles' left operand as they are: a tile is 16 weight rows x 32 K values, loaded with the row
+// stride K. The activations become the right operand, which TDPBF16PS wants as K pairs: row r of a tile
+// holds, for each of 16 activation rows, its values at K 2r and 2r+1 (one 32-bit pair). Packing them costs
+// one pass over x per call; the 16x16 float results are transposed when stored.
+constexpr int kTileRows = 16;
+constexpr int kTileK = 32;            // bfloat16 values per tile row (64 bytes)
+constexpr int kBlockRows = 2 * kTileRows;  // a 2x2 block of result tiles: 32 weight rows x 32 activation rows
+// Weight rows expanded per panel, at most: 128 x K bfloat16 (1.2 MB for K = 4864) stays in the core's L2
+// while every block of activation rows passes over it.
+constexpr int64_t kMaxPanelRows = 128;
+// K steps per chunk of the product loop: 32 activation rows x 256 K values in bfloat16 = 16 KB of L1.
+constexpr int64_t kChunkSteps = 8;
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+struct Scratch {
+  ScratchBuffer x_bf16, x_pairs, panel;
+};
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// x_pairs[block][step][r][j] = the bfloat16 pair of activation row 16·block + j at K 32·step + 2r, +1;
+// zero past the last row.
+FASTVLM_TARGET_AMX void pack_activation_block(const uint16_t* x_bf16, int64_t rows, int64_t K, int64_t block,
+                                             uint32_t* x_pairs) {
+  const int64_t pairs_per_row = K / 2, steps = K / kTileK;
+  const __m512i row_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                 _mm512_set1_epi32(int(pairs_per_row)));
+  const int64_t first = block * kTileRows, valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
+  const __mmask16 present = __mmask16((1u << valid) - 1);
+  const uint32_t* source = reinterpret_cast<const uint32_t*>(x_bf16) + first * pairs_per_row;
+  uint32_t* out = x_pairs + block * steps * kTileRows * kTileRows;
+  for (int64_t pair = 0; pair < pairs_per_row; ++pair) {
+    const __m512i values = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, row_offsets, source + pair, 4);
+    _mm512_storeu_si512(out + pair * kTileRows, values);
+  }
+}
+
+// The OpenMP loops live outside the target-attributed functions: clang outlines a parallel region into a
+// function of its own, without the attribute, where 512-bit values and tile instructions are refused.
+void pack_activation_pairs(const uint16_t* x_bf16, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
+  const int64_t blocks = padded_rows / kTileRows;
+#pragma omp parallel for schedule(static)
+  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x_bf16, rows, K, block, x_pairs);
+}
+
+// Adds the bias and writes one 16x16 result tile, stored as result[weight row i][activation row j], into
+// y[row_first + j][col_first + i] for the rows and columns that exist.
+FASTVLM_TARGET_AMX void store_transposed(const float* result, int64_t row_first, int64_t rows, int64_t col_first,
+                                        int64_t N, const float* bias, float* y) {
+  if (col_first >= N) return;
+  const int64_t cols = std::min<int64_t>(kTileRows, N - col_first);
+  const __mmask16 present = __mmask16((1u << cols) - 1);
+  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(kTileRows));
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(present, bias + col_first) : _mm512_setzero_ps();
+  const int64_t count = std::min<int64_t>(kTileRows, rows - row_first);
+  for (int64_t j = 0; j < count; ++j) {
+    const __m512 values = _mm512_i32gather_ps(column, result + j, 4);
+    _mm512_mask_storeu_ps(y + (row_first + j) * N + col_first, present, _mm512_add_ps(values, b));
+  }
+}
+
+// y[:, first, first + count) for the weight rows of one expanded panel (rows past `count` are zero).
+// The tile loads, not the products, bound this loop when both operands come from L2: K is walked in
+// chunks, and each chunk of 32 activation rows (16 KB) serves every 32-row block of the panel from L1,
+// the result tiles parked in `sums` (in L1) between chunks. Float32 sums, so parking them is exact.
+FASTVLM_TARGET_AMX void multiply_panel(const uint16_t* panel, int64_t padded_count, const uint32_t* x_pairs,
+                                      int64_t rows, int64_t padded_rows, int64_t K, int64_t first, int64_t N,
+                                      const float* bias, float* y) {
+  const int64_t steps = K / kTileK, tile_words = kTileRows * kTileRows, row_bytes = K * 2;
+  alignas(64) float sums[kMaxPanelRows / kBlockRows][4][kTileRows * kTileRows];
+  for (int64_t m = 0; m < padded_rows; m += kBlockRows) {
+    const uint32_t* x0 = x_pairs + (m / kTileRows) * steps * tile_words;
+    const uint32_t* x1 = x0 + steps * tile_words;
+    for (int64_t chunk = 0; chunk < steps; chunk += kChunkSteps) {
+      const int64_t chunk_end = std::min(steps, chunk + kChunkSteps);
+      for (int64_t n = 0; n < padded_count; n += kBlockRows) {
+        float(*block)[kTileRows * kTileRows] = sums[n / kBlockRows];
+        if (chunk == 0) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+        } else {
+          _tile_loadd(0, block[0], 64);
+          _tile_loadd(1, block[1], 64);
+          _tile_loadd(2, block[2], 64);
+          _tile_loadd(3, block[3], 64);
+        }
+        const uint16_t* w0 = panel + n * K;
+        const uint16_t* w1 = w0 + kTileRows * K;
+        for (int64_t s = chunk; s < chunk_end; ++s) {
+          _tile_loadd(4, w0 + s * kTileK, row_bytes);
+          _tile_loadd(5, w1 + s * kTileK, row_bytes);
+          _tile_loadd(6, x0 + s * tile_words, 64);
+          _tile_loadd(7, x1 + s * tile_words, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, block[0], 64);
+        _tile_stored(1, block[1], 64);
+        _tile_stored(2, block[2], 64);
+        _tile_stored(3, block[3], 64);
+      }
+    }
+    for (int64_t n = 0; n < padded_count; n += kBlockRows) {
+      const float(*block)[kTileRows * kTileRows] = sums[n / kBlockRows];
+      const int64_t col = first + n;
+      store_transposed(block[0], m, rows, col, N, bias, y);
+      store_transposed(block[1], m + kTileRows, rows, col, N, bias, y);
+      store_transposed(block[2], m, rows, col + kTileRows, N, bias, y);
+      store_transposed(block[3], m + kTileRows, rows, col + kTileRows, N, bias, y);
+    }
+  }
+}
+
+// Weight rows per panel: up to kMaxPanelRows, fewer where that leaves a thread without its share of
+// panels (a 128-row k_proj still splits across threads).
+int64_t panel_rows(int64_t N) {
+  const int64_t share = N / (4 * int64_t(omp_get_max_threads())) / kBlockRows * kBlockRows;
+  return std::clamp<int64_t>(share, kBlockRows, kMaxPanelRows);
+}
+
+// Every tile 16 rows of 64 bytes. The configuration is per thread, and oneDNN's kernels set their own
+// between our calls.
+FASTVLM_TARGET_AMX void configure_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) config.rows[t] = kTileRows, config.bytes_per_row[t] = 64;
+  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the configuration only, so that the
+  // stores to the rows and widths could be dropped as dead (leaving tiles unconfigured: SIGILL); this
+  // empty statement claims all memory behind the pointer may be read.
+  __asm__ __volatile__("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+
+FASTVLM_TARGET_AMX void release_tiles() { _tile_release(); }
+
+void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows, const QuantMatrix& w,
+                     const float* bias, float* y) {
+  const int64_t K = w.cols, N = w.rows, step = panel_rows(N), panels = (N + step - 1) / step;
+#pragma omp parallel
+  {
+    configure_tiles();
+    uint16_t* panel = thread_scratch().panel.as<uint16_t>(kMaxPanelRows * K);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t first = p * step, count = std::min(step, N - first);
+      const int64_t padded_count = (count + kBlockRows - 1) / kBlockRows * kBlockRows;
+      dequantize_rows_bf16(w, first, count, panel);
+      std::memset(panel + count * K, 0, sizeof(uint16_t) * size_t((padded_count - count) * K));
+      multiply_panel(panel, padded_count, x_pairs, rows, padded_rows, K, first, N, bias, y);
+    }
+    release_tiles();
+  }
+}
+
+}  // namespace
+
+void linear_quant_bf16(const float* x, int64_t rows, const QuantMatrix& w, const float* bias, float* y) {
+  if (!kernels::amx_bf16_available())
+    throw Error("linear_quant_bf16: needs AMX-BF16, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
+                ") does not offer");
+  if (rows <= 0 || w.rows <= 0) return;
+  const int64_t K = w.cols, padded_rows = (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
+  Scratch& scratch = thread_scratch();
+  uint16_t* x_bf16 = scratch.x_bf16.as<uint16_t>(rows * K);
+  f32_to_bf16_simd(x, x_bf16, rows * K);
+  uint32_t* x_pairs = scratch.x_pairs.as<uint32_t>(padded_rows * K / 2);
+  pack_activation_pairs(x_bf16, rows, padded_rows, K, x_pairs);
+  multiply_panels(x_pairs, rows, padded_rows, w, bias, y);
+}
+
+}  // namespace fastvlm
