@@ -69,24 +69,35 @@ void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t
   }
 }
 
+// gelu(acc · row_scale · weight_scales + bias) for the 16 columns at `column` in `mask`, stored to `out`;
+// returns the running max |result|. Lanes past the row read zeros and GELU(0) = 0, so they leave the
+// running max alone.
+FASTVLM_TARGET_AVX512 inline __m512 activate(const int32_t* acc, __m512 row_scale, const float* weight_scales,
+                                             const float* bias, int64_t column, __mmask16 mask, float* out,
+                                             __m512 running) {
+  const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + column));
+  // The row is requantised to 8 bits right after: the coarse GELU's error is far below a step.
+  const __m512 result = simd::gelu_coarse_avx512(dequantize(acc + column, scales, bias ? bias + column : nullptr, mask));
+  _mm512_mask_storeu_ps(out + column, mask, result);
+  return _mm512_max_ps(running, _mm512_abs_ps(result));
+}
+
 FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,
                                                            const float* row_scales, const float* weight_scales,
                                                            const float* bias, int8_t* codes, float* code_scales) {
   thread_local std::vector<float> activated;
   activated.resize(size_t(cols));
+  const int64_t full = cols / 16 * 16;
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
+    const int32_t* row = acc + r * cols;
     __m512 running = _mm512_setzero_ps();
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = simd::first_lanes(cols - c);
-      const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
-      const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
-      // The row is requantised to 8 bits right after: the coarse GELU's error is far below a step. Lanes
-      // past the row read zeros and GELU(0) = 0, so they leave the running max alone.
-      const __m512 result = simd::gelu_coarse_avx512(value);
-      _mm512_mask_storeu_ps(activated.data() + c, mask, result);
-      running = _mm512_max_ps(running, _mm512_abs_ps(result));
-    }
+    // Whole vectors with a constant mask (plain loads and stores), then the remainder.
+    for (int64_t c = 0; c < full; c += 16)
+      running = activate(row, row_scale, weight_scales, bias, c, __mmask16(0xFFFF), activated.data(), running);
+    if (full < cols)
+      running = activate(row, row_scale, weight_scales, bias, full, simd::first_lanes(cols - full), activated.data(),
+                         running);
     code_scales[r] = quantize_row(activated.data(), cols, _mm512_reduce_max_ps(running), codes + r * cols);
   }
 }
