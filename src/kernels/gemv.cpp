@@ -447,8 +447,9 @@ FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, in
 // ---------------------------------------------------------------------------------------------------------
 // Amx path of gemv_quant_batch: 16 outputs x up to 16 activation rows per tile product. Group g's product
 // is C[16 outputs][R rows] = A[16 outputs][32 weight codes] · B[32 codes][R rows] (TDPBSSD, exact int32);
-// C is then scaled by d_w[output] · d_x[row] and summed in float, one accumulator per output with the
-// activation rows in its lanes. The weights are A in their stored row-major layout (Q8_0 read in place with
+// C, stored densely (16·R int32 in R registers, lane l of register k holding output (16k + l) / R and
+// activation row (16k + l) % R), is then scaled by d_w[output] · d_x[row] and summed in float, so that the
+// float work per group grows with R rather than being 16 registers for any batch. The weights are A in their stored row-major layout (Q8_0 read in place with
 // the row stride, Q4_0 unpacked to signed codes in an L1 buffer), so no weight is rearranged; the activation
 // codes are put into B's layout (4-code quads, one per row) once per call. Where the vector paths spend
 // one multiply-add per weight and activation row, here one tile instruction covers 16 x 16 x 32.
@@ -460,15 +461,18 @@ constexpr int kQuads = kQuantGroupSize / 4;
 
 struct TileActivation {
   std::vector<int8_t> quads;  // [groups][kQuads][kMaxBatchRows x 4 codes]: B of each group
-  std::vector<float> scales;  // [groups][kMaxBatchRows]: d_x, zero past the batch
+  std::vector<float> scales;  // [groups][R registers][16 lanes]: d_x of each lane's activation row
+  alignas(64) int32_t lane_outputs[kMaxBatchRows][16];  // each lane's output within the block
 };
 
 void prepare_tile_activation(const QuantizedActivation* q, int64_t x_rows, int64_t groups, TileActivation& t) {
   t.quads.assign(size_t(groups * kQuads * 64), 0);
-  t.scales.assign(size_t(groups * kMaxBatchRows), 0.0f);
+  t.scales.resize(size_t(groups * x_rows * 16));
+  for (int64_t lane = 0; lane < x_rows * 16; ++lane) t.lane_outputs[lane / 16][lane % 16] = int32_t(lane / x_rows);
   for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t lane = 0; lane < x_rows * 16; ++lane)
+      t.scales[size_t(g * x_rows * 16 + lane)] = q[lane % x_rows].scales[size_t(g)];
     for (int64_t i = 0; i < x_rows; ++i) {
-      t.scales[size_t(g * kMaxBatchRows + i)] = q[i].scales[size_t(g)];
       for (int quad = 0; quad < kQuads; ++quad)
         std::memcpy(&t.quads[size_t((g * kQuads + quad) * 64 + i * 4)],
                     q[i].codes.data() + g * kQuantGroupSize + quad * 4, 4);
@@ -492,19 +496,20 @@ FASTVLM_TARGET_AMX inline void group_product(int j, const int8_t* a, int64_t a_s
   }
 }
 
-FASTVLM_TARGET_AMX inline void store_product(int j, int32_t* c) {
+// Accumulator tile j to c, its 16 rows of `row_bytes` back to back.
+FASTVLM_TARGET_AMX inline void store_product(int j, int32_t* c, int64_t row_bytes) {
   switch (j) {
-    case 0: _tile_stored(0, c, 64); break;
-    case 1: _tile_stored(1, c, 64); break;
-    case 2: _tile_stored(2, c, 64); break;
-    default: _tile_stored(3, c, 64); break;
+    case 0: _tile_stored(0, c, row_bytes); break;
+    case 1: _tile_stored(1, c, row_bytes); break;
+    case 2: _tile_stored(2, c, row_bytes); break;
+    default: _tile_stored(3, c, row_bytes); break;
   }
 }
 
 struct alignas(64) TileBlockScratch {
   int8_t staged[kTileOutputs][kTileGroups * kQuantGroupSize];  // A when not read in place
-  int32_t sums[kTileGroups][kTileOutputs][kMaxBatchRows];       // the accumulator tiles of a step
-  float out[kTileOutputs][kMaxBatchRows];
+  int32_t sums[kTileGroups][kTileOutputs * kMaxBatchRows];     // the accumulator tiles of a step
+  float out[kTileOutputs * kMaxBatchRows];
 };
 
 // The signed codes of `count` (1..4) Q4_0 groups of one row, 32 per group in natural order.
@@ -520,10 +525,11 @@ FASTVLM_TARGET_AMX inline void unpack_q4_groups(const uint8_t* packed, int count
   _mm512_storeu_si512(out + 64, _mm512_sub_epi8(second, eight));
 }
 
-// y[i, n0 + n] for the 16-output blocks [block_begin, block_end); the caller has loaded the tile config.
-template <WeightType Type>
-FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileActivation& t, int64_t x_rows,
-                                              int64_t block_begin, int64_t block_end, float* y) {
+// y[i, n0 + n] for the 16-output blocks [block_begin, block_end) and R activation rows; the caller has
+// loaded the tile config.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileActivation& t, int64_t block_begin,
+                                              int64_t block_end, float* y) {
   const int64_t groups = m.groups_per_row();
   const int64_t row_bytes = quant_row_bytes(Type, m.cols);
   TileBlockScratch scratch{};
@@ -541,9 +547,11 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
         _mm512_mask_storeu_ps(w_scales.data() + n * groups + g, simd::first_lanes(groups - g), _mm512_cvtph_ps(halves));
       }
     }
-    __m512 acc[kTileOutputs];
-#pragma GCC unroll 16
-    for (int n = 0; n < kTileOutputs; ++n) acc[n] = _mm512_setzero_ps();
+    // The weight scales are gathered per group from w_scales[output][group].
+    const __m512i scale_index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                   _mm512_set1_epi32(int(groups)));
+    __m512 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
     for (int64_t g0 = 0; g0 < groups; g0 += kTileGroups) {
       const int count = int(std::min<int64_t>(kTileGroups, groups - g0));
       const int8_t* a = &scratch.staged[0][0];
@@ -564,22 +572,21 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
       }
       for (int j = 0; j < count; ++j)
         group_product(j, a + j * kQuantGroupSize, a_stride, t.quads.data() + (g0 + j) * kQuads * 64);
-      for (int j = 0; j < count; ++j) store_product(j, &scratch.sums[j][0][0]);
+      for (int j = 0; j < count; ++j) store_product(j, scratch.sums[j], R * 4);
       tile_memory_barrier();
       for (int j = 0; j < count; ++j) {
-        const __m512 x_scale = _mm512_loadu_ps(t.scales.data() + (g0 + j) * kMaxBatchRows);
-        const float* w_scale = w_scales.data() + g0 + j;
-#pragma GCC unroll 16
-        for (int n = 0; n < kTileOutputs; ++n) {
-          const __m512 sums = _mm512_cvtepi32_ps(_mm512_load_si512(scratch.sums[j][n]));
-          acc[n] = _mm512_fmadd_ps(sums, _mm512_mul_ps(x_scale, _mm512_set1_ps(w_scale[n * groups])), acc[n]);
+        const __m512 w_scale = _mm512_i32gather_ps(scale_index, w_scales.data() + g0 + j, 4);
+        const float* x_scales = t.scales.data() + (g0 + j) * R * 16;
+        for (int k = 0; k < R; ++k) {
+          const __m512 lane_w_scale = _mm512_permutexvar_ps(_mm512_load_si512(t.lane_outputs[k]), w_scale);
+          const __m512 sums = _mm512_cvtepi32_ps(_mm512_load_si512(scratch.sums[j] + 16 * k));
+          acc[k] = _mm512_fmadd_ps(sums, _mm512_mul_ps(lane_w_scale, _mm512_loadu_ps(x_scales + 16 * k)), acc[k]);
         }
       }
     }
-#pragma GCC unroll 16
-    for (int n = 0; n < kTileOutputs; ++n) _mm512_store_ps(scratch.out[n], acc[n]);
-    for (int64_t i = 0; i < x_rows; ++i)
-      for (int n = 0; n < valid; ++n) y[i * m.rows + n0 + n] = scratch.out[n][i];
+    for (int k = 0; k < R; ++k) _mm512_store_ps(scratch.out + 16 * k, acc[k]);
+    for (int lane = 0; lane < 16 * R; ++lane)
+      if (lane / R < valid) y[(lane % R) * m.rows + n0 + lane / R] = scratch.out[lane];
   }
 }
 
@@ -590,11 +597,13 @@ FASTVLM_TARGET_AMX void gemv_quant_slice_amx(const QuantMatrix& m, const TileAct
   for (int tile : {4, 5}) config.shape(tile, kTileOutputs, kQuantGroupSize);
   for (int tile : {6, 7}) config.shape(tile, kQuads, int(x_rows) * 4);
   _tile_loadconfig(&config);
-  if (m.type == WeightType::Q8_0) {
-    gemv_quant_blocks_amx<WeightType::Q8_0>(m, t, x_rows, block_begin, block_end, y);
-  } else {
-    gemv_quant_blocks_amx<WeightType::Q4_0>(m, t, x_rows, block_begin, block_end, y);
-  }
+  with_row_count<kMaxBatchRows>(x_rows, [&]<int R>() {
+    if (m.type == WeightType::Q8_0) {
+      gemv_quant_blocks_amx<WeightType::Q8_0, R>(m, t, block_begin, block_end, y);
+    } else {
+      gemv_quant_blocks_amx<WeightType::Q4_0, R>(m, t, block_begin, block_end, y);
+    }
+  });
   _tile_release();
 }
 
