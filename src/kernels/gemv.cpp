@@ -552,8 +552,17 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
                                                    _mm512_set1_epi32(int(groups)));
     __m512 acc[R];
     for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
+    // A block's weights are one contiguous span, but the tiles walk its 16 rows side by side, which the
+    // hardware prefetchers do not follow: the next block's span is prefetched in slices, one per step.
+    const uint8_t* next_block = m.codes + (n0 + kTileOutputs) * row_bytes;
+    const int64_t next_lines = std::max<int64_t>(0, std::min<int64_t>(kTileOutputs, m.rows - n0 - kTileOutputs)) * row_bytes / 64;
+    const int64_t steps = (groups + kTileGroups - 1) / kTileGroups;
+    const int64_t lines_per_step = (next_lines + steps - 1) / steps;
     for (int64_t g0 = 0; g0 < groups; g0 += kTileGroups) {
       const int count = int(std::min<int64_t>(kTileGroups, groups - g0));
+      const int64_t first_line = g0 / kTileGroups * lines_per_step;
+      for (int64_t line = first_line; line < std::min(next_lines, first_line + lines_per_step); ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(next_block + line * 64), _MM_HINT_T0);
       const int8_t* a = &scratch.staged[0][0];
       int64_t a_stride = sizeof scratch.staged[0];
       if (in_place) {
