@@ -90,7 +90,7 @@ __attribute__((target("amx-tile,amx-bf16,amx-int8"), noinline)) void issue_tiles
   alignas(64) static uint8_t operands[16 * 64];
   alignas(64) static int32_t sums[16 * 16];
   for (size_t i = 0; i < sizeof operands; ++i) operands[i] = uint8_t(i % 3);
-  _tile_loadconfig(&config);
+  kernels::load_tile_config(config);
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);

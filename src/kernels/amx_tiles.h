@@ -1,8 +1,12 @@
 #pragma once
-// The AMX tile configuration that LDTILECFG reads (palette 1): each tile's rows and bytes per row. Only
-// code built with FASTVLM_TARGET_AMX (kernels/target.h) and run at the Amx level, where core/cpu has
-// obtained the OS permission for the tile data, loads it.
+// The AMX tile configuration that LDTILECFG reads (palette 1): each tile's rows and bytes per row, and how
+// to load it. Only code built with FASTVLM_TARGET_AMX (kernels/target.h) and run at the Amx level, where
+// core/cpu has obtained the OS permission for the tile data, loads it.
+#include <immintrin.h>
+
 #include <cstdint>
+
+#include "kernels/target.h"
 
 namespace fastvlm::kernels {
 
@@ -17,5 +21,13 @@ struct alignas(64) TileConfig {
     bytes_per_row[tile] = uint16_t(row_bytes);
   }
 };
+
+// The configuration is per thread. GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the
+// configuration only, so that the stores to the rows and widths could be dropped as dead (leaving tiles
+// unconfigured: SIGILL); the empty statement claims all memory behind the pointer may be read.
+FASTVLM_TARGET_AMX inline void load_tile_config(const TileConfig& config) {
+  __asm__ __volatile__("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
 
 }  // namespace fastvlm::kernels

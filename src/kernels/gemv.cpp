@@ -605,7 +605,7 @@ FASTVLM_TARGET_AMX void gemv_quant_slice_amx(const QuantMatrix& m, const TileAct
   for (int tile = 0; tile < kTileGroups; ++tile) config.shape(tile, kTileOutputs, int(x_rows) * 4);
   for (int tile : {4, 5}) config.shape(tile, kTileOutputs, kQuantGroupSize);
   for (int tile : {6, 7}) config.shape(tile, kQuads, int(x_rows) * 4);
-  _tile_loadconfig(&config);
+  kernels::load_tile_config(config);
   with_row_count<kMaxBatchRows>(x_rows, [&]<int R>() {
     if (m.type == WeightType::Q8_0) {
       gemv_quant_blocks_amx<WeightType::Q8_0, R>(m, t, block_begin, block_end, y);
