@@ -18,8 +18,9 @@ namespace {
 
 // Decode feeds one row per running sequence. Up to this many rows the multi-row GEMV (each weight read once
 // for all rows, no packing) beats the prefill GEMM. With int8 tiles (AMX) gemv_quant_batch covers up to 16
-// rows at little more than one row's cost (bench_llm_kernels BM_DecodeRows_*, Qwen2-0.5B shapes: 8 rows
-// 1.0-1.2x, 16 rows 1.1-1.6x the single-row GEMV's CPU time). Without them the vector GEMV's per-row
+// rows at little more than one row's cost (bench_llm_kernels BM_LlmDecodeBatch, FastVLM-0.5B, one thread: a
+// step of 8 sequences costs 1.35x (q8_0) / 1.5x (q4_0) a step of one, 1.8x / 2.2x through the GEMM).
+// Without them the vector GEMV's per-row
 // arithmetic outgrows the GEMM's packing: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its
 // nibble unpacking per row, already at 3.
 int max_rows_for_gemv(WeightType storage) {
