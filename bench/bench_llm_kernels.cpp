@@ -109,9 +109,13 @@ void BM_Gemv(benchmark::State& state, const char* format) {
 
 // Batched decode: y[R, rows] = x[R, cols] · Wᵀ for R = range(2) activation rows, over rotating weight copies.
 // Route "rows": the multi-row GEMV (gemv_quant_rows / gemv_bf16_rows) that Linear::forward_decoder uses up
-// to its threshold; "gemm": the prefill GEMM it uses above (linear_quant on the stored codes, or x to bf16 +
-// linear_bf16). GB/s counts each weight once per call, so "rows" near BM_Gemv's figure means one weight pass.
-void BM_DecodeRows(benchmark::State& state, const char* format, bool gemm) {
+// to its threshold; "batch" (quantised only): gemv_quant_batch, the int8-tile product it uses for up to 16
+// rows where the CPU has AMX (elsewhere the same as "rows"); "gemm": the prefill GEMM it uses above
+// (linear_quant on the stored codes, or x to bf16 + linear_bf16). GB/s counts each weight once per call, so "rows" near BM_Gemv's figure means one weight pass.
+enum class DecodeRoute { Rows, Batch, Gemm };
+
+void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute route) {
+  const bool gemm = route == DecodeRoute::Gemm;
   const int64_t rows = state.range(0), cols = state.range(1), x_rows = state.range(2);
   const WeightCopies copies = make_copies(format, rows, cols);
   const std::vector<float> x = random_floats(size_t(x_rows * cols), 2, 1.0f);
@@ -137,6 +141,8 @@ void BM_DecodeRows(benchmark::State& state, const char* format, bool gemm) {
       const QuantMatrix matrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols};
       if (gemm) {
         linear_quant(x.data(), x_rows, matrix, nullptr, y.data());
+      } else if (route == DecodeRoute::Batch) {
+        gemv_quant_batch(matrix, x.data(), x_rows, y.data());
       } else {
         gemv_quant_rows(matrix, x.data(), x_rows, y.data());
       }
@@ -219,10 +225,11 @@ void register_kernel_benchmarks() {
     b->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
-    for (const bool gemm : {false, true}) {
-      const std::string name = std::string("BM_DecodeRows_") + format + (gemm ? "_gemm/" : "_rows/") +
-                               std::string(isa_name(active_isa()));
-      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_DecodeRows, format, gemm);
+    for (const auto& [route, route_name] : {std::pair{DecodeRoute::Rows, "_rows/"}, std::pair{DecodeRoute::Batch, "_batch/"},
+                                            std::pair{DecodeRoute::Gemm, "_gemm/"}}) {
+      if (route == DecodeRoute::Batch && std::string(format) == "bf16") continue;
+      const std::string name = std::string("BM_DecodeRows_") + format + route_name + std::string(isa_name(active_isa()));
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_DecodeRows, format, route);
       for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {4864, 896}, {896, 4864}})
         for (const int64_t x_rows : {1, 2, 4, 8, 16}) b->Args({shape[0], shape[1], x_rows});
       b->Unit(benchmark::kMicrosecond)->UseRealTime();

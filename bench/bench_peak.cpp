@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "kernels/amx_tiles.h"
 
 // GCC 12's AVX-512 headers build unmasked results from undefined vectors; the lanes are all written.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -82,24 +83,14 @@ void BM_Peak(benchmark::State& state) {
 // accumulator tiles (0-3) over two A tiles (4, 5) and two B tiles (6, 7) keep the unit busy.
 enum class TileInstruction { DotBf16, DotInt8 };
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
 template <TileInstruction Kind>
 __attribute__((target("amx-tile,amx-bf16,amx-int8"), noinline)) void issue_tiles(int64_t rounds, float* sink) {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.bytes_per_row[t] = 64;
-    config.rows[t] = 16;
-  }
+  kernels::TileConfig config;
+  for (int t = 0; t < 8; ++t) config.shape(t, 16, 64);
   alignas(64) static uint8_t operands[16 * 64];
   alignas(64) static int32_t sums[16 * 16];
   for (size_t i = 0; i < sizeof operands; ++i) operands[i] = uint8_t(i % 3);
-  _tile_loadconfig(&config);
+  kernels::load_tile_config(config);
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);

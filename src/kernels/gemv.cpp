@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/amx_tiles.h"
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
 #include "kernels/simd_mask.h"
@@ -443,6 +444,178 @@ FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, in
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Amx path of gemv_quant_batch: 16 outputs x up to 16 activation rows per tile product. Group g's product
+// is C[16 outputs][R rows] = A[16 outputs][32 weight codes] · B[32 codes][R rows] (TDPBSSD, exact int32);
+// C, stored densely (16·R int32 in R registers, lane l of register k holding output (16k + l) / R and
+// activation row (16k + l) % R), is then scaled by d_w[output] · d_x[row] and summed in float, so that the
+// float work per group grows with R rather than being 16 registers for any batch. The weights are A in their stored row-major layout (Q8_0 read in place with
+// the row stride, Q4_0 unpacked to signed codes in an L1 buffer), so no weight is rearranged; the activation
+// codes are put into B's layout (4-code quads, one per row) once per call. Where the vector paths spend
+// one multiply-add per weight and activation row, here one tile instruction covers 16 x 16 x 32.
+
+constexpr int kTileOutputs = 16;
+constexpr int kMaxBatchRows = 16;
+constexpr int kTileGroups = 4;  // groups per step: one accumulator tile each (tmm0-3)
+constexpr int kQuads = kQuantGroupSize / 4;
+
+struct TileActivation {
+  std::vector<int8_t> quads;  // [groups][kQuads][kMaxBatchRows x 4 codes]: B of each group
+  std::vector<float> scales;  // [groups][R registers][16 lanes]: d_x of each lane's activation row
+  alignas(64) int32_t lane_outputs[kMaxBatchRows][16];  // each lane's output within the block
+};
+
+void prepare_tile_activation(const QuantizedActivation* q, int64_t x_rows, int64_t groups, TileActivation& t) {
+  t.quads.assign(size_t(groups * kQuads * 64), 0);
+  t.scales.resize(size_t(groups * x_rows * 16));
+  for (int64_t lane = 0; lane < x_rows * 16; ++lane) t.lane_outputs[lane / 16][lane % 16] = int32_t(lane / x_rows);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t lane = 0; lane < x_rows * 16; ++lane)
+      t.scales[size_t(g * x_rows * 16 + lane)] = q[lane % x_rows].scales[size_t(g)];
+    for (int64_t i = 0; i < x_rows; ++i) {
+      for (int quad = 0; quad < kQuads; ++quad)
+        std::memcpy(&t.quads[size_t((g * kQuads + quad) * 64 + i * 4)],
+                    q[i].codes.data() + g * kQuantGroupSize + quad * 4, 4);
+    }
+  }
+}
+
+// GCC 12 emits the tile instructions as asm statements without a memory clobber: this keeps plain loads
+// and stores of their operands on the right side of them.
+inline void tile_memory_barrier() { asm volatile("" ::: "memory"); }
+
+// Accumulator tile j (0..3) = A (row stride a_stride) · B, with A and B in tiles 4/6 or 5/7 by the parity of
+// j so that consecutive products do not wait for each other's operands. Tile numbers are literals: GCC
+// writes them into the instruction text.
+FASTVLM_TARGET_AMX inline void group_product(int j, const int8_t* a, int64_t a_stride, const int8_t* b) {
+  switch (j) {
+    case 0: _tile_zero(0); _tile_loadd(4, a, a_stride); _tile_loadd(6, b, 64); _tile_dpbssd(0, 4, 6); break;
+    case 1: _tile_zero(1); _tile_loadd(5, a, a_stride); _tile_loadd(7, b, 64); _tile_dpbssd(1, 5, 7); break;
+    case 2: _tile_zero(2); _tile_loadd(4, a, a_stride); _tile_loadd(6, b, 64); _tile_dpbssd(2, 4, 6); break;
+    default: _tile_zero(3); _tile_loadd(5, a, a_stride); _tile_loadd(7, b, 64); _tile_dpbssd(3, 5, 7); break;
+  }
+}
+
+// Accumulator tile j to c, its 16 rows of `row_bytes` back to back.
+FASTVLM_TARGET_AMX inline void store_product(int j, int32_t* c, int64_t row_bytes) {
+  switch (j) {
+    case 0: _tile_stored(0, c, row_bytes); break;
+    case 1: _tile_stored(1, c, row_bytes); break;
+    case 2: _tile_stored(2, c, row_bytes); break;
+    default: _tile_stored(3, c, row_bytes); break;
+  }
+}
+
+struct alignas(64) TileBlockScratch {
+  int8_t staged[kTileOutputs][kTileGroups * kQuantGroupSize];  // A when not read in place
+  int32_t sums[kTileGroups][kTileOutputs * kMaxBatchRows];     // the accumulator tiles of a step
+  float out[kTileOutputs * kMaxBatchRows];
+};
+
+// The signed codes of `count` (1..4) Q4_0 groups of one row, 32 per group in natural order.
+FASTVLM_TARGET_AMX inline void unpack_q4_groups(const uint8_t* packed, int count, int8_t* out) {
+  const __mmask64 lanes = count == kTileGroups ? ~__mmask64(0) : (__mmask64(1) << (count * 16)) - 1;
+  const __m512i bytes = _mm512_maskz_loadu_epi8(lanes, packed);
+  const __m512i nibble = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
+  const __m512i low = _mm512_and_si512(bytes, nibble), high = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+  // Group k is the low nibbles of its 16 bytes (codes 0..15), then their high nibbles (codes 16..31).
+  const __m512i first = _mm512_permutex2var_epi64(low, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), high);
+  const __m512i second = _mm512_permutex2var_epi64(low, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), high);
+  _mm512_storeu_si512(out, _mm512_sub_epi8(first, eight));
+  _mm512_storeu_si512(out + 64, _mm512_sub_epi8(second, eight));
+}
+
+// y[i, n0 + n] for the 16-output blocks [block_begin, block_end) and R activation rows; the caller has
+// loaded the tile config.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileActivation& t, int64_t block_begin,
+                                              int64_t block_end, float* y) {
+  const int64_t groups = m.groups_per_row();
+  const int64_t row_bytes = quant_row_bytes(Type, m.cols);
+  TileBlockScratch scratch{};
+  std::vector<float> w_scales(size_t(kTileOutputs * groups));
+  for (int64_t block = block_begin; block < block_end; ++block) {
+    const int64_t n0 = block * kTileOutputs;
+    const int valid = int(std::min<int64_t>(kTileOutputs, m.rows - n0));
+    // Q8_0 rows are read in place unless the block runs past the last row.
+    const bool in_place = Type == WeightType::Q8_0 && valid == kTileOutputs;
+    if (valid < kTileOutputs) std::memset(scratch.staged, 0, sizeof scratch.staged);
+    for (int n = 0; n < kTileOutputs; ++n) {
+      for (int64_t g = 0; g < groups; g += 16) {
+        const __mmask16 lanes = n < valid ? simd::first_lanes(groups - g) : 0;
+        const __m256i halves = _mm256_maskz_loadu_epi16(lanes, m.scales + (n0 + n) * groups + g);
+        _mm512_mask_storeu_ps(w_scales.data() + n * groups + g, simd::first_lanes(groups - g), _mm512_cvtph_ps(halves));
+      }
+    }
+    // The weight scales are gathered per group from w_scales[output][group].
+    const __m512i scale_index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                   _mm512_set1_epi32(int(groups)));
+    __m512 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
+    // A block's weights are one contiguous span, but the tiles walk its 16 rows side by side, which the
+    // hardware prefetchers do not follow: the next block's span is prefetched in slices, one per step.
+    const uint8_t* next_block = m.codes + (n0 + kTileOutputs) * row_bytes;
+    const int64_t next_lines = std::max<int64_t>(0, std::min<int64_t>(kTileOutputs, m.rows - n0 - kTileOutputs)) * row_bytes / 64;
+    const int64_t steps = (groups + kTileGroups - 1) / kTileGroups;
+    const int64_t lines_per_step = (next_lines + steps - 1) / steps;
+    for (int64_t g0 = 0; g0 < groups; g0 += kTileGroups) {
+      const int count = int(std::min<int64_t>(kTileGroups, groups - g0));
+      const int64_t first_line = g0 / kTileGroups * lines_per_step;
+      for (int64_t line = first_line; line < std::min(next_lines, first_line + lines_per_step); ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(next_block + line * 64), _MM_HINT_T0);
+      const int8_t* a = &scratch.staged[0][0];
+      int64_t a_stride = sizeof scratch.staged[0];
+      if (in_place) {
+        a = reinterpret_cast<const int8_t*>(m.codes + n0 * row_bytes + g0 * kQuantGroupSize);
+        a_stride = row_bytes;
+      } else {
+        for (int n = 0; n < valid; ++n) {
+          const uint8_t* row = m.codes + (n0 + n) * row_bytes;
+          if constexpr (Type == WeightType::Q8_0) {
+            std::memcpy(scratch.staged[n], row + g0 * kQuantGroupSize, size_t(count * kQuantGroupSize));
+          } else {
+            unpack_q4_groups(row + g0 * (kQuantGroupSize / 2), count, scratch.staged[n]);
+          }
+        }
+        tile_memory_barrier();
+      }
+      for (int j = 0; j < count; ++j)
+        group_product(j, a + j * kQuantGroupSize, a_stride, t.quads.data() + (g0 + j) * kQuads * 64);
+      for (int j = 0; j < count; ++j) store_product(j, scratch.sums[j], R * 4);
+      tile_memory_barrier();
+      for (int j = 0; j < count; ++j) {
+        const __m512 w_scale = _mm512_i32gather_ps(scale_index, w_scales.data() + g0 + j, 4);
+        const float* x_scales = t.scales.data() + (g0 + j) * R * 16;
+        for (int k = 0; k < R; ++k) {
+          const __m512 lane_w_scale = _mm512_permutexvar_ps(_mm512_load_si512(t.lane_outputs[k]), w_scale);
+          const __m512 sums = _mm512_cvtepi32_ps(_mm512_load_si512(scratch.sums[j] + 16 * k));
+          acc[k] = _mm512_fmadd_ps(sums, _mm512_mul_ps(lane_w_scale, _mm512_loadu_ps(x_scales + 16 * k)), acc[k]);
+        }
+      }
+    }
+    for (int k = 0; k < R; ++k) _mm512_store_ps(scratch.out + 16 * k, acc[k]);
+    for (int lane = 0; lane < 16 * R; ++lane)
+      if (lane / R < valid) y[(lane % R) * m.rows + n0 + lane / R] = scratch.out[lane];
+  }
+}
+
+FASTVLM_TARGET_AMX void gemv_quant_slice_amx(const QuantMatrix& m, const TileActivation& t, int64_t x_rows,
+                                             int64_t block_begin, int64_t block_end, float* y) {
+  kernels::TileConfig config;
+  for (int tile = 0; tile < kTileGroups; ++tile) config.shape(tile, kTileOutputs, int(x_rows) * 4);
+  for (int tile : {4, 5}) config.shape(tile, kTileOutputs, kQuantGroupSize);
+  for (int tile : {6, 7}) config.shape(tile, kQuads, int(x_rows) * 4);
+  kernels::load_tile_config(config);
+  with_row_count<kMaxBatchRows>(x_rows, [&]<int R>() {
+    if (m.type == WeightType::Q8_0) {
+      gemv_quant_blocks_amx<WeightType::Q8_0, R>(m, t, block_begin, block_end, y);
+    } else {
+      gemv_quant_blocks_amx<WeightType::Q4_0, R>(m, t, block_begin, block_end, y);
+    }
+  });
+  _tile_release();
+}
+
 // Whole-call variants per level; x is [x_rows, cols] and y [x_rows, rows]. The per-call activation buffers
 // are thread_local so that concurrent callers do not share them; the OpenMP workers must get them through
 // plain pointers (naming a thread_local inside the parallel region would reach the worker's own, empty,
@@ -513,6 +686,22 @@ void gemv_quant_avx512(const QuantMatrix& m, const float* x, int64_t x_rows, flo
   });
 }
 
+// Batches past 16 rows go through in chunks of 16, each weight then read once per chunk.
+void gemv_quant_batch_amx(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  for (int64_t first = 0; first < x_rows; first += kMaxBatchRows) {
+    const int64_t chunk = std::min<int64_t>(kMaxBatchRows, x_rows - first);
+    const QuantizedActivation* q = quantize_activation_rows(x + first * m.cols, m.cols, chunk, quantize_group_avx512);
+    thread_local TileActivation prepared_buffer;
+    prepare_tile_activation(q, chunk, m.groups_per_row(), prepared_buffer);
+    const TileActivation* prepared = &prepared_buffer;
+    float* y_chunk = y + first * m.rows;
+    const int64_t blocks = (m.rows + kTileOutputs - 1) / kTileOutputs;
+    for_row_slices(blocks, kTileOutputs * m.cols, [&](int64_t begin, int64_t end) {
+      gemv_quant_slice_amx(m, *prepared, chunk, begin, end, y_chunk);
+    });
+  }
+}
+
 float dot_f32_scalar(const float* a, const float* b, int64_t n) {
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
@@ -526,16 +715,22 @@ void axpy_f32_scalar(float alpha, const float* x, float* y, int64_t n) {
 struct GemvOps {
   void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, int64_t, float*);
   void (*quant)(const QuantMatrix&, const float*, int64_t, float*);
+  void (*quant_batch)(const QuantMatrix&, const float*, int64_t, float*);
   float (*dot)(const float*, const float*, int64_t);
   void (*axpy)(float, const float*, float*, int64_t);
 };
 
 const GemvOps& ops() {
-  static const GemvOps chosen = kernels::choose<GemvOps>({
-      .scalar = {gemv_bf16_scalar, gemv_quant_scalar, dot_f32_scalar, axpy_f32_scalar},
-      .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, dot_f32_avx2, axpy_f32_avx2},
-      .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, dot_f32_avx512, axpy_f32_avx512},
-  });
+  static const GemvOps chosen = [] {
+    GemvOps level = kernels::choose<GemvOps>({
+        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_scalar, dot_f32_scalar, axpy_f32_scalar},
+        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_avx2, dot_f32_avx2, axpy_f32_avx2},
+        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_avx512, dot_f32_avx512, axpy_f32_avx512},
+    });
+    // kernels::choose runs the Avx512 variants at the Amx level; the int8 tiles serve the batched product.
+    if (active_isa() >= Isa::Amx) level.quant_batch = gemv_quant_batch_amx;
+    return level;
+  }();
   return chosen;
 }
 
@@ -553,6 +748,10 @@ void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().qua
 
 void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
   ops().quant(matrix, x, x_rows, y);
+}
+
+void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
+  ops().quant_batch(matrix, x, x_rows, y);
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) { return ops().dot(a, b, n); }

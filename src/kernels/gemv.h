@@ -29,6 +29,12 @@ void gemv_quant(const QuantMatrix& matrix, const float* x, float* y);
 void gemv_bf16_rows(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y);
 void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y);
 
+// The same product where a row's result may differ from the single-row call in float summation order (same
+// activation codes and scales, same exact integer group products), for batches of decoding rows: with the
+// int8 tiles (kernels::int8_tiles_available) up to 16 rows cost little more than one, as each tile product
+// covers 16 weight rows x 16 activation rows x one group. Without them it is gemv_quant_rows.
+void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y);
+
 // Σ a[i]·b[i] and y += alpha·x over n floats (single-threaded: callers parallelise over heads).
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float alpha, const float* x, float* y, int64_t n);

@@ -12,6 +12,7 @@
 #include "kernels/activations.h"
 #include "kernels/capabilities.h"
 #include "kernels/dequantize.h"
+#include "kernels/amx_tiles.h"
 #include "kernels/target.h"
 
 // GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 gather intrinsics.
@@ -34,13 +35,6 @@ constexpr int kBlockRows = 2 * kTileRows;  // a 2x2 block of result tiles: 32 we
 constexpr int64_t kMaxPanelRows = 128;
 // K steps per chunk of the product loop: 32 activation rows x 256 K values in bfloat16 = 16 KB of L1.
 constexpr int64_t kChunkSteps = 8;
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
 
 struct Scratch {
   ScratchBuffer x_bf16, x_pairs, panel;
@@ -158,13 +152,9 @@ int64_t panel_rows(int64_t N) {
 // Every tile 16 rows of 64 bytes. The configuration is per thread, and oneDNN's kernels set their own
 // between our calls.
 FASTVLM_TARGET_AMX void configure_tiles() {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) config.rows[t] = kTileRows, config.bytes_per_row[t] = 64;
-  // GCC's _tile_loadconfig tells the compiler it reads 8 bytes of the configuration only, so that the
-  // stores to the rows and widths could be dropped as dead (leaving tiles unconfigured: SIGILL); this
-  // empty statement claims all memory behind the pointer may be read.
-  __asm__ __volatile__("" : : "r"(&config) : "memory");
-  _tile_loadconfig(&config);
+  kernels::TileConfig config;
+  for (int t = 0; t < 8; ++t) config.shape(t, kTileRows, 64);
+  kernels::load_tile_config(config);
 }
 
 FASTVLM_TARGET_AMX void release_tiles() { _tile_release(); }

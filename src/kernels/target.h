@@ -5,7 +5,7 @@
 #define FASTVLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define FASTVLM_TARGET_AVX512 \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")))
-// AMX tile loads and bfloat16 tile products, on top of the Avx512 level (the Amx level of core/cpu.h).
+// AMX tile loads and bfloat16 / int8 tile products, on top of the Avx512 level (the Amx level of core/cpu.h).
 #define FASTVLM_TARGET_AMX                                                                                 \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile," \
-                        "amx-bf16")))
+                        "amx-bf16,amx-int8")))

@@ -17,11 +17,17 @@ namespace fastvlm {
 namespace {
 
 // Decode feeds one row per running sequence. Up to this many rows the multi-row GEMV (each weight read once
-// for all rows, no packing, each row's result bit-identical to decoding it alone) beats the prefill GEMM;
-// past it the GEMV's per-row arithmetic outgrows the GEMM's packing (bench_llm_kernels BM_DecodeRows_*, a
-// Xeon with AMX, Qwen2-0.5B shapes: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its nibble
-// unpacking per row, already at 3).
-int max_rows_for_gemv(WeightType storage) { return storage == WeightType::Q4_0 ? 2 : 4; }
+// for all rows, no packing) beats the prefill GEMM. With int8 tiles (AMX) gemv_quant_batch covers up to 16
+// rows at little more than one row's cost (bench_llm_kernels BM_LlmDecodeBatch, FastVLM-0.5B, one thread: a
+// step of 8 sequences costs 1.35x (q8_0) / 1.5x (q4_0) a step of one, 1.8x / 2.2x through the GEMM).
+// Without them the vector GEMV's per-row
+// arithmetic outgrows the GEMM's packing: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its
+// nibble unpacking per row, already at 3.
+int max_rows_for_gemv(WeightType storage) {
+  const bool quantized = storage == WeightType::Q8_0 || storage == WeightType::Q4_0;
+  if (quantized && kernels::int8_tiles_available()) return 16;
+  return storage == WeightType::Q4_0 ? 2 : 4;
+}
 
 // Quantised products of at least this many rows take the AMX route (bf16-rounded activations). It wins
 // over the int8 GEMM from about 8 rows (bench_llm_kernels BM_PrefillRows_*, Qwen2-0.5B shapes), but a
@@ -243,7 +249,8 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
   if (rows <= max_rows_for_gemv(storage_)) {
     if (quantized) {
-      gemv_quant_rows(quantized_, x, rows, y);
+      // One row (plain decoding) keeps the single-row GEMV; a batch may sum in another order.
+      (rows == 1 ? gemv_quant_rows : gemv_quant_batch)(quantized_, x, rows, y);
     } else {
       gemv_bf16_rows(bf16_, out_features_, in_features_, x, rows, y);
     }
