@@ -47,7 +47,11 @@ static void wait_done(request_state* state) {
 
 int main(int argc, char** argv) {
   if (argc != 3) return 2;
-  fastvlm_engine* engine = fastvlm_engine_load(argv[1], NULL);
+  /* float32: the path whose batched answers equal the single-stream ones token for token (the quantised
+   * ones may sum a batch in another order). */
+  fastvlm_engine_params engine_params = fastvlm_engine_default_params();
+  engine_params.dtype = "f32";
+  fastvlm_engine* engine = fastvlm_engine_load(argv[1], &engine_params);
   if (!engine) {
     fprintf(stderr, "load failed: %s\n", fastvlm_last_error());
     return 1;
