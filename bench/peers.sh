@@ -133,13 +133,16 @@ else
   fi
 fi
 
-# fastvlm's default path may hold the weights as f32 (twice the bf16 file): run it only where that fits in the
-# memory available now, so that a 7B default cannot push the machine into the OOM killer (FORCE_DEFAULT=1 runs it).
+# fastvlm's default keeps the bf16 weights (bf16 or Q8_0 made from them at load: AVX512-BF16 or VNNI CPUs) or
+# widens them to f32 (twice the bf16 file, CPUs with neither): run it only where that fits in the memory
+# available now, so that a 7B default cannot push the machine into the OOM killer (FORCE_DEFAULT=1 runs it).
 default_row=1
-need_kb=$(($(stat -c %s "$model/model.safetensors") * 2 / 1024 * 11 / 10))
+default_factor=22  # tenths of the bf16 file
+grep -qE 'avx512_bf16|avx512_vnni' /proc/cpuinfo && default_factor=11
+need_kb=$(($(stat -c %s "$model/model.safetensors") / 1024 * default_factor / 10))
 avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
 if [ "${FORCE_DEFAULT:-0}" != 1 ] && [ "$need_kb" -gt "$avail_kb" ]; then
-  echo "peers.sh: fastvlm default skipped: with f32 weights it could need ~$((need_kb >> 20)) GiB, $((avail_kb >> 20)) GiB are available (FORCE_DEFAULT=1 runs it)" >&2
+  echo "peers.sh: fastvlm default skipped: it could need ~$((need_kb >> 20)) GiB, $((avail_kb >> 20)) GiB are available (FORCE_DEFAULT=1 runs it)" >&2
   default_row=0
 fi
 
