@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "kernel_levels.h"
+#include "quantized_weights.h"
 #include "kernels/capabilities.h"
 #include "kernels/qgemm.h"
 
@@ -28,42 +29,6 @@ struct Shape {
   int64_t rows, out_features, in_features;
   bool with_bias;
 };
-
-// A quantised weight matrix and its dequantised values, decoded independently of the library.
-struct Weights {
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scales;
-  std::vector<double> dequantised;  // [N, K]
-  QuantMatrix view;
-};
-
-Weights make_weights(WeightType type, int64_t rows, int64_t cols, uint32_t seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> values(size_t(rows * cols));
-  for (float& v : values) v = normal(generator);
-  Weights w;
-  const int64_t row_bytes = type == WeightType::Q8_0 ? cols : cols / 2;
-  w.codes.resize(size_t(rows * row_bytes));
-  w.scales.resize(size_t(rows * cols / 32));
-  quantize_matrix(type, values.data(), rows, cols, w.codes.data(), w.scales.data());
-  w.dequantised.resize(values.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t g = c / 32, j = c % 32;
-      int code;
-      if (type == WeightType::Q8_0) {
-        code = int8_t(w.codes[size_t(r * row_bytes + c)]);
-      } else {
-        const uint8_t byte = w.codes[size_t(r * row_bytes + g * 16 + j % 16)];
-        code = (j < 16 ? (byte & 0xf) : (byte >> 4)) - 8;
-      }
-      w.dequantised[size_t(r * cols + c)] = double(f16_to_f32(w.scales[size_t(r * cols / 32 + g)])) * code;
-    }
-  }
-  w.view = QuantMatrix{type, w.codes.data(), w.scales.data(), rows, cols};
-  return w;
-}
 
 std::vector<float> make_bias(const Shape& shape) {
   if (!shape.with_bias) return {};
@@ -87,7 +52,7 @@ std::vector<double> quantised_activations(const std::vector<float>& x) {
 }
 
 // Runs linear_quant with guard values after y, checks they are untouched, and returns y.
-std::vector<float> run(const Shape& shape, const std::vector<float>& x, const Weights& w,
+std::vector<float> run(const Shape& shape, const std::vector<float>& x, const QuantizedWeights& w,
                        const std::vector<float>& bias) {
   constexpr float kGuard = -12345.0f;
   const size_t count = size_t(shape.rows * shape.out_features);
@@ -116,7 +81,7 @@ TEST_P(QuantGemm, ExactlyQuantisableActivationsGiveTheDequantisedProduct) {
   const WeightType type = GetParam();
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
-    const Weights w = make_weights(type, shape.out_features, shape.in_features, 11);
+    const QuantizedWeights w = make_quantized_weights(type, shape.out_features, shape.in_features, 11);
     std::mt19937 generator(7);
     std::uniform_int_distribution<int> code(-127, 127), exponent(-8, 3), position(0, 31);
     std::vector<float> x(size_t(shape.rows * shape.in_features));
@@ -150,7 +115,7 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
   const WeightType type = GetParam();
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
-    const Weights w = make_weights(type, shape.out_features, shape.in_features, 21);
+    const QuantizedWeights w = make_quantized_weights(type, shape.out_features, shape.in_features, 21);
     const int64_t K = shape.in_features;
     std::mt19937 generator(9);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -195,7 +160,7 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
 TEST(QuantGemmDispatch, UnavailableAndRefusedBelowAvx512) {
   if (active_isa() >= Isa::Avx512) GTEST_SKIP() << "checked in the runs capped below avx512";
   EXPECT_FALSE(kernels::int8_compute_available());
-  const Weights w = make_weights(WeightType::Q8_0, 16, 32, 1);
+  const QuantizedWeights w = make_quantized_weights(WeightType::Q8_0, 16, 32, 1);
   std::vector<float> x(32, 1.0f), y(16);
   EXPECT_THROW(linear_quant(x.data(), 1, w.view, nullptr, y.data()), Error);
 }

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "kernel_levels.h"
+#include "quantized_weights.h"
 #include "kernels/capabilities.h"
 #include "kernels/quant_bf16_gemm.h"
 
@@ -28,41 +29,6 @@ struct Shape {
   int64_t rows, out_features, in_features;
   bool with_bias;
 };
-
-struct Weights {
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scales;
-  std::vector<double> dequantised;  // [N, K]
-  QuantMatrix view;
-};
-
-Weights make_weights(WeightType type, int64_t rows, int64_t cols, uint32_t seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> values(size_t(rows * cols));
-  for (float& v : values) v = normal(generator);
-  Weights w;
-  const int64_t row_bytes = type == WeightType::Q8_0 ? cols : cols / 2;
-  w.codes.resize(size_t(rows * row_bytes));
-  w.scales.resize(size_t(rows * cols / 32));
-  quantize_matrix(type, values.data(), rows, cols, w.codes.data(), w.scales.data());
-  w.dequantised.resize(values.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t g = c / 32, j = c % 32;
-      int code;
-      if (type == WeightType::Q8_0) {
-        code = int8_t(w.codes[size_t(r * row_bytes + c)]);
-      } else {
-        const uint8_t byte = w.codes[size_t(r * row_bytes + g * 16 + j % 16)];
-        code = (j < 16 ? (byte & 0xf) : (byte >> 4)) - 8;
-      }
-      w.dequantised[size_t(r * cols + c)] = double(f16_to_f32(w.scales[size_t(r * cols / 32 + g)])) * code;
-    }
-  }
-  w.view = QuantMatrix{type, w.codes.data(), w.scales.data(), rows, cols};
-  return w;
-}
 
 class QuantBf16Gemm : public ::testing::TestWithParam<WeightType> {
  protected:
@@ -84,7 +50,7 @@ TEST_P(QuantBf16Gemm, MatchesTheDequantisedProductWithinBfloat16Rounding) {
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << shape.rows << "x" << shape.out_features << "x" << shape.in_features);
     const int64_t K = shape.in_features, N = shape.out_features;
-    const Weights w = make_weights(type, N, K, 31);
+    const QuantizedWeights w = make_quantized_weights(type, N, K, 31);
     std::mt19937 generator(5);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     // A few outlier channels, as in real LLM activations.
@@ -121,7 +87,7 @@ TEST_P(QuantBf16Gemm, MatchesTheDequantisedProductWithinBfloat16Rounding) {
 TEST(QuantBf16GemmDispatch, UnavailableAndRefusedBelowAmx) {
   if (active_isa() >= Isa::Amx) GTEST_SKIP() << "checked in the runs capped below amx";
   EXPECT_FALSE(kernels::amx_bf16_available());
-  const Weights w = make_weights(WeightType::Q8_0, 16, 32, 1);
+  const QuantizedWeights w = make_quantized_weights(WeightType::Q8_0, 16, 32, 1);
   std::vector<float> x(32, 1.0f), y(16);
   EXPECT_THROW(linear_quant_bf16(x.data(), 1, w.view, nullptr, y.data()), Error);
 }
