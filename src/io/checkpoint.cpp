@@ -88,9 +88,8 @@ const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
-void Checkpoint::release(std::string_view prefix) const {
-  for (auto it = entries_.lower_bound(prefix); it != entries_.end() && it->first.starts_with(prefix); ++it)
-    it->second.file->release(*it->second.info);
+void Checkpoint::release(const std::string& name, size_t begin, size_t end) const {
+  if (const Entry* entry = lookup(name)) entry->file->release(*entry->info, begin, end);
 }
 
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }
@@ -117,6 +116,7 @@ Tensor Checkpoint::load_f32(const std::string& name, const Shape& expected_shape
                 ", expected a floating-point type (F32, F16, BF16)");
   Tensor out(expected_shape);
   convert_to_f32(info.dtype, info.data, out.data(), size_t(out.numel()));
+  release(name);
   return out;
 }
 

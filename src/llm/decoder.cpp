@@ -132,11 +132,6 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   model->lm_head_ = c.tie_word_embeddings ? model->embed_tokens_
                                           : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, linears);
   model->inverse_frequencies_ = rope_inverse_frequencies(c.rope, c.head_dim);
-  if (quantize_linears && checkpoint.quantization().type.empty()) {
-    // The layers' float weights were read once, into their quantised copies: give back their pages.
-    checkpoint.release("model.layers.");
-    if (!c.tie_word_embeddings) checkpoint.release("lm_head.");
-  }
   return model;
 }
 

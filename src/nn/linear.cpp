@@ -127,15 +127,17 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
   copy->codes.resize(size_t(out_features * row_bytes));
   copy->scales.resize(size_t(out_features * groups));
   // A slab of rows at a time, widened to float32 for quantize_matrix: a 150k-row head never needs its
-  // whole float32 copy.
+  // whole float32 copy. Each slab's mapped pages are given back once it is quantised, so the load never
+  // holds more of the float weights than the slab at hand beside the quantised copies.
   constexpr int64_t kSlabRows = 256;
   std::vector<float> slab(size_t(std::min<int64_t>(kSlabRows, out_features) * in_features));
-  const size_t element_bytes = dtype_size(info.dtype);
+  const size_t slab_row_bytes = size_t(in_features) * dtype_size(info.dtype);
   for (int64_t first = 0; first < out_features; first += kSlabRows) {
     const int64_t rows = std::min<int64_t>(kSlabRows, out_features - first);
-    convert_to_f32(info.dtype, info.data + first * in_features * element_bytes, slab.data(), size_t(rows * in_features));
+    convert_to_f32(info.dtype, info.data + first * slab_row_bytes, slab.data(), size_t(rows * in_features));
     quantize_matrix(type, slab.data(), rows, in_features, copy->codes.data() + first * row_bytes,
                     copy->scales.data() + first * groups);
+    checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
   }
   Linear linear;
   linear.storage_ = type;

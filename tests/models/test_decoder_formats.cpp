@@ -21,6 +21,7 @@
 #include "llm/decoder.h"
 #include "models/fastvlm/fastvlm_config.h"
 #include "llm/sampling.h"
+#include "resident_pages.h"
 
 namespace fastvlm {
 namespace {
@@ -160,6 +161,43 @@ TEST_P(Qwen2Quantized, QuantisedCheckpointLoadsAndStaysCloseToFloat32) {
       EXPECT_GE(agree, 1) << "the first greedy token";
     }
   }
+  fs::remove_all(out);
+}
+
+// The default load of a dense checkpoint quantises each linear slab by slab and gives back each slab's
+// float pages as it goes. lm_head, the fixture's one linear spanning many pages, must have none of its
+// pages mapped after the load, nor after the model has run (they would be back if anything still read
+// the released weights: a released page is re-read from the file on the next touch, so the answers alone
+// would not show it). The codes are the ones `fastvlm quantize` writes, so the answers equal those of the
+// quantised checkpoint, logit for logit.
+TEST_P(Qwen2Quantized, QuantisingAtLoadGivesBackTheFloatPagesAndAnswersAsTheQuantisedCheckpoint) {
+  const WeightType type = GetParam();
+  const fs::path out = fs::temp_directory_path() /
+                       ("fastvlm-atload-" + std::string(weight_type_name(type)) + "-" + std::to_string(getpid()));
+  fs::remove_all(out);
+  quantize_model(kFixture, out, type);
+  const TextConfig config = load_fastvlm_config(kFixture).text;
+  const auto quantised_checkpoint = Checkpoint::open(out);
+  const auto quantised = Decoder::load(*quantised_checkpoint, config, Precision::Bf16);
+
+  const auto checkpoint = Checkpoint::open(kFixture);
+  const TensorInfo& head = checkpoint->tensor("lm_head.weight", {config.vocab_size, config.hidden_size});
+  // A page fault maps its aligned 64 KiB neighbourhood (the kernel's fault-around) where the page cache
+  // has it: reads of the neighbouring tensors may bring back lm_head's edges.
+  constexpr size_t kFaultAround = 64 << 10;
+  const uint8_t* far_begin = head.data + kFaultAround;
+  const uint8_t* far_end = head.data + head.nbytes - kFaultAround;
+  const auto at_load = Decoder::load(*checkpoint, config, Precision::Bf16, type);
+  EXPECT_EQ(resident_pages(far_begin, far_end), 0u) << "lm_head's float pages after the load";
+
+  for (const CaseInput& c : golden_cases(*at_load)) {
+    SCOPED_TRACE(c.name);
+    const RunResult expected = prefill_and_decode(*quantised, c);
+    const RunResult run = prefill_and_decode(*at_load, c);
+    EXPECT_EQ(run.prefill_logits, expected.prefill_logits);
+    EXPECT_EQ(run.tokens, expected.tokens);
+  }
+  EXPECT_EQ(resident_pages(far_begin, far_end), 0u) << "lm_head's float pages after running the model";
   fs::remove_all(out);
 }
 
