@@ -1,5 +1,7 @@
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -90,6 +92,18 @@ const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
 
 void Checkpoint::release(const std::string& name, size_t begin, size_t end) const {
   if (const Entry* entry = lookup(name)) entry->file->release(*entry->info, begin, end);
+}
+
+void Checkpoint::move_into(const std::string& name, void* destination) const {
+  const Entry* entry = lookup(name);
+  if (!entry) throw Error(dir_.string() + ": tensor '" + name + "' is missing");
+  constexpr size_t kPieceBytes = size_t(8) << 20;
+  const TensorInfo& info = *entry->info;
+  for (size_t done = 0; done < info.nbytes; done += kPieceBytes) {
+    const size_t piece = std::min(kPieceBytes, info.nbytes - done);
+    std::memcpy(static_cast<uint8_t*>(destination) + done, info.data + done, piece);
+    entry->file->release(info, done, done + piece);
+  }
 }
 
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }

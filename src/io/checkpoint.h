@@ -46,6 +46,9 @@ class Checkpoint {
   // weight the model has copied into its own layout, at once or a range at a time, so that a load never
   // holds the whole mapped checkpoint beside the copies.
   void release(const std::string& name, size_t begin = 0, size_t end = SIZE_MAX) const;
+  // Copies tensor `name`'s stored bytes to `destination` (its nbytes), releasing the mapped pages piece by
+  // piece as they are copied: a weight moved into memory of the model's own never sits there twice.
+  void move_into(const std::string& name, void* destination) const;
   // The file a tensor lives in, for error messages.
   std::filesystem::path file_of(const std::string& name) const;
 
