@@ -1,5 +1,7 @@
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -88,9 +90,20 @@ const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
-void Checkpoint::release(std::string_view prefix) const {
-  for (auto it = entries_.lower_bound(prefix); it != entries_.end() && it->first.starts_with(prefix); ++it)
-    it->second.file->release(*it->second.info);
+void Checkpoint::release(const std::string& name, size_t begin, size_t end) const {
+  if (const Entry* entry = lookup(name)) entry->file->release(*entry->info, begin, end);
+}
+
+void Checkpoint::move_into(const std::string& name, void* destination) const {
+  const Entry* entry = lookup(name);
+  if (!entry) throw Error(dir_.string() + ": tensor '" + name + "' is missing");
+  constexpr size_t kPieceBytes = size_t(8) << 20;
+  const TensorInfo& info = *entry->info;
+  for (size_t done = 0; done < info.nbytes; done += kPieceBytes) {
+    const size_t piece = std::min(kPieceBytes, info.nbytes - done);
+    std::memcpy(static_cast<uint8_t*>(destination) + done, info.data + done, piece);
+    entry->file->release(info, done, done + piece);
+  }
 }
 
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }
@@ -117,6 +130,7 @@ Tensor Checkpoint::load_f32(const std::string& name, const Shape& expected_shape
                 ", expected a floating-point type (F32, F16, BF16)");
   Tensor out(expected_shape);
   convert_to_f32(info.dtype, info.data, out.data(), size_t(out.numel()));
+  release(name);
   return out;
 }
 

@@ -39,11 +39,16 @@ class Checkpoint {
   // The raw stored tensor after checking its shape; throws naming the file, tensor, expected and actual
   // shape (or "missing").
   const TensorInfo& tensor(const std::string& name, const Shape& expected_shape) const;
-  // The same, converted to float32 (F32/F16/BF16 storage).
+  // The same, converted to float32 (F32/F16/BF16 storage). The copy is the caller's to keep: the tensor's
+  // mapped pages are released once it is made (see release), so no weight is held twice.
   Tensor load_f32(const std::string& name, const Shape& expected_shape) const;
-  // Releases the resident pages of every tensor whose (renamed) name starts with `prefix`: for
-  // weights the model has copied into its own layout, so they are not held twice in memory.
-  void release(std::string_view prefix) const;
+  // Releases the resident pages of tensor `name`'s bytes [begin, end) (SafetensorsFile::release), for a
+  // weight the model has copied into its own layout, at once or a range at a time, so that a load never
+  // holds the whole mapped checkpoint beside the copies.
+  void release(const std::string& name, size_t begin = 0, size_t end = SIZE_MAX) const;
+  // Copies tensor `name`'s stored bytes to `destination` (its nbytes), releasing the mapped pages piece by
+  // piece as they are copied: a weight moved into memory of the model's own never sits there twice.
+  void move_into(const std::string& name, void* destination) const;
   // The file a tensor lives in, for error messages.
   std::filesystem::path file_of(const std::string& name) const;
 

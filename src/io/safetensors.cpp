@@ -139,13 +139,15 @@ SafetensorsFile::~SafetensorsFile() {
   if (mapping_) munmap(mapping_, size_);
 }
 
-void SafetensorsFile::release(const TensorInfo& tensor) const {
+void SafetensorsFile::release(const TensorInfo& tensor, size_t begin, size_t end) const {
   const auto* mapping = static_cast<const uint8_t*>(mapping_);
   if (tensor.data < mapping || tensor.data >= mapping + size_) return;  // an aligned copy: nothing mapped
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  uintptr_t begin = (reinterpret_cast<uintptr_t>(tensor.data) + page - 1) / page * page;
-  uintptr_t end = (reinterpret_cast<uintptr_t>(tensor.data) + tensor.nbytes) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  const uintptr_t data = reinterpret_cast<uintptr_t>(tensor.data);
+  end = std::min(end, tensor.nbytes);
+  const uintptr_t first = std::max((data + page - 1) / page * page, (data + begin) / page * page);
+  const uintptr_t last = (data + end) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {

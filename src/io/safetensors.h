@@ -41,9 +41,12 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   size_t file_size() const { return size_; }
-  // Drops the resident pages wholly inside `tensor`'s bytes (they are re-read from the file if touched
-  // again), for weights that were copied into another layout at load time.
-  void release(const TensorInfo& tensor) const;
+  // Drops the resident pages that lie wholly inside `tensor`'s first `end` bytes, except those lying
+  // wholly inside its first `begin` bytes, for weights copied into another layout at load time (pages are
+  // re-read from the file if touched again). A page shared with a neighbouring tensor is kept. A tensor
+  // converted piece by piece releases consecutive ranges [0, a), [a, b), ... as it goes: each page goes
+  // with the range that finishes it, so the mapped source never stays resident beyond the piece at hand.
+  void release(const TensorInfo& tensor, size_t begin = 0, size_t end = SIZE_MAX) const;
 
  private:
   SafetensorsFile() = default;

@@ -109,11 +109,13 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   model->attention_precision_ =
       dense == WeightType::BF16 && kernels::bf16_compute_available() ? Precision::Bf16 : Precision::F32;
   model->embed_tokens_ = Linear::load_dense(checkpoint, "model.embed_tokens", c.vocab_size, hidden, false, dense);
+  // Block-quantised linears keep their codes on huge pages, which all the layers' Linears share.
+  const auto arena = std::make_shared<WeightArena>();
   model->layers_.reserve(c.num_hidden_layers);
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     auto linear = [&](const char* name, int out, int in, bool bias) {
-      return Linear::load(checkpoint, prefix + name, out, in, bias, linears);
+      return Linear::load(checkpoint, prefix + name, out, in, bias, linears, arena);
     };
     Layer layer;
     layer.input_norm = checkpoint.load_f32(prefix + "input_layernorm.weight", {hidden});
@@ -130,13 +132,8 @@ std::unique_ptr<Decoder> Decoder::load(const Checkpoint& checkpoint, const TextC
   model->final_norm_ = checkpoint.load_f32("model.norm.weight", {hidden});
   // A tied head uses the embedding, even where a (redundant) lm_head.weight is stored.
   model->lm_head_ = c.tie_word_embeddings ? model->embed_tokens_
-                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, linears);
+                                          : Linear::load(checkpoint, "lm_head", c.vocab_size, hidden, false, linears, arena);
   model->inverse_frequencies_ = rope_inverse_frequencies(c.rope, c.head_dim);
-  if (quantize_linears && checkpoint.quantization().type.empty()) {
-    // The layers' float weights were read once, into their quantised copies: give back their pages.
-    checkpoint.release("model.layers.");
-    if (!c.tie_word_embeddings) checkpoint.release("lm_head.");
-  }
   return model;
 }
 

@@ -94,11 +94,11 @@ void expect_groups(const Checkpoint& checkpoint, const std::string& prefix, int 
 }  // namespace
 
 Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
-                    bool with_bias, WeightType storage) {
+                    bool with_bias, WeightType storage, const std::shared_ptr<WeightArena>& arena) {
   const std::string& quantization = checkpoint.quantization().type;
   const bool block_storage = storage == WeightType::Q8_0 || storage == WeightType::Q4_0;
   if (quantization.empty())
-    return block_storage ? quantize_at_load(checkpoint, prefix, out_features, in_features, with_bias, storage)
+    return block_storage ? quantize_at_load(checkpoint, prefix, out_features, in_features, with_bias, storage, arena)
                          : load_dense(checkpoint, prefix, out_features, in_features, with_bias, storage);
   const WeightType type = quantization == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
   expect_groups(checkpoint, prefix, in_features);
@@ -106,10 +106,14 @@ Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int
   expect_dtype(checkpoint, codes, type == WeightType::Q8_0 ? DType::I8 : DType::U8, "quantised codes");
   const TensorInfo& scales = checkpoint.tensor(prefix + ".weight_scale", {out_features, in_features / kQuantGroupSize});
   expect_dtype(checkpoint, scales, DType::F16, "per-group scales");
+  auto* code_copy = static_cast<uint8_t*>(arena->allocate(codes.nbytes));
+  auto* scale_copy = static_cast<uint16_t*>(arena->allocate(scales.nbytes));
+  checkpoint.move_into(prefix + ".weight", code_copy);
+  checkpoint.move_into(prefix + ".weight_scale", scale_copy);
   Linear linear;
   linear.storage_ = type;
-  linear.quantized_ = QuantMatrix{type, codes.data, reinterpret_cast<const uint16_t*>(scales.data), out_features,
-                                  in_features};
+  linear.quantized_ = QuantMatrix{type, code_copy, scale_copy, out_features, in_features};
+  linear.arena_ = arena;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;
   if (with_bias) linear.load_bias(checkpoint, prefix);
@@ -117,30 +121,32 @@ Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int
 }
 
 Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                                int in_features, bool with_bias, WeightType type) {
+                                int in_features, bool with_bias, WeightType type,
+                                const std::shared_ptr<WeightArena>& arena) {
   expect_groups(checkpoint, prefix, in_features);
   const TensorInfo& info = checkpoint.tensor(prefix + ".weight", {out_features, in_features});
   if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
     expect_dtype(checkpoint, info, DType::BF16, "a float weight to quantise");
-  auto copy = std::make_shared<QuantizedCopy>();
   const int64_t row_bytes = quant_row_bytes(type, in_features), groups = in_features / kQuantGroupSize;
-  copy->codes.resize(size_t(out_features * row_bytes));
-  copy->scales.resize(size_t(out_features * groups));
+  auto* codes = static_cast<uint8_t*>(arena->allocate(size_t(out_features * row_bytes)));
+  auto* scales = static_cast<uint16_t*>(arena->allocate(size_t(out_features * groups) * sizeof(uint16_t)));
   // A slab of rows at a time, widened to float32 for quantize_matrix: a 150k-row head never needs its
-  // whole float32 copy.
+  // whole float32 copy. Each slab's mapped pages are given back once it is quantised, so the load never
+  // holds more of the float weights than the slab at hand beside the quantised copies.
   constexpr int64_t kSlabRows = 256;
   std::vector<float> slab(size_t(std::min<int64_t>(kSlabRows, out_features) * in_features));
-  const size_t element_bytes = dtype_size(info.dtype);
+  const size_t slab_row_bytes = size_t(in_features) * dtype_size(info.dtype);
   for (int64_t first = 0; first < out_features; first += kSlabRows) {
     const int64_t rows = std::min<int64_t>(kSlabRows, out_features - first);
-    convert_to_f32(info.dtype, info.data + first * in_features * element_bytes, slab.data(), size_t(rows * in_features));
-    quantize_matrix(type, slab.data(), rows, in_features, copy->codes.data() + first * row_bytes,
-                    copy->scales.data() + first * groups);
+    convert_to_f32(info.dtype, info.data + first * slab_row_bytes, slab.data(), size_t(rows * in_features));
+    quantize_matrix(type, slab.data(), rows, in_features, codes + first * row_bytes,
+                    scales + first * groups);
+    checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
   }
   Linear linear;
   linear.storage_ = type;
-  linear.quantized_ = QuantMatrix{type, copy->codes.data(), copy->scales.data(), out_features, in_features};
-  linear.quantized_copy_ = std::move(copy);
+  linear.quantized_ = QuantMatrix{type, codes, scales, out_features, in_features};
+  linear.arena_ = arena;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;
   if (with_bias) linear.load_bias(checkpoint, prefix);

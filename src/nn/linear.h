@@ -13,6 +13,7 @@
 #include "core/dtype.h"
 #include "core/quant.h"
 #include "core/tensor.h"
+#include "core/weight_arena.h"
 #include "io/checkpoint.h"
 #include "kernels/gemm.h"
 
@@ -36,9 +37,11 @@ class Linear {
                            int in_features, bool with_bias, WeightType storage);
   // The same, but block-quantised as stored when the checkpoint is (its model's linears are). On a dense
   // checkpoint `storage` Q8_0 or Q4_0 block-quantises the weights while loading (core/quant.h), so that
-  // the layer runs the int8 products of a quantised checkpoint.
+  // the layer runs the int8 products of a quantised checkpoint. Block-quantised codes and scales, stored or
+  // made here, are held in `arena` (on huge pages, see core/weight_arena.h), the stored ones' mapped pages
+  // given back; the Linear keeps the arena alive.
   static Linear load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
-                     bool with_bias, WeightType storage);
+                     bool with_bias, WeightType storage, const std::shared_ptr<WeightArena>& arena);
   // From float weights the caller has already edited (norms and scales folded in, which must precede any
   // rounding): `weight` [out, in], `bias` [out] or empty, held as `storage`: F32, BF16 or S8 (codes
   // round(w / s) with s = max|row| / 127 per output row). BF16 layers built here multiply bfloat16 rows
@@ -75,7 +78,7 @@ class Linear {
   void load_bias(const Checkpoint& checkpoint, const std::string& prefix);
   // A dense checkpoint's weight block-quantised as `type` into storage of its own.
   static Linear quantize_at_load(const Checkpoint& checkpoint, const std::string& prefix, int out_features,
-                                 int in_features, bool with_bias, WeightType type);
+                                 int in_features, bool with_bias, WeightType type, const std::shared_ptr<WeightArena>& arena);
   // BF16 or Q8_0/Q4_0 weights on float32 rows: GEMV, GEMM or the int8 product, y = x·Wᵀ + b.
   void forward_decoder(const float* x, int64_t rows, float* y) const;
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
@@ -89,12 +92,8 @@ class Linear {
   std::shared_ptr<const Tensor> f32_;  // F32: [out, in]
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
-  QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in the mmap, or in quantized_copy_
-  struct QuantizedCopy {
-    std::vector<uint8_t> codes;
-    std::vector<uint16_t> scales;
-  };
-  std::shared_ptr<const QuantizedCopy> quantized_copy_;  // owns quantized_'s arrays when quantised at load
+  QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in arena_
+  std::shared_ptr<const WeightArena> arena_;
   // S8: the [out, in] codes (weight = code · s8_scales_[o]); BF16 from from_f32 (the vision tower's
   // layers, only ever multiplied with bfloat16 rows) where the CPU has bf16 products: the weights, with
   // bf16_ null. Packed for the products at load.

@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "resident_pages.h"
 
 namespace fs = std::filesystem;
 using namespace fastvlm;
@@ -145,4 +147,48 @@ TEST(Safetensors, MisalignedDataIsReadThroughAlignedMemory) {
   EXPECT_EQ(out[0], 1.0f);
   EXPECT_EQ(out[1], -2.0f);
   EXPECT_EQ(out[2], 3.0f);
+}
+
+// A weight copied into the model's own layout gives back its mapped pages: load_f32 at once, a piece-wise
+// conversion range by range, each page with the range that finishes it. Pages shared with a neighbour stay.
+TEST(Checkpoint, ReleasesTheMappedPagesOfCopiedWeights) {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  TempDir dir;
+  // "a": 64 pages of floats and a few more, so its end shares a page with "b"; "b": one more page and a bit.
+  Tensor a({int64_t(64 * page / sizeof(float) + 100)}), b({int64_t(page / sizeof(float) + 10)});
+  for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = float(i);
+  for (int64_t i = 0; i < b.numel(); ++i) b.data()[i] = -float(i);
+  write_safetensors(dir.path() / "model.safetensors", {f32_tensor("a", a), f32_tensor("b", b)});
+  std::ofstream(dir.path() / "config.json") << "{}";
+  const auto checkpoint = Checkpoint::open(dir.path());
+  const TensorInfo& info = checkpoint->tensor("a", a.shape());
+  const uint8_t* begin = info.data;
+  const uint8_t* end = info.data + info.nbytes;
+  auto resident = [&](const uint8_t* from, const uint8_t* to) { return resident_pages(from, to); };
+  auto whole_pages = [&](const uint8_t* from, const uint8_t* to) {
+    return reinterpret_cast<uintptr_t>(to) / page - (reinterpret_cast<uintptr_t>(from) + page - 1) / page;
+  };
+  auto touch = [&] {
+    volatile uint8_t sink = 0;
+    for (const uint8_t* p = begin; p < end; p += page / 2) sink = sink + *p;
+    EXPECT_EQ(resident(begin, end), whole_pages(begin, end));
+  };
+
+  touch();
+  const size_t middle = 20 * page + 123;  // not on a page boundary
+  checkpoint->release("a", 0, middle);
+  EXPECT_EQ(resident(begin, begin + middle), 0u);
+  EXPECT_EQ(resident(begin + middle, end), whole_pages(begin + middle, end));  // the rest is kept ...
+  const uint8_t* straddling = begin + middle - reinterpret_cast<uintptr_t>(begin + middle) % page;
+  EXPECT_EQ(resident(straddling, straddling + page), 1u);  // ... the page straddling `middle` too
+  checkpoint->release("a", middle, info.nbytes);  // the straddling page goes with the range that finishes it
+  EXPECT_EQ(resident(begin, end), 0u);
+
+  touch();
+  const Tensor copy = checkpoint->load_f32("a", a.shape());
+  EXPECT_EQ(resident(begin, end), 0u);
+  EXPECT_EQ(std::memcmp(copy.data(), a.data(), info.nbytes), 0);
+  // "b" shares a page with "a"'s end: still readable, and released pages read back the same.
+  EXPECT_EQ(checkpoint->load_f32("b", b.shape()).data()[7], -7.0f);
+  EXPECT_EQ(std::memcmp(checkpoint->load_f32("a", a.shape()).data(), a.data(), info.nbytes), 0);
 }

@@ -21,6 +21,7 @@
 #include "llm/decoder.h"
 #include "models/fastvlm/fastvlm_config.h"
 #include "llm/sampling.h"
+#include "resident_pages.h"
 
 namespace fastvlm {
 namespace {
@@ -160,6 +161,53 @@ TEST_P(Qwen2Quantized, QuantisedCheckpointLoadsAndStaysCloseToFloat32) {
       EXPECT_GE(agree, 1) << "the first greedy token";
     }
   }
+  fs::remove_all(out);
+}
+
+// The default load of a dense checkpoint quantises each linear slab by slab and gives back each slab's
+// float pages as it goes; a quantised checkpoint's codes are moved into the model's own (huge-page)
+// memory, their file pages given back too. lm_head, the fixture's one linear spanning many pages, must
+// have none of its pages mapped in either checkpoint after the load, nor after the model has run (they
+// would be back if anything still read the released weights: a released page is re-read from the file on
+// the next touch, so the answers alone would not show it). The codes quantised at load are the ones
+// `fastvlm quantize` writes, so the answers equal those of the moved codes, logit for logit (a code moved
+// to the wrong place would not).
+TEST_P(Qwen2Quantized, LoadsGiveBackTheMappedPagesAndQuantisingAtLoadAnswersAsTheQuantisedCheckpoint) {
+  const WeightType type = GetParam();
+  const fs::path out = fs::temp_directory_path() /
+                       ("fastvlm-atload-" + std::string(weight_type_name(type)) + "-" + std::to_string(getpid()));
+  fs::remove_all(out);
+  quantize_model(kFixture, out, type);
+  const TextConfig config = load_fastvlm_config(kFixture).text;
+  // A page fault maps its aligned 64 KiB neighbourhood (the kernel's fault-around) where the page cache
+  // has it: reads of the neighbouring tensors may bring back lm_head's edges.
+  constexpr size_t kFaultAround = 64 << 10;
+  struct Span {
+    const uint8_t *begin, *end;
+  };
+  auto far_from_the_edges = [&](const TensorInfo& tensor) {
+    return Span{tensor.data + kFaultAround, tensor.data + tensor.nbytes - kFaultAround};
+  };
+  const auto quantised_checkpoint = Checkpoint::open(out);
+  const Span codes = far_from_the_edges(quantised_checkpoint->tensor(
+      "lm_head.weight", {config.vocab_size, quant_row_bytes(type, config.hidden_size)}));
+  const auto quantised = Decoder::load(*quantised_checkpoint, config, Precision::Bf16);
+  EXPECT_EQ(resident_pages(codes.begin, codes.end), 0u) << "lm_head's stored codes after the load";
+
+  const auto checkpoint = Checkpoint::open(kFixture);
+  const Span floats = far_from_the_edges(checkpoint->tensor("lm_head.weight", {config.vocab_size, config.hidden_size}));
+  const auto at_load = Decoder::load(*checkpoint, config, Precision::Bf16, type);
+  EXPECT_EQ(resident_pages(floats.begin, floats.end), 0u) << "lm_head's float pages after the load";
+
+  for (const CaseInput& c : golden_cases(*at_load)) {
+    SCOPED_TRACE(c.name);
+    const RunResult expected = prefill_and_decode(*quantised, c);
+    const RunResult run = prefill_and_decode(*at_load, c);
+    EXPECT_EQ(run.prefill_logits, expected.prefill_logits);
+    EXPECT_EQ(run.tokens, expected.tokens);
+  }
+  EXPECT_EQ(resident_pages(floats.begin, floats.end), 0u) << "lm_head's float pages after running the models";
+  EXPECT_EQ(resident_pages(codes.begin, codes.end), 0u) << "lm_head's stored codes after running the models";
   fs::remove_all(out);
 }
 

@@ -44,9 +44,6 @@ std::unique_ptr<Model> load_fastvlm(const std::filesystem::path& dir, const Mode
   vision->macs = [tower = config.vision](int image_size) { return vision_macs(tower, image_size); };
   model->vision = std::move(vision);
   model->decoder = Decoder::load(checkpoint, config.text, options.precision, options.quantize_llm);
-  // The tower and the projector keep their weights in their own (folded, converted) copies.
-  checkpoint.release("model.vision_tower.");
-  checkpoint.release("model.mm_projector.");
   return model;
 }
 
