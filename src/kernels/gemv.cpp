@@ -316,6 +316,28 @@ FASTVLM_TARGET_AVX512 inline __m512 span_scales(const uint16_t* w_scales, int64_
 // the 32 registers.
 constexpr int kMaxAccumulatorsAvx512 = 8;
 
+// One step of quant_rows_avx512 below: acc[w][i] += float(dot of the pair) · the lanes of scales[w][i] picked
+// by lane_index. `single` only for a lone last group, outside the main loop so that the accumulators stay in
+// registers.
+template <WeightType Type, int W, int R>
+FASTVLM_TARGET_AVX512 [[gnu::always_inline]] inline void accumulate_pair(__m512 (&acc)[W][R], const QuantMatrix& m,
+                                                                         const PreparedActivationAvx512* p, int64_t r,
+                                                                         int64_t row_bytes, int64_t pair, bool single,
+                                                                         __m512i lane_index,
+                                                                         const __m512 (&scales)[W][R]) {
+  constexpr int64_t pair_bytes = Type == WeightType::Q8_0 ? 2 * kQuantGroupSize : kQuantGroupSize;
+  #pragma GCC unroll 8
+  for (int w = 0; w < W; ++w) {
+    const __m512i w_codes = load_pair_codes(Type, m.codes + (r + w) * row_bytes + pair * pair_bytes, single);
+    #pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p[i].offsets.data() + pair * kLanes), w_codes,
+                                              _mm512_loadu_si512(p[i].codes.data() + pair * 64));
+      acc[w][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(lane_index, scales[w][i]), acc[w][i]);
+    }
+  }
+}
+
 // Weight rows [r, r + W) against activation rows [first, first + R): each weight step is loaded once for
 // the R activation rows, and each activation step once for the W weight rows (decoding one sequence runs
 // W = 4, R = 1; a batch W = 1, R rows). Per lane: acc += float(offset-corrected dot) · (d_w · d_x), over
@@ -327,35 +349,33 @@ FASTVLM_TARGET_AVX512 inline void quant_rows_avx512(const QuantMatrix& m, const 
   static_assert(W * R <= kMaxAccumulatorsAvx512);
   const __m512i lane_to_group = _mm512_load_si512(lane_groups);
   const int64_t groups = m.groups_per_row();
-  const int64_t pairs = (groups + 1) / 2;
-  const int64_t row_bytes = quant_row_bytes(Type, m.cols);
-  const int64_t pair_bytes = 2 * quant_row_bytes(Type, kQuantGroupSize);
+  const int64_t pairs = (groups + 1) / 2, full_pairs = groups / 2;
+  const int64_t row_bytes = quant_row_bytes(Type, m.cols);  // out of line: kept out of the loop
   p += first;
   __m512 acc[W][R];
+  #pragma GCC unroll 8
   for (int w = 0; w < W; ++w)
+    #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) acc[w][i] = _mm512_setzero_ps();
   for (int64_t span = 0; span < pairs; span += kPairsPerScaleSpan) {
     __m512 scales[W][R];
+    #pragma GCC unroll 8
     for (int w = 0; w < W; ++w)
+      #pragma GCC unroll 8
       for (int i = 0; i < R; ++i)
         scales[w][i] = span_scales(m.scales + (r + w) * groups, groups, 2 * span, p[i].scales.data());
     __m512i lane_index = lane_to_group;
-    const int64_t span_end = std::min(pairs, span + kPairsPerScaleSpan);
+    const int64_t span_end = std::min(full_pairs, span + kPairsPerScaleSpan);
     for (int64_t pair = span; pair < span_end; ++pair) {
-      const bool single = 2 * pair + 1 == groups;
-      for (int w = 0; w < W; ++w) {
-        const __m512i w_codes = load_pair_codes(Type, m.codes + (r + w) * row_bytes + pair * pair_bytes, single);
-        for (int i = 0; i < R; ++i) {
-          const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p[i].offsets.data() + pair * kLanes), w_codes,
-                                                  _mm512_loadu_si512(p[i].codes.data() + pair * 64));
-          acc[w][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(lane_index, scales[w][i]),
-                                      acc[w][i]);
-        }
-      }
+      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, pair, false, lane_index, scales);
       lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(2));
     }
+    if (span_end < std::min(pairs, span + kPairsPerScaleSpan))
+      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, span_end, true, lane_index, scales);
   }
+  #pragma GCC unroll 8
   for (int w = 0; w < W; ++w)
+    #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r + w] = _mm512_reduce_add_ps(acc[w][i]);
 }
 
