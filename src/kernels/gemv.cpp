@@ -256,31 +256,31 @@ constexpr int kLanes = 16;
 // multiplied by d_x once per such span, and each step only permutes its lanes out of the products.
 constexpr int kPairsPerScaleSpan = kLanes / 2;
 
-// Which of the step's two groups lane i belongs to, and where byte b of group-local weight j goes.
+// Which of the step's two groups lane i belongs to.
 inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
-inline int byte_position(WeightType type, int group_in_pair, int j) {
-  if (type == WeightType::Q8_0) return group_in_pair * kQuantGroupSize + j;
-  return (j < 16 ? 0 : 32) + group_in_pair * 16 + j % 16;
-}
 
-void prepare_activation_avx512(WeightType type, const QuantizedActivation& q, int64_t groups,
-                               PreparedActivationAvx512& p) {
+// Per pair, one permutation of the 64 natural-order codes (a lone last group's partner zero) and the two
+// offsets placed in the first lane of their group.
+FASTVLM_TARGET_AVX512 void prepare_activation_avx512(WeightType type, const QuantizedActivation& q, int64_t groups,
+                                                     PreparedActivationAvx512& p) {
   const int64_t pairs = (groups + 1) / 2;
   const int32_t code_offset = type == WeightType::Q8_0 ? 128 : 8;
-  p.codes.assign(size_t(pairs) * 64, 0);
+  p.codes.resize(size_t(pairs) * 64);
   p.offsets.assign(size_t(pairs) * kLanes, 0);
   p.scales.assign(size_t((groups + kLanes - 1) / kLanes * kLanes), 0.0f);
   std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t pair = g / 2;
-    const int in_pair = int(g % 2);
-    for (int j = 0; j < kQuantGroupSize; ++j)
-      p.codes[pair * 64 + byte_position(type, in_pair, j)] = q.codes[g * kQuantGroupSize + j];
-    for (int lane = 0; lane < kLanes; ++lane) {
-      if (lane_group(type, lane) != in_pair) continue;
-      p.offsets[pair * kLanes + lane] = -code_offset * q.sums[g];
-      break;
-    }
+  int first_lane[2] = {kLanes, kLanes};
+  for (int lane = kLanes - 1; lane >= 0; --lane) first_lane[lane_group(type, lane)] = lane;
+  // The 8-byte blocks of the natural order (g0 0-15, g0 16-31, g1 0-15, g1 16-31) in the step's byte order.
+  const __m512i order = type == WeightType::Q8_0 ? _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)
+                                                 : _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const bool single = 2 * pair + 1 == groups;
+    const int8_t* natural = q.codes.data() + pair * 64;
+    const __m512i codes = single ? _mm512_maskz_loadu_epi8(0xffffffffull, natural) : _mm512_loadu_si512(natural);
+    _mm512_storeu_si512(p.codes.data() + pair * 64, _mm512_permutexvar_epi64(order, codes));
+    for (int in_pair = 0; in_pair < (single ? 1 : 2); ++in_pair)
+      p.offsets[pair * kLanes + first_lane[in_pair]] = -code_offset * q.sums[2 * pair + in_pair];
   }
 }
 
