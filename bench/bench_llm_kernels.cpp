@@ -55,7 +55,7 @@ struct WeightCopies {
   int64_t bytes_per_copy = 0;
 };
 
-WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
+WeightCopies make_copies(const char* format, int64_t rows, int64_t cols, int64_t rotation_bytes = kRotationBytes) {
   const std::vector<float> weights = random_floats(size_t(rows * cols), 1, 0.05f);
   WeightCopies copies;
   const std::string name = format;
@@ -65,7 +65,7 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
     const WeightType type = name == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
     copies.bytes_per_copy = rows * quant_row_bytes(type, cols) + rows * cols / kQuantGroupSize * 2;
   }
-  const int64_t count = std::max<int64_t>(1, kRotationBytes / copies.bytes_per_copy);
+  const int64_t count = std::max<int64_t>(1, rotation_bytes / copies.bytes_per_copy);
   for (int64_t i = 0; i < count; ++i) {
     if (name == "bf16") {
       std::vector<uint16_t> w(weights.size());
@@ -83,10 +83,11 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols) {
   return copies;
 }
 
-// At the active kernel level: FASTVLM_ISA=avx2 measures the AVX2 variants.
-void BM_Gemv(benchmark::State& state, const char* format) {
+// At the active kernel level: FASTVLM_ISA=avx2 measures the AVX2 variants. With `cached`, one copy that stays
+// in L2: the kernel's arithmetic cost without DRAM (whether a GEMV is bound by memory or by unpacking).
+void BM_Gemv(benchmark::State& state, const char* format, bool cached) {
   const int64_t rows = state.range(0), cols = state.range(1);
-  const WeightCopies copies = make_copies(format, rows, cols);
+  const WeightCopies copies = make_copies(format, rows, cols, cached ? 0 : kRotationBytes);
   const std::vector<float> x = random_floats(size_t(cols), 2, 1.0f);
   std::vector<float> y(static_cast<size_t>(rows));
   const bool bf16 = !copies.bf16.empty();
@@ -220,9 +221,13 @@ void register_kernel_benchmarks() {
   benchmark::RegisterBenchmark("BM_DramRead", BM_DramRead)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
     const std::string name = std::string("BM_Gemv_") + format + "/" + std::string(isa_name(active_isa()));
-    auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, format);
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, format, false);
     for (const auto& shape : kGemvShapes) b->Args(shape);
     b->Unit(benchmark::kMicrosecond)->UseRealTime();
+  }
+  for (const char* format : {"q8_0", "q4_0"}) {
+    const std::string name = std::string("BM_GemvCached_") + format + "/" + std::string(isa_name(active_isa()));
+    benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, format, true)->Args({896, 896})->Unit(benchmark::kMicrosecond);
   }
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
     for (const auto& [route, route_name] : {std::pair{DecodeRoute::Rows, "_rows/"}, std::pair{DecodeRoute::Batch, "_batch/"},

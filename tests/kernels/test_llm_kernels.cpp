@@ -109,8 +109,10 @@ TEST_P(QuantFormat, QuantisationFollowsTheDocumentedLayoutAndError) {
 
 TEST_P(QuantFormat, GemvMatchesTheIntegerReferenceOnEveryPath) {
   const WeightType type = GetParam();
-  // 896 = 28 groups (whole AVX-512 pairs); 96 = 3 groups (a lone last group); 70 rows split over threads.
-  for (const int64_t cols : {int64_t(896), int64_t(96)}) {
+  // 896 = 28 groups (whole AVX-512 pairs); 96 = 3 groups (a lone last group); 1056 = 33 groups (a whole
+  // span of 16 groups' scales, a partial one and a lone group); 70 rows split over threads, not a multiple of
+  // the rows a decode pass takes.
+  for (const int64_t cols : {int64_t(896), int64_t(96), int64_t(1056)}) {
     const int64_t rows = 70;
     const std::vector<float> weights = random_floats(size_t(rows * cols), 2, 0.05f);
     const std::vector<float> x = random_floats(size_t(cols), 3);
@@ -177,6 +179,34 @@ TEST(Bf16Gemv, MatchesADoubleReferenceOnEveryPath) {
         magnitude += std::fabs(product);
       }
       EXPECT_NEAR(y[r], expected, relative * magnitude) << "row " << r;
+    }
+  }
+}
+
+// The single-row product takes several weight rows per pass: a row's result must not depend on which rows
+// share its pass, so each row equals the product of that row alone (a one-row matrix), bit for bit.
+TEST(QuantGemv, EachRowEqualsItsOwnOneRowMatrixExactlyOnEveryPath) {
+  for (const int64_t cols : {int64_t(896), int64_t(1056), int64_t(96)}) {
+    const int64_t rows = 23;
+    const std::vector<float> weights = random_floats(size_t(rows * cols), 20, 0.05f);
+    const std::vector<float> x = random_floats(size_t(cols), 21, 2.0f);
+    for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+      SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", cols " +
+                   std::to_string(cols));
+      std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+      std::vector<uint16_t> scales(size_t(rows * cols / 32));
+      quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+      const QuantMatrix matrix{type, codes.data(), scales.data(), rows, cols};
+      std::vector<float> y(size_t(rows), -1.0f);
+      gemv_quant(matrix, x.data(), y.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        // Copied out so that nothing past the row is readable as a neighbour.
+        const std::vector<uint8_t> row_codes(matrix.row_codes(r), matrix.row_codes(r) + quant_row_bytes(type, cols));
+        const std::vector<uint16_t> row_scales(matrix.row_scales(r), matrix.row_scales(r) + cols / 32);
+        float alone = -1.0f;
+        gemv_quant(QuantMatrix{type, row_codes.data(), row_scales.data(), 1, cols}, x.data(), &alone);
+        ASSERT_EQ(y[r], alone) << "row " << r;
+      }
     }
   }
 }
