@@ -355,7 +355,8 @@ void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const P
   if (!threaded_tiles) tile_pixels = pixels;
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
   const int64_t tile_hidden = tile_pixels * hidden_width;
-  const Activations hidden = allocate(scratch.hidden, pass.activation_type, threads * tile_hidden);
+  const Activations hidden =
+      allocate(scratch.hidden, pass.activation_type, (threaded_tiles ? threads : 1) * tile_hidden);
   // Float32 GELU runs as a pass over the tile while it is in L2: the erf polynomial of gelu_simd costs
   // about a third of oneDNN's GELU post-op, which matters after the short-K expand products. Bfloat16
   // hidden activations are rounded by the GEMM, so there GELU must come before, as its post-op.
