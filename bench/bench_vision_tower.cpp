@@ -78,7 +78,7 @@ void BM_VisionTower(benchmark::State& state) {
   for (const auto& [kind, seconds] : seconds_by_kind) state.counters[kind + "_ms"] = 1e3 * seconds / iterations;
 }
 BENCHMARK(BM_VisionTower)
-    ->Args({2, 1024})->Args({3, 1024})
+    ->Args({1, 1024})->Args({2, 1024})->Args({3, 1024})->Args({1, 512})
     ->ArgNames({"precision", "side"})
     ->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond)->Iterations(3);
 

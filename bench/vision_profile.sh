@@ -3,17 +3,22 @@
 # GEMMs): perf samples of bench_vision_tower at one precision, one thread, grouped into oneDNN GEMMs (its
 # JIT code), the spatial convs, the epilogues and other element-wise passes, as shares of the encode's
 # samples (loading the checkpoint, page faults and allocation are left out of the total), then the
-# element-wise symbols one by one. Needs perf; one run of the benchmark (1 warm-up + 3 timed encodes).
-#   bash bench/vision_profile.sh BUILD_DIR [PRECISION]      PRECISION 3 = int8 (default), 2 = bf16
-#   e.g. bash bench/vision_profile.sh build                 (MODEL=... for another checkpoint)
+# element-wise symbols one by one. oneDNN names its JIT code for perf (DNNL_JIT_PROFILE=2), so its
+# copies of operands into its blocked layouts (brgemm's copy_a/copy_b) show apart from the products; its
+# reorders only pack weights at load, so they count as loading.
+# Needs perf; one run of the benchmark (1 warm-up + 3 timed encodes).
+#   bash bench/vision_profile.sh BUILD_DIR [PRECISION] [SIDE]   PRECISION 3 = int8 (default), 2 = bf16,
+#                                                               1 = f32; SIDE 1024 (default) or 512 (f32)
+#   e.g. bash bench/vision_profile.sh build                     (MODEL=... for another checkpoint)
+#        MODEL=/tmp/fastvlm-bench/fastvlm-0.5b bash bench/vision_profile.sh build 1 512
 set -euo pipefail
-build=${1:?build dir}; precision=${2:-3}
+build=${1:?build dir}; precision=${2:-3}; side=${3:-1024}
 model=${MODEL:-/tmp/fastvlm-bench/fastvlm-0.5b-q8}
 data=$(mktemp --suffix=.perf)
 trap 'rm -f "$data"' EXIT
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'); uptime before: $(uptime)" >&2
-FASTVLM_BENCH_MODEL=$model OMP_NUM_THREADS=1 perf record -F 1999 -o "$data" \
-  "$build/bin/bench_vision_tower" --benchmark_filter="precision:$precision" >/dev/null 2>&1
+FASTVLM_BENCH_MODEL=$model OMP_NUM_THREADS=1 DNNL_JIT_PROFILE=2 perf record -F 1999 -o "$data" \
+  "$build/bin/bench_vision_tower" --benchmark_filter="precision:$precision/side:$side" >/dev/null 2>&1
 echo "uptime after: $(uptime)" >&2
 perf report -i "$data" -n --no-children --sort dso,sym --stdio -g none 2>/dev/null | python3 -c '
 import re, sys, collections
@@ -26,15 +31,17 @@ for line in sys.stdin:
     m = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\S.*?)\s+\[(.)\]\s+(.*\S)", line)
     if not m: continue
     samples, dso, level, symbol = int(m[1]), m[2], m[3], m[4]
-    if "JIT" in dso or "libdnnl" in dso or "matmul_s8" in symbol: kind = "GEMM (oneDNN)"
+    if "reorder" in symbol: continue
+    if "copy_" in symbol: kind = "oneDNN operand copies"
+    elif "JIT" in dso or "libdnnl" in dso or "perf-" in dso or "matmul_s8" in symbol: kind = "GEMM (oneDNN)"
     elif level == "k" or any(s in symbol for s in setup): continue
     elif any(s in symbol for s in spatial): kind = "spatial convs"
     elif any(s in symbol for s in elementwise): kind = "epilogues and element-wise passes"
     else: kind = "other"
     kinds[kind] += samples
-    if kind in ("spatial convs", "epilogues and element-wise passes"):
+    if kind in ("spatial convs", "epilogues and element-wise passes", "other"):
         symbols[re.sub(r"<.*|\(.*", "", symbol.replace("(anonymous namespace)::", ""))] += samples
 total = sum(kinds.values())
 for kind, samples in kinds.most_common(): print(f"{kind:36s} {100 * samples / total:5.1f}%")
-for symbol, samples in symbols.most_common(16): print(f"  {symbol:34s} {100 * samples / total:5.1f}%")
+for symbol, samples in symbols.most_common(20): print(f"  {symbol:34s} {100 * samples / total:5.1f}%")
 '

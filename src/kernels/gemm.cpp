@@ -64,18 +64,20 @@ PackedWeights::PackedWeights(const int8_t* codes, int64_t N, int64_t K) : Packed
 
 PackedWeights::PackedWeights(const uint16_t* bf16, int64_t N, int64_t K) : PackedWeights(DType::BF16, bf16, N, K) {}
 
+PackedWeights::PackedWeights(const float* f32, int64_t N, int64_t K) : PackedWeights(DType::F32, f32, N, K) {}
+
 PackedWeights::PackedWeights(DType type, const void* weights, int64_t N, int64_t K) : type_(type), N_(N), K_(K) {
   using data_type = dnnl::memory::data_type;
   const bool int8 = type == DType::I8;
   if (int8)
     require_int8_compute("PackedWeights");
-  else
+  else if (type == DType::BF16)
     require_bf16_compute("PackedWeights");
   if (N <= 0 || K <= 0)
     throw Error("PackedWeights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
                 std::to_string(K));
   auto& engine = cpu_engine();
-  const data_type ab = int8 ? data_type::s8 : data_type::bf16;
+  const data_type ab = int8 ? data_type::s8 : type == DType::BF16 ? data_type::bf16 : data_type::f32;
   const dnnl::memory::desc any({K, N}, ab, dnnl::memory::format_tag::any);
   const dnnl::matmul::primitive_desc chosen(
       dnnl::matmul::desc(rows_of(ab, kPackingRows, K, K), any,

@@ -35,21 +35,23 @@ inline void linear_f32(const float* x, int64_t M, int64_t K, const float* w, int
 // (kernels/capabilities.h); throws fastvlm::Error otherwise.
 void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, const float* bias, float* y);
 
-// Weights B[N,K] (the Linear / 1x1 conv layout), signed 8-bit codes or bfloat16 bits, rearranged once, at
-// load, into the blocked layout oneDNN's brgemm kernels read without copying: AMX tile panels where the CPU
-// has AMX, VNNI / AVX512-BF16 panels otherwise (int8 with the s8·s8 compensation row). Without it, every
-// product re-packs all of B, which for the vision tower's tiles of a few hundred pixels costs a good part
-// of the product itself. The layout follows the active kernel level at packing time. Int8 needs
-// int8_compute_available(), bfloat16 bf16_compute_available(); throws fastvlm::Error otherwise.
+// Weights B[N,K] (the Linear / 1x1 conv layout), signed 8-bit codes, bfloat16 bits or float32, rearranged
+// once, at load, into the blocked layout oneDNN's brgemm kernels read without copying: AMX tile panels where
+// the CPU has AMX, VNNI / AVX512-BF16 panels otherwise (int8 with the s8·s8 compensation row), column panels
+// for float32. Without it, every product re-packs (float32: transposes) all of B, which for the vision
+// tower's tiles of a few hundred pixels costs a good part of the product itself. The layout follows the
+// active kernel level at packing time. Int8 needs int8_compute_available(), bfloat16
+// bf16_compute_available(); throws fastvlm::Error otherwise. Float32 packs at every level.
 class PackedWeights {
  public:
   PackedWeights(const int8_t* codes, int64_t N, int64_t K);
   PackedWeights(const uint16_t* bf16, int64_t N, int64_t K);
+  PackedWeights(const float* f32, int64_t N, int64_t K);
   ~PackedWeights();
   PackedWeights(const PackedWeights&) = delete;
   PackedWeights& operator=(const PackedWeights&) = delete;
 
-  DType type() const { return type_; }  // I8 or BF16
+  DType type() const { return type_; }  // I8, BF16 or F32
   int64_t rows() const { return N_; }
   int64_t cols() const { return K_; }
   // oneDNN's opaque view of the packed panels (defined in gemm.cpp).

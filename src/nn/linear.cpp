@@ -183,7 +183,7 @@ Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
   linear.bias_.assign(bias.data(), bias.data() + bias.numel());
   switch (storage) {
     case WeightType::F32:
-      linear.f32_ = std::make_shared<const Tensor>(std::move(weight));
+      linear.packed_ = std::make_shared<const PackedWeights>(weight.data(), linear.out_features_, linear.in_features_);
       break;
     case WeightType::BF16: {
       std::vector<uint16_t> converted(size_t(weight.numel()));
@@ -232,7 +232,9 @@ void Linear::forward(const Activations& x, int64_t rows, const Activations& y, E
             .ab_type = x.type,
             .a = x.data,
             .lda = in_features_,
-            .b = x.type == DType::F32 ? static_cast<const void*>(f32_->data()) : static_cast<const void*>(bf16_),
+            .b = packed_ ? nullptr
+                 : x.type == DType::F32 ? static_cast<const void*>(f32_->data())
+                                        : static_cast<const void*>(bf16_),
             .ldb = in_features_,
             .b_transposed = true,
             .packed_b = packed_.get(),
@@ -342,6 +344,7 @@ void Linear::forward_s8_gelu_requantize(const int8_t* codes, const float* row_sc
 void Linear::row(int64_t index, float* out) const {
   switch (storage_) {
     case WeightType::F32:
+      if (!f32_) throw Error("internal: a packed f32 Linear is not looked up by row");
       std::memcpy(out, f32_->data() + index * in_features_, sizeof(float) * in_features_);
       break;
     case WeightType::BF16:

@@ -89,14 +89,14 @@ class Linear {
   const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
 
   WeightType storage_ = WeightType::F32;
-  std::shared_ptr<const Tensor> f32_;  // F32: [out, in]
+  std::shared_ptr<const Tensor> f32_;  // F32 from load_dense: [out, in]
   const uint16_t* bf16_ = nullptr;     // BF16: [out, in], usually in the mmap
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in arena_
   std::shared_ptr<const WeightArena> arena_;
-  // S8: the [out, in] codes (weight = code · s8_scales_[o]); BF16 from from_f32 (the vision tower's
-  // layers, only ever multiplied with bfloat16 rows) where the CPU has bf16 products: the weights, with
-  // bf16_ null. Packed for the products at load.
+  // S8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16 from from_f32
+  // where the CPU has bf16 products (the vision tower's layers, only ever multiplied as GEMMs, BF16 ones
+  // with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at load.
   std::shared_ptr<const PackedWeights> packed_;
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none

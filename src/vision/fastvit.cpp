@@ -339,7 +339,9 @@ void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
 
 // x += ConvFFN(x) (layer scale folded into contract). The depthwise conv runs over the whole map first
 // (its halo reads rows that the residual add would change); then each thread takes tiles of pixels
-// through expand -> GELU -> contract -> residual add with single-threaded GEMMs.
+// through expand -> GELU -> contract -> residual add with single-threaded GEMMs. A map with fewer tiles
+// than threads (the last stages of a small image) runs as one tile whose GEMMs oneDNN threads itself,
+// splitting the weights' columns: smaller tiles would each stream all of the (then large) weights.
 void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const Pass& pass) {
   if (pass.int8) return run_conv_ffn_int8(ffn, x, scratch);
   const int64_t pixels = x.dim(0) * x.dim(1);
@@ -347,17 +349,27 @@ void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const P
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * channels);
   run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
   // The tile's hidden activation stays in L2 between the two GEMMs.
-  const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)));
+  int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)));
+  const int threads = omp_get_max_threads();
+  const bool threaded_tiles = (pixels + tile_pixels - 1) / tile_pixels >= threads;
+  if (!threaded_tiles) tile_pixels = pixels;
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
   const int64_t tile_hidden = tile_pixels * hidden_width;
-  const Activations hidden = allocate(scratch.hidden, pass.activation_type, omp_get_max_threads() * tile_hidden);
-#pragma omp parallel
+  const Activations hidden =
+      allocate(scratch.hidden, pass.activation_type, (threaded_tiles ? threads : 1) * tile_hidden);
+  // Float32 GELU runs as a pass over the tile while it is in L2: the erf polynomial of gelu_simd costs
+  // about a third of oneDNN's GELU post-op, which matters after the short-K expand products. Bfloat16
+  // hidden activations are rounded by the GEMM, so there GELU must come before, as its post-op.
+  const bool gelu_pass = pass.activation_type == DType::F32;
+#pragma omp parallel if (threaded_tiles)
   {
     const Activations my_hidden{hidden.type, hidden.at(omp_get_thread_num() * tile_hidden)};
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      ffn.expand.forward({mixed.type, mixed.at(first * channels)}, count, my_hidden, Epilogue::Gelu);
+      ffn.expand.forward({mixed.type, mixed.at(first * channels)}, count, my_hidden,
+                         gelu_pass ? Epilogue::None : Epilogue::Gelu);
+      if (gelu_pass) gelu_simd(static_cast<float*>(my_hidden.data), count * hidden_width);
       ffn.contract.forward(my_hidden, count, {DType::F32, x.data() + first * channels}, Epilogue::AddToOutput);
     }
   }

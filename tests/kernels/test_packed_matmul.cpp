@@ -1,10 +1,11 @@
 // Products on weights packed at load (kernels/gemm.h: PackedWeights) against scalar references written
-// here: the int8 product (matmul_s8) against int64 sums, exactly; the bfloat16 product (matmul with
-// packed_b) on small-integer operands, whose float32 sums are exact, with bias, residual add and GELU. Shapes cover odd M, N and K (K not a multiple
-// of AMX's 64-byte tile rows nor of VNNI's 4-byte groups), a single row, row strides wider than the
-// rows, and the vision tower's tile shapes. Where the CPU has AMX the binary re-runs itself under
-// FASTVLM_ISA=avx512, so that oneDNN's VNNI and AVX512-BF16 kernels (and their packed layouts, int8 with
-// the s8·s8 compensation) are checked too; below AVX-512 packing must refuse to run.
+// here: the int8 product (matmul_s8) against int64 sums, exactly; the bfloat16 and float32 products (matmul
+// with packed_b) on small-integer operands, whose float32 sums are exact, with bias, residual add and GELU.
+// Shapes cover odd M, N and K (K not a multiple of AMX's 64-byte tile rows nor of VNNI's 4-byte groups), a
+// single row, row strides wider than the rows, and the vision tower's tile shapes. Where the CPU has AMX the
+// binary re-runs itself under FASTVLM_ISA=avx512, so that oneDNN's VNNI and AVX512-BF16 kernels (and their
+// packed layouts, int8 with the s8·s8 compensation) are checked too; below AVX-512 int8 and bfloat16
+// packing must refuse to run, float32 packing runs (and is checked) at every level.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -161,6 +162,60 @@ TEST(Bf16PackedMatmulErrors, RefusesWeightsOfAnotherShape) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Bf16PackedMatmul,
                          ::testing::Values(Shape{1, 1, 1, 1, 1}, Shape{3, 100, 32, 32, 100}, Shape{17, 33, 100, 104, 40},
+                                           Shape{129, 96, 384, 400, 96}, Shape{256, 384, 96, 96, 384},
+                                           Shape{5, 7, 13, 13, 7}),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           const Shape& s = info.param;
+                           return "M" + std::to_string(s.M) + "N" + std::to_string(s.N) + "K" + std::to_string(s.K) +
+                                  "lda" + std::to_string(s.lda) + "ldc" + std::to_string(s.ldc);
+                         });
+
+class F32PackedMatmul : public ::testing::TestWithParam<Shape> {};
+
+// The float32 reference path's 1x1 convs (vision tower at Precision::F32) on weights packed at load, at
+// every kernel level: small-integer operands, whose float32 sums are exact, against a scalar reference,
+// and the same packing reused for a shorter product (the tower's tail tiles).
+TEST_P(F32PackedMatmul, MatchesScalarReferenceWithEachEpilogue) {
+  const Shape shape = GetParam();
+  std::mt19937 generator(uint32_t(shape.M * 29 + shape.N * 3 + shape.K));
+  std::uniform_int_distribution<int> integer(-8, 8);
+  std::vector<float> a(size_t(shape.M * shape.lda)), b(size_t(shape.N * shape.K)), bias(size_t(shape.N));
+  for (float& value : a) value = float(integer(generator));
+  for (float& value : b) value = float(integer(generator));
+  for (int64_t n = 0; n < shape.N; ++n) bias[size_t(n)] = float(n % 9) - 4.0f;
+  const PackedWeights packed(b.data(), shape.N, shape.K);
+  EXPECT_EQ(packed.type(), DType::F32);
+  for (const int64_t rows : {shape.M, (shape.M + 1) / 2})
+    for (const Epilogue epilogue : {Epilogue::None, Epilogue::AddToOutput, Epilogue::Gelu}) {
+      std::vector<float> c(static_cast<size_t>(shape.M * shape.ldc), 3.0f);
+      matmul({.M = rows, .N = shape.N, .K = shape.K, .ab_type = DType::F32, .a = a.data(), .lda = shape.lda,
+              .packed_b = &packed, .c = c.data(), .ldc = shape.ldc, .bias = bias.data(), .epilogue = epilogue});
+      for (int64_t m = 0; m < shape.M; ++m) {
+        for (int64_t n = 0; n < shape.ldc; ++n) {
+          const float actual = c[size_t(m * shape.ldc + n)];
+          if (n >= shape.N || m >= rows) {
+            ASSERT_EQ(actual, 3.0f) << "wrote outside the product at row " << m << ", column " << n;
+            continue;
+          }
+          double sum = bias[size_t(n)];
+          for (int64_t k = 0; k < shape.K; ++k)
+            sum += double(a[size_t(m * shape.lda + k)]) * b[size_t(n * shape.K + k)];
+          if (epilogue == Epilogue::AddToOutput) {
+            ASSERT_EQ(actual, float(sum + 3.0)) << "row " << m << ", column " << n;
+          } else if (epilogue == Epilogue::Gelu) {
+            const double gelu = 0.5 * sum * (1.0 + std::erf(sum / std::sqrt(2.0)));
+            ASSERT_NEAR(actual, gelu, 1e-5 * std::max(1.0, std::abs(gelu))) << "row " << m << ", column " << n;
+          } else {
+            ASSERT_EQ(actual, float(sum)) << "row " << m << ", column " << n;
+          }
+        }
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, F32PackedMatmul,
+                         ::testing::Values(Shape{1, 1, 1, 1, 1}, Shape{1, 192, 300, 300, 192}, Shape{3, 100, 32, 32, 100},
+                                           Shape{17, 33, 100, 104, 40}, Shape{64, 200, 96, 96, 200},
                                            Shape{129, 96, 384, 400, 96}, Shape{256, 384, 96, 96, 384},
                                            Shape{5, 7, 13, 13, 7}),
                          [](const ::testing::TestParamInfo<Shape>& info) {
