@@ -85,8 +85,11 @@ FASTVLM_TARGET_AVX512 inline __m512 activate(const int32_t* acc, __m512 row_scal
 FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,
                                                            const float* row_scales, const float* weight_scales,
                                                            const float* bias, int8_t* codes, float* code_scales) {
-  thread_local std::vector<float> activated;
-  activated.resize(size_t(cols));
+  thread_local std::vector<float> staging;
+  staging.resize(size_t(cols));
+  // Read once: the address of a thread_local is a call to __tls_get_addr (with a vzeroupper and a spill
+  // of the running max around it) wherever the loop would name it.
+  float* const activated = staging.data();
   const int64_t full = cols / 16 * 16;
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
@@ -94,11 +97,10 @@ FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, i
     __m512 running = _mm512_setzero_ps();
     // Whole vectors with a constant mask (plain loads and stores), then the remainder.
     for (int64_t c = 0; c < full; c += 16)
-      running = activate(row, row_scale, weight_scales, bias, c, __mmask16(0xFFFF), activated.data(), running);
+      running = activate(row, row_scale, weight_scales, bias, c, __mmask16(0xFFFF), activated, running);
     if (full < cols)
-      running = activate(row, row_scale, weight_scales, bias, full, simd::first_lanes(cols - full), activated.data(),
-                         running);
-    code_scales[r] = quantize_row(activated.data(), cols, _mm512_reduce_max_ps(running), codes + r * cols);
+      running = activate(row, row_scale, weight_scales, bias, full, simd::first_lanes(cols - full), activated, running);
+    code_scales[r] = quantize_row(activated, cols, _mm512_reduce_max_ps(running), codes + r * cols);
   }
 }
 
