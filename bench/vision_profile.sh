@@ -3,7 +3,7 @@
 # GEMMs): perf samples of bench_vision_tower at one precision, one thread, grouped into oneDNN GEMMs (its
 # JIT code), the spatial convs, the epilogues and other element-wise passes, as shares of the encode's
 # samples (loading the checkpoint, page faults and allocation are left out of the total), then the
-# element-wise symbols one by one. oneDNN names its JIT code for perf (DNNL_JIT_PROFILE=2), so its
+# element-wise symbols one by one, each also as CPU ms per encode. oneDNN names its JIT code for perf (DNNL_JIT_PROFILE=2), so its
 # copies of operands into its blocked layouts (brgemm's copy_a/copy_b) show apart from the products; its
 # reorders only pack weights at load, so they count as loading.
 # Needs perf; one run of the benchmark (1 warm-up + 3 timed encodes).
@@ -42,6 +42,11 @@ for line in sys.stdin:
     if kind in ("spatial convs", "epilogues and element-wise passes", "other"):
         symbols[re.sub(r"<.*|\(.*", "", symbol.replace("(anonymous namespace)::", ""))] += samples
 total = sum(kinds.values())
-for kind, samples in kinds.most_common(): print(f"{kind:36s} {100 * samples / total:5.1f}%")
-for symbol, samples in symbols.most_common(20): print(f"  {symbol:34s} {100 * samples / total:5.1f}%")
+# CPU ms per encode from the sample count (1999 Hz over 4 encodes): shares move when one part gets faster,
+# these only when that part does.
+ms = lambda samples: 1000.0 * samples / 1999 / 4
+label = "total"
+print(f"{label:36s} {100.0:5.1f}%  {ms(total):7.1f} ms/encode")
+for kind, samples in kinds.most_common(): print(f"{kind:36s} {100 * samples / total:5.1f}%  {ms(samples):7.1f} ms/encode")
+for symbol, samples in symbols.most_common(20): print(f"  {symbol:34s} {100 * samples / total:5.1f}%  {ms(samples):7.1f}")
 '

@@ -139,30 +139,35 @@ struct MatmulKeyHash {
   }
 };
 
-// A created product with the memory descriptors its arguments are wrapped in.
+// A created product with its argument list: memory objects made once, which each call points at its
+// operands (see Int8MatmulPrimitive below).
 struct MatmulPrimitive {
-  dnnl::memory::desc a, b, c, bias;
   dnnl::matmul primitive;
+  std::unordered_map<int, dnnl::memory> args;
 };
 
 // `packed`: B's layout when it was packed at load, else null.
 MatmulPrimitive create_matmul(const MatmulKey& key, const PackedWeights* packed) {
   using dims = dnnl::memory::dims;
+  auto& engine = cpu_engine();
   const auto ab = onednn_type(key.ab_type);
-  MatmulPrimitive created;
-  created.a = dnnl::memory::desc({key.M, key.K}, ab, dims{key.lda, 1});
-  created.b = packed ? packed->layout().desc
-                     : dnnl::memory::desc({key.K, key.N}, ab, key.b_transposed ? dims{1, key.ldb} : dims{key.ldb, 1});
-  created.c = dnnl::memory::desc({key.M, key.N}, onednn_type(key.c_type), dims{key.ldc, 1});
-  created.bias = dnnl::memory::desc({1, key.N}, dnnl::memory::data_type::f32, dims{key.N, 1});
+  const dnnl::memory::desc a({key.M, key.K}, ab, dims{key.lda, 1});
+  const dnnl::memory::desc b =
+      packed ? packed->layout().desc
+             : dnnl::memory::desc({key.K, key.N}, ab, key.b_transposed ? dims{1, key.ldb} : dims{key.ldb, 1});
+  const dnnl::memory::desc c({key.M, key.N}, onednn_type(key.c_type), dims{key.ldc, 1});
+  const dnnl::memory::desc bias({1, key.N}, dnnl::memory::data_type::f32, dims{key.N, 1});
   dnnl::post_ops post_ops;
   if (key.epilogue == Epilogue::Gelu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
   if (key.epilogue == Epilogue::AddToOutput) post_ops.append_sum(1.0f);
   dnnl::primitive_attr attr;
   attr.set_post_ops(post_ops);
-  auto desc = key.has_bias ? dnnl::matmul::desc(created.a, created.b, created.bias, created.c)
-                           : dnnl::matmul::desc(created.a, created.b, created.c);
-  created.primitive = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, cpu_engine()));
+  auto desc = key.has_bias ? dnnl::matmul::desc(a, b, bias, c) : dnnl::matmul::desc(a, b, c);
+  MatmulPrimitive created{dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine)),
+                          {{DNNL_ARG_SRC, dnnl::memory(a, engine, DNNL_MEMORY_NONE)},
+                           {DNNL_ARG_WEIGHTS, packed ? dnnl::memory() : dnnl::memory(b, engine, DNNL_MEMORY_NONE)},
+                           {DNNL_ARG_DST, dnnl::memory(c, engine, DNNL_MEMORY_NONE)}}};
+  if (key.has_bias) created.args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias, engine, DNNL_MEMORY_NONE));
   return created;
 }
 
@@ -195,18 +200,20 @@ void matmul(const MatmulSpec& spec) {
     if (primitives.size() >= 512) primitives.clear();
     found = primitives.emplace(key, create_matmul(key, packed)).first;
   }
-  const MatmulPrimitive& created = found->second;
-
-  auto& engine = cpu_engine();
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<void*>(spec.a))},
-      {DNNL_ARG_WEIGHTS, packed ? packed->layout().panels : dnnl::memory(created.b, engine, const_cast<void*>(spec.b))},
-      {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
-  };
-  if (spec.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(created.bias, engine, const_cast<float*>(spec.bias)));
-  dnnl::stream stream(engine);
-  created.primitive.execute(stream, args);
+  MatmulPrimitive& created = found->second;
+  created.args.at(DNNL_ARG_SRC).set_data_handle(const_cast<void*>(spec.a));
+  // Packed weights are a shared handle (not a copy), dropped after the call so that the cache never
+  // keeps unloaded weights alive.
+  if (packed)
+    created.args.at(DNNL_ARG_WEIGHTS) = packed->layout().panels;
+  else
+    created.args.at(DNNL_ARG_WEIGHTS).set_data_handle(const_cast<void*>(spec.b));
+  created.args.at(DNNL_ARG_DST).set_data_handle(spec.c);
+  if (spec.bias) created.args.at(DNNL_ARG_BIAS).set_data_handle(const_cast<float*>(spec.bias));
+  thread_local dnnl::stream stream(cpu_engine());
+  created.primitive.execute(stream, created.args);
   stream.wait();
+  if (packed) created.args.at(DNNL_ARG_WEIGHTS) = dnnl::memory();
 }
 
 }  // namespace fastvlm
@@ -214,19 +221,22 @@ void matmul(const MatmulSpec& spec) {
 namespace fastvlm {
 namespace {
 
-// A created int8 product with the descriptors its arguments are wrapped in.
+// A created int8 product with its argument list. The tower issues thousands of these per image, most of
+// them tens of microseconds long: the memory objects and the stream are made once, and each call only
+// points them at its operands, rather than building three memory objects, a map and a stream per call.
 struct Int8MatmulPrimitive {
-  dnnl::memory::desc a, c;
   dnnl::matmul primitive;
+  std::unordered_map<int, dnnl::memory> args;
 };
 
 Int8MatmulPrimitive create_matmul_s8(const MatmulKey& key, const dnnl::memory::desc& packed) {
-  Int8MatmulPrimitive created;
-  created.a = rows_of(dnnl::memory::data_type::s8, key.M, key.K, key.lda);
-  created.c = rows_of(dnnl::memory::data_type::s32, key.M, key.N, key.ldc);
-  created.primitive =
-      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(created.a, packed, created.c), cpu_engine()));
-  return created;
+  auto& engine = cpu_engine();
+  const auto a = rows_of(dnnl::memory::data_type::s8, key.M, key.K, key.lda);
+  const auto c = rows_of(dnnl::memory::data_type::s32, key.M, key.N, key.ldc);
+  return {dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, packed, c), engine)),
+          {{DNNL_ARG_SRC, dnnl::memory(a, engine, DNNL_MEMORY_NONE)},
+           {DNNL_ARG_WEIGHTS, dnnl::memory()},
+           {DNNL_ARG_DST, dnnl::memory(c, engine, DNNL_MEMORY_NONE)}}};
 }
 
 }  // namespace
@@ -241,21 +251,19 @@ void matmul_s8(const Int8MatmulSpec& spec) {
   const MatmulKey key{spec.M, b.rows(), b.cols(), spec.lda, 0, spec.ldc, DType::F32, DType::F32, true, false,
                       Epilogue::None};
   thread_local std::unordered_map<MatmulKey, Int8MatmulPrimitive, MatmulKeyHash> primitives;
+  thread_local dnnl::stream stream(cpu_engine());
   auto found = primitives.find(key);
   if (found == primitives.end()) {
     if (primitives.size() >= 512) primitives.clear();
     found = primitives.emplace(key, create_matmul_s8(key, b.layout().desc)).first;
   }
-  const Int8MatmulPrimitive& created = found->second;
-  auto& engine = cpu_engine();
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, dnnl::memory(created.a, engine, const_cast<int8_t*>(spec.a))},
-      {DNNL_ARG_WEIGHTS, b.layout().panels},
-      {DNNL_ARG_DST, dnnl::memory(created.c, engine, spec.c)},
-  };
-  dnnl::stream stream(engine);
-  created.primitive.execute(stream, args);
+  Int8MatmulPrimitive& created = found->second;
+  created.args.at(DNNL_ARG_SRC).set_data_handle(const_cast<int8_t*>(spec.a));
+  created.args.at(DNNL_ARG_WEIGHTS) = b.layout().panels;  // a shared handle, not a copy of the panels
+  created.args.at(DNNL_ARG_DST).set_data_handle(spec.c);
+  created.primitive.execute(stream, created.args);
   stream.wait();
+  created.args.at(DNNL_ARG_WEIGHTS) = dnnl::memory();  // the cache must not keep unloaded weights alive
 }
 
 }  // namespace fastvlm

@@ -69,6 +69,16 @@ void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t
   }
 }
 
+// step(column, mask) for each 16-column vector of a row of `cols`: the whole vectors with a constant
+// all-lanes mask, which compiles to plain loads and stores with no mask to compute per vector, then the
+// masked remainder. `step` must be compiled for AVX-512 too (FASTVLM_TARGET_AVX512 on the lambda).
+template <class Step>
+FASTVLM_TARGET_AVX512 [[gnu::always_inline]] inline void for_each_vector(int64_t cols, Step step) {
+  const int64_t full = cols / 16 * 16;
+  for (int64_t c = 0; c < full; c += 16) step(c, __mmask16(0xFFFF));
+  if (full < cols) step(full, simd::first_lanes(cols - full));
+}
+
 // gelu(acc · row_scale · weight_scales + bias) for the 16 columns at `column` in `mask`, stored to `out`;
 // returns the running max |result|. Lanes past the row read zeros and GELU(0) = 0, so they leave the
 // running max alone.
@@ -79,26 +89,26 @@ FASTVLM_TARGET_AVX512 inline __m512 activate(const int32_t* acc, __m512 row_scal
   // The row is requantised to 8 bits right after: the coarse GELU's error is far below a step.
   const __m512 result = simd::gelu_coarse_avx512(dequantize(acc + column, scales, bias ? bias + column : nullptr, mask));
   _mm512_mask_storeu_ps(out + column, mask, result);
-  return _mm512_max_ps(running, _mm512_abs_ps(result));
+  // max(|running|, |result|) with the sign cleared (imm 0b1011) in one instruction; running is never negative.
+  return _mm512_range_ps(running, result, 0x0B);
 }
 
 FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,
                                                            const float* row_scales, const float* weight_scales,
                                                            const float* bias, int8_t* codes, float* code_scales) {
-  thread_local std::vector<float> activated;
-  activated.resize(size_t(cols));
-  const int64_t full = cols / 16 * 16;
+  thread_local std::vector<float> staging;
+  staging.resize(size_t(cols));
+  // Read once: the address of a thread_local is a call to __tls_get_addr (with a vzeroupper and a spill
+  // of the running max around it) wherever the loop would name it.
+  float* const activated = staging.data();
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     const int32_t* row = acc + r * cols;
     __m512 running = _mm512_setzero_ps();
-    // Whole vectors with a constant mask (plain loads and stores), then the remainder.
-    for (int64_t c = 0; c < full; c += 16)
-      running = activate(row, row_scale, weight_scales, bias, c, __mmask16(0xFFFF), activated.data(), running);
-    if (full < cols)
-      running = activate(row, row_scale, weight_scales, bias, full, simd::first_lanes(cols - full), activated.data(),
-                         running);
-    code_scales[r] = quantize_row(activated.data(), cols, _mm512_reduce_max_ps(running), codes + r * cols);
+    for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
+      running = activate(row, row_scale, weight_scales, bias, c, mask, activated, running);
+    });
+    code_scales[r] = quantize_row(activated, cols, _mm512_reduce_max_ps(running), codes + r * cols);
   }
 }
 
@@ -107,8 +117,7 @@ FASTVLM_TARGET_AVX512 void dequantize_store_avx512(
     const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = simd::first_lanes(cols - c);
+    for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
       if (gelu) value = simd::gelu_avx512(value);
@@ -116,7 +125,7 @@ FASTVLM_TARGET_AVX512 void dequantize_store_avx512(
         _mm512_mask_storeu_ps(out_f32 + r * cols + c, mask, value);
       else
         _mm256_mask_storeu_epi16(out_bf16 + r * cols + c, mask, (__m256i)_mm512_cvtneps_pbh(value));
-    }
+    });
   }
 }
 
@@ -125,13 +134,12 @@ FASTVLM_TARGET_AVX512 void dequantize_add_avx512(const int32_t* acc, int64_t row
                                                  float* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
-    for (int64_t c = 0; c < cols; c += 16) {
-      const __mmask16 mask = simd::first_lanes(cols - c);
+    for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       float* target = out + r * cols + c;
       const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
       _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target)));
-    }
+    });
   }
 }
 
