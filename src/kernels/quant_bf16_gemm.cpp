@@ -224,17 +224,27 @@ void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows,
 }  // namespace
 
 void linear_quant_bf16(const float* x, int64_t rows, const QuantMatrix& w, const float* bias, float* y) {
+  const QuantProduct product{&w, bias, y};
+  linear_quant_bf16(x, rows, std::span(&product, 1));
+}
+
+void linear_quant_bf16(const float* x, int64_t rows, std::span<const QuantProduct> products) {
   if (!kernels::amx_bf16_available())
     throw Error("linear_quant_bf16: needs AMX-BF16, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
                 ") does not offer");
-  if (rows <= 0 || w.rows <= 0) return;
-  const int64_t K = w.cols, padded_rows = (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
+  if (rows <= 0 || products.empty()) return;
+  const int64_t K = products[0].weights->cols, padded_rows = (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
+  for (const QuantProduct& product : products)
+    if (product.weights->cols != K)
+      throw Error("internal: linear_quant_bf16 on one input of " + std::to_string(K) + " columns, a weight has " +
+                  std::to_string(product.weights->cols));
   Scratch& scratch = thread_scratch();
   uint16_t* x_bf16 = scratch.x_bf16.as<uint16_t>(rows * K);
   f32_to_bf16_simd(x, x_bf16, rows * K);
   uint32_t* x_pairs = scratch.x_pairs.as<uint32_t>(padded_rows * K / 2);
   pack_activation_pairs(x_bf16, rows, padded_rows, K, x_pairs);
-  multiply_panels(x_pairs, rows, padded_rows, w, bias, y);
+  for (const QuantProduct& product : products)
+    if (product.weights->rows > 0) multiply_panels(x_pairs, rows, padded_rows, *product.weights, product.bias, product.y);
 }
 
 }  // namespace fastvlm
