@@ -9,13 +9,15 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
-#include "kernels/activations.h"
 #include "kernels/capabilities.h"
 #include "kernels/dequantize.h"
 #include "kernels/amx_tiles.h"
+#include "kernels/simd_mask.h"
+#include "kernels/simd_transpose.h"
 #include "kernels/target.h"
 
-// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 gather intrinsics.
+// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 unpack intrinsics
+// (the transposes of kernels/simd_transpose.h).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -37,7 +39,7 @@ constexpr int64_t kMaxPanelRows = 128;
 constexpr int64_t kChunkSteps = 8;
 
 struct Scratch {
-  ScratchBuffer x_bf16, x_pairs, panel;
+  ScratchBuffer x_pairs, panel;
 };
 Scratch& thread_scratch() {
   thread_local Scratch scratch;
@@ -45,45 +47,46 @@ Scratch& thread_scratch() {
 }
 
 // x_pairs[block][step][r][j] = the bfloat16 pair of activation row 16·block + j at K 32·step + 2r, +1;
-// zero past the last row.
-FASTVLM_TARGET_AMX void pack_activation_block(const uint16_t* x_bf16, int64_t rows, int64_t K, int64_t block,
+// zero past the last row. Converted and reordered in one pass: the 16 rows' 32 values of a step, rounded
+// to 16 pairs each, are a 16 x 16 matrix of pairs to transpose.
+FASTVLM_TARGET_AMX void pack_activation_block(const float* x, int64_t rows, int64_t K, int64_t block,
                                              uint32_t* x_pairs) {
-  const int64_t pairs_per_row = K / 2, steps = K / kTileK;
-  const __m512i row_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                 _mm512_set1_epi32(int(pairs_per_row)));
-  const int64_t first = block * kTileRows, valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
-  const __mmask16 present = __mmask16((1u << valid) - 1);
-  const uint32_t* source = reinterpret_cast<const uint32_t*>(x_bf16) + first * pairs_per_row;
+  const int64_t steps = K / kTileK, first = block * kTileRows;
+  const int64_t valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
   uint32_t* out = x_pairs + block * steps * kTileRows * kTileRows;
-  for (int64_t pair = 0; pair < pairs_per_row; ++pair) {
-    const __m512i values = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, row_offsets, source + pair, 4);
-    _mm512_storeu_si512(out + pair * kTileRows, values);
+  for (int64_t step = 0; step < steps; ++step, out += kTileRows * kTileRows) {
+    __m512i pairs[kTileRows];
+    for (int64_t j = 0; j < kTileRows; ++j) {
+      const float* row = x + (first + j) * K + step * kTileK;
+      pairs[j] = j < valid ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 16), _mm512_loadu_ps(row))
+                           : _mm512_setzero_si512();
+    }
+    simd::transpose_16x16_epi32(pairs);
+    for (int64_t r = 0; r < kTileRows; ++r) _mm512_storeu_si512(out + r * kTileRows, pairs[r]);
   }
 }
 
 // The OpenMP loops live outside the target-attributed functions: clang outlines a parallel region into a
 // function of its own, without the attribute, where 512-bit values and tile instructions are refused.
-void pack_activation_pairs(const uint16_t* x_bf16, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
+void pack_activation_pairs(const float* x, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
   const int64_t blocks = padded_rows / kTileRows;
 #pragma omp parallel for schedule(static)
-  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x_bf16, rows, K, block, x_pairs);
+  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x, rows, K, block, x_pairs);
 }
 
 // Adds the bias and writes one 16x16 result tile, stored as result[weight row i][activation row j], into
-// y[row_first + j][col_first + i] for the rows and columns that exist.
+// y[row_first + j][col_first + i] for the rows and columns that exist (transposed in registers).
 FASTVLM_TARGET_AMX void store_transposed(const float* result, int64_t row_first, int64_t rows, int64_t col_first,
                                         int64_t N, const float* bias, float* y) {
   if (col_first >= N) return;
-  const int64_t cols = std::min<int64_t>(kTileRows, N - col_first);
-  const __mmask16 present = __mmask16((1u << cols) - 1);
-  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(kTileRows));
+  const __mmask16 present = simd::first_lanes(N - col_first);
   const __m512 b = bias ? _mm512_maskz_loadu_ps(present, bias + col_first) : _mm512_setzero_ps();
+  __m512i tile[kTileRows];
+  for (int64_t i = 0; i < kTileRows; ++i) tile[i] = _mm512_loadu_si512(result + i * kTileRows);
+  simd::transpose_16x16_epi32(tile);
   const int64_t count = std::min<int64_t>(kTileRows, rows - row_first);
-  for (int64_t j = 0; j < count; ++j) {
-    const __m512 values = _mm512_i32gather_ps(column, result + j, 4);
-    _mm512_mask_storeu_ps(y + (row_first + j) * N + col_first, present, _mm512_add_ps(values, b));
-  }
+  for (int64_t j = 0; j < count; ++j)
+    _mm512_mask_storeu_ps(y + (row_first + j) * N + col_first, present, _mm512_add_ps(_mm512_castsi512_ps(tile[j]), b));
 }
 
 // The stored codes and scales of the panel a thread expands next, pulled into its L2 cache a few lines per
@@ -238,11 +241,8 @@ void linear_quant_bf16(const float* x, int64_t rows, std::span<const QuantProduc
     if (product.weights->cols != K)
       throw Error("internal: linear_quant_bf16 on one input of " + std::to_string(K) + " columns, a weight has " +
                   std::to_string(product.weights->cols));
-  Scratch& scratch = thread_scratch();
-  uint16_t* x_bf16 = scratch.x_bf16.as<uint16_t>(rows * K);
-  f32_to_bf16_simd(x, x_bf16, rows * K);
-  uint32_t* x_pairs = scratch.x_pairs.as<uint32_t>(padded_rows * K / 2);
-  pack_activation_pairs(x_bf16, rows, padded_rows, K, x_pairs);
+  uint32_t* x_pairs = thread_scratch().x_pairs.as<uint32_t>(padded_rows * K / 2);
+  pack_activation_pairs(x, rows, padded_rows, K, x_pairs);
   for (const QuantProduct& product : products)
     if (product.weights->rows > 0) multiply_panels(x_pairs, rows, padded_rows, *product.weights, product.bias, product.y);
 }
