@@ -24,9 +24,9 @@
 namespace fastvlm {
 namespace {
 
-// The product is computed transposed, yᵀ = W · xᵀ, so that the weights, expanded to bfloat16 row-major,
-// are the tiles' left operand as they are: a tile is 16 weight rows x 32 K values, loaded with the row
-// stride K. The activations become the right operand, which TDPBF16PS wants as K pairs: row r of a tile
+// The product is computed transposed, yᵀ = W · xᵀ, so that the weights, expanded to bfloat16, are the
+// tiles' left operand as they are: a tile is 16 weight rows x 32 K values, expanded in tile order
+// (kernels/dequantize.h dequantize_rows_bf16_tiles) so that each tile is 1 KB in one piece. The activations become the right operand, which TDPBF16PS wants as K pairs: row r of a tile
 // holds, for each of 16 activation rows, its values at K 2r and 2r+1 (one 32-bit pair). Packing them costs
 // one pass over x per call; the 16x16 float results are transposed when stored.
 constexpr int kTileRows = 16;
@@ -90,12 +90,10 @@ FASTVLM_TARGET_AMX void store_transposed(const float* result, int64_t row_first,
 }
 
 // The stored codes and scales of the panel a thread expands next, pulled into its L2 cache a few lines per
-// block of tile products: expanding a panel from memory stalls on its loads (the expansion took a quarter
-// of the GEMM's time with the codes in L3, more from DRAM), hidden this way behind the current panel's
-// products.
+// block of tile products: in the profile the expansion stalls on loading the codes (from L3 or DRAM).
+// (Expanding the next panel itself between the tile products was slower: the stores crowd the L1.)
 class PanelPrefetch {
  public:
-  PanelPrefetch() = default;
   PanelPrefetch(const QuantMatrix& w, int64_t first, int64_t count, int64_t blocks) {
     if (count <= 0) return;
     const int64_t row_bytes = quant_row_bytes(w.type, w.cols);
@@ -124,7 +122,8 @@ class PanelPrefetch {
 };
 
 // y[:, first, first + count) for the weight rows of one expanded panel (rows past `count` are zero).
-// The tile loads, not the products, bound this loop when both operands come from L2: K is walked in
+// The tile loads, not the products, bound this loop (a 1 KB TILELOADD from L1 takes about as long as two
+// TDPBF16PS on the AMX Xeons measured, and a 2x2 block needs one load per product): K is walked in
 // chunks, and each chunk of 32 activation rows (16 KB) serves every 32-row block of the panel from L1,
 // the result tiles parked in `sums` (in L1) between chunks. Float32 sums, so parking them is exact.
 FASTVLM_TARGET_AMX void multiply_panel(const uint16_t* panel, int64_t padded_count, const uint32_t* x_pairs,
