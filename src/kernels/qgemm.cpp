@@ -13,6 +13,7 @@
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
 #include "kernels/simd_mask.h"
+#include "kernels/simd_transpose.h"
 #include "kernels/target.h"
 
 // GCC 12 flags the deliberately undefined upper halves inside its own AVX-512 reduction intrinsics.
@@ -85,35 +86,6 @@ FASTVLM_TARGET_AVX512 void quantize_rows(const float* x, int64_t cols, int64_t b
   }
 }
 
-// Transposes the 16 x 16 matrix of 32-bit elements whose row i is m[i].
-FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void transpose_16x16_epi32(__m512i (&m)[16]) {
-  // Within each 128-bit lane L, pairs then quads of rows interleave: afterwards m[4k + c] holds, in lane
-  // L, element 4L + c of rows 4k .. 4k+3.
-  __m512i pairs[16];
-  for (int k = 0; k < 16; k += 2) {
-    pairs[k] = _mm512_unpacklo_epi32(m[k], m[k + 1]);
-    pairs[k + 1] = _mm512_unpackhi_epi32(m[k], m[k + 1]);
-  }
-  for (int k = 0; k < 16; k += 4) {
-    m[k] = _mm512_unpacklo_epi64(pairs[k], pairs[k + 2]);
-    m[k + 1] = _mm512_unpackhi_epi64(pairs[k], pairs[k + 2]);
-    m[k + 2] = _mm512_unpacklo_epi64(pairs[k + 1], pairs[k + 3]);
-    m[k + 3] = _mm512_unpackhi_epi64(pairs[k + 1], pairs[k + 3]);
-  }
-  // Then a 4 x 4 transpose of 128-bit lanes across m[c], m[4 + c], m[8 + c], m[12 + c].
-  for (int c = 0; c < 4; ++c) {
-    const __m512i low01 = _mm512_shuffle_i32x4(m[c], m[4 + c], 0x44);
-    const __m512i high01 = _mm512_shuffle_i32x4(m[c], m[4 + c], 0xee);
-    const __m512i low23 = _mm512_shuffle_i32x4(m[8 + c], m[12 + c], 0x44);
-    const __m512i high23 = _mm512_shuffle_i32x4(m[8 + c], m[12 + c], 0xee);
-    pairs[c] = _mm512_shuffle_i32x4(low01, low23, 0x88);
-    pairs[4 + c] = _mm512_shuffle_i32x4(low01, low23, 0xdd);
-    pairs[8 + c] = _mm512_shuffle_i32x4(high01, high23, 0x88);
-    pairs[12 + c] = _mm512_shuffle_i32x4(high01, high23, 0xdd);
-  }
-  for (int i = 0; i < 16; ++i) m[i] = pairs[i];
-}
-
 // Packs output columns [first_column, first_column + 32) of `weights` into `panel`, reading each weight
 // row sequentially (64 bytes of 16 rows at a time, transposed in registers).
 FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_column, PackedPanel& panel) {
@@ -140,7 +112,7 @@ FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_
       for (int i = 0; i < kLanes; ++i)
         m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, weights.row_codes(column + i) + chunk)
                            : _mm512_setzero_si512();
-      transpose_16x16_epi32(m);
+      simd::transpose_16x16_epi32(m);
       for (int j = 0; j < dwords; ++j) {
         const int64_t byte = chunk + j * kStepBytes;
         const int64_t group = byte / group_bytes;
@@ -165,7 +137,7 @@ FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_
         m[i] = i < present ? _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
                                  in_row, weights.row_scales(column + i) + first_group)))
                            : _mm512_setzero_si512();
-      transpose_16x16_epi32(m);
+      simd::transpose_16x16_epi32(m);
       for (int j = 0; j < count; ++j)
         _mm512_storeu_si512(panel.scales.data() + (first_group + j) * kPanelColumns + v * kLanes, m[j]);
     }

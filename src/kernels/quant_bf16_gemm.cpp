@@ -9,22 +9,24 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
-#include "kernels/activations.h"
 #include "kernels/capabilities.h"
 #include "kernels/dequantize.h"
 #include "kernels/amx_tiles.h"
+#include "kernels/simd_mask.h"
+#include "kernels/simd_transpose.h"
 #include "kernels/target.h"
 
-// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 gather intrinsics.
+// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 unpack intrinsics
+// (the transposes of kernels/simd_transpose.h).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace fastvlm {
 namespace {
 
-// The product is computed transposed, yᵀ = W · xᵀ, so that the weights, expanded to bfloat16 row-major,
-// are the tiles' left operand as they are: a tile is 16 weight rows x 32 K values, loaded with the row
-// stride K. The activations become the right operand, which TDPBF16PS wants as K pairs: row r of a tile
+// The product is computed transposed, yᵀ = W · xᵀ, so that the weights, expanded to bfloat16, are the
+// tiles' left operand as they are: a tile is 16 weight rows x 32 K values, expanded in tile order
+// (kernels/dequantize.h dequantize_rows_bf16_tiles) so that each tile is 1 KB in one piece. The activations become the right operand, which TDPBF16PS wants as K pairs: row r of a tile
 // holds, for each of 16 activation rows, its values at K 2r and 2r+1 (one 32-bit pair). Packing them costs
 // one pass over x per call; the 16x16 float results are transposed when stored.
 constexpr int kTileRows = 16;
@@ -37,7 +39,7 @@ constexpr int64_t kMaxPanelRows = 128;
 constexpr int64_t kChunkSteps = 8;
 
 struct Scratch {
-  ScratchBuffer x_bf16, x_pairs, panel;
+  ScratchBuffer x_pairs, panel;
 };
 Scratch& thread_scratch() {
   thread_local Scratch scratch;
@@ -45,55 +47,89 @@ Scratch& thread_scratch() {
 }
 
 // x_pairs[block][step][r][j] = the bfloat16 pair of activation row 16·block + j at K 32·step + 2r, +1;
-// zero past the last row.
-FASTVLM_TARGET_AMX void pack_activation_block(const uint16_t* x_bf16, int64_t rows, int64_t K, int64_t block,
+// zero past the last row. Converted and reordered in one pass: the 16 rows' 32 values of a step, rounded
+// to 16 pairs each, are a 16 x 16 matrix of pairs to transpose.
+FASTVLM_TARGET_AMX void pack_activation_block(const float* x, int64_t rows, int64_t K, int64_t block,
                                              uint32_t* x_pairs) {
-  const int64_t pairs_per_row = K / 2, steps = K / kTileK;
-  const __m512i row_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                 _mm512_set1_epi32(int(pairs_per_row)));
-  const int64_t first = block * kTileRows, valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
-  const __mmask16 present = __mmask16((1u << valid) - 1);
-  const uint32_t* source = reinterpret_cast<const uint32_t*>(x_bf16) + first * pairs_per_row;
+  const int64_t steps = K / kTileK, first = block * kTileRows;
+  const int64_t valid = std::clamp<int64_t>(rows - first, 0, kTileRows);
   uint32_t* out = x_pairs + block * steps * kTileRows * kTileRows;
-  for (int64_t pair = 0; pair < pairs_per_row; ++pair) {
-    const __m512i values = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), present, row_offsets, source + pair, 4);
-    _mm512_storeu_si512(out + pair * kTileRows, values);
+  for (int64_t step = 0; step < steps; ++step, out += kTileRows * kTileRows) {
+    __m512i pairs[kTileRows];
+    for (int64_t j = 0; j < kTileRows; ++j) {
+      const float* row = x + (first + j) * K + step * kTileK;
+      pairs[j] = j < valid ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 16), _mm512_loadu_ps(row))
+                           : _mm512_setzero_si512();
+    }
+    simd::transpose_16x16_epi32(pairs);
+    for (int64_t r = 0; r < kTileRows; ++r) _mm512_storeu_si512(out + r * kTileRows, pairs[r]);
   }
 }
 
 // The OpenMP loops live outside the target-attributed functions: clang outlines a parallel region into a
 // function of its own, without the attribute, where 512-bit values and tile instructions are refused.
-void pack_activation_pairs(const uint16_t* x_bf16, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
+void pack_activation_pairs(const float* x, int64_t rows, int64_t padded_rows, int64_t K, uint32_t* x_pairs) {
   const int64_t blocks = padded_rows / kTileRows;
 #pragma omp parallel for schedule(static)
-  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x_bf16, rows, K, block, x_pairs);
+  for (int64_t block = 0; block < blocks; ++block) pack_activation_block(x, rows, K, block, x_pairs);
 }
 
 // Adds the bias and writes one 16x16 result tile, stored as result[weight row i][activation row j], into
-// y[row_first + j][col_first + i] for the rows and columns that exist.
+// y[row_first + j][col_first + i] for the rows and columns that exist (transposed in registers).
 FASTVLM_TARGET_AMX void store_transposed(const float* result, int64_t row_first, int64_t rows, int64_t col_first,
                                         int64_t N, const float* bias, float* y) {
   if (col_first >= N) return;
-  const int64_t cols = std::min<int64_t>(kTileRows, N - col_first);
-  const __mmask16 present = __mmask16((1u << cols) - 1);
-  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(kTileRows));
+  const __mmask16 present = simd::first_lanes(N - col_first);
   const __m512 b = bias ? _mm512_maskz_loadu_ps(present, bias + col_first) : _mm512_setzero_ps();
+  __m512i tile[kTileRows];
+  for (int64_t i = 0; i < kTileRows; ++i) tile[i] = _mm512_loadu_si512(result + i * kTileRows);
+  simd::transpose_16x16_epi32(tile);
   const int64_t count = std::min<int64_t>(kTileRows, rows - row_first);
-  for (int64_t j = 0; j < count; ++j) {
-    const __m512 values = _mm512_i32gather_ps(column, result + j, 4);
-    _mm512_mask_storeu_ps(y + (row_first + j) * N + col_first, present, _mm512_add_ps(values, b));
-  }
+  for (int64_t j = 0; j < count; ++j)
+    _mm512_mask_storeu_ps(y + (row_first + j) * N + col_first, present, _mm512_add_ps(_mm512_castsi512_ps(tile[j]), b));
 }
 
+// The stored codes and scales of the panel a thread expands next, pulled into its L2 cache a few lines per
+// block of tile products: in the profile the expansion stalls on loading the codes (from L3 or DRAM).
+// (Expanding the next panel itself between the tile products was slower: the stores crowd the L1.)
+class PanelPrefetch {
+ public:
+  PanelPrefetch(const QuantMatrix& w, int64_t first, int64_t count, int64_t blocks) {
+    if (count <= 0) return;
+    const int64_t row_bytes = quant_row_bytes(w.type, w.cols);
+    ranges_[0] = {reinterpret_cast<const char*>(w.row_codes(first)), count * row_bytes};
+    ranges_[1] = {reinterpret_cast<const char*>(w.row_scales(first)), count * w.groups_per_row() * 2};
+    const int64_t lines = (ranges_[0].bytes + ranges_[1].bytes) / 64 + 2;
+    lines_per_block_ = (lines + blocks - 1) / std::max<int64_t>(blocks, 1);
+  }
+  FASTVLM_TARGET_AMX void next_block() {
+    for (int64_t i = 0; i < lines_per_block_ && range_ < 2; ++i) {
+      Range& range = ranges_[range_];
+      _mm_prefetch(range.begin + offset_, _MM_HINT_T1);
+      offset_ += 64;
+      if (offset_ >= range.bytes) offset_ = 0, ++range_;
+    }
+  }
+
+ private:
+  struct Range {
+    const char* begin = nullptr;
+    int64_t bytes = 0;
+  };
+  Range ranges_[2];
+  int range_ = 0;
+  int64_t offset_ = 0, lines_per_block_ = 0;
+};
+
 // y[:, first, first + count) for the weight rows of one expanded panel (rows past `count` are zero).
-// The tile loads, not the products, bound this loop when both operands come from L2: K is walked in
+// The tile loads, not the products, bound this loop (a 1 KB TILELOADD from L1 takes about as long as two
+// TDPBF16PS on the AMX Xeons measured, and a 2x2 block needs one load per product): K is walked in
 // chunks, and each chunk of 32 activation rows (16 KB) serves every 32-row block of the panel from L1,
 // the result tiles parked in `sums` (in L1) between chunks. Float32 sums, so parking them is exact.
 FASTVLM_TARGET_AMX void multiply_panel(const uint16_t* panel, int64_t padded_count, const uint32_t* x_pairs,
                                       int64_t rows, int64_t padded_rows, int64_t K, int64_t first, int64_t N,
-                                      const float* bias, float* y) {
-  const int64_t steps = K / kTileK, tile_words = kTileRows * kTileRows, row_bytes = K * 2;
+                                      const float* bias, float* y, PanelPrefetch& prefetch) {
+  const int64_t steps = K / kTileK, tile_words = kTileRows * kTileRows;
   alignas(64) float sums[kMaxPanelRows / kBlockRows][4][kTileRows * kTileRows];
   for (int64_t m = 0; m < padded_rows; m += kBlockRows) {
     const uint32_t* x0 = x_pairs + (m / kTileRows) * steps * tile_words;
@@ -113,11 +149,12 @@ FASTVLM_TARGET_AMX void multiply_panel(const uint16_t* panel, int64_t padded_cou
           _tile_loadd(2, block[2], 64);
           _tile_loadd(3, block[3], 64);
         }
+        prefetch.next_block();
         const uint16_t* w0 = panel + n * K;
         const uint16_t* w1 = w0 + kTileRows * K;
         for (int64_t s = chunk; s < chunk_end; ++s) {
-          _tile_loadd(4, w0 + s * kTileK, row_bytes);
-          _tile_loadd(5, w1 + s * kTileK, row_bytes);
+          _tile_loadd(4, w0 + s * 2 * tile_words, 64);
+          _tile_loadd(5, w1 + s * 2 * tile_words, 64);
           _tile_loadd(6, x0 + s * tile_words, 64);
           _tile_loadd(7, x1 + s * tile_words, 64);
           _tile_dpbf16ps(0, 4, 6);
@@ -162,17 +199,25 @@ FASTVLM_TARGET_AMX void release_tiles() { _tile_release(); }
 void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows, const QuantMatrix& w,
                      const float* bias, float* y) {
   const int64_t K = w.cols, N = w.rows, step = panel_rows(N), panels = (N + step - 1) / step;
+  const int64_t chunks = (K / kTileK + kChunkSteps - 1) / kChunkSteps;
 #pragma omp parallel
   {
     configure_tiles();
     uint16_t* panel = thread_scratch().panel.as<uint16_t>(kMaxPanelRows * K);
-#pragma omp for schedule(dynamic, 1)
+    const int64_t threads = omp_get_num_threads();
+    // Round robin, so that a thread knows the panel it takes next (p + threads) and can prefetch it.
+#pragma omp for schedule(static, 1)
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t first = p * step, count = std::min(step, N - first);
       const int64_t padded_count = (count + kBlockRows - 1) / kBlockRows * kBlockRows;
-      dequantize_rows_bf16(w, first, count, panel);
-      std::memset(panel + count * K, 0, sizeof(uint16_t) * size_t((padded_count - count) * K));
-      multiply_panel(panel, padded_count, x_pairs, rows, padded_rows, K, first, N, bias, y);
+      // Zero rows past `count`: the rest of a partial tile and the tiles padding the panel to 32 rows.
+      const int64_t full_tiles_end = count / kTileRows * kTileRows * K;
+      std::memset(panel + full_tiles_end, 0, sizeof(uint16_t) * size_t(padded_count * K - full_tiles_end));
+      dequantize_rows_bf16_tiles(w, first, count, panel);
+      const int64_t next = (p + threads) * step;
+      PanelPrefetch prefetch(w, next, std::min(step, N - next),
+                             padded_rows / kBlockRows * chunks * (padded_count / kBlockRows));
+      multiply_panel(panel, padded_count, x_pairs, rows, padded_rows, K, first, N, bias, y, prefetch);
     }
     release_tiles();
   }
@@ -181,17 +226,24 @@ void multiply_panels(const uint32_t* x_pairs, int64_t rows, int64_t padded_rows,
 }  // namespace
 
 void linear_quant_bf16(const float* x, int64_t rows, const QuantMatrix& w, const float* bias, float* y) {
+  const QuantProduct product{&w, bias, y};
+  linear_quant_bf16(x, rows, std::span(&product, 1));
+}
+
+void linear_quant_bf16(const float* x, int64_t rows, std::span<const QuantProduct> products) {
   if (!kernels::amx_bf16_available())
     throw Error("linear_quant_bf16: needs AMX-BF16, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
                 ") does not offer");
-  if (rows <= 0 || w.rows <= 0) return;
-  const int64_t K = w.cols, padded_rows = (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
-  Scratch& scratch = thread_scratch();
-  uint16_t* x_bf16 = scratch.x_bf16.as<uint16_t>(rows * K);
-  f32_to_bf16_simd(x, x_bf16, rows * K);
-  uint32_t* x_pairs = scratch.x_pairs.as<uint32_t>(padded_rows * K / 2);
-  pack_activation_pairs(x_bf16, rows, padded_rows, K, x_pairs);
-  multiply_panels(x_pairs, rows, padded_rows, w, bias, y);
+  if (rows <= 0 || products.empty()) return;
+  const int64_t K = products[0].weights->cols, padded_rows = (rows + kBlockRows - 1) / kBlockRows * kBlockRows;
+  for (const QuantProduct& product : products)
+    if (product.weights->cols != K)
+      throw Error("internal: linear_quant_bf16 on one input of " + std::to_string(K) + " columns, a weight has " +
+                  std::to_string(product.weights->cols));
+  uint32_t* x_pairs = thread_scratch().x_pairs.as<uint32_t>(padded_rows * K / 2);
+  pack_activation_pairs(x, rows, padded_rows, K, x_pairs);
+  for (const QuantProduct& product : products)
+    if (product.weights->rows > 0) multiply_panels(x_pairs, rows, padded_rows, *product.weights, product.bias, product.y);
 }
 
 }  // namespace fastvlm

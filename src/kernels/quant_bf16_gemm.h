@@ -10,6 +10,7 @@
 // products accumulated in float32. Unlike linear_quant, small activations keep their relative precision
 // instead of being rounded to a step of their group's max|x| / 127.
 #include <cstdint>
+#include <span>
 
 #include "core/quant.h"
 
@@ -19,5 +20,15 @@ namespace fastvlm {
 // row-major float32 except W. Threads over panels with OpenMP. Throws fastvlm::Error when
 // !amx_bf16_available() (kernels/capabilities.h).
 void linear_quant_bf16(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
+
+// One input through several weights (a layer's q/k/v or gate/up projections): y_i = x · dequant(W_i)ᵀ
+// (+ bias_i), x converted to bfloat16 and packed for the tiles once for all of them. Every W_i has K
+// columns; y_i is [rows, W_i.rows].
+struct QuantProduct {
+  const QuantMatrix* weights;
+  const float* bias;  // or null
+  float* y;
+};
+void linear_quant_bf16(const float* x, int64_t rows, std::span<const QuantProduct> products);
 
 }  // namespace fastvlm

@@ -197,9 +197,9 @@ void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws) cons
   const int head_dim = config_.head_dim;
 
   rms_norm(ws.residual.data(), layer.input_norm, n, ws.normed.data());
-  layer.q_proj.forward(ws.normed.data(), n, ws.q.data());
-  layer.k_proj.forward(ws.normed.data(), n, ws.k.data());
-  layer.v_proj.forward(ws.normed.data(), n, ws.v.data());
+  const Linear* projections[] = {&layer.q_proj, &layer.k_proj, &layer.v_proj};
+  float* const projected[] = {ws.q.data(), ws.k.data(), ws.v.data()};
+  Linear::forward_shared_input(ws.normed.data(), n, projections, projected);
   apply_rotary(ws.q.data(), n, heads, ws);
   apply_rotary(ws.k.data(), n, kv_heads, ws);
 
@@ -254,8 +254,9 @@ void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws) const {
 void Decoder::mlp(const Layer& layer, Workspace& ws) const {
   const int n = ws.n;
   rms_norm(ws.residual.data(), layer.post_attention_norm, n, ws.normed.data());
-  layer.gate_proj.forward(ws.normed.data(), n, ws.gate.data());
-  layer.up_proj.forward(ws.normed.data(), n, ws.up.data());
+  const Linear* projections[] = {&layer.gate_proj, &layer.up_proj};
+  float* const projected[] = {ws.gate.data(), ws.up.data()};
+  Linear::forward_shared_input(ws.normed.data(), n, projections, projected);
   silu_multiply(ws.gate.data(), ws.up.data(), int64_t(ws.gate.size()));
   layer.down_proj.forward(ws.gate.data(), n, ws.projected.data());
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());

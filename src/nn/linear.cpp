@@ -270,7 +270,7 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
   // AMX-BF16 and the product has more rows than a decode batch; else through the int8 GEMM on their stored
   // codes where it has VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
-  if (quantized && rows >= min_rows_for_amx() && kernels::amx_bf16_available()) {
+  if (takes_amx_route(rows)) {
     linear_quant_bf16(x, rows, quantized_, b, y);
     return;
   }
@@ -294,6 +294,29 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
     convert_to_f32(DType::BF16, bf16_, weights, size_t(weight_count));
   }
   linear_f32(x, rows, in_features_, weights, out_features_, b, y);
+}
+
+bool Linear::takes_amx_route(int64_t rows) const {
+  const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
+  return quantized && rows >= min_rows_for_amx() && rows > max_rows_for_gemv(storage_) &&
+         kernels::amx_bf16_available();
+}
+
+void Linear::forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
+                                  std::span<float* const> ys) {
+  if (linears.size() != ys.size())
+    throw Error("internal: Linear::forward_shared_input with " + std::to_string(linears.size()) + " layers and " +
+                std::to_string(ys.size()) + " outputs");
+  const bool all_amx = std::all_of(linears.begin(), linears.end(), [&](const Linear* linear) {
+    return linear->takes_amx_route(rows) && linear->in_features_ == linears[0]->in_features_;
+  });
+  if (!all_amx) {
+    for (size_t i = 0; i < linears.size(); ++i) linears[i]->forward(x, rows, ys[i]);
+    return;
+  }
+  std::vector<QuantProduct> products;
+  for (size_t i = 0; i < linears.size(); ++i) products.push_back({&linears[i]->quantized_, linears[i]->bias(), ys[i]});
+  linear_quant_bf16(x, rows, products);
 }
 
 void Linear::forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const {

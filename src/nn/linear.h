@@ -7,6 +7,7 @@
 // bfloat16 activations, and feed int8 activation codes they quantised themselves.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,11 @@ class Linear {
 
   // y[rows, out_features] = x[rows, in_features]·Wᵀ + b.
   void forward(const float* x, int rows, float* y) const;
+  // ys[i] = x·linears[i]ᵀ + b_i for layers on one float32 input (a decoder layer's q/k/v or gate/up): on
+  // the AMX route of block-quantised prefill, x is converted and packed for the tiles once for all of
+  // them; otherwise each layer runs forward(x, rows, ys[i]).
+  static void forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
+                                   std::span<float* const> ys);
   // y = epilogue(x·Wᵀ + b) with x and y float32 or bfloat16 (AddToOutput: y float32). F32 and BF16 weights
   // multiply in x's type, which must be theirs (bfloat16 x: BF16 weights); S8 weights quantise float32 x
   // per row (each row its own scale) and multiply the codes in int32. Q8_0/Q4_0 and BF16 weights on
@@ -81,6 +87,8 @@ class Linear {
                                  int in_features, bool with_bias, WeightType type, const std::shared_ptr<WeightArena>& arena);
   // BF16 or Q8_0/Q4_0 weights on float32 rows: GEMV, GEMM or the int8 product, y = x·Wᵀ + b.
   void forward_decoder(const float* x, int64_t rows, float* y) const;
+  // Whether a product of `rows` float32 rows goes through AMX tiles (linear_quant_bf16).
+  bool takes_amx_route(int64_t rows) const;
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
   void forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const;
   // codes · weight codesᵀ, exact: [rows, out_features] int32 in the calling thread's scratch, valid until

@@ -82,6 +82,39 @@ TEST_P(QuantBf16Gemm, MatchesTheDequantisedProductWithinBfloat16Rounding) {
   }
 }
 
+// Several weights on one input (q/k/v, gate/up) convert and pack x once: each result must be bit for bit
+// the single product's, which the test above checks against the dequantised reference; a product that
+// read another's weights, bias or output would differ in whole terms.
+TEST_P(QuantBf16Gemm, SharedInputGivesEachSingleProduct) {
+  const WeightType type = GetParam();
+  constexpr int64_t kRows = 45, K = 160;
+  const std::vector<int64_t> outputs = {131, 32, 7};
+  std::vector<QuantizedWeights> weights;
+  std::vector<std::vector<float>> biases, shared, single;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    weights.push_back(make_quantized_weights(type, outputs[i], K, 40 + int(i)));
+    biases.emplace_back();
+    if (i != 1)
+      for (int64_t n = 0; n < outputs[i]; ++n) biases.back().push_back(0.03f * float(int(n % 11) - 5) + float(i));
+    shared.emplace_back(size_t(kRows * outputs[i]), 0.0f);
+    single.emplace_back(size_t(kRows * outputs[i]), 0.0f);
+  }
+  std::mt19937 generator(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(size_t(kRows * K));
+  for (float& value : x) value = normal(generator);
+  std::vector<QuantProduct> products;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    products.push_back({&weights[i].view, biases[i].empty() ? nullptr : biases[i].data(), shared[i].data()});
+  linear_quant_bf16(x.data(), kRows, products);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    linear_quant_bf16(x.data(), kRows, weights[i].view, biases[i].empty() ? nullptr : biases[i].data(),
+                      single[i].data());
+    for (size_t j = 0; j < single[i].size(); ++j)
+      ASSERT_EQ(shared[i][j], single[i][j]) << "product " << i << ", element " << j;
+  }
+}
+
 // Below amx (in the child runs of KernelLevels) the route is reported unavailable and the kernel refuses
 // to run, so that Linear keeps the int8 / float routes.
 TEST(QuantBf16GemmDispatch, UnavailableAndRefusedBelowAmx) {
