@@ -55,28 +55,42 @@ TEST(Int8Epilogue, QuantizeRowsMatchesReferenceExactly) {
   }
 }
 
-TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
-  if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
-  for (const int64_t cols : kColumns) {
-    const int64_t rows = 3;
-    std::mt19937 generator(uint32_t(cols) + 11);
+// Int32 products of a 3-row tile with its row and weight scales and a bias, as the tower's GEMMs hand them
+// to an epilogue.
+struct EpilogueCase {
+  static constexpr int64_t rows = 3;
+  int64_t cols;
+  std::vector<int32_t> acc;
+  std::vector<float> row_scales = {1e-3f, 2e-4f, 5e-5f}, weight_scales, bias;
+
+  EpilogueCase(int64_t columns, uint32_t seed)
+      : cols(columns), acc(size_t(rows * columns)), weight_scales(size_t(columns)), bias(size_t(columns)) {
+    std::mt19937 generator(seed);
     std::uniform_int_distribution<int32_t> product(-40000, 40000);
-    std::vector<int32_t> acc(static_cast<size_t>(rows * cols));
     for (int32_t& a : acc) a = product(generator);
-    const std::vector<float> row_scales = {1e-3f, 2e-4f, 5e-5f};
-    std::vector<float> weight_scales(static_cast<size_t>(cols)), bias(static_cast<size_t>(cols));
     for (int64_t c = 0; c < cols; ++c) {
       weight_scales[size_t(c)] = 0.05f + 0.01f * float(c % 7);
       bias[size_t(c)] = 0.1f * float(c % 5) - 0.2f;
     }
+  }
+  // acc · row_scale · weight_scale + bias in double: what every epilogue starts from.
+  double dequantized(int64_t r, int64_t c) const {
+    return double(acc[size_t(r * cols + c)]) * row_scales[size_t(r)] * weight_scales[size_t(c)] + bias[size_t(c)];
+  }
+};
+
+TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
+  if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
+  for (const int64_t cols : kColumns) {
+    const EpilogueCase t(cols, uint32_t(cols) + 11);
+    const int64_t rows = t.rows;
     std::vector<int8_t> codes(static_cast<size_t>(rows * cols)), expected_codes(static_cast<size_t>(cols));
     std::vector<float> scales(static_cast<size_t>(rows)), activated(static_cast<size_t>(cols));
-    dequantize_gelu_quantize(acc.data(), rows, cols, row_scales.data(), weight_scales.data(), bias.data(), codes.data(),
-                             scales.data());
+    dequantize_gelu_quantize(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
+                             codes.data(), scales.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
-        const double value = double(acc[size_t(r * cols + c)]) * row_scales[size_t(r)] * weight_scales[size_t(c)] +
-                             bias[size_t(c)];
+        const double value = t.dequantized(r, c);
         activated[size_t(c)] = float(0.5 * value * (1.0 + std::erf(value / std::sqrt(2.0))));
       }
       float expected_scale;
@@ -91,40 +105,25 @@ TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
   }
 }
 
-// acc · row_scale · weight_scale + bias in double, for the store and add epilogues' references.
-double dequantized(const std::vector<int32_t>& acc, int64_t cols, int64_t r, int64_t c, const std::vector<float>& row_scales,
-                   const std::vector<float>& weight_scales, const std::vector<float>& bias) {
-  return double(acc[size_t(r * cols + c)]) * row_scales[size_t(r)] * weight_scales[size_t(c)] + bias[size_t(c)];
-}
-
 // The plain and residual-add epilogues write every column of every remainder, and only those: the
 // whole vectors run unmasked, the last one masked.
 TEST(Int8Epilogue, StoreAndAddMatchReferenceOnEveryRemainder) {
   if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
   for (const int64_t cols : kColumns) {
-    const int64_t rows = 3;
-    std::mt19937 generator(uint32_t(cols) + 29);
-    std::uniform_int_distribution<int32_t> product(-40000, 40000);
-    std::vector<int32_t> acc(static_cast<size_t>(rows * cols));
-    for (int32_t& a : acc) a = product(generator);
-    const std::vector<float> row_scales = {1e-3f, 2e-4f, 5e-5f};
-    std::vector<float> weight_scales(static_cast<size_t>(cols)), bias(static_cast<size_t>(cols));
-    for (int64_t c = 0; c < cols; ++c) {
-      weight_scales[size_t(c)] = 0.05f + 0.01f * float(c % 7);
-      bias[size_t(c)] = 0.1f * float(c % 5) - 0.2f;
-    }
+    const EpilogueCase t(cols, uint32_t(cols) + 29);
+    const int64_t rows = t.rows;
     // One sentinel past the matrix catches a store beyond the last column.
     const float sentinel = 12345.0f;
     std::vector<float> stored(static_cast<size_t>(rows * cols + 1), sentinel), added(stored.size());
     for (size_t i = 0; i < added.size(); ++i) added[i] = i + 1 < added.size() ? 0.25f * float(i % 9) : sentinel;
     const std::vector<float> before = added;
-    dequantize_store(acc.data(), rows, cols, row_scales.data(), weight_scales.data(), bias.data(), /*gelu=*/false,
-                     stored.data(), nullptr);
-    dequantize_add(acc.data(), rows, cols, row_scales.data(), weight_scales.data(), bias.data(), added.data());
+    dequantize_store(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
+                     /*gelu=*/false, stored.data(), nullptr);
+    dequantize_add(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(), added.data());
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) {
         const size_t i = size_t(r * cols + c);
-        const double value = dequantized(acc, cols, r, c, row_scales, weight_scales, bias);
+        const double value = t.dequantized(r, c);
         ASSERT_NEAR(stored[i], value, 1e-5 * (1.0 + std::abs(value))) << cols << " columns, row " << r << ", column " << c;
         ASSERT_NEAR(added[i], before[i] + value, 1e-5 * (1.0 + std::abs(value)))
             << cols << " columns, row " << r << ", column " << c;

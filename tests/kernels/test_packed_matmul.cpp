@@ -30,6 +30,12 @@ struct Shape {
   int64_t M, N, K, lda, ldc;
 };
 
+std::string shape_name(const ::testing::TestParamInfo<Shape>& info) {
+  const Shape& s = info.param;
+  return "M" + std::to_string(s.M) + "N" + std::to_string(s.N) + "K" + std::to_string(s.K) + "lda" +
+         std::to_string(s.lda) + "ldc" + std::to_string(s.ldc);
+}
+
 std::vector<int8_t> random_codes(size_t count, std::mt19937& generator) {
   // The tower's codes are symmetric, in [-127, 127] (kernels/int8_epilogue.h).
   std::uniform_int_distribution<int> code(-127, 127);
@@ -90,11 +96,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Int8Matmul,
                                            Shape{17, 33, 100, 104, 40}, Shape{64, 384, 96, 96, 384},
                                            Shape{129, 96, 384, 400, 96}, Shape{128, 1536, 384, 384, 1536},
                                            Shape{300, 192, 768, 768, 200}, Shape{5, 7, 13, 13, 7}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           const Shape& s = info.param;
-                           return "M" + std::to_string(s.M) + "N" + std::to_string(s.N) + "K" + std::to_string(s.K) +
-                                  "lda" + std::to_string(s.lda) + "ldc" + std::to_string(s.ldc);
-                         });
+                         shape_name);
 
 class Bf16PackedMatmul : public ::testing::TestWithParam<Shape> {};
 
@@ -112,6 +114,32 @@ std::vector<uint16_t> small_integers_bf16(size_t count, std::mt19937& generator,
   return bits;
 }
 
+// c ([shape.M, shape.ldc], filled with 3 before) after a product of its first `rows` rows with `epilogue`:
+// each cell of the product against the double reference of a·bᵀ + bias on small-integer operands (exact in
+// float32; GELU within 1e-5), every other cell untouched.
+void expect_product(const Shape& shape, int64_t rows, Epilogue epilogue, const std::vector<float>& c,
+                    const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& bias) {
+  for (int64_t m = 0; m < shape.M; ++m) {
+    for (int64_t n = 0; n < shape.ldc; ++n) {
+      const float actual = c[size_t(m * shape.ldc + n)];
+      if (n >= shape.N || m >= rows) {
+        ASSERT_EQ(actual, 3.0f) << "wrote outside the product at row " << m << ", column " << n;
+        continue;
+      }
+      double sum = bias[size_t(n)];
+      for (int64_t k = 0; k < shape.K; ++k) sum += double(a[size_t(m * shape.lda + k)]) * b[size_t(n * shape.K + k)];
+      if (epilogue == Epilogue::AddToOutput) {
+        ASSERT_EQ(actual, float(sum + 3.0)) << "row " << m << ", column " << n;
+      } else if (epilogue == Epilogue::Gelu) {
+        const double gelu = 0.5 * sum * (1.0 + std::erf(sum / std::sqrt(2.0)));
+        ASSERT_NEAR(actual, gelu, 1e-5 * std::max(1.0, std::abs(gelu))) << "row " << m << ", column " << n;
+      } else {
+        ASSERT_EQ(actual, float(sum)) << "row " << m << ", column " << n;
+      }
+    }
+  }
+}
+
 TEST_P(Bf16PackedMatmul, MatchesScalarReferenceWithEachEpilogue) {
   if (!kernels::bf16_compute_available()) GTEST_SKIP() << "no AVX512-BF16 at " << kernels::kernel_level_name();
   const Shape shape = GetParam();
@@ -127,26 +155,7 @@ TEST_P(Bf16PackedMatmul, MatchesScalarReferenceWithEachEpilogue) {
     std::vector<float> c(static_cast<size_t>(shape.M * shape.ldc), 3.0f);
     matmul({.M = shape.M, .N = shape.N, .K = shape.K, .ab_type = DType::BF16, .a = a.data(), .lda = shape.lda,
             .packed_b = &packed, .c = c.data(), .ldc = shape.ldc, .bias = bias.data(), .epilogue = epilogue});
-    for (int64_t m = 0; m < shape.M; ++m) {
-      for (int64_t n = 0; n < shape.ldc; ++n) {
-        const float actual = c[size_t(m * shape.ldc + n)];
-        if (n >= shape.N) {
-          ASSERT_EQ(actual, 3.0f) << "wrote past N at row " << m << ", column " << n;
-          continue;
-        }
-        double sum = bias[size_t(n)];
-        for (int64_t k = 0; k < shape.K; ++k)
-          sum += double(a_values[size_t(m * shape.lda + k)]) * b_values[size_t(n * shape.K + k)];
-        if (epilogue == Epilogue::AddToOutput) {
-          ASSERT_EQ(actual, float(sum + 3.0)) << "row " << m << ", column " << n;
-        } else if (epilogue == Epilogue::Gelu) {
-          const double gelu = 0.5 * sum * (1.0 + std::erf(sum / std::sqrt(2.0)));
-          ASSERT_NEAR(actual, gelu, 1e-5 * std::max(1.0, std::abs(gelu))) << "row " << m << ", column " << n;
-        } else {
-          ASSERT_EQ(actual, float(sum)) << "row " << m << ", column " << n;
-        }
-      }
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_product(shape, shape.M, epilogue, c, a_values, b_values, bias));
   }
 }
 
@@ -164,11 +173,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16PackedMatmul,
                          ::testing::Values(Shape{1, 1, 1, 1, 1}, Shape{3, 100, 32, 32, 100}, Shape{17, 33, 100, 104, 40},
                                            Shape{129, 96, 384, 400, 96}, Shape{256, 384, 96, 96, 384},
                                            Shape{5, 7, 13, 13, 7}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           const Shape& s = info.param;
-                           return "M" + std::to_string(s.M) + "N" + std::to_string(s.N) + "K" + std::to_string(s.K) +
-                                  "lda" + std::to_string(s.lda) + "ldc" + std::to_string(s.ldc);
-                         });
+                         shape_name);
 
 class F32PackedMatmul : public ::testing::TestWithParam<Shape> {};
 
@@ -190,26 +195,7 @@ TEST_P(F32PackedMatmul, MatchesScalarReferenceWithEachEpilogue) {
       std::vector<float> c(static_cast<size_t>(shape.M * shape.ldc), 3.0f);
       matmul({.M = rows, .N = shape.N, .K = shape.K, .ab_type = DType::F32, .a = a.data(), .lda = shape.lda,
               .packed_b = &packed, .c = c.data(), .ldc = shape.ldc, .bias = bias.data(), .epilogue = epilogue});
-      for (int64_t m = 0; m < shape.M; ++m) {
-        for (int64_t n = 0; n < shape.ldc; ++n) {
-          const float actual = c[size_t(m * shape.ldc + n)];
-          if (n >= shape.N || m >= rows) {
-            ASSERT_EQ(actual, 3.0f) << "wrote outside the product at row " << m << ", column " << n;
-            continue;
-          }
-          double sum = bias[size_t(n)];
-          for (int64_t k = 0; k < shape.K; ++k)
-            sum += double(a[size_t(m * shape.lda + k)]) * b[size_t(n * shape.K + k)];
-          if (epilogue == Epilogue::AddToOutput) {
-            ASSERT_EQ(actual, float(sum + 3.0)) << "row " << m << ", column " << n;
-          } else if (epilogue == Epilogue::Gelu) {
-            const double gelu = 0.5 * sum * (1.0 + std::erf(sum / std::sqrt(2.0)));
-            ASSERT_NEAR(actual, gelu, 1e-5 * std::max(1.0, std::abs(gelu))) << "row " << m << ", column " << n;
-          } else {
-            ASSERT_EQ(actual, float(sum)) << "row " << m << ", column " << n;
-          }
-        }
-      }
+      ASSERT_NO_FATAL_FAILURE(expect_product(shape, rows, epilogue, c, a, b, bias));
     }
 }
 
@@ -218,11 +204,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, F32PackedMatmul,
                                            Shape{17, 33, 100, 104, 40}, Shape{64, 200, 96, 96, 200},
                                            Shape{129, 96, 384, 400, 96}, Shape{256, 384, 96, 96, 384},
                                            Shape{5, 7, 13, 13, 7}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           const Shape& s = info.param;
-                           return "M" + std::to_string(s.M) + "N" + std::to_string(s.N) + "K" + std::to_string(s.K) +
-                                  "lda" + std::to_string(s.lda) + "ldc" + std::to_string(s.ldc);
-                         });
+                         shape_name);
 
 TEST(PackedWeightsErrors, PackingRefusesBelowAvx512) {
   if (kernels::int8_compute_available()) GTEST_SKIP() << "this level has int8 kernels";
