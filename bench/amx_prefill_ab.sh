@@ -12,15 +12,9 @@
 #   env: REPS (default 3), OMP_NUM_THREADS (default 1), IMAGE (default /tmp/fastvlm-bench/image-1024.png;
 #        empty for a text-only prompt)
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,14p' "$0"; exit 2; }
-build_a=$1 build_b=$2
-shift 2
-models=("$@")
-[[ ${#models[@]} -gt 0 ]] || models=(/tmp/fastvlm-bench/fastvlm-0.5b-q8 /tmp/fastvlm-bench/fastvlm-0.5b-q4)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+source "$(dirname "$0")/ab_builds.sh"
+ab_setup '2,14p' "$@"
 image=${IMAGE-/tmp/fastvlm-bench/image-1024.png}
-lscpu | grep 'Model name'
-uptime
 for model in "${models[@]}"; do
   for rep in $(seq "${REPS:-3}"); do
     for build in "$build_a" "$build_b"; do

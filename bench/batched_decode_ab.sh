@@ -8,21 +8,7 @@
 #   MODEL_DIR   default: /tmp/fastvlm-bench/fastvlm-0.5b-q8 /tmp/fastvlm-bench/fastvlm-0.5b-q4
 #   env: REPS (default 3), OMP_NUM_THREADS (default 1)
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,10p' "$0"; exit 2; }
-build_a=$1 build_b=$2
-shift 2
-models=("$@")
-[[ ${#models[@]} -gt 0 ]] || models=(/tmp/fastvlm-bench/fastvlm-0.5b-q8 /tmp/fastvlm-bench/fastvlm-0.5b-q4)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-lscpu | grep 'Model name'
-uptime
-for model in "${models[@]}"; do
-  for rep in $(seq "${REPS:-3}"); do
-    for build in "$build_a" "$build_b"; do
-      echo "== $build rep $rep"
-      FASTVLM_BENCH_LLM_MODELS=$model "$build/bin/bench_llm_kernels" --benchmark_filter='BM_LlmDecodeBatch/' |
-        grep '^BM_'
-    done
-  done
-done
+source "$(dirname "$0")/ab_builds.sh"
+ab_setup '2,10p' "$@"
+ab_llm_kernels 'BM_LlmDecodeBatch/'
 uptime

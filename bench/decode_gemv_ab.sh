@@ -13,14 +13,8 @@
 #        /tmp/fastvlm-bench/image-1024.png), GEMV_FILTER (benchmark regex, default all BM_Gemv_q shapes;
 #        each shape first quantises ~512 MB of weight copies, so '/(4864/896|151936/896)' saves minutes)
 set -euo pipefail
-[[ $# -ge 2 ]] || { sed -n '2,15p' "$0"; exit 2; }
-build_a=$1 build_b=$2
-shift 2
-models=("$@")
-[[ ${#models[@]} -gt 0 ]] || models=(/tmp/fastvlm-bench/fastvlm-0.5b-q8 /tmp/fastvlm-bench/fastvlm-0.5b-q4)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-lscpu | grep 'Model name'
-uptime
+source "$(dirname "$0")/ab_builds.sh"
+ab_setup '2,15p' "$@"
 # Weight bytes per call of each BM_Gemv shape: codes + one f16 scale per 32 weights.
 gemv_gbs='/^BM_Gemv_q/ { split($1, f, "/"); rows = f[3]; cols = f[4]; perw = (f[1] ~ /q8_0/) ? 1 : 0.5;
   bytes = rows * cols * perw + rows * cols / 16; printf "%-40s cpu %9.1f us  %6.2f GB/s\n", $1, $4, bytes / ($4 * 1e3) }'
@@ -30,15 +24,7 @@ for rep in $(seq "${REPS:-3}"); do
     "$build/bin/bench_llm_kernels" --benchmark_filter="BM_Gemv_q.*${GEMV_FILTER:-}" | awk "$gemv_gbs"
   done
 done
-for model in "${models[@]}"; do
-  for rep in $(seq "${REPS:-3}"); do
-    for build in "$build_a" "$build_b"; do
-      echo "== $build rep $rep: $model"
-      FASTVLM_BENCH_LLM_MODELS=$model "$build/bin/bench_llm_kernels" --benchmark_filter='BM_LlmDecodeStep/' |
-        grep '^BM_'
-    done
-  done
-done
+ab_llm_kernels 'BM_LlmDecodeStep/'
 if [[ ${WHOLE:-0} == 1 ]]; then
   for model in "${models[@]}"; do
     for rep in $(seq "${REPS:-3}"); do
