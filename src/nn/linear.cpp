@@ -23,9 +23,10 @@ namespace {
 // Without them the vector GEMV's per-row
 // arithmetic outgrows the GEMM's packing: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its
 // nibble unpacking per row, already at 3.
+bool is_block_quantized(WeightType storage) { return storage == WeightType::Q8_0 || storage == WeightType::Q4_0; }
+
 int max_rows_for_gemv(WeightType storage) {
-  const bool quantized = storage == WeightType::Q8_0 || storage == WeightType::Q4_0;
-  if (quantized && kernels::int8_tiles_available()) return 16;
+  if (is_block_quantized(storage) && kernels::int8_tiles_available()) return 16;
   return storage == WeightType::Q4_0 ? 2 : 4;
 }
 
@@ -96,7 +97,7 @@ void expect_groups(const Checkpoint& checkpoint, const std::string& prefix, int 
 Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int out_features, int in_features,
                     bool with_bias, WeightType storage, const std::shared_ptr<WeightArena>& arena) {
   const std::string& quantization = checkpoint.quantization().type;
-  const bool block_storage = storage == WeightType::Q8_0 || storage == WeightType::Q4_0;
+  const bool block_storage = is_block_quantized(storage);
   if (quantization.empty())
     return block_storage ? quantize_at_load(checkpoint, prefix, out_features, in_features, with_bias, storage, arena)
                          : load_dense(checkpoint, prefix, out_features, in_features, with_bias, storage);
@@ -254,7 +255,7 @@ void Linear::forward(const Activations& x, int64_t rows, const Activations& y, E
 
 void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   const float* b = bias();
-  const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
+  const bool quantized = is_block_quantized(storage_);
   if (rows <= max_rows_for_gemv(storage_)) {
     if (quantized) {
       // One row (plain decoding) keeps the single-row GEMV; a batch may sum in another order.
@@ -297,9 +298,9 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
 }
 
 bool Linear::takes_amx_route(int64_t rows) const {
-  const bool quantized = storage_ == WeightType::Q8_0 || storage_ == WeightType::Q4_0;
-  return quantized && rows >= min_rows_for_amx() && rows > max_rows_for_gemv(storage_) &&
-         kernels::amx_bf16_available();
+  // Above max_rows_for_gemv() (at most 16), so a product on this route is never one for the GEMV.
+  static_assert(min_rows_for_amx() > 16);
+  return is_block_quantized(storage_) && rows >= min_rows_for_amx() && kernels::amx_bf16_available();
 }
 
 void Linear::forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
