@@ -325,7 +325,7 @@ constexpr int64_t kPrefetchBytes = 4096;
 // by lane_index. `single` only for a lone last group, outside the main loop so that the accumulators stay in
 // registers.
 template <WeightType Type, int W, int R>
-FASTVLM_TARGET_AVX512 [[gnu::always_inline]] inline void accumulate_pair(__m512 (&acc)[W][R], const QuantMatrix& m,
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_pair(__m512 (&acc)[W][R], const QuantMatrix& m,
                                                                          const PreparedActivationAvx512* p, int64_t r,
                                                                          int64_t row_bytes, int64_t pair, bool single,
                                                                          __m512i lane_index,

@@ -73,7 +73,7 @@ void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t
 // all-lanes mask, which compiles to plain loads and stores with no mask to compute per vector, then the
 // masked remainder. `step` must be compiled for AVX-512 too (FASTVLM_TARGET_AVX512 on the lambda).
 template <class Step>
-FASTVLM_TARGET_AVX512 [[gnu::always_inline]] inline void for_each_vector(int64_t cols, Step step) {
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void for_each_vector(int64_t cols, Step step) {
   const int64_t full = cols / 16 * 16;
   for (int64_t c = 0; c < full; c += 16) step(c, __mmask16(0xFFFF));
   if (full < cols) step(full, simd::first_lanes(cols - full));
