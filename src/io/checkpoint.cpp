@@ -104,6 +104,9 @@ void Checkpoint::move_into(const std::string& name, void* destination) const {
     std::memcpy(static_cast<uint8_t*>(destination) + done, info.data + done, piece);
     entry->file->release(info, done, done + piece);
   }
+  // Once more as a whole: reading a piece maps back, by the kernel's fault-around, up to 64 KiB of the
+  // released pages just before it.
+  entry->file->release(info);
 }
 
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }

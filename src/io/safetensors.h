@@ -45,7 +45,9 @@ class SafetensorsFile {
   // wholly inside its first `begin` bytes, for weights copied into another layout at load time (pages are
   // re-read from the file if touched again). A page shared with a neighbouring tensor is kept. A tensor
   // converted piece by piece releases consecutive ranges [0, a), [a, b), ... as it goes: each page goes
-  // with the range that finishes it, so the mapped source never stays resident beyond the piece at hand.
+  // with the range that finishes it, so the mapped source never stays resident beyond the piece at hand
+  // (and up to 64 KiB before it, which the kernel's fault-around maps back when the next piece is read: a
+  // last release of the whole tensor takes those).
   void release(const TensorInfo& tensor, size_t begin = 0, size_t end = SIZE_MAX) const;
 
  private:

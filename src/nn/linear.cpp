@@ -144,6 +144,9 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
                     scales + first * groups);
     checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
   }
+  // Once more as a whole: reading a slab maps back, by the kernel's fault-around, up to 64 KiB of the
+  // released pages just before it.
+  checkpoint.release(prefix + ".weight");
   Linear linear;
   linear.storage_ = type;
   linear.quantized_ = QuantMatrix{type, codes, scales, out_features, in_features};
