@@ -122,6 +122,36 @@ BENCHMARK(BM_PointwiseGemm)
     ->Args({128, 384, 1536, 1, 1})->Args({128, 1536, 384, 1, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The f32 compute's ConvFFN and attention products on weights packed at load, as the tower's per-thread
+// tiles run them (single threaded: OMP_NUM_THREADS=1; timed in CPU time). args: M, K, N. Compare
+// GFLOP/s with bench_peak's f32 FMA rate per core.
+void BM_PointwiseGemmF32Packed(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  std::vector<float> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K)), bias(static_cast<size_t>(N)),
+      c(static_cast<size_t>(M * N));
+  fill(a.data(), M * K);
+  fill(b.data(), N * K);
+  fill(bias.data(), N);
+  const PackedWeights packed(b.data(), N, K);
+  const MatmulSpec spec{.M = M, .N = N, .K = K, .a = a.data(), .lda = K, .packed_b = &packed, .c = c.data(),
+                        .ldc = N, .bias = bias.data()};
+  for (auto _ : state) {
+    matmul(spec);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+// ConvFFN fc1/fc2 of stages 0-4 at the tower's tile rows, stage 2 and 3 at other tile rows, attention qkv.
+BENCHMARK(BM_PointwiseGemmF32Packed)
+    ->Args({512, 96, 384})->Args({512, 384, 96})->Args({256, 192, 768})->Args({256, 768, 192})
+    ->Args({128, 384, 1536})->Args({128, 1536, 384})->Args({256, 384, 1536})->Args({256, 1536, 384})
+    ->Args({512, 384, 1536})->Args({512, 1536, 384})
+    ->Args({128, 768, 3072})->Args({128, 3072, 768})->Args({256, 768, 3072})->Args({256, 3072, 768})
+    ->Args({128, 1536, 6144})->Args({128, 6144, 1536})->Args({1024, 768, 2304})
+    ->ArgNames({"M", "K", "N"})
+    ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+
 // The Int8 compute's ConvFFN and attention products: int8 codes multiplied exactly into int32 on weights
 // packed at load, then the tower's epilogue (0: none, the product alone; 1: dequantise + GELU + requantise
 // per pixel; 2: dequantise + add to a float32 output). Timed in the calling thread's CPU time, single
