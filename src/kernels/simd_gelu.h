@@ -54,7 +54,8 @@ inline constexpr float kCoarseGeluSaturation = 8.0f / kInvSqrt2;
 FASTVLM_TARGET_AVX512 inline __m512 gelu_coarse_avx512(__m512 x) {
   // With r^4 = 1 - erf(|x| / sqrt 2): GELU(x) = x - 0.5·x·r^4 for x >= 0 and 0.5·x·r^4 below, that is
   // max(x, 0) - 0.5·|x|·r^4 on both sides, with no sign select.
-  const __m512 magnitude = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kCoarseGeluSaturation));
+  // min(|x|, saturation) in one range op (imm 0b1010: the smaller magnitude, sign cleared).
+  const __m512 magnitude = _mm512_range_ps(x, _mm512_set1_ps(kCoarseGeluSaturation), 0x0A);
   __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kCoarseGeluC4), magnitude, _mm512_set1_ps(kCoarseGeluC3));
   p = _mm512_fmadd_ps(p, magnitude, _mm512_set1_ps(kCoarseGeluC2));
   p = _mm512_fmadd_ps(p, magnitude, _mm512_set1_ps(kCoarseGeluC1));
