@@ -16,6 +16,7 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_epilogue.h"
+#include "kernels/softmax.h"
 
 namespace fastvlm {
 namespace {
@@ -198,6 +199,44 @@ BENCHMARK(BM_PointwiseGemmInt8)
     ->Args({128, 384, 1536, 1})->Args({128, 1536, 384, 2})->Args({128, 768, 3072, 1})->Args({128, 3072, 768, 2})
     ->Args({4096, 384, 1536, 0})->Args({4096, 1536, 384, 0})
     ->ArgNames({"M", "K", "N", "epilogue"})
+    ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+
+// The Int8 compute's element-wise passes alone, on data already in cache (they are bound by their
+// arithmetic there; bench/vision_profile.sh shows what they cost in the tower): 0 dequantise + GELU +
+// requantise of an expand tile, 1 per-pixel quantisation of a depthwise conv's output rows, 2 the
+// attention's bfloat16 softmax numerators of a query block. args: rows, cols, kind. Reports elements per
+// CPU second (run with OMP_NUM_THREADS=1).
+void BM_Int8Elementwise(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1), kind = state.range(2);
+  if (!kernels::int8_compute_available()) {
+    state.SkipWithError("no AVX512-VNNI");
+    return;
+  }
+  std::vector<int32_t> accumulators(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < accumulators.size(); ++i) accumulators[i] = int32_t((i * 2654435761u) % 20001) - 10000;
+  std::vector<float> values(static_cast<size_t>(rows * cols)), row_scales(static_cast<size_t>(rows), 1e-4f),
+      weight_scales(static_cast<size_t>(cols), 2e-2f), bias(static_cast<size_t>(cols)), scales(static_cast<size_t>(rows));
+  fill(values.data(), rows * cols);
+  fill(bias.data(), cols);
+  std::vector<int8_t> codes(static_cast<size_t>(rows * cols));
+  std::vector<uint16_t> numerators(static_cast<size_t>(rows * cols));
+  for (auto _ : state) {
+    if (kind == 0)
+      dequantize_gelu_quantize(accumulators.data(), rows, cols, row_scales.data(), weight_scales.data(), bias.data(),
+                               codes.data(), scales.data());
+    else if (kind == 1)
+      quantize_rows_s8(values.data(), rows, cols, cols, codes.data(), scales.data());
+    else
+      softmax_numerators_bf16(values.data(), rows, cols, numerators.data(), scales.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["elements/s"] = benchmark::Counter(double(rows * cols), benchmark::Counter::kIsIterationInvariantRate,
+                                                    benchmark::Counter::kIs1000);
+}
+// Stage 0's expand tile and conv rows (the largest maps), stage 2's, and one stage-3 attention query block.
+BENCHMARK(BM_Int8Elementwise)
+    ->Args({512, 384, 0})->Args({128, 1536, 0})->Args({256, 96, 1})->Args({64, 384, 1})->Args({256, 1024, 2})
+    ->ArgNames({"rows", "cols", "kind"})
     ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace

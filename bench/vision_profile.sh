@@ -24,7 +24,7 @@ perf report -i "$data" -n --no-children --sort dso,sym --stdio -g none 2>/dev/nu
 import re, sys, collections
 setup = ("convert_to_f32", "fold_layer_scale", "load_grouped_conv", "scale_outputs", "malloc", "free", "unlink_chunk")
 spatial = ("depthwise_", "dense_block", "dense_rows", "generic_conv")
-elementwise = ("quantize", "softmax", "gelu", "memmove", "memcpy", "memset", "split_heads", "layer_norm",
+elementwise = ("quantize", "row_abs_max", "row_max", "softmax", "gelu", "memmove", "memcpy", "memset", "split_heads", "layer_norm",
                "f32_to_bf16", "store_row", "squeeze_excite")
 kinds, symbols = collections.Counter(), collections.Counter()
 for line in sys.stdin:

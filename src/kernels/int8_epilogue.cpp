@@ -33,7 +33,8 @@ FASTVLM_TARGET_AVX512 inline __m512i rounded(const float* values, __m512 inverse
 }
 
 // Quantises one row of `cols` floats whose max |x| is `abs_max`; returns its scale.
-FASTVLM_TARGET_AVX512 float quantize_row(const float* row, int64_t cols, float abs_max, int8_t* codes) {
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) float quantize_row(const float* row, int64_t cols, float abs_max,
+                                                                          int8_t* codes) {
   const float scale = abs_max > 0.0f ? abs_max / kMaxCode : 1.0f;
   // Round to nearest even, then saturate; |x| <= 127 · scale, so saturation never bites.
   const __m512 inverse = _mm512_set1_ps(1.0f / scale);
@@ -55,14 +56,23 @@ FASTVLM_TARGET_AVX512 float quantize_row(const float* row, int64_t cols, float a
   return scale;
 }
 
-FASTVLM_TARGET_AVX512 float row_abs_max(const float* row, int64_t cols) {
-  __m512 running = _mm512_setzero_ps();
-  for (int64_t c = 0; c < cols; c += 16)
-    running = _mm512_max_ps(running, _mm512_abs_ps(_mm512_maskz_loadu_ps(simd::first_lanes(cols - c), row + c)));
-  return _mm512_reduce_max_ps(running);
+// max(|running|, |values|) with the sign cleared (imm 0b1011) in one instruction; running is never negative.
+FASTVLM_TARGET_AVX512 inline __m512 running_abs_max(__m512 running, __m512 values) {
+  return _mm512_range_ps(running, values, 0x0B);
 }
 
-void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
+// Two running maxima over whole vectors, so that the pass is not one chain of max latencies.
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) float row_abs_max(const float* row, int64_t cols) {
+  __m512 running[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  int64_t c = 0;
+  for (; c + 32 <= cols; c += 32)
+    for (int k = 0; k < 2; ++k) running[k] = running_abs_max(running[k], _mm512_loadu_ps(row + c + 16 * k));
+  for (; c < cols; c += 16)
+    running[0] = running_abs_max(running[0], _mm512_maskz_loadu_ps(simd::first_lanes(cols - c), row + c));
+  return _mm512_reduce_max_ps(_mm512_max_ps(running[0], running[1]));
+}
+
+FASTVLM_TARGET_AVX512 void quantize_rows_s8_avx512(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * stride;
     scales[r] = quantize_row(row, cols, row_abs_max(row, cols), codes + r * cols);
@@ -89,8 +99,7 @@ FASTVLM_TARGET_AVX512 inline __m512 activate(const int32_t* acc, __m512 row_scal
   // The row is requantised to 8 bits right after: the coarse GELU's error is far below a step.
   const __m512 result = simd::gelu_coarse_avx512(dequantize(acc + column, scales, bias ? bias + column : nullptr, mask));
   _mm512_mask_storeu_ps(out + column, mask, result);
-  // max(|running|, |result|) with the sign cleared (imm 0b1011) in one instruction; running is never negative.
-  return _mm512_range_ps(running, result, 0x0B);
+  return running_abs_max(running, result);
 }
 
 FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,

@@ -35,35 +35,21 @@ FASTVLM_TARGET_AVX512 inline __m512 gelu_avx512(__m512 input) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus_erf);
 }
 
-// GELU with erf from A&S 7.1.27, erf(a) = 1 - 1 / (1 + b1·a + b2·a² + b3·a³ + b4·a⁴)^4, |error| <= 5e-4 (GELU
-// within 7e-4 absolute over [-10, 10]): about half the cost of gelu_avx512. Only for results that are
-// quantised to 8 bits next, whose step (max|x| / 127 of the row) is ten times or more that error.
-inline constexpr float kCoarseErfB1 = 0.278393f, kCoarseErfB2 = 0.230389f, kCoarseErfB3 = 0.000972f,
-                       kCoarseErfB4 = 0.078108f;
-// The same polynomial in |x| rather than a = |x| / sqrt 2, which saves the scaling multiply, and times
-// 2^(1/4), whose fourth power halves r^4: that is the 0.5 of 0.5·|x|·r^4, which saves another multiply.
-inline constexpr float kFourthRootOf2 = 1.18920711500272106672f;
-inline constexpr float kCoarseGeluC0 = kFourthRootOf2, kCoarseGeluC1 = kCoarseErfB1 * kInvSqrt2 * kFourthRootOf2,
-                       kCoarseGeluC2 = kCoarseErfB2 * 0.5f * kFourthRootOf2,
-                       kCoarseGeluC3 = kCoarseErfB3 * 0.5f * kInvSqrt2 * kFourthRootOf2,
-                       kCoarseGeluC4 = kCoarseErfB4 * 0.25f * kFourthRootOf2;
-// |x| beyond which erf(|x| / sqrt 2) is 1 in float; clamping there keeps r^4 a normal float (no denormal
-// assists) while 0.5·|x|·r^4 stays below 1e-9.
-inline constexpr float kCoarseGeluSaturation = 8.0f / kInvSqrt2;
+// GELU(x) = max(x, 0) - |x|·q(|x|) with q(a) = erfc(a / sqrt 2) / 2 (on both sides: x·Φ(x) = x - x·Φ(-x)),
+// q by a degree-6 polynomial on [0, 4] (Chebyshev interpolation) and |x| clamped at 4: GELU within 5e-4
+// absolute everywhere (q(4) is 3e-5), with no reciprocal, and GELU(0) = 0 exactly. Only for results that
+// are quantised to 8 bits next, whose step (max|x| / 127 of the row) is ten times or more that error.
+inline constexpr float kCoarseGeluClamp = 4.0f;
+inline constexpr float kCoarseGeluQ[] = {0.499540553f,  -0.387565571f, -0.0479074108f, 0.144223429f,
+                                         -0.059420496f, 0.0103162002f, -0.000675117745f};
 
 FASTVLM_TARGET_AVX512 inline __m512 gelu_coarse_avx512(__m512 x) {
-  // With r^4 = 1 - erf(|x| / sqrt 2): GELU(x) = x - 0.5·x·r^4 for x >= 0 and 0.5·x·r^4 below, that is
-  // max(x, 0) - 0.5·|x|·r^4 on both sides, with no sign select.
-  const __m512 magnitude = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kCoarseGeluSaturation));
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kCoarseGeluC4), magnitude, _mm512_set1_ps(kCoarseGeluC3));
-  p = _mm512_fmadd_ps(p, magnitude, _mm512_set1_ps(kCoarseGeluC2));
-  p = _mm512_fmadd_ps(p, magnitude, _mm512_set1_ps(kCoarseGeluC1));
-  p = _mm512_fmadd_ps(p, magnitude, _mm512_set1_ps(kCoarseGeluC0));
-  __m512 r = _mm512_rcp14_ps(p);  // 14 bits are plenty for a 5e-4 approximation
-  r = _mm512_mul_ps(r, r);
-  r = _mm512_mul_ps(r, r);  // 0.5·r^4 of the unscaled polynomial
+  // min(|x|, clamp) in one range op (imm 0b1010: the smaller magnitude, sign cleared).
+  const __m512 magnitude = _mm512_range_ps(x, _mm512_set1_ps(kCoarseGeluClamp), 0x0A);
+  __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(kCoarseGeluQ[6]), magnitude, _mm512_set1_ps(kCoarseGeluQ[5]));
+  for (int k = 4; k >= 0; --k) q = _mm512_fmadd_ps(q, magnitude, _mm512_set1_ps(kCoarseGeluQ[k]));
   // max(0, x) (not max(x, 0)) returns a NaN x, so NaN stays NaN.
-  return _mm512_fnmadd_ps(magnitude, r, _mm512_max_ps(_mm512_setzero_ps(), x));
+  return _mm512_fnmadd_ps(magnitude, q, _mm512_max_ps(_mm512_setzero_ps(), x));
 }
 
 FASTVLM_TARGET_AVX2 inline __m256 gelu_avx2(__m256 x) {

@@ -81,14 +81,19 @@ FASTVLM_TARGET_AVX2 void softmax_row_avx2(float* x, int64_t n) {
 
 // ----- AVX-512
 
-// The probabilities go back to x, or with bf16_out (not null) there, rounded.
-FASTVLM_TARGET_AVX512 void softmax_row_avx512(float* x, int64_t n, uint16_t* bf16_out) {
-  __m512 max = _mm512_set1_ps(-INFINITY);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 mask = simd::first_lanes(n - i);
-    max = _mm512_mask_max_ps(max, mask, max, _mm512_maskz_loadu_ps(mask, x + i));
-  }
-  const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+// The largest of n floats, with four running maxima: one would make the pass a chain of max latencies.
+FASTVLM_TARGET_AVX512 float row_max_avx512(const float* x, int64_t n) {
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  __m512 max[4] = {lowest, lowest, lowest, lowest};
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int k = 0; k < 4; ++k) max[k] = _mm512_max_ps(max[k], _mm512_loadu_ps(x + i + 16 * k));
+  for (; i < n; i += 16) max[0] = _mm512_max_ps(max[0], _mm512_mask_loadu_ps(lowest, simd::first_lanes(n - i), x + i));
+  return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(max[0], max[1]), _mm512_max_ps(max[2], max[3])));
+}
+
+FASTVLM_TARGET_AVX512 void softmax_row_avx512(float* x, int64_t n) {
+  const __m512 row_max = _mm512_set1_ps(row_max_avx512(x, n));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = simd::first_lanes(n - i);
@@ -99,15 +104,28 @@ FASTVLM_TARGET_AVX512 void softmax_row_avx512(float* x, int64_t n, uint16_t* bf1
   const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = simd::first_lanes(n - i);
-    const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), inverse);
-    if (bf16_out)
-      _mm256_mask_storeu_epi16(bf16_out + i, mask, (__m256i)_mm512_cvtneps_pbh(p));
-    else
-      _mm512_mask_storeu_ps(x + i, mask, p);
+    _mm512_mask_storeu_ps(x + i, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), inverse));
   }
 }
 
-void softmax_row_in_place_avx512(float* x, int64_t n) { softmax_row_avx512(x, n, nullptr); }
+// One row of softmax_numerators_bf16; returns its sum. Two sums, so that the adds are not one chain.
+FASTVLM_TARGET_AVX512 float softmax_numerators_avx512(const float* x, int64_t n, uint16_t* numerators) {
+  const __m512 row_max = _mm512_set1_ps(row_max_avx512(x, n));
+  __m512 sum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  const auto step = [&](int64_t i, __mmask16 mask, int k) FASTVLM_TARGET_AVX512 {
+    const __m512 e = _mm512_maskz_mov_ps(
+        mask, simd::exp_nonpositive_coarse_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), row_max)));
+    sum[k] = _mm512_add_ps(sum[k], e);
+    _mm256_mask_storeu_epi16(numerators + i, mask, (__m256i)_mm512_cvtneps_pbh(e));
+  };
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    step(i, 0xFFFF, 0);
+    step(i + 16, 0xFFFF, 1);
+  }
+  for (; i < n; i += 16) step(i, simd::first_lanes(n - i), 0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(sum[0], sum[1]));
+}
 
 FASTVLM_TARGET_AVX512 inline void store_masked(float* out, __mmask16 lanes, __m512 values) {
   _mm512_mask_storeu_ps(out, lanes, values);
@@ -147,7 +165,7 @@ using TileKernel = float (*)(const float*, int64_t, int64_t, float, float&, floa
 
 struct SoftmaxOps {
   void (*row)(float*, int64_t);
-  void (*row_to_bf16)(float*, int64_t, uint16_t*);  // null below AVX-512
+  float (*numerators)(const float*, int64_t, uint16_t*);  // null below AVX-512
   TileKernel<float> tile_f32;
   TileKernel<uint16_t> tile_bf16;
 };
@@ -156,7 +174,7 @@ const SoftmaxOps& ops() {
   static const SoftmaxOps chosen = kernels::choose<SoftmaxOps>({
       .scalar = {softmax_row_scalar, nullptr, online_softmax_tile_scalar<float>, online_softmax_tile_scalar<uint16_t>},
       .avx2 = {softmax_row_avx2, nullptr, online_softmax_tile_scalar<float>, online_softmax_tile_scalar<uint16_t>},
-      .avx512 = {softmax_row_in_place_avx512, softmax_row_avx512, online_softmax_tile_avx512<float>,
+      .avx512 = {softmax_row_avx512, softmax_numerators_avx512, online_softmax_tile_avx512<float>,
                  online_softmax_tile_avx512<uint16_t>},
   });
   return chosen;
@@ -176,17 +194,18 @@ float run_tile(TileKernel<Probability> kernel, const float* scores, int64_t vali
 
 void softmax_row(float* x, int64_t n) { ops().row(x, n); }
 
-void softmax_rows(float* x, int64_t rows, int64_t cols, uint16_t* bf16_out) {
+void softmax_rows(float* x, int64_t rows, int64_t cols) {
   const SoftmaxOps& chosen = ops();
-  if (bf16_out && !chosen.row_to_bf16)
-    throw Error("softmax_rows: bfloat16 output needs AVX512-BF16 (FASTVLM_ISA=" + kernels::kernel_level_name() + ")");
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    if (bf16_out)
-      chosen.row_to_bf16(x + r * cols, cols, bf16_out + r * cols);
-    else
-      chosen.row(x + r * cols, cols);
-  }
+  for (int64_t r = 0; r < rows; ++r) chosen.row(x + r * cols, cols);
+}
+
+void softmax_numerators_bf16(const float* x, int64_t rows, int64_t cols, uint16_t* numerators, float* sums) {
+  const SoftmaxOps& chosen = ops();
+  if (!chosen.numerators)
+    throw Error("softmax_numerators_bf16: bfloat16 output needs AVX512-BF16 (FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ")");
+  for (int64_t r = 0; r < rows; ++r) sums[r] = chosen.numerators(x + r * cols, cols, numerators + r * cols);
 }
 
 float online_softmax_tile(const float* scores, int64_t valid, int64_t width, float scale, float& running_max,

@@ -9,10 +9,15 @@ namespace fastvlm {
 // Numerically stable softmax of one row of n floats, in place, on the calling thread.
 void softmax_row(float* x, int64_t n);
 
-// Softmax of each of `rows` rows of length `cols` (threaded over rows when there is enough work). The
-// result goes back to `x`, or when `bf16_out` is not null to `bf16_out` ([rows, cols], rounded to
-// bfloat16; needs bf16_compute_available(), throws fastvlm::Error otherwise) with `x` left as scratch.
-void softmax_rows(float* x, int64_t rows, int64_t cols, uint16_t* bf16_out = nullptr);
+// Softmax of each of `rows` rows of length `cols`, in place (threaded over rows when there is enough work).
+void softmax_rows(float* x, int64_t rows, int64_t cols);
+
+// The numerators of the softmax of each of `rows` rows of length `cols`, for a product with them that
+// divides its result rows by the sums afterwards (one pass fewer over the rows than normalising here):
+// numerators[r, c] = exp(x[r, c] - max of row r) rounded to bfloat16 ([rows, cols]), sums[r] = the sum of
+// row r's exps before rounding. The exp is accurate to ~5e-5 relative, far below bfloat16's step. On the
+// calling thread; needs bf16_compute_available(), throws fastvlm::Error otherwise.
+void softmax_numerators_bf16(const float* x, int64_t rows, int64_t cols, uint16_t* numerators, float* sums);
 
 // One key tile of a streaming softmax row (flash attention). `scores` holds the row's raw q·k over a tile
 // of `width` keys of which the first `valid` are visible (valid <= 0: none, the rest are causally masked).

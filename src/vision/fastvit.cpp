@@ -445,6 +445,7 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
     float* my_scores = scores + omp_get_thread_num() * block_scores;
     float* my_output = head_output + omp_get_thread_num() * block_output;
     const Activations my_probs{type, probs.at(omp_get_thread_num() * block_scores)};
+    float my_sums[kAttentionQueryBlock];  // each query's softmax sum, for the bfloat16 weights
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < heads * query_blocks; ++item) {
       const int64_t h = item / query_blocks, first = item % query_blocks * query_block;
@@ -452,13 +453,27 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
       matmul({.M = count, .N = tokens, .K = head_dim, .ab_type = type,
               .a = per_head.at((h * tokens + first) * head_dim), .lda = head_dim, .b = head_matrix(1, h), .ldb = head_dim, .b_transposed = true,
               .c_type = DType::F32, .c = my_scores, .ldc = tokens});
-      softmax_rows(my_scores, count, tokens,
-                   type == DType::BF16 ? static_cast<uint16_t*>(my_probs.data) : nullptr);
+      // Bfloat16 weights stay unnormalised: the head's output rows are divided by their sums instead,
+      // head_dim values per query rather than `tokens`.
+      if (type == DType::BF16)
+        softmax_numerators_bf16(my_scores, count, tokens, static_cast<uint16_t*>(my_probs.data), my_sums);
+      else
+        softmax_rows(my_scores, count, tokens);
       matmul({.M = count, .N = head_dim, .K = tokens, .ab_type = type, .a = my_probs.data, .lda = tokens,
               .b = head_matrix(2, h), .ldb = head_dim, .b_transposed = false, .c_type = DType::F32,
               .c = my_output, .ldc = head_dim});
-      for (int64_t q = 0; q < count; ++q)
-        store_row(my_output + q * head_dim, head_dim, attended, (first + q) * channels + h * head_dim);
+      for (int64_t q = 0; q < count; ++q) {
+        float* output_row = my_output + q * head_dim;
+        const int64_t offset = (first + q) * channels + h * head_dim;
+        const float inverse = type == DType::BF16 ? 1.0f / my_sums[q] : 1.0f;
+        if (attended.type == DType::F32) {  // scaled straight into place, with no copy after
+          float* target = static_cast<float*>(attended.at(offset));
+          for (int64_t c = 0; c < head_dim; ++c) target[c] = output_row[c] * inverse;
+        } else {
+          for (int64_t c = 0; c < head_dim; ++c) output_row[c] *= inverse;
+          store_row(output_row, head_dim, attended, offset);
+        }
+      }
     }
   }
   block.proj.forward(attended, tokens, {DType::F32, x.data()}, Epilogue::AddToOutput);
