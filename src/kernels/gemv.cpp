@@ -454,24 +454,81 @@ FASTVLM_TARGET_AVX512 void gemv_bf16_slice_avx512(const uint16_t* w, int64_t row
   });
 }
 
-FASTVLM_TARGET_AVX512 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
-  if (i < n) {
-    const __mmask16 tail = simd::first_lanes(n - i);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, a + i), _mm512_maskz_loadu_ps(tail, b + i), acc);
+// Decode attention, AVX-512. A score is one fused multiply-add chain over the dim in 16-lane steps (the
+// masked tail last) and a horizontal sum; an output lane one chain over the positions in order.
+
+// Queries per pass of the score kernel: one accumulator each, each key step loaded once for all of them.
+constexpr int kScoreQueriesAvx512 = 8;
+
+template <int J>
+FASTVLM_TARGET_AVX512 inline void attention_scores_block_avx512(const float* queries, const float* keys,
+                                                                int64_t positions, int64_t dim, float scale,
+                                                                float* scores, int64_t score_stride) {
+  const int64_t full = dim & ~int64_t(15);
+  const __mmask16 tail = simd::first_lanes(dim - full);
+  for (int64_t p = 0; p < positions; ++p) {
+    const float* key = keys + p * dim;
+    __m512 acc[J];
+    for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < full; c += 16) {
+      const __m512 k = _mm512_loadu_ps(key + c);
+      for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(queries + j * dim + c), k, acc[j]);
+    }
+    if (tail) {
+      const __m512 k = _mm512_maskz_loadu_ps(tail, key + full);
+      for (int j = 0; j < J; ++j)
+        acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, queries + j * dim + full), k, acc[j]);
+    }
+    for (int j = 0; j < J; ++j) scores[j * score_stride + p] = scale * _mm512_reduce_add_ps(acc[j]);
   }
-  return _mm512_reduce_add_ps(acc);
 }
 
-FASTVLM_TARGET_AVX512 void axpy_f32_avx512(float alpha, const float* x, float* y, int64_t n) {
-  const __m512 a = _mm512_set1_ps(alpha);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  if (i == n) return;
-  const __mmask16 tail = simd::first_lanes(n - i);
-  _mm512_mask_storeu_ps(y + i, tail, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, x + i), _mm512_maskz_loadu_ps(tail, y + i)));
+FASTVLM_TARGET_AVX512 void attention_scores_avx512(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                             float scale, float* scores, int64_t score_stride) {
+  for (int64_t first = 0; first < count; first += kScoreQueriesAvx512) {
+    with_row_count<kScoreQueriesAvx512>(std::min<int64_t>(kScoreQueriesAvx512, count - first), [&]<int J>() {
+      attention_scores_block_avx512<J>(queries + first * dim, keys, positions, dim, scale,
+                                       scores + first * score_stride, score_stride);
+    });
+  }
+}
+
+// The value kernel keeps a block of J queries x kValueSteps 16-lane steps of the outputs in registers
+// over all the positions: each value step is loaded once for the J queries.
+constexpr int kValueQueriesAvx512 = 4;
+constexpr int kValueSteps = 4;
+
+template <int J>
+FASTVLM_TARGET_AVX512 inline void attention_values_block_avx512(const float* weights, int64_t weight_stride,
+                                                                const float* values, int64_t positions, int64_t dim,
+                                                                float* out) {
+  for (int64_t d0 = 0; d0 < dim; d0 += 16 * kValueSteps) {
+    __mmask16 lanes[kValueSteps];
+    for (int s = 0; s < kValueSteps; ++s) lanes[s] = simd::first_lanes(dim - d0 - 16 * s);
+    __m512 acc[J][kValueSteps];
+    for (int j = 0; j < J; ++j)
+      for (int s = 0; s < kValueSteps; ++s) acc[j][s] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < positions; ++p) {
+      __m512 weight[J];
+      for (int j = 0; j < J; ++j) weight[j] = _mm512_set1_ps(weights[j * weight_stride + p]);
+      for (int s = 0; s < kValueSteps; ++s) {
+        const __m512 v = _mm512_maskz_loadu_ps(lanes[s], values + p * dim + d0 + 16 * s);
+        for (int j = 0; j < J; ++j) acc[j][s] = _mm512_fmadd_ps(weight[j], v, acc[j][s]);
+      }
+    }
+    for (int j = 0; j < J; ++j)
+      for (int s = 0; s < kValueSteps; ++s) _mm512_mask_storeu_ps(out + j * dim + d0 + 16 * s, lanes[s], acc[j][s]);
+  }
+}
+
+FASTVLM_TARGET_AVX512 void attention_values_avx512(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                             int64_t positions, int64_t dim, float* out) {
+  for (int64_t first = 0; first < count; first += kValueQueriesAvx512) {
+    with_row_count<kValueQueriesAvx512>(std::min<int64_t>(kValueQueriesAvx512, count - first), [&]<int J>() {
+      attention_values_block_avx512<J>(weights + first * weight_stride, weight_stride, values, positions, dim,
+                                       out + first * dim);
+    });
+  }
 }
 
 FASTVLM_TARGET_AVX2 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
@@ -758,20 +815,40 @@ void axpy_f32_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// Decode attention on the levels below AVX-512: one dot product per (query, key) and one axpy per (query,
+// value), each key and value used for all the queries while it is in L1.
+template <float (*Dot)(const float*, const float*, int64_t)>
+void attention_scores_with(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                           float scale, float* scores, int64_t score_stride) {
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t j = 0; j < count; ++j) scores[j * score_stride + p] = scale * Dot(queries + j * dim, keys + p * dim, dim);
+}
+
+template <void (*Axpy)(float, const float*, float*, int64_t)>
+void attention_values_with(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                           int64_t positions, int64_t dim, float* out) {
+  std::fill(out, out + count * dim, 0.0f);
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t j = 0; j < count; ++j) Axpy(weights[j * weight_stride + p], values + p * dim, out + j * dim, dim);
+}
+
 struct GemvOps {
   void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, int64_t, float*);
   void (*quant)(const QuantMatrix&, const float*, int64_t, float*);
   void (*quant_batch)(const QuantMatrix&, const float*, int64_t, float*);
-  float (*dot)(const float*, const float*, int64_t);
-  void (*axpy)(float, const float*, float*, int64_t);
+  void (*attention_scores)(const float*, int64_t, const float*, int64_t, int64_t, float, float*, int64_t);
+  void (*attention_values)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*);
 };
 
 const GemvOps& ops() {
   static const GemvOps chosen = [] {
     GemvOps level = kernels::choose<GemvOps>({
-        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_scalar, dot_f32_scalar, axpy_f32_scalar},
-        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_avx2, dot_f32_avx2, axpy_f32_avx2},
-        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_avx512, dot_f32_avx512, axpy_f32_avx512},
+        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_scalar,
+                   attention_scores_with<dot_f32_scalar>, attention_values_with<axpy_f32_scalar>},
+        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_avx2,
+                 attention_scores_with<dot_f32_avx2>, attention_values_with<axpy_f32_avx2>},
+        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_avx512,
+                   attention_scores_avx512, attention_values_avx512},
     });
     // kernels::choose runs the Avx512 variants at the Amx level; the int8 tiles serve the batched product.
     if (active_isa() >= Isa::Amx) level.quant_batch = gemv_quant_batch_amx;
@@ -800,8 +877,14 @@ void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows,
   ops().quant_batch(matrix, x, x_rows, y);
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) { return ops().dot(a, b, n); }
+void attention_scores_f32(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                          float scale, float* scores, int64_t score_stride) {
+  ops().attention_scores(queries, count, keys, positions, dim, scale, scores, score_stride);
+}
 
-void axpy_f32(float alpha, const float* x, float* y, int64_t n) { ops().axpy(alpha, x, y, n); }
+void attention_values_f32(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                          int64_t positions, int64_t dim, float* out) {
+  ops().attention_values(weights, weight_stride, count, values, positions, dim, out);
+}
 
 }  // namespace fastvlm

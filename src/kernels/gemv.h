@@ -35,8 +35,15 @@ void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, 
 // covers 16 weight rows x 16 activation rows x one group. Without them it is gemv_quant_rows.
 void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y);
 
-// Σ a[i]·b[i] and y += alpha·x over n floats (single-threaded: callers parallelise over heads).
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float alpha, const float* x, float* y, int64_t n);
+// Decode attention of the `count` query heads that share one key/value head, over `positions` cached
+// positions of `dim` floats each (single-threaded: callers parallelise over heads). Each cached key and
+// value is read once for all `count` queries, where a loop per head would read it `count` times.
+//   attention_scores_f32: scores[j * score_stride + p] = scale · (queries[j * dim ..] · keys[p * dim ..])
+//   attention_values_f32: out[j * dim ..] = Σ_p weights[j * weight_stride + p] · values[p * dim ..]
+// A score, and an output summed over p in order, comes out the same whatever `count` is.
+void attention_scores_f32(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                          float scale, float* scores, int64_t score_stride);
+void attention_values_f32(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                          int64_t positions, int64_t dim, float* out);
 
 }  // namespace fastvlm
