@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "kernels/amx_tiles.h"
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
@@ -35,6 +38,22 @@ void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
     const int64_t end = rows * (thread + 1) / threads;
     if (begin < end) body(begin, end);
   }
+}
+
+// The same over the rows of several matrices of one width taken as one range, in one parallel region:
+// body(i, begin, end) for the rows [begin, end) of matrix i within a thread's slice.
+template <typename Body>
+void for_row_slices(std::span<const QuantMatrix* const> matrices, Body&& body) {
+  int64_t total = 0;
+  for (const QuantMatrix* m : matrices) total += m->rows;
+  for_row_slices(total, matrices[0]->cols, [&](int64_t begin, int64_t end) {
+    int64_t first = 0;
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      const int64_t low = std::max(begin, first), high = std::min(end, first + matrices[i]->rows);
+      if (low < high) body(i, low - first, high - first);
+      first += matrices[i]->rows;
+    }
+  });
 }
 
 // Calls body.template operator()<R>() with R = n (1 <= n <= Max): the multi-row kernels keep one
@@ -757,36 +776,51 @@ template <typename QuantizeGroup>
   return buffers.data();
 }
 
-void gemv_quant_scalar(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
-  for_row_slices(m.rows, m.cols,
-                 [&](int64_t begin, int64_t end) { gemv_quant_slice_scalar(m, q, x_rows, begin, end, y); });
+// The quantised products take several matrices of one type and width on the same input (gemv_quant_shared;
+// one matrix otherwise): the input is quantised once for all of them.
+using Matrices = std::span<const QuantMatrix* const>;
+using Outputs = std::span<float* const>;
+
+void gemv_quant_scalar(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_scalar);
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    gemv_quant_slice_scalar(*ms[i], q, x_rows, begin, end, ys[i]);
+  });
 }
 
-void gemv_quant_avx2(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
-  for_row_slices(m.rows, m.cols,
-                 [&](int64_t begin, int64_t end) { gemv_quant_slice_avx2(m, q, x_rows, begin, end, y); });
+void gemv_quant_avx2(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_scalar);
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    gemv_quant_slice_avx2(*ms[i], q, x_rows, begin, end, ys[i]);
+  });
 }
 
 FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
   scale = simd::quantize_group_avx512(x, codes, &sum);
 }
 
-void gemv_quant_avx512(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_avx512);
+void gemv_quant_avx512(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantMatrix& first = *ms[0];
+  const QuantizedActivation* q = quantize_activation_rows(x, first.cols, x_rows, quantize_group_avx512);
   thread_local std::vector<PreparedActivationAvx512> prepared_buffers;
   if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
   for (int64_t i = 0; i < x_rows; ++i)
-    prepare_activation_avx512(m.type, q[i], m.groups_per_row(), prepared_buffers[size_t(i)]);
+    prepare_activation_avx512(first.type, q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
   const PreparedActivationAvx512* prepared = prepared_buffers.data();
-  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
-    if (m.type == WeightType::Q8_0) {
-      gemv_quant_slice_avx512<WeightType::Q8_0>(m, prepared, x_rows, begin, end, y);
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    if (first.type == WeightType::Q8_0) {
+      gemv_quant_slice_avx512<WeightType::Q8_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
     } else {
-      gemv_quant_slice_avx512<WeightType::Q4_0>(m, prepared, x_rows, begin, end, y);
+      gemv_quant_slice_avx512<WeightType::Q4_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
     }
   });
+}
+
+// One matrix through a level's product (the batch fallback of the levels without int8 tiles).
+template <void (*Quant)(Matrices, const float*, int64_t, Outputs)>
+void gemv_quant_one(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  const QuantMatrix* const matrix = &m;
+  Quant(Matrices(&matrix, 1), x, x_rows, Outputs(&y, 1));
 }
 
 // Batches past 16 rows go through in chunks of 16, each weight then read once per chunk.
@@ -834,7 +868,7 @@ void attention_values_with(const float* weights, int64_t weight_stride, int64_t 
 
 struct GemvOps {
   void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, int64_t, float*);
-  void (*quant)(const QuantMatrix&, const float*, int64_t, float*);
+  void (*quant)(Matrices, const float*, int64_t, Outputs);
   void (*quant_batch)(const QuantMatrix&, const float*, int64_t, float*);
   void (*attention_scores)(const float*, int64_t, const float*, int64_t, int64_t, float, float*, int64_t);
   void (*attention_values)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*);
@@ -843,11 +877,11 @@ struct GemvOps {
 const GemvOps& ops() {
   static const GemvOps chosen = [] {
     GemvOps level = kernels::choose<GemvOps>({
-        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_scalar,
+        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_one<gemv_quant_scalar>,
                    attention_scores_with<dot_f32_scalar>, attention_values_with<axpy_f32_scalar>},
-        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_avx2,
+        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_one<gemv_quant_avx2>,
                  attention_scores_with<dot_f32_avx2>, attention_values_with<axpy_f32_avx2>},
-        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_avx512,
+        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_one<gemv_quant_avx512>,
                    attention_scores_avx512, attention_values_avx512},
     });
     // kernels::choose runs the Avx512 variants at the Amx level; the int8 tiles serve the batched product.
@@ -867,10 +901,21 @@ void gemv_bf16_rows(const uint16_t* weights, int64_t rows, int64_t cols, const f
   ops().bf16(weights, rows, cols, x, x_rows, y);
 }
 
-void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().quant(matrix, x, 1, y); }
+void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { gemv_quant_rows(matrix, x, 1, y); }
 
 void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
-  ops().quant(matrix, x, x_rows, y);
+  const QuantMatrix* const one = &matrix;
+  ops().quant(Matrices(&one, 1), x, x_rows, Outputs(&y, 1));
+}
+
+void gemv_quant_shared(std::span<const QuantMatrix* const> matrices, const float* x, std::span<float* const> ys) {
+  if (matrices.empty() || matrices.size() != ys.size())
+    throw Error("internal: gemv_quant_shared with " + std::to_string(matrices.size()) + " matrices and " +
+                std::to_string(ys.size()) + " outputs");
+  for (const QuantMatrix* m : matrices)
+    if (m->type != matrices[0]->type || m->cols != matrices[0]->cols)
+      throw Error("internal: gemv_quant_shared on matrices of different types or widths");
+  ops().quant(matrices, x, 1, ys);
 }
 
 void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {

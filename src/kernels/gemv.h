@@ -11,6 +11,7 @@
 //              group's integer dot product is exact, then scaled by d_w * d_x and summed in float; every
 //              ISA path computes exactly this (up to float summation order).
 #include <cstdint>
+#include <span>
 
 #include "core/quant.h"
 
@@ -21,6 +22,12 @@ void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float*
 
 // y[matrix.rows] = W · x for a Q8_0 / Q4_0 matrix.
 void gemv_quant(const QuantMatrix& matrix, const float* x, float* y);
+
+// ys[i] = matrices[i] · x for matrices of one type and width on the same input (a decoder layer's q, k and
+// v, or its gate and up): x is quantised once, and the rows of all of them are split over the threads
+// together, in one parallel region rather than one per matrix. ys[i] is bit-identical to
+// gemv_quant(*matrices[i], x, ys[i]).
+void gemv_quant_shared(std::span<const QuantMatrix* const> matrices, const float* x, std::span<float* const> ys);
 
 // The same for several activation rows at once (batched decoding): y[i, :] = W · x[i, :] for x [x_rows, cols]
 // and y [x_rows, rows], reading each weight from memory once for all rows. Row i's result is bit-identical

@@ -211,6 +211,44 @@ TEST(QuantGemv, EachRowEqualsItsOwnOneRowMatrixExactlyOnEveryPath) {
   }
 }
 
+// q/k/v and gate/up share one quantised input and one split of their rows over the threads, which cuts
+// through the middle matrix at 2 and 3 threads: each output must equal that matrix's own product bit for bit.
+TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
+  const int64_t cols = 896;
+  const std::vector<float> x = random_floats(size_t(cols), 22, 2.0f);
+  for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)));
+    std::vector<std::vector<uint8_t>> codes;
+    std::vector<std::vector<uint16_t>> scales;
+    std::vector<QuantMatrix> matrices;
+    for (const int64_t rows : {37, 301, 38}) {
+      const std::vector<float> weights = random_floats(size_t(rows * cols), uint32_t(23 + rows), 0.05f);
+      codes.emplace_back(size_t(rows * quant_row_bytes(type, cols)));
+      scales.emplace_back(size_t(rows * cols / 32));
+      quantize_matrix(type, weights.data(), rows, cols, codes.back().data(), scales.back().data());
+      matrices.push_back({type, codes.back().data(), scales.back().data(), rows, cols});
+    }
+    std::vector<std::vector<float>> ys;
+    std::vector<const QuantMatrix*> inputs;
+    std::vector<float*> outputs;
+    for (const QuantMatrix& m : matrices) ys.emplace_back(size_t(m.rows), -1.0f);
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      inputs.push_back(&matrices[i]);
+      outputs.push_back(ys[i].data());
+    }
+    gemv_quant_shared(inputs, x.data(), outputs);
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      std::vector<float> alone(size_t(matrices[i].rows), -2.0f);
+      gemv_quant(matrices[i], x.data(), alone.data());
+      for (int64_t r = 0; r < matrices[i].rows; ++r) ASSERT_EQ(ys[i][r], alone[r]) << "matrix " << i << ", row " << r;
+    }
+    QuantMatrix narrower = matrices[0];
+    narrower.cols = cols - 32;
+    const QuantMatrix* mixed[] = {&matrices[0], &narrower};
+    EXPECT_THROW(gemv_quant_shared(mixed, x.data(), std::span(outputs).first(2)), Error);
+  }
+}
+
 // Batched decoding must not change a sequence's numbers: every row of the multi-row products equals the
 // single-row product on that row bit for bit, for every chunk split of the rows (R = 1..17), on shapes with
 // a lone last quantisation group / a masked bf16 tail and row counts split unevenly over threads.
