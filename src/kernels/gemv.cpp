@@ -252,73 +252,76 @@ FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const Quant
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// AVX-512 paths. The quantised kernel takes two groups (64 weights) per step with VPDPBUSD, which
-// multiplies unsigned by signed bytes: weight codes are made unsigned (Q8_0: w + 128 by flipping the sign
-// bit; Q4_0: the stored q + 8) and the offset times the group's activation sum is subtracted through the
-// accumulator's initial value. The 16 int32 lanes then hold partial sums of the two groups, scaled by a
-// vector of the matching d_w · d_x before the float accumulation.
+// AVX-512 paths. The quantised kernel takes 64 weight bytes per step (Q8_0: two groups, Q4_0: four) with
+// VPDPBUSD, which multiplies unsigned by signed bytes: weight codes are made unsigned (Q8_0: w + 128 by
+// flipping the sign bit; Q4_0: the stored q + 8) and the offset times the group's activation sum is
+// subtracted through the accumulator's initial value. The 16 int32 lanes then hold partial sums of the
+// step's groups, scaled by a vector of the matching d_w · d_x before the float accumulation.
 //
-// Lane layout of a step (dword lane i covers bytes 4i..4i+3 of the 64 codes):
-//   Q8_0: bytes are the two groups in order            -> lanes 0-7 group 0, lanes 8-15 group 1
-//   Q4_0: 32 packed bytes split into low nibbles (groups 0,1 weights 0-15) then high nibbles (weights
-//         16-31)                                       -> lanes 0-3 g0, 4-7 g1, 8-11 g0, 12-15 g1
-// The activation codes are rearranged once per call to the same byte order.
+// Lane layout of a step (dword lane i covers bytes 4i..4i+3 of a 64-byte operand):
+//   Q8_0: the two groups' codes in order                 -> lanes 0-7 group 0, lanes 8-15 group 1
+//   Q4_0: the 64 packed bytes (16 per group) give one operand of their low nibbles (weights 0-15 of each
+//         group) and one of their high nibbles (weights 16-31), both multiplied into the same lanes
+//                                                        -> lanes 4k..4k+3 group k
+// Q4_0's four groups per step take two VPDPBUSD but one conversion, scaling and float accumulation, and its
+// unpacking is one AND and one shift-and-AND per 128 weights. The activation codes are put once per call
+// into the steps' byte order.
+
+template <WeightType Type>
+constexpr int kStepGroups = Type == WeightType::Q8_0 ? 2 : 4;
+// Activation code bytes per step: one operand per VPDPBUSD.
+template <WeightType Type>
+constexpr int kStepCodes = kStepGroups<Type> * kQuantGroupSize;
 
 struct PreparedActivationAvx512 {
-  std::vector<int8_t> codes;     // [pairs * 64] in the weight layout's byte order
-  std::vector<int32_t> offsets;  // [pairs * 16] initial accumulator: -(code offset)·Σx per group
+  std::vector<int8_t> codes;     // [steps * kStepCodes] in the weight layout's byte order, zero-padded
+  std::vector<int32_t> offsets;  // [steps * 16] initial accumulator: -(code offset)·Σx per group
   std::vector<float> scales;     // [groups rounded up to 16] d_x per group in natural order, zero-padded
 };
 
 constexpr int kLanes = 16;
-// Pairs whose weight scales one register holds (16 groups): the scales are converted from half and
-// multiplied by d_x once per such span, and each step only permutes its lanes out of the products.
-constexpr int kPairsPerScaleSpan = kLanes / 2;
 
-// Which of the step's two groups lane i belongs to.
-inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
+// Which of its step's groups lane i belongs to.
+inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : lane / 4; }
 
-// Per pair, one permutation of the 64 natural-order codes (a lone last group's partner zero) and the two
-// offsets placed in the first lane of their group.
-FASTVLM_TARGET_AVX512 void prepare_activation_avx512(WeightType type, const QuantizedActivation& q, int64_t groups,
-                                                     PreparedActivationAvx512& p) {
-  const int64_t pairs = (groups + 1) / 2;
-  const int32_t code_offset = type == WeightType::Q8_0 ? 128 : 8;
-  p.codes.resize(size_t(pairs) * 64);
-  p.offsets.assign(size_t(pairs) * kLanes, 0);
+// Per step, the codes of its groups in the lane layout above (a last partial step's missing groups zero)
+// and each group's offset in its first lane.
+template <WeightType Type>
+void prepare_activation_avx512(const QuantizedActivation& q, int64_t groups, PreparedActivationAvx512& p) {
+  constexpr int step_groups = kStepGroups<Type>, half = kQuantGroupSize / 2;
+  const int64_t steps = (groups + step_groups - 1) / step_groups;
+  const int32_t code_offset = Type == WeightType::Q8_0 ? 128 : 8;
+  p.codes.assign(size_t(steps * kStepCodes<Type>), 0);
+  p.offsets.assign(size_t(steps * kLanes), 0);
   p.scales.assign(size_t((groups + kLanes - 1) / kLanes * kLanes), 0.0f);
   std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
-  int first_lane[2] = {kLanes, kLanes};
-  for (int lane = kLanes - 1; lane >= 0; --lane) first_lane[lane_group(type, lane)] = lane;
-  // The 8-byte blocks of the natural order (g0 0-15, g0 16-31, g1 0-15, g1 16-31) in the step's byte order.
-  const __m512i order = type == WeightType::Q8_0 ? _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)
-                                                 : _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const bool single = 2 * pair + 1 == groups;
-    const int8_t* natural = q.codes.data() + pair * 64;
-    const __m512i codes = single ? _mm512_maskz_loadu_epi8(0xffffffffull, natural) : _mm512_loadu_si512(natural);
-    _mm512_storeu_si512(p.codes.data() + pair * 64, _mm512_permutexvar_epi64(order, codes));
-    for (int in_pair = 0; in_pair < (single ? 1 : 2); ++in_pair)
-      p.offsets[pair * kLanes + first_lane[in_pair]] = -code_offset * q.sums[2 * pair + in_pair];
+  for (int64_t g = 0; g < groups; ++g) {
+    const int k = int(g % step_groups);
+    const int8_t* natural = q.codes.data() + g * kQuantGroupSize;
+    int8_t* step = p.codes.data() + g / step_groups * kStepCodes<Type>;
+    if constexpr (Type == WeightType::Q8_0) {
+      std::memcpy(step + k * kQuantGroupSize, natural, kQuantGroupSize);
+    } else {
+      std::memcpy(step + k * half, natural, half);
+      std::memcpy(step + 64 + k * half, natural + half, half);
+    }
+    p.offsets[size_t(g / step_groups * kLanes + k * (kLanes / step_groups))] = -code_offset * q.sums[size_t(g)];
   }
 }
 
-// The 64 unsigned weight codes of groups (2·pair, 2·pair+1), or with `single` of the first group alone (the
-// rest zero). Masked loads only for that last lone group: on some CPUs (AMD Zen) a byte-masked load from
-// memory stalls the stream. Q4_0's 32 bytes are broadcast to both register halves straight from memory (a
-// load-port operation) and one variable shift brings the high nibbles down in the upper half: two ALU
-// operations for the unpacking, none of them a cross-lane shuffle.
-FASTVLM_TARGET_AVX512 inline __m512i load_pair_codes(WeightType type, const uint8_t* codes, bool single) {
-  if (type == WeightType::Q8_0) {
-    const __m512i signed_codes =
-        single ? _mm512_maskz_loadu_epi8(0xffffffffull, codes) : _mm512_loadu_si512(codes);
-    return _mm512_xor_si512(signed_codes, _mm512_set1_epi8(char(0x80)));
+// acc + the offset-corrected dot products of one step's 64 weight bytes (the first `bytes` of them; only a
+// last partial step loads fewer, outside the main loop: on some CPUs (AMD Zen) a byte-masked load from
+// memory stalls the stream) with the activation codes `x`.
+template <WeightType Type>
+FASTVLM_TARGET_AVX512 inline __m512i step_dot(const uint8_t* codes, int64_t bytes, __m512i acc, const int8_t* x) {
+  const __m512i packed = bytes == 64 ? _mm512_loadu_si512(codes) : _mm512_maskz_loadu_epi8((__mmask64(1) << bytes) - 1, codes);
+  if constexpr (Type == WeightType::Q8_0) {
+    return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(packed, _mm512_set1_epi8(char(0x80))), _mm512_loadu_si512(x));
+  } else {
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    const __m512i low = _mm512_and_si512(packed, nibble), high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, low, _mm512_loadu_si512(x)), high, _mm512_loadu_si512(x + 64));
   }
-  const __m512i packed =
-      single ? _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(0xffffu, codes))
-             : _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
-  const __m512i shifts = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
-  return _mm512_and_si512(_mm512_srlv_epi64(packed, shifts), _mm512_set1_epi8(0x0f));
 }
 
 // d_w · d_x of the 16 groups from `first_group` of one weight row (zero past the row's last group).
@@ -336,27 +339,25 @@ FASTVLM_TARGET_AVX512 inline __m512 span_scales(const uint16_t* w_scales, int64_
 constexpr int kMaxAccumulatorsAvx512 = 8;
 
 // How far ahead of each row's step its codes are prefetched. The W rows of a pass are read side by side, each
-// 32 or 64 bytes per step, which the hardware prefetchers follow poorly (measured: without this the 4-row
+// 64 bytes per step, which the hardware prefetchers follow poorly (measured: without this the 4-row
 // pass was no faster than one row at a time from DRAM, though twice as fast from L2); 2-16 KB all did well.
 constexpr int64_t kPrefetchBytes = 4096;
 
-// One step of quant_rows_avx512 below: acc[w][i] += float(dot of the pair) · the lanes of scales[w][i] picked
-// by lane_index. `single` only for a lone last group, outside the main loop so that the accumulators stay in
-// registers.
+// One step of quant_rows_avx512 below: acc[w][i] += float(dot of the step) · the lanes of scales[w][i]
+// picked by lane_index. `bytes` < 64 only for a last partial step, outside the main loop so that the
+// accumulators stay in registers.
 template <WeightType Type, int W, int R>
-FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_pair(__m512 (&acc)[W][R], const QuantMatrix& m,
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_step(__m512 (&acc)[W][R], const QuantMatrix& m,
                                                                          const PreparedActivationAvx512* p, int64_t r,
-                                                                         int64_t row_bytes, int64_t pair, bool single,
+                                                                         int64_t row_bytes, int64_t step, int64_t bytes,
                                                                          __m512i lane_index,
                                                                          const __m512 (&scales)[W][R]) {
-  constexpr int64_t pair_bytes = Type == WeightType::Q8_0 ? 2 * kQuantGroupSize : kQuantGroupSize;
   for (int w = 0; w < W; ++w) {
-    const uint8_t* codes = m.codes + (r + w) * row_bytes + pair * pair_bytes;
+    const uint8_t* codes = m.codes + (r + w) * row_bytes + step * 64;
     _mm_prefetch(reinterpret_cast<const char*>(codes + kPrefetchBytes), _MM_HINT_T0);
-    const __m512i w_codes = load_pair_codes(Type, codes, single);
     for (int i = 0; i < R; ++i) {
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p[i].offsets.data() + pair * kLanes), w_codes,
-                                              _mm512_loadu_si512(p[i].codes.data() + pair * 64));
+      const __m512i dot = step_dot<Type>(codes, bytes, _mm512_loadu_si512(p[i].offsets.data() + step * kLanes),
+                                         p[i].codes.data() + step * kStepCodes<Type>);
       acc[w][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(lane_index, scales[w][i]), acc[w][i]);
     }
   }
@@ -365,33 +366,38 @@ FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_pair
 // Weight rows [r, r + W) against activation rows [first, first + R): each weight step is loaded once for
 // the R activation rows, and each activation step once for the W weight rows (decoding one sequence runs
 // W = 4, R = 1; a batch W = 1, R rows). Per lane: acc += float(offset-corrected dot) · (d_w · d_x), over
-// the pairs in order, then one horizontal sum — the same arithmetic for any W and R, so a result does not
+// the steps in order, then one horizontal sum — the same arithmetic for any W and R, so a result does not
 // depend on its batch or on its neighbours.
 template <WeightType Type, int W, int R>
 FASTVLM_TARGET_AVX512 inline void quant_rows_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
                                                     int64_t r, int64_t first, const int32_t* lane_groups, float* y) {
   static_assert(W * R <= kMaxAccumulatorsAvx512);
+  constexpr int step_groups = kStepGroups<Type>;
+  // Steps whose weight scales one register holds (16 groups): the scales are converted from half and
+  // multiplied by d_x once per such span, and each step only permutes its lanes out of the products.
+  constexpr int64_t span_steps = kLanes / step_groups;
   const __m512i lane_to_group = _mm512_load_si512(lane_groups);
   const int64_t groups = m.groups_per_row();
-  const int64_t pairs = (groups + 1) / 2, full_pairs = groups / 2;
+  const int64_t steps = (groups + step_groups - 1) / step_groups, full_steps = groups / step_groups;
+  const int64_t last_bytes = (groups - full_steps * step_groups) * 64 / step_groups;
   const int64_t row_bytes = quant_row_bytes(Type, m.cols);  // out of line: kept out of the loop
   p += first;
   __m512 acc[W][R];
   for (int w = 0; w < W; ++w)
     for (int i = 0; i < R; ++i) acc[w][i] = _mm512_setzero_ps();
-  for (int64_t span = 0; span < pairs; span += kPairsPerScaleSpan) {
+  for (int64_t span = 0; span < steps; span += span_steps) {
     __m512 scales[W][R];
     for (int w = 0; w < W; ++w)
       for (int i = 0; i < R; ++i)
-        scales[w][i] = span_scales(m.scales + (r + w) * groups, groups, 2 * span, p[i].scales.data());
+        scales[w][i] = span_scales(m.scales + (r + w) * groups, groups, step_groups * span, p[i].scales.data());
     __m512i lane_index = lane_to_group;
-    const int64_t span_end = std::min(full_pairs, span + kPairsPerScaleSpan);
-    for (int64_t pair = span; pair < span_end; ++pair) {
-      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, pair, false, lane_index, scales);
-      lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(2));
+    const int64_t span_end = std::min(full_steps, span + span_steps);
+    for (int64_t step = span; step < span_end; ++step) {
+      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, step, 64, lane_index, scales);
+      lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(step_groups));
     }
-    if (span_end < std::min(pairs, span + kPairsPerScaleSpan))
-      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, span_end, true, lane_index, scales);
+    if (span_end < std::min(steps, span + span_steps))
+      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, span_end, last_bytes, lane_index, scales);
   }
   for (int w = 0; w < W; ++w)
     for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r + w] = _mm512_reduce_add_ps(acc[w][i]);
@@ -804,8 +810,13 @@ void gemv_quant_avx512(Matrices ms, const float* x, int64_t x_rows, Outputs ys) 
   const QuantizedActivation* q = quantize_activation_rows(x, first.cols, x_rows, quantize_group_avx512);
   thread_local std::vector<PreparedActivationAvx512> prepared_buffers;
   if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
-  for (int64_t i = 0; i < x_rows; ++i)
-    prepare_activation_avx512(first.type, q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
+  for (int64_t i = 0; i < x_rows; ++i) {
+    if (first.type == WeightType::Q8_0) {
+      prepare_activation_avx512<WeightType::Q8_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
+    } else {
+      prepare_activation_avx512<WeightType::Q4_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
+    }
+  }
   const PreparedActivationAvx512* prepared = prepared_buffers.data();
   for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
     if (first.type == WeightType::Q8_0) {
