@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "kernels/amx_tiles.h"
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
@@ -35,6 +38,22 @@ void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
     const int64_t end = rows * (thread + 1) / threads;
     if (begin < end) body(begin, end);
   }
+}
+
+// The same over the rows of several matrices of one width taken as one range, in one parallel region:
+// body(i, begin, end) for the rows [begin, end) of matrix i within a thread's slice.
+template <typename Body>
+void for_row_slices(std::span<const QuantMatrix* const> matrices, Body&& body) {
+  int64_t total = 0;
+  for (const QuantMatrix* m : matrices) total += m->rows;
+  for_row_slices(total, matrices[0]->cols, [&](int64_t begin, int64_t end) {
+    int64_t first = 0;
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      const int64_t low = std::max(begin, first), high = std::min(end, first + matrices[i]->rows);
+      if (low < high) body(i, low - first, high - first);
+      first += matrices[i]->rows;
+    }
+  });
 }
 
 // Calls body.template operator()<R>() with R = n (1 <= n <= Max): the multi-row kernels keep one
@@ -233,73 +252,76 @@ FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const Quant
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// AVX-512 paths. The quantised kernel takes two groups (64 weights) per step with VPDPBUSD, which
-// multiplies unsigned by signed bytes: weight codes are made unsigned (Q8_0: w + 128 by flipping the sign
-// bit; Q4_0: the stored q + 8) and the offset times the group's activation sum is subtracted through the
-// accumulator's initial value. The 16 int32 lanes then hold partial sums of the two groups, scaled by a
-// vector of the matching d_w · d_x before the float accumulation.
+// AVX-512 paths. The quantised kernel takes 64 weight bytes per step (Q8_0: two groups, Q4_0: four) with
+// VPDPBUSD, which multiplies unsigned by signed bytes: weight codes are made unsigned (Q8_0: w + 128 by
+// flipping the sign bit; Q4_0: the stored q + 8) and the offset times the group's activation sum is
+// subtracted through the accumulator's initial value. The 16 int32 lanes then hold partial sums of the
+// step's groups, scaled by a vector of the matching d_w · d_x before the float accumulation.
 //
-// Lane layout of a step (dword lane i covers bytes 4i..4i+3 of the 64 codes):
-//   Q8_0: bytes are the two groups in order            -> lanes 0-7 group 0, lanes 8-15 group 1
-//   Q4_0: 32 packed bytes split into low nibbles (groups 0,1 weights 0-15) then high nibbles (weights
-//         16-31)                                       -> lanes 0-3 g0, 4-7 g1, 8-11 g0, 12-15 g1
-// The activation codes are rearranged once per call to the same byte order.
+// Lane layout of a step (dword lane i covers bytes 4i..4i+3 of a 64-byte operand):
+//   Q8_0: the two groups' codes in order                 -> lanes 0-7 group 0, lanes 8-15 group 1
+//   Q4_0: the 64 packed bytes (16 per group) give one operand of their low nibbles (weights 0-15 of each
+//         group) and one of their high nibbles (weights 16-31), both multiplied into the same lanes
+//                                                        -> lanes 4k..4k+3 group k
+// Q4_0's four groups per step take two VPDPBUSD but one conversion, scaling and float accumulation, and its
+// unpacking is one AND and one shift-and-AND per 128 weights. The activation codes are put once per call
+// into the steps' byte order.
+
+template <WeightType Type>
+constexpr int kStepGroups = Type == WeightType::Q8_0 ? 2 : 4;
+// Activation code bytes per step: one operand per VPDPBUSD.
+template <WeightType Type>
+constexpr int kStepCodes = kStepGroups<Type> * kQuantGroupSize;
 
 struct PreparedActivationAvx512 {
-  std::vector<int8_t> codes;     // [pairs * 64] in the weight layout's byte order
-  std::vector<int32_t> offsets;  // [pairs * 16] initial accumulator: -(code offset)·Σx per group
+  std::vector<int8_t> codes;     // [steps * kStepCodes] in the weight layout's byte order, zero-padded
+  std::vector<int32_t> offsets;  // [steps * 16] initial accumulator: -(code offset)·Σx per group
   std::vector<float> scales;     // [groups rounded up to 16] d_x per group in natural order, zero-padded
 };
 
 constexpr int kLanes = 16;
-// Pairs whose weight scales one register holds (16 groups): the scales are converted from half and
-// multiplied by d_x once per such span, and each step only permutes its lanes out of the products.
-constexpr int kPairsPerScaleSpan = kLanes / 2;
 
-// Which of the step's two groups lane i belongs to.
-inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : (lane / 4) % 2; }
+// Which of its step's groups lane i belongs to.
+inline int lane_group(WeightType type, int lane) { return type == WeightType::Q8_0 ? lane / 8 : lane / 4; }
 
-// Per pair, one permutation of the 64 natural-order codes (a lone last group's partner zero) and the two
-// offsets placed in the first lane of their group.
-FASTVLM_TARGET_AVX512 void prepare_activation_avx512(WeightType type, const QuantizedActivation& q, int64_t groups,
-                                                     PreparedActivationAvx512& p) {
-  const int64_t pairs = (groups + 1) / 2;
-  const int32_t code_offset = type == WeightType::Q8_0 ? 128 : 8;
-  p.codes.resize(size_t(pairs) * 64);
-  p.offsets.assign(size_t(pairs) * kLanes, 0);
+// Per step, the codes of its groups in the lane layout above (a last partial step's missing groups zero)
+// and each group's offset in its first lane.
+template <WeightType Type>
+void prepare_activation_avx512(const QuantizedActivation& q, int64_t groups, PreparedActivationAvx512& p) {
+  constexpr int step_groups = kStepGroups<Type>, half = kQuantGroupSize / 2;
+  const int64_t steps = (groups + step_groups - 1) / step_groups;
+  const int32_t code_offset = Type == WeightType::Q8_0 ? 128 : 8;
+  p.codes.assign(size_t(steps * kStepCodes<Type>), 0);
+  p.offsets.assign(size_t(steps * kLanes), 0);
   p.scales.assign(size_t((groups + kLanes - 1) / kLanes * kLanes), 0.0f);
   std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
-  int first_lane[2] = {kLanes, kLanes};
-  for (int lane = kLanes - 1; lane >= 0; --lane) first_lane[lane_group(type, lane)] = lane;
-  // The 8-byte blocks of the natural order (g0 0-15, g0 16-31, g1 0-15, g1 16-31) in the step's byte order.
-  const __m512i order = type == WeightType::Q8_0 ? _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)
-                                                 : _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const bool single = 2 * pair + 1 == groups;
-    const int8_t* natural = q.codes.data() + pair * 64;
-    const __m512i codes = single ? _mm512_maskz_loadu_epi8(0xffffffffull, natural) : _mm512_loadu_si512(natural);
-    _mm512_storeu_si512(p.codes.data() + pair * 64, _mm512_permutexvar_epi64(order, codes));
-    for (int in_pair = 0; in_pair < (single ? 1 : 2); ++in_pair)
-      p.offsets[pair * kLanes + first_lane[in_pair]] = -code_offset * q.sums[2 * pair + in_pair];
+  for (int64_t g = 0; g < groups; ++g) {
+    const int k = int(g % step_groups);
+    const int8_t* natural = q.codes.data() + g * kQuantGroupSize;
+    int8_t* step = p.codes.data() + g / step_groups * kStepCodes<Type>;
+    if constexpr (Type == WeightType::Q8_0) {
+      std::memcpy(step + k * kQuantGroupSize, natural, kQuantGroupSize);
+    } else {
+      std::memcpy(step + k * half, natural, half);
+      std::memcpy(step + 64 + k * half, natural + half, half);
+    }
+    p.offsets[size_t(g / step_groups * kLanes + k * (kLanes / step_groups))] = -code_offset * q.sums[size_t(g)];
   }
 }
 
-// The 64 unsigned weight codes of groups (2·pair, 2·pair+1), or with `single` of the first group alone (the
-// rest zero). Masked loads only for that last lone group: on some CPUs (AMD Zen) a byte-masked load from
-// memory stalls the stream. Q4_0's 32 bytes are broadcast to both register halves straight from memory (a
-// load-port operation) and one variable shift brings the high nibbles down in the upper half: two ALU
-// operations for the unpacking, none of them a cross-lane shuffle.
-FASTVLM_TARGET_AVX512 inline __m512i load_pair_codes(WeightType type, const uint8_t* codes, bool single) {
-  if (type == WeightType::Q8_0) {
-    const __m512i signed_codes =
-        single ? _mm512_maskz_loadu_epi8(0xffffffffull, codes) : _mm512_loadu_si512(codes);
-    return _mm512_xor_si512(signed_codes, _mm512_set1_epi8(char(0x80)));
+// acc + the offset-corrected dot products of one step's 64 weight bytes (the first `bytes` of them; only a
+// last partial step loads fewer, outside the main loop: on some CPUs (AMD Zen) a byte-masked load from
+// memory stalls the stream) with the activation codes `x`.
+template <WeightType Type>
+FASTVLM_TARGET_AVX512 inline __m512i step_dot(const uint8_t* codes, int64_t bytes, __m512i acc, const int8_t* x) {
+  const __m512i packed = bytes == 64 ? _mm512_loadu_si512(codes) : _mm512_maskz_loadu_epi8((__mmask64(1) << bytes) - 1, codes);
+  if constexpr (Type == WeightType::Q8_0) {
+    return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(packed, _mm512_set1_epi8(char(0x80))), _mm512_loadu_si512(x));
+  } else {
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    const __m512i low = _mm512_and_si512(packed, nibble), high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, low, _mm512_loadu_si512(x)), high, _mm512_loadu_si512(x + 64));
   }
-  const __m512i packed =
-      single ? _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(0xffffu, codes))
-             : _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
-  const __m512i shifts = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
-  return _mm512_and_si512(_mm512_srlv_epi64(packed, shifts), _mm512_set1_epi8(0x0f));
 }
 
 // d_w · d_x of the 16 groups from `first_group` of one weight row (zero past the row's last group).
@@ -317,27 +339,25 @@ FASTVLM_TARGET_AVX512 inline __m512 span_scales(const uint16_t* w_scales, int64_
 constexpr int kMaxAccumulatorsAvx512 = 8;
 
 // How far ahead of each row's step its codes are prefetched. The W rows of a pass are read side by side, each
-// 32 or 64 bytes per step, which the hardware prefetchers follow poorly (measured: without this the 4-row
+// 64 bytes per step, which the hardware prefetchers follow poorly (measured: without this the 4-row
 // pass was no faster than one row at a time from DRAM, though twice as fast from L2); 2-16 KB all did well.
 constexpr int64_t kPrefetchBytes = 4096;
 
-// One step of quant_rows_avx512 below: acc[w][i] += float(dot of the pair) · the lanes of scales[w][i] picked
-// by lane_index. `single` only for a lone last group, outside the main loop so that the accumulators stay in
-// registers.
+// One step of quant_rows_avx512 below: acc[w][i] += float(dot of the step) · the lanes of scales[w][i]
+// picked by lane_index. `bytes` < 64 only for a last partial step, outside the main loop so that the
+// accumulators stay in registers.
 template <WeightType Type, int W, int R>
-FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_pair(__m512 (&acc)[W][R], const QuantMatrix& m,
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_step(__m512 (&acc)[W][R], const QuantMatrix& m,
                                                                          const PreparedActivationAvx512* p, int64_t r,
-                                                                         int64_t row_bytes, int64_t pair, bool single,
+                                                                         int64_t row_bytes, int64_t step, int64_t bytes,
                                                                          __m512i lane_index,
                                                                          const __m512 (&scales)[W][R]) {
-  constexpr int64_t pair_bytes = Type == WeightType::Q8_0 ? 2 * kQuantGroupSize : kQuantGroupSize;
   for (int w = 0; w < W; ++w) {
-    const uint8_t* codes = m.codes + (r + w) * row_bytes + pair * pair_bytes;
+    const uint8_t* codes = m.codes + (r + w) * row_bytes + step * 64;
     _mm_prefetch(reinterpret_cast<const char*>(codes + kPrefetchBytes), _MM_HINT_T0);
-    const __m512i w_codes = load_pair_codes(Type, codes, single);
     for (int i = 0; i < R; ++i) {
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(p[i].offsets.data() + pair * kLanes), w_codes,
-                                              _mm512_loadu_si512(p[i].codes.data() + pair * 64));
+      const __m512i dot = step_dot<Type>(codes, bytes, _mm512_loadu_si512(p[i].offsets.data() + step * kLanes),
+                                         p[i].codes.data() + step * kStepCodes<Type>);
       acc[w][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(lane_index, scales[w][i]), acc[w][i]);
     }
   }
@@ -346,33 +366,38 @@ FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_pair
 // Weight rows [r, r + W) against activation rows [first, first + R): each weight step is loaded once for
 // the R activation rows, and each activation step once for the W weight rows (decoding one sequence runs
 // W = 4, R = 1; a batch W = 1, R rows). Per lane: acc += float(offset-corrected dot) · (d_w · d_x), over
-// the pairs in order, then one horizontal sum — the same arithmetic for any W and R, so a result does not
+// the steps in order, then one horizontal sum — the same arithmetic for any W and R, so a result does not
 // depend on its batch or on its neighbours.
 template <WeightType Type, int W, int R>
 FASTVLM_TARGET_AVX512 inline void quant_rows_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
                                                     int64_t r, int64_t first, const int32_t* lane_groups, float* y) {
   static_assert(W * R <= kMaxAccumulatorsAvx512);
+  constexpr int step_groups = kStepGroups<Type>;
+  // Steps whose weight scales one register holds (16 groups): the scales are converted from half and
+  // multiplied by d_x once per such span, and each step only permutes its lanes out of the products.
+  constexpr int64_t span_steps = kLanes / step_groups;
   const __m512i lane_to_group = _mm512_load_si512(lane_groups);
   const int64_t groups = m.groups_per_row();
-  const int64_t pairs = (groups + 1) / 2, full_pairs = groups / 2;
+  const int64_t steps = (groups + step_groups - 1) / step_groups, full_steps = groups / step_groups;
+  const int64_t last_bytes = (groups - full_steps * step_groups) * 64 / step_groups;
   const int64_t row_bytes = quant_row_bytes(Type, m.cols);  // out of line: kept out of the loop
   p += first;
   __m512 acc[W][R];
   for (int w = 0; w < W; ++w)
     for (int i = 0; i < R; ++i) acc[w][i] = _mm512_setzero_ps();
-  for (int64_t span = 0; span < pairs; span += kPairsPerScaleSpan) {
+  for (int64_t span = 0; span < steps; span += span_steps) {
     __m512 scales[W][R];
     for (int w = 0; w < W; ++w)
       for (int i = 0; i < R; ++i)
-        scales[w][i] = span_scales(m.scales + (r + w) * groups, groups, 2 * span, p[i].scales.data());
+        scales[w][i] = span_scales(m.scales + (r + w) * groups, groups, step_groups * span, p[i].scales.data());
     __m512i lane_index = lane_to_group;
-    const int64_t span_end = std::min(full_pairs, span + kPairsPerScaleSpan);
-    for (int64_t pair = span; pair < span_end; ++pair) {
-      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, pair, false, lane_index, scales);
-      lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(2));
+    const int64_t span_end = std::min(full_steps, span + span_steps);
+    for (int64_t step = span; step < span_end; ++step) {
+      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, step, 64, lane_index, scales);
+      lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(step_groups));
     }
-    if (span_end < std::min(pairs, span + kPairsPerScaleSpan))
-      accumulate_pair<Type, W, R>(acc, m, p, r, row_bytes, span_end, true, lane_index, scales);
+    if (span_end < std::min(steps, span + span_steps))
+      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, span_end, last_bytes, lane_index, scales);
   }
   for (int w = 0; w < W; ++w)
     for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r + w] = _mm512_reduce_add_ps(acc[w][i]);
@@ -454,24 +479,81 @@ FASTVLM_TARGET_AVX512 void gemv_bf16_slice_avx512(const uint16_t* w, int64_t row
   });
 }
 
-FASTVLM_TARGET_AVX512 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
-  if (i < n) {
-    const __mmask16 tail = simd::first_lanes(n - i);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, a + i), _mm512_maskz_loadu_ps(tail, b + i), acc);
+// Decode attention, AVX-512. A score is one fused multiply-add chain over the dim in 16-lane steps (the
+// masked tail last) and a horizontal sum; an output lane one chain over the positions in order.
+
+// Queries per pass of the score kernel: one accumulator each, each key step loaded once for all of them.
+constexpr int kScoreQueriesAvx512 = 8;
+
+template <int J>
+FASTVLM_TARGET_AVX512 inline void attention_scores_block_avx512(const float* queries, const float* keys,
+                                                                int64_t positions, int64_t dim, float scale,
+                                                                float* scores, int64_t score_stride) {
+  const int64_t full = dim & ~int64_t(15);
+  const __mmask16 tail = simd::first_lanes(dim - full);
+  for (int64_t p = 0; p < positions; ++p) {
+    const float* key = keys + p * dim;
+    __m512 acc[J];
+    for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < full; c += 16) {
+      const __m512 k = _mm512_loadu_ps(key + c);
+      for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(queries + j * dim + c), k, acc[j]);
+    }
+    if (tail) {
+      const __m512 k = _mm512_maskz_loadu_ps(tail, key + full);
+      for (int j = 0; j < J; ++j)
+        acc[j] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, queries + j * dim + full), k, acc[j]);
+    }
+    for (int j = 0; j < J; ++j) scores[j * score_stride + p] = scale * _mm512_reduce_add_ps(acc[j]);
   }
-  return _mm512_reduce_add_ps(acc);
 }
 
-FASTVLM_TARGET_AVX512 void axpy_f32_avx512(float alpha, const float* x, float* y, int64_t n) {
-  const __m512 a = _mm512_set1_ps(alpha);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  if (i == n) return;
-  const __mmask16 tail = simd::first_lanes(n - i);
-  _mm512_mask_storeu_ps(y + i, tail, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, x + i), _mm512_maskz_loadu_ps(tail, y + i)));
+FASTVLM_TARGET_AVX512 void attention_scores_avx512(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                             float scale, float* scores, int64_t score_stride) {
+  for (int64_t first = 0; first < count; first += kScoreQueriesAvx512) {
+    with_row_count<kScoreQueriesAvx512>(std::min<int64_t>(kScoreQueriesAvx512, count - first), [&]<int J>() {
+      attention_scores_block_avx512<J>(queries + first * dim, keys, positions, dim, scale,
+                                       scores + first * score_stride, score_stride);
+    });
+  }
+}
+
+// The value kernel keeps a block of J queries x kValueSteps 16-lane steps of the outputs in registers
+// over all the positions: each value step is loaded once for the J queries.
+constexpr int kValueQueriesAvx512 = 4;
+constexpr int kValueSteps = 4;
+
+template <int J>
+FASTVLM_TARGET_AVX512 inline void attention_values_block_avx512(const float* weights, int64_t weight_stride,
+                                                                const float* values, int64_t positions, int64_t dim,
+                                                                float* out) {
+  for (int64_t d0 = 0; d0 < dim; d0 += 16 * kValueSteps) {
+    __mmask16 lanes[kValueSteps];
+    for (int s = 0; s < kValueSteps; ++s) lanes[s] = simd::first_lanes(dim - d0 - 16 * s);
+    __m512 acc[J][kValueSteps];
+    for (int j = 0; j < J; ++j)
+      for (int s = 0; s < kValueSteps; ++s) acc[j][s] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < positions; ++p) {
+      __m512 weight[J];
+      for (int j = 0; j < J; ++j) weight[j] = _mm512_set1_ps(weights[j * weight_stride + p]);
+      for (int s = 0; s < kValueSteps; ++s) {
+        const __m512 v = _mm512_maskz_loadu_ps(lanes[s], values + p * dim + d0 + 16 * s);
+        for (int j = 0; j < J; ++j) acc[j][s] = _mm512_fmadd_ps(weight[j], v, acc[j][s]);
+      }
+    }
+    for (int j = 0; j < J; ++j)
+      for (int s = 0; s < kValueSteps; ++s) _mm512_mask_storeu_ps(out + j * dim + d0 + 16 * s, lanes[s], acc[j][s]);
+  }
+}
+
+FASTVLM_TARGET_AVX512 void attention_values_avx512(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                             int64_t positions, int64_t dim, float* out) {
+  for (int64_t first = 0; first < count; first += kValueQueriesAvx512) {
+    with_row_count<kValueQueriesAvx512>(std::min<int64_t>(kValueQueriesAvx512, count - first), [&]<int J>() {
+      attention_values_block_avx512<J>(weights + first * weight_stride, weight_stride, values, positions, dim,
+                                       out + first * dim);
+    });
+  }
 }
 
 FASTVLM_TARGET_AVX2 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
@@ -700,36 +782,56 @@ template <typename QuantizeGroup>
   return buffers.data();
 }
 
-void gemv_quant_scalar(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
-  for_row_slices(m.rows, m.cols,
-                 [&](int64_t begin, int64_t end) { gemv_quant_slice_scalar(m, q, x_rows, begin, end, y); });
+// The quantised products take several matrices of one type and width on the same input (gemv_quant_shared;
+// one matrix otherwise): the input is quantised once for all of them.
+using Matrices = std::span<const QuantMatrix* const>;
+using Outputs = std::span<float* const>;
+
+void gemv_quant_scalar(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_scalar);
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    gemv_quant_slice_scalar(*ms[i], q, x_rows, begin, end, ys[i]);
+  });
 }
 
-void gemv_quant_avx2(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_scalar);
-  for_row_slices(m.rows, m.cols,
-                 [&](int64_t begin, int64_t end) { gemv_quant_slice_avx2(m, q, x_rows, begin, end, y); });
+void gemv_quant_avx2(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_scalar);
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    gemv_quant_slice_avx2(*ms[i], q, x_rows, begin, end, ys[i]);
+  });
 }
 
 FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {
   scale = simd::quantize_group_avx512(x, codes, &sum);
 }
 
-void gemv_quant_avx512(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
-  const QuantizedActivation* q = quantize_activation_rows(x, m.cols, x_rows, quantize_group_avx512);
+void gemv_quant_avx512(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantMatrix& first = *ms[0];
+  const QuantizedActivation* q = quantize_activation_rows(x, first.cols, x_rows, quantize_group_avx512);
   thread_local std::vector<PreparedActivationAvx512> prepared_buffers;
   if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
-  for (int64_t i = 0; i < x_rows; ++i)
-    prepare_activation_avx512(m.type, q[i], m.groups_per_row(), prepared_buffers[size_t(i)]);
-  const PreparedActivationAvx512* prepared = prepared_buffers.data();
-  for_row_slices(m.rows, m.cols, [&](int64_t begin, int64_t end) {
-    if (m.type == WeightType::Q8_0) {
-      gemv_quant_slice_avx512<WeightType::Q8_0>(m, prepared, x_rows, begin, end, y);
+  for (int64_t i = 0; i < x_rows; ++i) {
+    if (first.type == WeightType::Q8_0) {
+      prepare_activation_avx512<WeightType::Q8_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
     } else {
-      gemv_quant_slice_avx512<WeightType::Q4_0>(m, prepared, x_rows, begin, end, y);
+      prepare_activation_avx512<WeightType::Q4_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
+    }
+  }
+  const PreparedActivationAvx512* prepared = prepared_buffers.data();
+  for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
+    if (first.type == WeightType::Q8_0) {
+      gemv_quant_slice_avx512<WeightType::Q8_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
+    } else {
+      gemv_quant_slice_avx512<WeightType::Q4_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
     }
   });
+}
+
+// One matrix through a level's product (the batch fallback of the levels without int8 tiles).
+template <void (*Quant)(Matrices, const float*, int64_t, Outputs)>
+void gemv_quant_one(const QuantMatrix& m, const float* x, int64_t x_rows, float* y) {
+  const QuantMatrix* const matrix = &m;
+  Quant(Matrices(&matrix, 1), x, x_rows, Outputs(&y, 1));
 }
 
 // Batches past 16 rows go through in chunks of 16, each weight then read once per chunk.
@@ -758,20 +860,40 @@ void axpy_f32_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// Decode attention on the levels below AVX-512: one dot product per (query, key) and one axpy per (query,
+// value), each key and value used for all the queries while it is in L1.
+template <float (*Dot)(const float*, const float*, int64_t)>
+void attention_scores_with(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                           float scale, float* scores, int64_t score_stride) {
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t j = 0; j < count; ++j) scores[j * score_stride + p] = scale * Dot(queries + j * dim, keys + p * dim, dim);
+}
+
+template <void (*Axpy)(float, const float*, float*, int64_t)>
+void attention_values_with(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                           int64_t positions, int64_t dim, float* out) {
+  std::fill(out, out + count * dim, 0.0f);
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t j = 0; j < count; ++j) Axpy(weights[j * weight_stride + p], values + p * dim, out + j * dim, dim);
+}
+
 struct GemvOps {
   void (*bf16)(const uint16_t*, int64_t, int64_t, const float*, int64_t, float*);
-  void (*quant)(const QuantMatrix&, const float*, int64_t, float*);
+  void (*quant)(Matrices, const float*, int64_t, Outputs);
   void (*quant_batch)(const QuantMatrix&, const float*, int64_t, float*);
-  float (*dot)(const float*, const float*, int64_t);
-  void (*axpy)(float, const float*, float*, int64_t);
+  void (*attention_scores)(const float*, int64_t, const float*, int64_t, int64_t, float, float*, int64_t);
+  void (*attention_values)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*);
 };
 
 const GemvOps& ops() {
   static const GemvOps chosen = [] {
     GemvOps level = kernels::choose<GemvOps>({
-        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_scalar, dot_f32_scalar, axpy_f32_scalar},
-        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_avx2, dot_f32_avx2, axpy_f32_avx2},
-        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_avx512, dot_f32_avx512, axpy_f32_avx512},
+        .scalar = {gemv_bf16_scalar, gemv_quant_scalar, gemv_quant_one<gemv_quant_scalar>,
+                   attention_scores_with<dot_f32_scalar>, attention_values_with<axpy_f32_scalar>},
+        .avx2 = {gemv_bf16_avx2, gemv_quant_avx2, gemv_quant_one<gemv_quant_avx2>,
+                 attention_scores_with<dot_f32_avx2>, attention_values_with<axpy_f32_avx2>},
+        .avx512 = {gemv_bf16_avx512, gemv_quant_avx512, gemv_quant_one<gemv_quant_avx512>,
+                   attention_scores_avx512, attention_values_avx512},
     });
     // kernels::choose runs the Avx512 variants at the Amx level; the int8 tiles serve the batched product.
     if (active_isa() >= Isa::Amx) level.quant_batch = gemv_quant_batch_amx;
@@ -790,18 +912,35 @@ void gemv_bf16_rows(const uint16_t* weights, int64_t rows, int64_t cols, const f
   ops().bf16(weights, rows, cols, x, x_rows, y);
 }
 
-void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { ops().quant(matrix, x, 1, y); }
+void gemv_quant(const QuantMatrix& matrix, const float* x, float* y) { gemv_quant_rows(matrix, x, 1, y); }
 
 void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
-  ops().quant(matrix, x, x_rows, y);
+  const QuantMatrix* const one = &matrix;
+  ops().quant(Matrices(&one, 1), x, x_rows, Outputs(&y, 1));
+}
+
+void gemv_quant_shared(std::span<const QuantMatrix* const> matrices, const float* x, std::span<float* const> ys) {
+  if (matrices.empty() || matrices.size() != ys.size())
+    throw Error("internal: gemv_quant_shared with " + std::to_string(matrices.size()) + " matrices and " +
+                std::to_string(ys.size()) + " outputs");
+  for (const QuantMatrix* m : matrices)
+    if (m->type != matrices[0]->type || m->cols != matrices[0]->cols)
+      throw Error("internal: gemv_quant_shared on matrices of different types or widths");
+  ops().quant(matrices, x, 1, ys);
 }
 
 void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y) {
   ops().quant_batch(matrix, x, x_rows, y);
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) { return ops().dot(a, b, n); }
+void attention_scores_f32(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                          float scale, float* scores, int64_t score_stride) {
+  ops().attention_scores(queries, count, keys, positions, dim, scale, scores, score_stride);
+}
 
-void axpy_f32(float alpha, const float* x, float* y, int64_t n) { ops().axpy(alpha, x, y, n); }
+void attention_values_f32(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                          int64_t positions, int64_t dim, float* out) {
+  ops().attention_values(weights, weight_stride, count, values, positions, dim, out);
+}
 
 }  // namespace fastvlm

@@ -11,6 +11,7 @@
 //              group's integer dot product is exact, then scaled by d_w * d_x and summed in float; every
 //              ISA path computes exactly this (up to float summation order).
 #include <cstdint>
+#include <span>
 
 #include "core/quant.h"
 
@@ -21,6 +22,12 @@ void gemv_bf16(const uint16_t* weights, int64_t rows, int64_t cols, const float*
 
 // y[matrix.rows] = W · x for a Q8_0 / Q4_0 matrix.
 void gemv_quant(const QuantMatrix& matrix, const float* x, float* y);
+
+// ys[i] = matrices[i] · x for matrices of one type and width on the same input (a decoder layer's q, k and
+// v, or its gate and up): x is quantised once, and the rows of all of them are split over the threads
+// together, in one parallel region rather than one per matrix. ys[i] is bit-identical to
+// gemv_quant(*matrices[i], x, ys[i]).
+void gemv_quant_shared(std::span<const QuantMatrix* const> matrices, const float* x, std::span<float* const> ys);
 
 // The same for several activation rows at once (batched decoding): y[i, :] = W · x[i, :] for x [x_rows, cols]
 // and y [x_rows, rows], reading each weight from memory once for all rows. Row i's result is bit-identical
@@ -35,8 +42,15 @@ void gemv_quant_rows(const QuantMatrix& matrix, const float* x, int64_t x_rows, 
 // covers 16 weight rows x 16 activation rows x one group. Without them it is gemv_quant_rows.
 void gemv_quant_batch(const QuantMatrix& matrix, const float* x, int64_t x_rows, float* y);
 
-// Σ a[i]·b[i] and y += alpha·x over n floats (single-threaded: callers parallelise over heads).
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float alpha, const float* x, float* y, int64_t n);
+// Decode attention of the `count` query heads that share one key/value head, over `positions` cached
+// positions of `dim` floats each (single-threaded: callers parallelise over heads). Each cached key and
+// value is read once for all `count` queries, where a loop per head would read it `count` times.
+//   attention_scores_f32: scores[j * score_stride + p] = scale · (queries[j * dim ..] · keys[p * dim ..])
+//   attention_values_f32: out[j * dim ..] = Σ_p weights[j * weight_stride + p] · values[p * dim ..]
+// A score, and an output summed over p in order, comes out the same whatever `count` is.
+void attention_scores_f32(const float* queries, int64_t count, const float* keys, int64_t positions, int64_t dim,
+                          float scale, float* scores, int64_t score_stride);
+void attention_values_f32(const float* weights, int64_t weight_stride, int64_t count, const float* values,
+                          int64_t positions, int64_t dim, float* out);
 
 }  // namespace fastvlm

@@ -1,5 +1,7 @@
 #include "llm/decoder.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -223,31 +225,36 @@ void Decoder::attention(int layer_index, const Layer& layer, Workspace& ws) cons
   add_inplace(ws.residual.data(), ws.projected.data(), ws.projected.size());
 }
 
-// Decode: a handful of queries, each against its own sequence's cache, per head with vector dot products
-// and axpys (a GEMM call per head would cost more in setup than the arithmetic). (row, head) pairs are
-// spread over the threads.
+// Decode: a handful of queries, each against its own sequence's cache, per head with vector kernels (a
+// GEMM call per head would cost more in setup than the arithmetic). A task is the query heads of one row
+// that share a KV head, which the kernels take together so that each cached key and value is read once for
+// them; a KV head's query heads are split into as many tasks as it takes to give every thread one.
 void Decoder::attend_with_dot_loops(int layer_index, Workspace& ws) const {
   const int heads = config_.num_attention_heads;
+  const int kv_heads = config_.num_key_value_heads;
   const int head_dim = config_.head_dim;
-  const int queries_per_kv_head = heads / config_.num_key_value_heads;
+  const int queries_per_kv_head = heads / kv_heads;
   const int context = ws.longest_context();
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  const int pairs = ws.n * heads;
-#pragma omp parallel for schedule(static) if (int64_t(pairs) * context * head_dim >= 32768)
-  for (int pair = 0; pair < pairs; ++pair) {
-    const int r = pair / heads, h = pair % heads;
-    const int kv = h / queries_per_kv_head;
-    const float* keys = ws.cache[r]->keys(layer_index, kv);
-    const float* values = ws.cache[r]->values(layer_index, kv);
-    float* scores = ws.scores.data() + size_t(pair) * context;
-    const size_t offset = (size_t(r) * heads + h) * head_dim;
-    const float* query = ws.q.data() + offset;
+  const int kv_pairs = ws.n * kv_heads;
+  const int splits = std::min(queries_per_kv_head, (omp_get_max_threads() + kv_pairs - 1) / kv_pairs);
+  const int heads_per_task = (queries_per_kv_head + splits - 1) / splits;
+  const int tasks = kv_pairs * splits;
+#pragma omp parallel for schedule(static) if (int64_t(ws.n) * heads * context * head_dim >= 32768)
+  for (int task = 0; task < tasks; ++task) {
+    const int r = task / (kv_heads * splits), kv = task / splits % kv_heads, split = task % splits;
+    const int first_head = kv * queries_per_kv_head + split * heads_per_task;
+    const int count = std::min(heads_per_task, queries_per_kv_head - split * heads_per_task);
+    if (count <= 0) continue;
     const int visible = ws.position[r] + 1;
-    for (int p = 0; p < visible; ++p) scores[p] = scale * dot_f32(query, keys + size_t(p) * head_dim, head_dim);
-    softmax_row(scores, visible);
-    float* out = ws.attended.data() + offset;
-    std::fill(out, out + head_dim, 0.0f);
-    for (int p = 0; p < visible; ++p) axpy_f32(scores[p], values + size_t(p) * head_dim, out, head_dim);
+    const size_t first_pair = size_t(r) * heads + first_head;
+    float* scores = ws.scores.data() + first_pair * context;
+    const size_t offset = first_pair * head_dim;
+    attention_scores_f32(ws.q.data() + offset, count, ws.cache[r]->keys(layer_index, kv), visible, head_dim, scale,
+                         scores, context);
+    for (int j = 0; j < count; ++j) softmax_row(scores + size_t(j) * context, visible);
+    attention_values_f32(scores, context, count, ws.cache[r]->values(layer_index, kv), visible, head_dim,
+                         ws.attended.data() + offset);
   }
 }
 

@@ -266,9 +266,7 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
     } else {
       gemv_bf16_rows(bf16_, out_features_, in_features_, x, rows, y);
     }
-    if (b)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int o = 0; o < out_features_; ++o) y[r * out_features_ + o] += b[o];
+    add_bias(y, rows);
     return;
   }
   // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
@@ -300,6 +298,13 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   linear_f32(x, rows, in_features_, weights, out_features_, b, y);
 }
 
+void Linear::add_bias(float* y, int64_t rows) const {
+  const float* b = bias();
+  if (!b) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int o = 0; o < out_features_; ++o) y[r * out_features_ + o] += b[o];
+}
+
 bool Linear::takes_amx_route(int64_t rows) const {
   // Above max_rows_for_gemv() (at most 16), so a product on this route is never one for the GEMV.
   static_assert(min_rows_for_amx() > 16);
@@ -311,7 +316,19 @@ void Linear::forward_shared_input(const float* x, int rows, std::span<const Line
   if (linears.size() != ys.size())
     throw Error("internal: Linear::forward_shared_input with " + std::to_string(linears.size()) + " layers and " +
                 std::to_string(ys.size()) + " outputs");
-  const bool all_amx = std::all_of(linears.begin(), linears.end(), [&](const Linear* linear) {
+  auto all = [&](auto&& predicate) { return std::all_of(linears.begin(), linears.end(), predicate); };
+  const bool one_quantized_row = rows == 1 && all([&](const Linear* linear) {
+    return is_block_quantized(linear->storage_) && linear->storage_ == linears[0]->storage_ &&
+           linear->in_features_ == linears[0]->in_features_;
+  });
+  if (one_quantized_row) {
+    std::vector<const QuantMatrix*> matrices;
+    for (const Linear* linear : linears) matrices.push_back(&linear->quantized_);
+    gemv_quant_shared(matrices, x, ys);
+    for (size_t i = 0; i < linears.size(); ++i) linears[i]->add_bias(ys[i], 1);
+    return;
+  }
+  const bool all_amx = all([&](const Linear* linear) {
     return linear->takes_amx_route(rows) && linear->in_features_ == linears[0]->in_features_;
   });
   if (!all_amx) {

@@ -53,7 +53,8 @@ class Linear {
   void forward(const float* x, int rows, float* y) const;
   // ys[i] = x·linears[i]ᵀ + b_i for layers on one float32 input (a decoder layer's q/k/v or gate/up): on
   // the AMX route of block-quantised prefill, x is converted and packed for the tiles once for all of
-  // them; otherwise each layer runs forward(x, rows, ys[i]).
+  // them; block-quantised layers of one type on one decoding row share one quantised x and one parallel
+  // region (gemv_quant_shared); otherwise each layer runs forward(x, rows, ys[i]).
   static void forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
                                    std::span<float* const> ys);
   // y = epilogue(x·Wᵀ + b) with x and y float32 or bfloat16 (AddToOutput: y float32). F32 and BF16 weights
@@ -95,6 +96,8 @@ class Linear {
   // its next product.
   const int32_t* product_s8(const int8_t* codes, int64_t rows) const;
   const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+  // y[rows, out_features] += b, where there is a bias.
+  void add_bias(float* y, int64_t rows) const;
 
   WeightType storage_ = WeightType::F32;
   std::shared_ptr<const Tensor> f32_;  // F32 from load_dense: [out, in]

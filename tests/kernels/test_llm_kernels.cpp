@@ -211,6 +211,44 @@ TEST(QuantGemv, EachRowEqualsItsOwnOneRowMatrixExactlyOnEveryPath) {
   }
 }
 
+// q/k/v and gate/up share one quantised input and one split of their rows over the threads, which cuts
+// through the middle matrix at 2 and 3 threads: each output must equal that matrix's own product bit for bit.
+TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
+  const int64_t cols = 896;
+  const std::vector<float> x = random_floats(size_t(cols), 22, 2.0f);
+  for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)));
+    std::vector<std::vector<uint8_t>> codes;
+    std::vector<std::vector<uint16_t>> scales;
+    std::vector<QuantMatrix> matrices;
+    for (const int64_t rows : {37, 301, 38}) {
+      const std::vector<float> weights = random_floats(size_t(rows * cols), uint32_t(23 + rows), 0.05f);
+      codes.emplace_back(size_t(rows * quant_row_bytes(type, cols)));
+      scales.emplace_back(size_t(rows * cols / 32));
+      quantize_matrix(type, weights.data(), rows, cols, codes.back().data(), scales.back().data());
+      matrices.push_back({type, codes.back().data(), scales.back().data(), rows, cols});
+    }
+    std::vector<std::vector<float>> ys;
+    std::vector<const QuantMatrix*> inputs;
+    std::vector<float*> outputs;
+    for (const QuantMatrix& m : matrices) ys.emplace_back(size_t(m.rows), -1.0f);
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      inputs.push_back(&matrices[i]);
+      outputs.push_back(ys[i].data());
+    }
+    gemv_quant_shared(inputs, x.data(), outputs);
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      std::vector<float> alone(size_t(matrices[i].rows), -2.0f);
+      gemv_quant(matrices[i], x.data(), alone.data());
+      for (int64_t r = 0; r < matrices[i].rows; ++r) ASSERT_EQ(ys[i][r], alone[r]) << "matrix " << i << ", row " << r;
+    }
+    QuantMatrix narrower = matrices[0];
+    narrower.cols = cols - 32;
+    const QuantMatrix* mixed[] = {&matrices[0], &narrower};
+    EXPECT_THROW(gemv_quant_shared(mixed, x.data(), std::span(outputs).first(2)), Error);
+  }
+}
+
 // Batched decoding must not change a sequence's numbers: every row of the multi-row products equals the
 // single-row product on that row bit for bit, for every chunk split of the rows (R = 1..17), on shapes with
 // a lone last quantisation group / a masked bf16 tail and row counts split unevenly over threads.
@@ -258,19 +296,44 @@ TEST(MultiRowGemv, EachRowEqualsTheSingleRowProductExactlyOnEveryPath) {
   }
 }
 
-TEST(AttentionVectorKernels, DotAndAxpyOnEveryPath) {
-  for (const int64_t n : {int64_t(64), int64_t(37)}) {
-    const std::vector<float> a = random_floats(size_t(n), 6), b = random_floats(size_t(n), 7);
-    double expected_dot = 0, magnitude = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      expected_dot += double(a[i]) * b[i];
-      magnitude += std::fabs(double(a[i]) * b[i]);
+TEST(AttentionVectorKernels, ScoresAndValuesMatchDoublePrecisionAndDoNotDependOnTheQueryCount) {
+  // 9 queries: a full block of the AVX-512 score kernel and a partial one; dims with and without a tail.
+  constexpr int64_t count = 9, positions = 21, stride = 24;
+  constexpr float scale = 0.125f;
+  for (const int64_t dim : {int64_t(64), int64_t(37)}) {
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + ", dim " + std::to_string(dim));
+    const std::vector<float> queries = random_floats(size_t(count * dim), 6), keys = random_floats(size_t(positions * dim), 7);
+    const std::vector<float> values = random_floats(size_t(positions * dim), 8), weights = random_floats(size_t(count * stride), 9);
+    std::vector<float> scores(size_t(count * stride), -1.0f), out(size_t(count * dim), -1.0f);
+    attention_scores_f32(queries.data(), count, keys.data(), positions, dim, scale, scores.data(), stride);
+    attention_values_f32(weights.data(), stride, count, values.data(), positions, dim, out.data());
+    for (int64_t j = 0; j < count; ++j) {
+      for (int64_t p = 0; p < positions; ++p) {
+        double expected = 0, magnitude = 0;
+        for (int64_t i = 0; i < dim; ++i) {
+          expected += double(queries[j * dim + i]) * keys[p * dim + i];
+          magnitude += std::fabs(double(queries[j * dim + i]) * keys[p * dim + i]);
+        }
+        EXPECT_NEAR(scores[j * stride + p], scale * expected, 1e-6 * scale * magnitude) << "query " << j << ", key " << p;
+      }
+      EXPECT_EQ(scores[j * stride + positions], -1.0f) << "wrote past the positions of query " << j;
+      for (int64_t i = 0; i < dim; ++i) {
+        double expected = 0, magnitude = 0;
+        for (int64_t p = 0; p < positions; ++p) {
+          expected += double(weights[j * stride + p]) * values[p * dim + i];
+          magnitude += std::fabs(double(weights[j * stride + p]) * values[p * dim + i]);
+        }
+        EXPECT_NEAR(out[j * dim + i], expected, 1e-6 * magnitude) << "query " << j << ", lane " << i;
+      }
     }
-    SCOPED_TRACE(std::string(isa_name(active_isa())) + ", n " + std::to_string(n));
-    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), expected_dot, 1e-6 * magnitude);
-    std::vector<float> y = b;
-    axpy_f32(0.75f, a.data(), y.data(), n);
-    for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.75 * a[i], 1e-6 * (std::fabs(b[i]) + std::fabs(a[i])));
+    // Each query alone gives its results bit for bit.
+    for (int64_t j = 0; j < count; ++j) {
+      std::vector<float> alone_scores(size_t(stride), -1.0f), alone_out(size_t(dim), -1.0f);
+      attention_scores_f32(queries.data() + j * dim, 1, keys.data(), positions, dim, scale, alone_scores.data(), stride);
+      attention_values_f32(weights.data() + j * stride, stride, 1, values.data(), positions, dim, alone_out.data());
+      for (int64_t p = 0; p < positions; ++p) ASSERT_EQ(alone_scores[p], scores[j * stride + p]) << "query " << j;
+      for (int64_t i = 0; i < dim; ++i) ASSERT_EQ(alone_out[i], out[j * dim + i]) << "query " << j;
+    }
   }
 }
 
