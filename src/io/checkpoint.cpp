@@ -91,7 +91,15 @@ const Checkpoint::Entry* Checkpoint::lookup(const std::string& name) const {
 }
 
 void Checkpoint::release(const std::string& name, size_t begin, size_t end) const {
-  if (const Entry* entry = lookup(name)) entry->file->release(*entry->info, begin, end);
+  if (const Entry* entry = lookup(name)) {
+    entry->file->release(*entry->info, begin, end);
+    entry->released = true;
+  }
+}
+
+void Checkpoint::release_again() const {
+  for (const auto& [name, entry] : entries_)
+    if (entry.released) entry.file->release(*entry.info);
 }
 
 void Checkpoint::move_into(const std::string& name, void* destination) const {
@@ -107,6 +115,7 @@ void Checkpoint::move_into(const std::string& name, void* destination) const {
   // Once more as a whole: reading a piece maps back, by the kernel's fault-around, up to 64 KiB of the
   // released pages just before it.
   entry->file->release(info);
+  entry->released = true;
 }
 
 bool Checkpoint::has(const std::string& name) const { return lookup(name) != nullptr; }

@@ -31,7 +31,9 @@ const Architecture& find_architecture(const std::filesystem::path& dir) {
 }
 
 std::unique_ptr<Model> load_model(const std::filesystem::path& dir, const ModelLoadOptions& options) {
-  return find_architecture(dir).load(dir, options);
+  std::unique_ptr<Model> model = find_architecture(dir).load(dir, options);
+  model->checkpoint->release_again();
+  return model;
 }
 
 }  // namespace fastvlm

@@ -192,3 +192,31 @@ TEST(Checkpoint, ReleasesTheMappedPagesOfCopiedWeights) {
   EXPECT_EQ(checkpoint->load_f32("b", b.shape()).data()[7], -7.0f);
   EXPECT_EQ(std::memcmp(checkpoint->load_f32("a", a.shape()).data(), a.data(), info.nbytes), 0);
 }
+
+// A released weight whose pages a later read maps back (a neighbour's fault maps the whole large folio
+// around it) is released once more at the end of a load; a weight never released (used in place) keeps its.
+TEST(Checkpoint, ReleasesAgainTheWeightsReleasedBefore) {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  TempDir dir;
+  Tensor a({int64_t(16 * page / sizeof(float))}), b({int64_t(16 * page / sizeof(float))});
+  for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = b.data()[i] = float(i);
+  write_safetensors(dir.path() / "model.safetensors", {f32_tensor("a", a), f32_tensor("b", b)});
+  std::ofstream(dir.path() / "config.json") << "{}";
+  const auto checkpoint = Checkpoint::open(dir.path());
+  auto touch = [&](const TensorInfo& info) {
+    volatile uint8_t sink = 0;
+    for (const uint8_t* p = info.data; p < info.data + info.nbytes; p += page / 2) sink = sink + *p;
+    return resident_pages(info.data, info.data + info.nbytes);
+  };
+  const TensorInfo& copied = checkpoint->tensor("a", a.shape());
+  const TensorInfo& in_place = checkpoint->tensor("b", b.shape());
+  const size_t copied_pages = touch(copied), in_place_pages = touch(in_place);
+  ASSERT_GT(copied_pages, 0u);
+  ASSERT_GT(in_place_pages, 0u);
+  checkpoint->load_f32("a", a.shape());
+  EXPECT_EQ(resident_pages(copied.data, copied.data + copied.nbytes), 0u);
+  EXPECT_EQ(touch(copied), copied_pages);  // mapped back, as a neighbour's fault would
+  checkpoint->release_again();
+  EXPECT_EQ(resident_pages(copied.data, copied.data + copied.nbytes), 0u);
+  EXPECT_EQ(resident_pages(in_place.data, in_place.data + in_place.nbytes), in_place_pages);
+}
