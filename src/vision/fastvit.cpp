@@ -220,10 +220,10 @@ struct VisionScratch {
   ScratchBuffer scores;        // attention logits of one head and query block, float32, per thread
   ScratchBuffer probs;         // the same as bfloat16 attention weights (Bf16 compute only), per thread
   ScratchBuffer attended;      // attention output before the projection, [tokens, C]
-  Tensor image;      // the input as an [H, W, 3] map
-  Tensor stem;       // output of the stem's first conv
+  Tensor stem_band;  // the rows of the stem's first conv output that one band of its depthwise conv reads
   Tensor x;          // the residual stream, [H, W, C] float32
-  Tensor spare;      // float32 map that out-of-place layers write before it is swapped with x
+  Tensor spare;      // float32 map that out-of-place layers write before it is swapped with x; until the
+                     // first of them, the input as an [H, W, 3] map
 };
 
 namespace {
@@ -250,13 +250,15 @@ int64_t conv_output_size(const GroupedConv& conv, int64_t in) { return conv_outp
 // Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) one output row at a time,
 // threaded over rows, applying `activation`: each row is computed in float32 at `target(oy)` (or in
 // thread-local staging when that is null) and handed to `store(oy, row)` while it is still in cache.
+// Output rows [row_begin, row_end) (all of them when row_end is negative).
 template <class Target, class Store>
 void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, Activation activation,
-                  Target target, Store store) {
-  const int64_t out_h = conv_output_size(conv, in_h), row_size = conv_output_size(conv, in_w) * conv.out_channels;
+                  Target target, Store store, int64_t row_begin = 0, int64_t row_end = -1) {
+  const int64_t row_size = conv_output_size(conv, in_w) * conv.out_channels;
+  if (row_end < 0) row_end = conv_output_size(conv, in_h);
   const ConvParams params = conv_params(conv);
 #pragma omp parallel for schedule(static)
-  for (int64_t oy = 0; oy < out_h; ++oy) {
+  for (int64_t oy = row_begin; oy < row_end; ++oy) {
     thread_local std::vector<float> staging;
     float* row = target(oy);
     if (!row) {
@@ -494,6 +496,12 @@ void run_module(const VisionStage& stage, Tensor& x, VisionScratch& scratch, con
     std::visit([&](const auto& b) { run_block(b, x, scratch, pass); }, block);
 }
 
+// A 1x1 conv (GELU) on the [height, width] map `mixed` into `output`.
+void run_pointwise(const Linear& pointwise, const Activations& mixed, int64_t height, int64_t width, Tensor& output) {
+  output.resize({height, width, pointwise.out_features()});
+  pointwise.forward(mixed, height * width, {DType::F32, output.data()}, Epilogue::Gelu);
+}
+
 // A spatial conv (GELU) on the [in_h, in_w] map `input` into the GEMM input buffer, then a 1x1 conv
 // (GELU) into `output`.
 void conv_then_pointwise(const GroupedConv& conv, const Linear& pointwise, const float* input, int64_t in_h,
@@ -501,8 +509,41 @@ void conv_then_pointwise(const GroupedConv& conv, const Linear& pointwise, const
   const int64_t out_h = conv_output_size(conv, in_h), out_w = conv_output_size(conv, in_w);
   const Activations mixed = allocate(scratch.mixed, pass.activation_type, out_h * out_w * conv.out_channels);
   run_conv(conv, input, in_h, in_w, mixed, Activation::Gelu);
-  output.resize({out_h, out_w, pointwise.out_features()});
-  pointwise.forward(mixed, out_h * out_w, {DType::F32, output.data()}, Epilogue::Gelu);
+  run_pointwise(pointwise, mixed, out_h, out_w, output);
+}
+
+// Output rows of the stem's depthwise conv per band (below): 16 at 1024² hold 34 rows of the first conv's
+// map (6.4 MiB), and recompute the 2 rows each band shares with the one before (6% of the first conv).
+constexpr int64_t kStemBandRows = 16;
+
+// The stem's first conv (GELU), then `second` (GELU) on its output into `output`, band by band of
+// `second`'s output rows: only the rows of the first conv's map that a band reads are held in `band`, not
+// the whole [H/2, W/2, C] float32 map (96 MiB at 1024², the largest of the encode). A band is a map of
+// its own to `second`, starting a whole number of strides above its first row's window, so that its
+// inner rows see no padding, and ending with the map or its last row's window.
+void stem_by_bands(const GroupedConv& first, const GroupedConv& second, const Tensor& image, Tensor& band,
+                   const Activations& output) {
+  const int64_t mid_h = conv_output_size(first, image.dim(0)), mid_w = conv_output_size(first, image.dim(1));
+  const int64_t out_h = conv_output_size(second, mid_h);
+  const int64_t mid_row = mid_w * first.out_channels, out_row = conv_output_size(second, mid_w) * second.out_channels;
+  const int64_t stride = second.stride, pad = second.kernel / 2;
+  const int64_t lead = (pad + stride - 1) / stride;  // rows of a band's output before its first real one
+  for (int64_t first_row = 0; first_row < out_h; first_row += kStemBandRows) {
+    const int64_t end_row = std::min(out_h, first_row + kStemBandRows), skip = std::min(first_row, lead);
+    const int64_t top = (first_row - skip) * stride;
+    const int64_t bottom = std::min(mid_h, (end_row - 1) * stride - pad + second.kernel);
+    band.resize({bottom - top, mid_w, first.out_channels});
+    const auto band_row = [&](int64_t y) { return band.data() + (y - top) * mid_row; };
+    conv_by_rows(first, image.data(), image.dim(0), image.dim(1), Activation::Gelu, band_row,
+                 [](int64_t, const float*) {}, top, bottom);
+    const int64_t shift = first_row - skip;  // from a band's output row to the map's
+    const auto in_place = [&](int64_t oy) {
+      return output.type == DType::F32 ? static_cast<float*>(output.at((oy + shift) * out_row)) : nullptr;
+    };
+    const auto store = [&](int64_t oy, const float* row) { store_row(row, out_row, output, (oy + shift) * out_row); };
+    conv_by_rows(second, band.data(), bottom - top, mid_w, Activation::Gelu, in_place, store, skip,
+                 skip + end_row - first_row);
+  }
 }
 
 void run_module(const PatchEmbed& embed, Tensor& x, VisionScratch& scratch, const Pass& pass) {
@@ -637,12 +678,14 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   const Pass pass{precision_ == Precision::F32 ? DType::F32 : DType::BF16,
                   precision_ == Precision::Int8};
 
-  nchw_to_hwc(pixel_values, scratch.image);
-  Tensor& stem_map = conv_output_map(stem_conv_, height, width, scratch.stem);
-  run_conv(stem_conv_, scratch.image.data(), height, width, {DType::F32, stem_map.data()}, Activation::Gelu);
+  Tensor& image = scratch.spare;
+  nchw_to_hwc(pixel_values, image);
+  const int64_t stem_h = conv_output_size(stem_depthwise_, conv_output_size(stem_conv_, height)),
+                stem_w = conv_output_size(stem_depthwise_, conv_output_size(stem_conv_, width));
+  const Activations mixed = allocate(scratch.mixed, pass.activation_type, stem_h * stem_w * stem_depthwise_.out_channels);
+  stem_by_bands(stem_conv_, stem_depthwise_, image, scratch.stem_band, mixed);
   Tensor& x = scratch.x;
-  conv_then_pointwise(stem_depthwise_, stem_pointwise_, stem_map.data(), stem_map.dim(0), stem_map.dim(1), x,
-                      scratch, pass);
+  run_pointwise(stem_pointwise_, mixed, stem_h, stem_w, x);
   observe("vision.patch_embed", x);
   for (size_t i = 0; i < network_.size(); ++i) {
     std::visit([&](const auto& module) { run_module(module, x, scratch, pass); }, network_[i]);
