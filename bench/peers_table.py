@@ -10,7 +10,7 @@ import statistics
 import sys
 
 COLUMNS = [("vision", "vision 1024² ms"), ("vision512", "vision 512² ms"), ("prefill", "prefill ms"),
-           ("ttft", "TTFT ms"), ("decode", "decode ms/token"), ("rss", "peak RSS MB")]
+           ("ttft", "TTFT ms"), ("decode", "decode ms/token"), ("rss", "peak RSS MiB")]
 OURS = ["fastvlm default", "fastvlm best (int8, q8)", "fastvlm bf16", "fastvlm f32"]
 
 
