@@ -805,26 +805,25 @@ FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, 
   scale = simd::quantize_group_avx512(x, codes, &sum);
 }
 
-void gemv_quant_avx512(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
-  const QuantMatrix& first = *ms[0];
-  const QuantizedActivation* q = quantize_activation_rows(x, first.cols, x_rows, quantize_group_avx512);
+// The rest of gemv_quant_avx512 for the matrices' one weight type.
+template <WeightType Type>
+void gemv_quant_typed_avx512(Matrices ms, const QuantizedActivation* q, int64_t x_rows, Outputs ys) {
   thread_local std::vector<PreparedActivationAvx512> prepared_buffers;
   if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
-  for (int64_t i = 0; i < x_rows; ++i) {
-    if (first.type == WeightType::Q8_0) {
-      prepare_activation_avx512<WeightType::Q8_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
-    } else {
-      prepare_activation_avx512<WeightType::Q4_0>(q[i], first.groups_per_row(), prepared_buffers[size_t(i)]);
-    }
-  }
+  for (int64_t i = 0; i < x_rows; ++i)
+    prepare_activation_avx512<Type>(q[i], ms[0]->groups_per_row(), prepared_buffers[size_t(i)]);
   const PreparedActivationAvx512* prepared = prepared_buffers.data();
   for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
-    if (first.type == WeightType::Q8_0) {
-      gemv_quant_slice_avx512<WeightType::Q8_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
-    } else {
-      gemv_quant_slice_avx512<WeightType::Q4_0>(*ms[i], prepared, x_rows, begin, end, ys[i]);
-    }
+    gemv_quant_slice_avx512<Type>(*ms[i], prepared, x_rows, begin, end, ys[i]);
   });
+}
+
+void gemv_quant_avx512(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_avx512);
+  if (ms[0]->type == WeightType::Q8_0)
+    gemv_quant_typed_avx512<WeightType::Q8_0>(ms, q, x_rows, ys);
+  else
+    gemv_quant_typed_avx512<WeightType::Q4_0>(ms, q, x_rows, ys);
 }
 
 // One matrix through a level's product (the batch fallback of the levels without int8 tiles).
