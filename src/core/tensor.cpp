@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 
@@ -68,5 +69,32 @@ void Tensor::reshape(Shape shape) {
 }
 
 void ScratchBuffer::Free::operator()(void* p) const { std::free(p); }
+
+ZeroedPages::ZeroedPages(size_t bytes, const char* what) : bytes_(bytes) {
+  if (bytes == 0) return;
+  data_ = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (data_ == MAP_FAILED) {
+    data_ = nullptr;
+    throw Error(std::string("out of memory mapping ") + std::to_string(bytes) + " bytes for " + what);
+  }
+  // Where transparent huge pages are always on, a first write would make a whole 2 MiB resident.
+  madvise(data_, bytes, MADV_NOHUGEPAGE);
+}
+
+ZeroedPages::ZeroedPages(ZeroedPages&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+ZeroedPages& ZeroedPages::operator=(ZeroedPages&& other) noexcept {
+  if (this != &other) {
+    this->~ZeroedPages();
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+ZeroedPages::~ZeroedPages() {
+  if (data_) munmap(data_, bytes_);
+}
 
 }  // namespace fastvlm

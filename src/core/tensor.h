@@ -43,6 +43,29 @@ class ScratchBuffer {
   size_t capacity_ = 0;
 };
 
+// Zero-filled memory of its own anonymous mapping, whose pages are made resident only as they are first
+// written: for buffers sized for the worst case and mostly unused, such as a KV cache with room for the
+// whole context (a zero-filled vector would make all of it resident at once). Throws fastvlm::Error naming
+// `what` when the mapping fails.
+class ZeroedPages {
+ public:
+  ZeroedPages() = default;
+  ZeroedPages(size_t bytes, const char* what);
+  ZeroedPages(ZeroedPages&& other) noexcept;
+  ZeroedPages& operator=(ZeroedPages&& other) noexcept;
+  ~ZeroedPages();
+
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 class Tensor {
  public:
   Tensor() = default;

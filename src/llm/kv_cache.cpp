@@ -20,8 +20,12 @@ KVCache::KVCache(const TextConfig& config, int capacity)
                 ", num_key_value_heads " + std::to_string(num_kv_heads_) + ", head_dim " +
                 std::to_string(head_dim_) + "; all must be positive");
   }
-  // Zero-filled so that reading past size() can never see garbage (it is masked anyway).
-  storage_.assign(size_t(num_layers_) * 2 * size_t(num_kv_heads_) * size_t(capacity_) * size_t(head_dim_), 0.0f);
+  // Zero-filled so that reading past size() can never see garbage (it is masked anyway), and resident only
+  // as far as positions are written: a context of 4096 positions costs FastVLM-0.5B 96 MiB, most of it
+  // unused by a short conversation.
+  storage_ = ZeroedPages(sizeof(float) * size_t(num_layers_) * 2 * size_t(num_kv_heads_) * size_t(capacity_) *
+                             size_t(head_dim_),
+                         "a KV cache");
 }
 
 void KVCache::commit(int count) {

@@ -2,8 +2,8 @@
 // Keys and values of every decoder layer for the positions seen so far, so that each new token attends
 // to the whole context without recomputing it.
 #include <cstdint>
-#include <vector>
 
+#include "core/tensor.h"
 #include "llm/text_config.h"
 
 namespace fastvlm {
@@ -25,11 +25,11 @@ class KVCache {
   int head_dim() const { return head_dim_; }
 
   // [capacity, head_dim] blocks of one layer and KV head; rows [0, size()) hold valid positions.
-  float* keys(int layer, int kv_head) { return storage_.data() + block_offset(layer, kv_head, 0); }
-  const float* keys(int layer, int kv_head) const { return storage_.data() + block_offset(layer, kv_head, 0); }
-  float* values(int layer, int kv_head) { return storage_.data() + block_offset(layer, kv_head, 1); }
+  float* keys(int layer, int kv_head) { return storage_.as<float>() + block_offset(layer, kv_head, 0); }
+  const float* keys(int layer, int kv_head) const { return storage_.as<float>() + block_offset(layer, kv_head, 0); }
+  float* values(int layer, int kv_head) { return storage_.as<float>() + block_offset(layer, kv_head, 1); }
   const float* values(int layer, int kv_head) const {
-    return storage_.data() + block_offset(layer, kv_head, 1);
+    return storage_.as<float>() + block_offset(layer, kv_head, 1);
   }
 
   // Marks `count` more positions (already written into every layer past size()) as valid.
@@ -51,7 +51,7 @@ class KVCache {
   int head_dim_;
   int capacity_;
   int size_ = 0;
-  std::vector<float> storage_;
+  ZeroedPages storage_;  // only the positions written so far are resident
 };
 
 }  // namespace fastvlm
