@@ -15,6 +15,14 @@
 namespace fastvlm {
 namespace {
 
+// A conv's input map, row by row: contiguous, or a table of row addresses.
+struct InputRows {
+  const float* data;          // contiguous map, when `table` is null
+  const float* const* table;  // else row y at table[y]
+  int64_t row_size;           // floats per row of the contiguous map
+  const float* operator[](int64_t y) const { return table ? table[y] : data + y * row_size; }
+};
+
 // The window of output pixel `o` along one axis: taps [begin, end) fall inside the input.
 struct TapRange {
   int64_t origin;  // input coordinate of tap 0 (may be negative)
@@ -29,7 +37,7 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
 // The generic loop nest for any group structure: per output pixel, per tap, per group, a multiply-add
 // over contiguous output channels. Always inlined into the per-ISA wrappers below, so the compiler
 // vectorises the inner loop for each instruction set.
-[[gnu::always_inline]] inline void generic_conv_rows(const ConvParams& conv, const float* __restrict input,
+[[gnu::always_inline]] inline void generic_conv_rows(const ConvParams& conv, const InputRows& input,
                                                      int64_t in_h, int64_t in_w, float* __restrict output,
                                                      int64_t row_begin, int64_t row_end) {
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels, in_c = conv.in_channels;
@@ -43,7 +51,7 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
       std::copy(conv.bias, conv.bias + out_c, dst);
       for (int ky = ys.begin; ky < ys.end; ++ky)
         for (int kx = xs.begin; kx < xs.end; ++kx) {
-          const float* __restrict src = input + ((ys.origin + ky) * in_w + xs.origin + kx) * in_c;
+          const float* __restrict src = input[ys.origin + ky] + (xs.origin + kx) * in_c;
           const float* __restrict tap_weight = conv.weight + (ky * conv.kernel + kx) * tap_stride;
           for (int64_t g = 0; g < conv.groups; ++g)
             for (int64_t j = 0; j < in_per_group; ++j) {
@@ -57,17 +65,17 @@ inline TapRange tap_range(int64_t o, int stride, int kernel, int64_t in_size) {
   }
 }
 
-FASTVLM_TARGET_AVX512 void generic_conv_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h,
+FASTVLM_TARGET_AVX512 void generic_conv_rows_avx512(const ConvParams& conv, const InputRows& input, int64_t in_h,
                                                   int64_t in_w, float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
 
-FASTVLM_TARGET_AVX2 void generic_conv_rows_avx2(const ConvParams& conv, const float* input, int64_t in_h,
+FASTVLM_TARGET_AVX2 void generic_conv_rows_avx2(const ConvParams& conv, const InputRows& input, int64_t in_h,
                                               int64_t in_w, float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
 
-void generic_conv_rows_baseline(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
+void generic_conv_rows_baseline(const ConvParams& conv, const InputRows& input, int64_t in_h, int64_t in_w,
                                 float* output, int64_t row_begin, int64_t row_end) {
   generic_conv_rows(conv, input, in_h, in_w, output, row_begin, row_end);
 }
@@ -112,8 +120,9 @@ struct StripClip {
 // masking the last ones. The Kernel weight vectors of a kernel row stay in registers while the
 // strip's (Strip - 1) * Stride + Kernel input vectors of that row stream past them.
 template <int Kernel, int Stride, int Multiplier, int Strip, StripClip Clip>
-FASTVLM_TARGET_AVX512 void depthwise_strip(const ConvParams& conv, const float* input, int64_t in_w, const TapRange& ys,
-                                    int64_t ox0, int64_t c0, __mmask16 tail, float* row_output) {
+FASTVLM_TARGET_AVX512 void depthwise_strip(const ConvParams& conv, const InputRows& input, int64_t in_w,
+                                           const TapRange& ys, int64_t ox0, int64_t c0, __mmask16 tail,
+                                           float* row_output) {
   constexpr int kInputs = (Strip - 1) * Stride + Kernel;
   const int64_t out_c = conv.out_channels, in_c = conv.in_channels;
   // The inputs behind the `tail` outputs: all 16 lanes, or ceil(outputs / 2) of 8 for Multiplier 2.
@@ -129,7 +138,7 @@ FASTVLM_TARGET_AVX512 void depthwise_strip(const ConvParams& conv, const float* 
 #pragma GCC unroll 8
     for (int kx = 0; kx < Kernel; ++kx)
       w[kx] = _mm512_maskz_loadu_ps(tail, conv.weight + (ky * Kernel + kx) * out_c + c0);
-    const float* row = input + (ys.origin + ky) * in_w * in_c + c0 / Multiplier;
+    const float* row = input[ys.origin + ky] + c0 / Multiplier;
     const float* src = row + x_origin * in_c;  // input i of the strip, for i = 0, 1, ...
     // Fully unrolled, so that acc[] and w[] live in registers and the tap tests fold away.
 #pragma GCC unroll 64
@@ -153,8 +162,8 @@ FASTVLM_TARGET_AVX512 void depthwise_strip(const ConvParams& conv, const float* 
 // pixels (the last one overlapping its neighbour when the width is not a multiple of it, single pixels
 // for rows narrower than a strip), each through all channel blocks before the next.
 template <int Kernel, int Stride, int Multiplier>
-FASTVLM_TARGET_AVX512 void depthwise_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
-                                          float* output, int64_t row_begin, int64_t row_end) {
+FASTVLM_TARGET_AVX512 void depthwise_rows_avx512(const ConvParams& conv, const InputRows& input, int64_t in_h,
+                                                 int64_t in_w, float* output, int64_t row_begin, int64_t row_end) {
   constexpr int kPad = Kernel / 2;
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels;
   const auto strip_through_channels = [&]<int Strip, StripClip Clip>(const TapRange& ys, int64_t ox, float* row_output) {
@@ -204,7 +213,7 @@ constexpr int kDenseVectors = 3;
 // across the block's pixels: a direct convolution shaped like a small GEMM (the stem's 3 -> 96 conv
 // has 27 inputs per pixel).
 template <bool Clipped>
-FASTVLM_TARGET_AVX512 void dense_block(const ConvParams& conv, const float* input, int64_t in_w, const TapRange& ys,
+FASTVLM_TARGET_AVX512 void dense_block(const ConvParams& conv, const InputRows& input, int64_t in_w, const TapRange& ys,
                                 int64_t ox0, int64_t c0, float* row_output) {
   const int64_t out_c = conv.out_channels, in_c = conv.in_channels, kernel = conv.kernel;
   // The channels of vector v that exist (none past the last channel: then it reads and writes nothing).
@@ -218,7 +227,7 @@ FASTVLM_TARGET_AVX512 void dense_block(const ConvParams& conv, const float* inpu
   }
   for (int ky = ys.begin; ky < ys.end; ++ky)
     for (int kx = 0; kx < kernel; ++kx) {
-      const float* row = input + (ys.origin + ky) * in_w * in_c;
+      const float* row = input[ys.origin + ky];
       const int64_t x0 = ox0 * conv.stride - kernel / 2 + kx;  // input column of pixel 0 through this tap
       const float* tap_weight = conv.weight + (ky * kernel + kx) * in_c * out_c + c0;
       for (int64_t ci = 0; ci < in_c; ++ci) {
@@ -244,7 +253,7 @@ FASTVLM_TARGET_AVX512 void dense_block(const ConvParams& conv, const float* inpu
 
 // Rows [row_begin, row_end) of a dense convolution with at least kDensePixels output columns, in
 // blocks of kDensePixels pixels (the last overlapping its neighbour) by 16 * kDenseVectors channels.
-FASTVLM_TARGET_AVX512 void dense_rows_avx512(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w,
+FASTVLM_TARGET_AVX512 void dense_rows_avx512(const ConvParams& conv, const InputRows& input, int64_t in_h, int64_t in_w,
                                       float* output, int64_t row_begin, int64_t row_end) {
   const int64_t out_w = conv_output_size(conv, in_w), out_c = conv.out_channels, pad = conv.kernel / 2;
   const auto fits = [&](int64_t ox, int64_t count) {
@@ -266,7 +275,7 @@ FASTVLM_TARGET_AVX512 void dense_rows_avx512(const ConvParams& conv, const float
 }
 
 // The kernel for `conv` at each level: at AVX-512 a hand-written one for the shapes it covers.
-using ConvRowsKernel = void (*)(const ConvParams&, const float*, int64_t, int64_t, float*, int64_t, int64_t);
+using ConvRowsKernel = void (*)(const ConvParams&, const InputRows&, int64_t, int64_t, float*, int64_t, int64_t);
 
 ConvRowsKernel kernel_for_avx512(const ConvParams& conv, int64_t in_w) {
   if (conv.groups == 1 && conv_output_size(conv, in_w) >= kDensePixels) return dense_rows_avx512;
@@ -308,7 +317,14 @@ int64_t conv_output_size(const ConvParams& conv, int64_t in) {
 
 void conv_rows(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w, float* output_rows,
                int64_t row_begin, int64_t row_end) {
-  ops().kernel_for(conv, in_w)(conv, input, in_h, in_w, output_rows, row_begin, row_end);
+  const InputRows rows{.data = input, .table = nullptr, .row_size = in_w * conv.in_channels};
+  ops().kernel_for(conv, in_w)(conv, rows, in_h, in_w, output_rows, row_begin, row_end);
+}
+
+void conv_rows(const ConvParams& conv, const float* const* input_rows, int64_t in_h, int64_t in_w,
+               float* output_rows, int64_t row_begin, int64_t row_end) {
+  const InputRows rows{.data = nullptr, .table = input_rows, .row_size = 0};
+  ops().kernel_for(conv, in_w)(conv, rows, in_h, in_w, output_rows, row_begin, row_end);
 }
 
 }  // namespace fastvlm

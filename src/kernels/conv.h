@@ -22,6 +22,10 @@ struct ConvParams {
 // calling thread.
 void conv_rows(const ConvParams& conv, const float* input, int64_t in_h, int64_t in_w, float* output_rows,
                int64_t row_begin, int64_t row_end);
+// The same on an input map whose rows lie anywhere (a ring of recently computed rows): row y, of in_w
+// pixels, starts at input_rows[y]. Only the rows the output rows' windows read need be valid.
+void conv_rows(const ConvParams& conv, const float* const* input_rows, int64_t in_h, int64_t in_w,
+               float* output_rows, int64_t row_begin, int64_t row_end);
 
 // Output size of `conv` along one axis of length `in`.
 int64_t conv_output_size(const ConvParams& conv, int64_t in);

@@ -211,6 +211,8 @@ struct VisionScratch {
   ScratchBuffer mixed;         // spatial-conv or LayerNorm output feeding a GEMM, [pixels, C] (or 2C after a
                                // PatchEmbed conv); under Int8 the ConvFFN input as int8 codes
   ScratchBuffer pixel_scales;  // Int8 compute: the scale of each pixel of `mixed`
+  ScratchBuffer edge_rows;     // a RepMixer's output rows just outside a thread's rows, per thread
+  ScratchBuffer row_table;     // the address of each row of the RepMixer's output, per thread
   ScratchBuffer hidden;        // ConvFFN hidden activation, one [tile pixels, mlp_ratio * C] slice per thread;
                                // under Int8 the scale of each hidden pixel of `codes`
   ScratchBuffer codes;         // Int8 compute: one thread's ConvFFN hidden tile as int8 codes, per thread
@@ -247,10 +249,25 @@ ConvParams conv_params(const GroupedConv& conv) {
 
 int64_t conv_output_size(const GroupedConv& conv, int64_t in) { return conv_output_size(conv_params(conv), in); }
 
+// Computes one output row in float32 with `compute(row)`, at `target(oy)` (or in thread-local staging when
+// that is null), applies `activation` and hands it to `store(oy, row)` while it is still in cache.
+template <class Target, class Store, class Compute>
+void produce_row(int64_t oy, int64_t row_size, Activation activation, Target& target, Store& store,
+                 Compute compute) {
+  thread_local std::vector<float> staging;
+  float* row = target(oy);
+  if (!row) {
+    staging.resize(size_t(row_size));
+    row = staging.data();
+  }
+  compute(row);
+  if (activation == Activation::Gelu) gelu_simd(row, row_size);
+  store(oy, row);
+}
+
 // Runs `conv` over the map `input` ([in_h, in_w, in_channels], float32) one output row at a time,
-// threaded over rows, applying `activation`: each row is computed in float32 at `target(oy)` (or in
-// thread-local staging when that is null) and handed to `store(oy, row)` while it is still in cache.
-// Output rows [row_begin, row_end) (all of them when row_end is negative).
+// threaded over rows, each row through produce_row. Output rows [row_begin, row_end) (all of them when
+// row_end is negative).
 template <class Target, class Store>
 void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, Activation activation,
                   Target target, Store store, int64_t row_begin = 0, int64_t row_end = -1) {
@@ -258,17 +275,9 @@ void conv_by_rows(const GroupedConv& conv, const float* input, int64_t in_h, int
   if (row_end < 0) row_end = conv_output_size(conv, in_h);
   const ConvParams params = conv_params(conv);
 #pragma omp parallel for schedule(static)
-  for (int64_t oy = row_begin; oy < row_end; ++oy) {
-    thread_local std::vector<float> staging;
-    float* row = target(oy);
-    if (!row) {
-      staging.resize(size_t(row_size));
-      row = staging.data();
-    }
-    conv_rows(params, input, in_h, in_w, row, oy, oy + 1);
-    if (activation == Activation::Gelu) gelu_simd(row, row_size);
-    store(oy, row);
-  }
+  for (int64_t oy = row_begin; oy < row_end; ++oy)
+    produce_row(oy, row_size, activation, target, store,
+                [&](float* row) { conv_rows(params, input, in_h, in_w, row, oy, oy + 1); });
 }
 
 // `conv` over `input` into `output` ([out_h, out_w, out_channels] in its type).
@@ -280,18 +289,6 @@ void run_conv(const GroupedConv& conv, const float* input, int64_t in_h, int64_t
   };
   const auto store = [&](int64_t oy, const float* row) { store_row(row, row_size, output, oy * row_size); };
   conv_by_rows(conv, input, in_h, in_w, activation, in_place, store);
-}
-
-// `conv` over `input`, each output pixel quantised with its own scale: codes [pixels, out_channels],
-// scales [pixels].
-void run_conv_to_codes(const GroupedConv& conv, const float* input, int64_t in_h, int64_t in_w, int8_t* codes,
-                       float* scales) {
-  const int64_t out_w = conv_output_size(conv, in_w), channels = conv.out_channels;
-  const auto staged = [](int64_t) -> float* { return nullptr; };
-  const auto quantize = [&](int64_t oy, const float* row) {
-    quantize_rows_s8(row, out_w, channels, channels, codes + oy * out_w * channels, scales + oy * out_w);
-  };
-  conv_by_rows(conv, input, in_h, in_w, Activation::None, staged, quantize);
 }
 
 // `storage` resized to hold `conv`'s float32 output on an [in_h, in_w] input.
@@ -307,15 +304,84 @@ void run_conv_in_place(const GroupedConv& conv, Tensor& x, Tensor& spare) {
   std::swap(x, spare);
 }
 
-// run_conv_ffn under Int8 compute. The depthwise conv output is quantised pixel by pixel as it is
-// produced; then each thread takes tiles of pixels through expand into int32, dequantise + bias + GELU
-// and requantise per pixel (one pass), contract into int32, and the dequantised residual add to x.
-void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
+// A ConvFFN's depthwise conv output, the input of its GEMMs, written row by row as the conv produces
+// them: `mixed` in the activation type, or under Int8 codes with a scale per pixel.
+struct ConvFFNInput {
+  Activations mixed;        // when codes is null
+  int8_t* codes = nullptr;  // Int8 compute: [pixels, channels]
+  float* scales = nullptr;  // Int8 compute: [pixels]
+  int64_t width = 0, channels = 0;
+
+  ConvFFNInput(VisionScratch& scratch, const Pass& pass, int64_t height, int64_t width, int64_t channels)
+      : width(width), channels(channels) {
+    const int64_t pixels = height * width;
+    if (pass.int8) {
+      codes = scratch.mixed.as<int8_t>(pixels * channels);
+      scales = scratch.pixel_scales.as<float>(pixels);
+    } else {
+      mixed = allocate(scratch.mixed, pass.activation_type, pixels * channels);
+    }
+  }
+  // Where row `oy` is computed: in place when the GEMMs read float32, else staged (null).
+  float* target(int64_t oy) const {
+    return codes || mixed.type != DType::F32 ? nullptr : static_cast<float*>(mixed.at(oy * width * channels));
+  }
+  void store(int64_t oy, const float* row) const {
+    if (codes)
+      quantize_rows_s8(row, width, channels, channels, codes + oy * width * channels, scales + oy * width);
+    else
+      store_row(row, width * channels, mixed, oy * width * channels);
+  }
+};
+
+// x = mixer(x) (a RepMixer) and the following ConvFFN's depthwise conv on the new x into `input`, in one
+// pass over the map: each thread takes a contiguous range of rows, writes the mixer's output rows into
+// the spare map (then swapped with x) and runs the depthwise conv on each row as soon as the mixer rows
+// it reads are there, while they are still in L2; the maps of the first stages are several times L2,
+// and the two convs as separate passes read the mixer's output back from memory. The mixer rows within
+// the depthwise conv's reach of a range's ends that belong to the neighbouring range are computed again
+// into thread-local rows, so no thread waits for another.
+void mixer_then_depthwise(const GroupedConv& mixer, const GroupedConv& depthwise, Tensor& x, VisionScratch& scratch,
+                          const ConvFFNInput& input) {
+  const int64_t height = x.dim(0), width = x.dim(1), row_size = width * x.dim(2);
+  const int64_t halo = depthwise.kernel / 2;
+  Tensor& mixed_map = scratch.spare;
+  mixed_map.resize(x.shape());
+  const int workers = int(std::min<int64_t>(omp_get_max_threads(), height));
+  float* const edges = scratch.edge_rows.as<float>(workers * 2 * halo * row_size);
+  const float** const row_tables = scratch.row_table.as<const float*>(workers * height);
+  const ConvParams mixer_params = conv_params(mixer), depthwise_params = conv_params(depthwise);
+  const auto target = [&](int64_t oy) { return input.target(oy); };
+  const auto store = [&](int64_t oy, const float* row) { input.store(oy, row); };
+#pragma omp parallel num_threads(workers)
+  {
+    // The team OpenMP gives may be smaller than asked for: the rows are split over the actual one.
+    const int worker = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t first = height * worker / team, last = height * (worker + 1) / team;
+    const float** rows = row_tables + worker * height;
+    float* edge = edges + worker * 2 * halo * row_size;
+    const auto mix = [&](int64_t y, float* row) {
+      conv_rows(mixer_params, x.data(), height, width, row, y, y + 1);
+      rows[y] = row;
+    };
+    for (int64_t y = std::max<int64_t>(0, first - halo); y < first; ++y) mix(y, edge + (first - y - 1) * row_size);
+    for (int64_t y = last; y < std::min(height, last + halo); ++y) mix(y, edge + (halo + y - last) * row_size);
+    int64_t next = first;  // the first of the range's mixer rows not yet computed
+    for (int64_t oy = first; oy < last; ++oy) {
+      for (; next < std::min(last, oy + halo + 1); ++next) mix(next, mixed_map.data() + next * row_size);
+      produce_row(oy, row_size, Activation::None, target, store,
+                  [&](float* row) { conv_rows(depthwise_params, rows, height, width, row, oy, oy + 1); });
+    }
+  }
+  std::swap(x, mixed_map);
+}
+
+// The ConvFFN's GEMMs under Int8 compute: each thread takes tiles of pixels through expand into int32,
+// dequantise + bias + GELU and requantise per pixel (one pass), contract into int32, and the dequantised
+// residual add to x.
+void conv_ffn_gemms_int8(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& x, VisionScratch& scratch) {
   const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in_features(),
                 hidden_width = ffn.expand.out_features();
-  int8_t* input_codes = scratch.mixed.as<int8_t>(pixels * channels);
-  float* input_scales = scratch.pixel_scales.as<float>(pixels);
-  run_conv_to_codes(ffn.spatial, x.data(), x.dim(0), x.dim(1), input_codes, input_scales);
   // The tile's int32 products of expand stay in L2 until they are requantised.
   const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(sizeof(int32_t)));
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
@@ -331,7 +397,7 @@ void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      ffn.expand.forward_s8_gelu_requantize(input_codes + first * channels, input_scales + first, count, my_codes,
+      ffn.expand.forward_s8_gelu_requantize(input.codes + first * channels, input.scales + first, count, my_codes,
                                             my_scales);
       ffn.contract.forward_s8(my_codes, my_scales, count, {DType::F32, x.data() + first * channels},
                               Epilogue::AddToOutput);
@@ -339,17 +405,15 @@ void run_conv_ffn_int8(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch) {
   }
 }
 
-// x += ConvFFN(x) (layer scale folded into contract). The depthwise conv runs over the whole map first
-// (its halo reads rows that the residual add would change); then each thread takes tiles of pixels
-// through expand -> GELU -> contract -> residual add with single-threaded GEMMs. A map with fewer tiles
-// than threads (the last stages of a small image) runs as one tile whose GEMMs oneDNN threads itself,
-// splitting the weights' columns: smaller tiles would each stream all of the (then large) weights.
-void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const Pass& pass) {
-  if (pass.int8) return run_conv_ffn_int8(ffn, x, scratch);
+// The ConvFFN's GEMMs on float32 or bfloat16 input: each thread takes tiles of pixels through expand ->
+// GELU -> contract -> residual add with single-threaded GEMMs. A map with fewer tiles than threads (the
+// last stages of a small image) runs as one tile whose GEMMs oneDNN threads itself, splitting the
+// weights' columns: smaller tiles would each stream all of the (then large) weights.
+void conv_ffn_gemms(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& x, VisionScratch& scratch,
+                    const Pass& pass) {
   const int64_t pixels = x.dim(0) * x.dim(1);
   const int64_t channels = ffn.expand.in_features(), hidden_width = ffn.expand.out_features();
-  const Activations mixed = allocate(scratch.mixed, pass.activation_type, pixels * channels);
-  run_conv(ffn.spatial, x.data(), x.dim(0), x.dim(1), mixed, Activation::None);
+  const Activations& mixed = input.mixed;
   // The tile's hidden activation stays in L2 between the two GEMMs.
   int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)));
   const int threads = omp_get_max_threads();
@@ -375,6 +439,25 @@ void run_conv_ffn(const ConvFFN& ffn, Tensor& x, VisionScratch& scratch, const P
       ffn.contract.forward(my_hidden, count, {DType::F32, x.data() + first * channels}, Epilogue::AddToOutput);
     }
   }
+}
+
+// x += ConvFFN(x) (layer scale folded into contract), where `mixer`, when given, first replaces x by
+// mixer(x) (a RepMixer block's first half). The depthwise conv runs over the whole map first (its halo
+// reads rows that the residual add would change), fused with the mixer when there is one; then the GEMMs.
+void run_conv_ffn(const ConvFFN& ffn, const GroupedConv* mixer, Tensor& x, VisionScratch& scratch,
+                  const Pass& pass) {
+  const ConvFFNInput input(scratch, pass, x.dim(0), x.dim(1), x.dim(2));
+  if (mixer) {
+    mixer_then_depthwise(*mixer, ffn.spatial, x, scratch, input);
+  } else {
+    const auto target = [&](int64_t oy) { return input.target(oy); };
+    const auto store = [&](int64_t oy, const float* row) { input.store(oy, row); };
+    conv_by_rows(ffn.spatial, x.data(), x.dim(0), x.dim(1), Activation::None, target, store);
+  }
+  if (pass.int8)
+    conv_ffn_gemms_int8(ffn, input, x, scratch);
+  else
+    conv_ffn_gemms(ffn, input, x, scratch, pass);
 }
 
 // LayerNormChannel: normalises each pixel over its channels (biased variance), into `output`.
@@ -482,13 +565,12 @@ void run_attention(const AttentionBlock& block, Tensor& x, VisionScratch& scratc
 }
 
 void run_block(const RepMixerBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
-  run_conv_in_place(block.mixer, x, scratch.spare);
-  run_conv_ffn(block.ffn, x, scratch, pass);
+  run_conv_ffn(block.ffn, &block.mixer, x, scratch, pass);
 }
 
 void run_block(const AttentionBlock& block, Tensor& x, VisionScratch& scratch, const Pass& pass) {
   run_attention(block, x, scratch, pass);
-  run_conv_ffn(block.ffn, x, scratch, pass);
+  run_conv_ffn(block.ffn, nullptr, x, scratch, pass);
 }
 
 void run_module(const VisionStage& stage, Tensor& x, VisionScratch& scratch, const Pass& pass) {

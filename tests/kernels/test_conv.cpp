@@ -84,9 +84,13 @@ std::vector<double> reference_conv(const ConvParams& conv, const Tensor& input, 
   return out;
 }
 
+// How the kernel finds the input's rows: one contiguous map, or a table of rows stored apart, last row
+// first (conv_rows' row-table form, as a ring of rows has them).
+enum class RowLayout { Contiguous, Table };
+
 // Runs `c` at the active kernel level, the rows in chunks of `rows_per_call` (the last call takes what is
 // left), and compares every output element with the reference.
-void expect_matches_reference(const ConvCase& c, int64_t rows_per_call = 1) {
+void expect_matches_reference(const ConvCase& c, int64_t rows_per_call = 1, RowLayout layout = RowLayout::Contiguous) {
   const SeededConv seeded = make_conv(c);
   const ConvParams& conv = seeded.params;
   Tensor input({c.in_h, c.in_w, c.in_channels});
@@ -97,9 +101,23 @@ void expect_matches_reference(const ConvCase& c, int64_t rows_per_call = 1) {
   // Each output sums at most kernel² · in_per_group products of values below 1 in magnitude.
   const double tolerance = 1e-6 * double(c.kernel * c.kernel * (c.in_channels / c.groups) + 1);
   std::vector<float> output(expected.size(), std::nanf(""));
+  // Table layout: row y at slot in_h - 1 - y of a buffer with a NaN row between slots, so that a kernel
+  // reading past a row's ends, or a row as if the map were contiguous, fails.
+  const int64_t row_size = c.in_w * c.in_channels;
+  std::vector<float> apart(size_t(2 * c.in_h * row_size), std::nanf(""));
+  std::vector<const float*> table(size_t(c.in_h));
+  for (int64_t y = 0; y < c.in_h; ++y) {
+    float* slot = apart.data() + 2 * (c.in_h - 1 - y) * row_size;
+    std::copy(input.data() + y * row_size, input.data() + (y + 1) * row_size, slot);
+    table[size_t(y)] = slot;
+  }
   for (int64_t row = 0; row < out_h; row += rows_per_call) {
     const int64_t end = std::min(out_h, row + rows_per_call);
-    conv_rows(conv, input.data(), c.in_h, c.in_w, output.data() + row * out_w * c.out_channels, row, end);
+    float* rows_output = output.data() + row * out_w * c.out_channels;
+    if (layout == RowLayout::Table)
+      conv_rows(conv, table.data(), c.in_h, c.in_w, rows_output, row, end);
+    else
+      conv_rows(conv, input.data(), c.in_h, c.in_w, rows_output, row, end);
   }
   int64_t mismatches = 0;
   for (size_t i = 0; i < expected.size(); ++i) {
@@ -170,6 +188,15 @@ TEST(ConvKernels, SeveralRowsPerCall) {
   expect_matches_reference(depthwise(7, 50, 17, 3), 3);
   expect_matches_reference(depthwise(9, 45, 12, 7, 2, 2), 2);
   expect_matches_reference({11, 37, 3, 96, 1, 3, 2}, 5);
+}
+
+TEST(ConvKernels, RowsFromATable) {
+  expect_matches_reference(depthwise(9, 37, 20, 7), 1, RowLayout::Table);      // the ConvFFN's 7x7
+  expect_matches_reference(depthwise(5, 9, 96, 7), 2, RowLayout::Table);       // narrower than a strip
+  expect_matches_reference(depthwise(7, 50, 17, 3), 3, RowLayout::Table);      // the RepMixer's 3x3
+  expect_matches_reference(depthwise(9, 45, 12, 7, 2, 2), 1, RowLayout::Table);
+  expect_matches_reference({11, 37, 3, 96, 1, 3, 2}, 1, RowLayout::Table);     // dense
+  expect_matches_reference({6, 19, 8, 12, 2, 3, 1}, 2, RowLayout::Table);      // generic loop nest
 }
 
 TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
