@@ -1,0 +1,168 @@
+#include "kernels/amx_int8_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "kernels/amx_tiles.h"
+#include "kernels/capabilities.h"
+#include "kernels/target.h"
+
+namespace fastvlm {
+namespace {
+
+constexpr int kTileRows = 16;
+constexpr int kTileBytes = 64;                 // K values per tile row of A, 16 quadruples per row of B
+constexpr int kBlockRows = 2 * kTileRows;      // a 2x2 block of result tiles: 32 pixels x 32 output rows
+constexpr int64_t kPairBytes = 2 * kTileRows * kTileBytes;  // B's two tiles of one block and K step
+// Weight bytes per panel of columns (amx_s8_gemm): a quarter of the 2 MB L2, leaving it room for the
+// activation rows and the parked int32 results.
+constexpr int64_t kPanelBytes = 512 << 10;
+// K steps (64 values) done in one pass over a strip's blocks: all of them up to kMaxWholeSteps (A's 32 rows
+// x 768 bytes, 24 KB of L1), else chunks of kChunkSteps (16 KB), the sums parked in between.
+constexpr int64_t kMaxWholeSteps = 12, kChunkSteps = 8;
+
+struct Scratch {
+  ScratchBuffer staged, acc;
+};
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+void require_int8_tiles(const char* what) {
+  if (!kernels::int8_tiles_available())
+    throw Error(std::string(what) + ": needs AMX-INT8, which this CPU (or FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ") does not offer");
+}
+
+// Every tile 16 rows of 64 bytes: results 0-3, A 4-5, B 6-7. The configuration is per thread, and
+// oneDNN's kernels set their own between our calls.
+FASTVLM_TARGET_AMX void configure_tiles() {
+  kernels::TileConfig config;
+  for (int t = 0; t < 8; ++t) config.shape(t, kTileRows, kTileBytes);
+  kernels::load_tile_config(config);
+}
+
+// acc[32, the columns of blocks [first_block, end_block)] (+)= a[32 rows `lda` apart] · Bᵀ over K steps
+// [first_step, end_step), one 2x2 block of 16x16 result tiles at a time: the four products of a K step
+// take four tile loads, two of A (from L1: the strip's chunk of K is re-read for every block) and two of
+// B (from L2), which the TDPs' 16 cycles each mostly cover. The first chunk of K starts from zero, later
+// ones from the sums parked in acc (exact: int32). acc's rows are `acc_stride` int32 apart.
+FASTVLM_TARGET_AMX void multiply_strip(const int8_t* a, int64_t lda, const AmxS8Weights& w, int64_t first_block,
+                                      int64_t end_block, int64_t first_step, int64_t end_step, int32_t* acc,
+                                      int64_t acc_stride) {
+  const int64_t acc_bytes = acc_stride * int64_t(sizeof(int32_t));
+  const int8_t* a1 = a + kTileRows * lda;
+  for (int64_t block = first_block; block < end_block; ++block) {
+    int32_t* c = acc + block * kBlockRows;
+    if (first_step == 0) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    } else {
+      _tile_loadd(0, c, acc_bytes);
+      _tile_loadd(1, c + kTileRows, acc_bytes);
+      _tile_loadd(2, c + kTileRows * acc_stride, acc_bytes);
+      _tile_loadd(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
+    }
+    const int8_t* b = w.tiles(block, first_step);
+    for (int64_t s = first_step; s < end_step; ++s, b += kPairBytes) {
+      _tile_loadd(4, a + s * kTileBytes, lda);
+      _tile_loadd(5, a1 + s * kTileBytes, lda);
+      _tile_loadd(6, b, kTileBytes);
+      _tile_loadd(7, b + kPairBytes / 2, kTileBytes);
+      _tile_dpbssd(0, 4, 6);
+      _tile_dpbssd(1, 4, 7);
+      _tile_dpbssd(2, 5, 6);
+      _tile_dpbssd(3, 5, 7);
+    }
+    _tile_stored(0, c, acc_bytes);
+    _tile_stored(1, c + kTileRows, acc_bytes);
+    _tile_stored(2, c + kTileRows * acc_stride, acc_bytes);
+    _tile_stored(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
+  }
+}
+
+FASTVLM_TARGET_AMX void release_tiles() { _tile_release(); }
+
+}  // namespace
+
+void AmxS8Weights::Free::operator()(int8_t* p) const { std::free(p); }
+
+AmxS8Weights::AmxS8Weights(const int8_t* codes, int64_t N, int64_t K)
+    : N_(N),
+      K_(K),
+      padded_N_((N + kBlockRows - 1) / kBlockRows * kBlockRows),
+      steps_((K + kTileBytes - 1) / kTileBytes) {
+  require_int8_tiles("AmxS8Weights");
+  if (N <= 0 || K <= 0)
+    throw Error("AmxS8Weights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
+                std::to_string(K));
+  const int64_t bytes = padded_N_ * steps_ * kTileBytes;
+  tiles_.reset(static_cast<int8_t*>(allocate_aligned(size_t(bytes), "int8 weight tiles")));
+  std::memset(tiles_.get(), 0, size_t(bytes));
+  // Output row n, K value k: block n / 32, step k / 64; in that block's pair of tiles, tile (n % 32) / 16,
+  // row (k % 64) / 4, byte 4 · (n % 16) + k % 4.
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t in_block = n % kBlockRows, in_step = k % kTileBytes;
+      int8_t* pair = tiles_.get() + ((n / kBlockRows) * steps_ + k / kTileBytes) * kPairBytes;
+      pair[(in_block / kTileRows) * kTileRows * kTileBytes + (in_step / 4) * kTileBytes + 4 * (in_block % kTileRows) +
+           in_step % 4] = codes[n * K + k];
+    }
+}
+
+void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w, S8RowBlockSink sink) {
+  require_int8_tiles("amx_s8_gemm");
+  if (M <= 0) return;
+  const int64_t K = w.cols(), padded_K = w.steps() * kTileBytes, padded_N = w.padded_rows();
+  const int64_t strips = (M + kBlockRows - 1) / kBlockRows, blocks = padded_N / kBlockRows, steps = w.steps();
+  // K in chunks whose 32 rows of A stay in L1 beside the weights streaming through: a whole strip of a
+  // long K (32 x 1536 bytes fills the 48 KB) would have both operands come from L2, twice the bandwidth.
+  const int64_t chunk_steps = steps <= kMaxWholeSteps ? steps : kChunkSteps;
+  // The weights in panels of columns that stay in L2 while every strip of rows passes over them: weights
+  // larger than that (the last stages' layers, several MB) would otherwise stream from L3 once per strip.
+  // With more than one panel the strips' int32 results wait in `acc` for the last panel, whose pass hands
+  // each strip to `sink` as it completes.
+  const int64_t panel_blocks = std::clamp<int64_t>(kPanelBytes / (padded_K * kBlockRows), 1, blocks);
+  const int64_t panels = (blocks + panel_blocks - 1) / panel_blocks;
+  Scratch& scratch = thread_scratch();
+  int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? strips : 1) * kBlockRows * padded_N);
+  // A strip of rows that the tiles cannot read in place (the last one when M is not a multiple of 32: its
+  // tile loads would run past A; any, when K is not a multiple of 64) is copied, zero-padded, first.
+  const bool ragged_K = padded_K != K;
+  const bool staged_all = ragged_K && panels > 1;
+  int8_t* staged = scratch.staged.as<int8_t>((staged_all ? strips : 1) * kBlockRows * padded_K);
+  configure_tiles();
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const int64_t first_block = panel * panel_blocks, end_block = std::min(blocks, first_block + panel_blocks);
+    for (int64_t strip = 0; strip < strips; ++strip) {
+      const int64_t first = strip * kBlockRows, count = std::min<int64_t>(kBlockRows, M - first);
+      const int8_t* rows = a + first * lda;
+      int64_t stride = lda;
+      if (ragged_K || count < kBlockRows) {
+        int8_t* copy = staged + (staged_all ? strip * kBlockRows * padded_K : 0);
+        if (panel == 0 || !staged_all) {
+          std::memset(copy, 0, size_t(kBlockRows * padded_K));
+          for (int64_t r = 0; r < count; ++r) std::memcpy(copy + r * padded_K, rows + r * lda, size_t(K));
+        }
+        rows = copy;
+        stride = padded_K;
+      }
+      int32_t* strip_acc = acc + (panels > 1 ? strip * kBlockRows * padded_N : 0);
+      for (int64_t step = 0; step < steps; step += chunk_steps)
+        multiply_strip(rows, stride, w, first_block, end_block, step, std::min(steps, step + chunk_steps), strip_acc,
+                       padded_N);
+      if (panel == panels - 1) sink(strip_acc, padded_N, first, count);
+    }
+  }
+  release_tiles();
+}
+
+}  // namespace fastvlm
