@@ -107,15 +107,16 @@ AmxS8Weights::AmxS8Weights(const int8_t* codes, int64_t N, int64_t K)
   const int64_t bytes = padded_N_ * steps_ * kTileBytes;
   tiles_.reset(static_cast<int8_t*>(allocate_aligned(size_t(bytes), "int8 weight tiles")));
   std::memset(tiles_.get(), 0, size_t(bytes));
-  // Output row n, K value k: block n / 32, step k / 64; in that block's pair of tiles, tile (n % 32) / 16,
-  // row (k % 64) / 4, byte 4 · (n % 16) + k % 4.
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t in_block = n % kBlockRows, in_step = k % kTileBytes;
-      int8_t* pair = tiles_.get() + ((n / kBlockRows) * steps_ + k / kTileBytes) * kPairBytes;
-      pair[(in_block / kTileRows) * kTileRows * kTileBytes + (in_step / 4) * kTileBytes + 4 * (in_block % kTileRows) +
-           in_step % 4] = codes[n * K + k];
-    }
+  // Output row n, K values k..k+3 (k a multiple of 4): in the pair of tiles of block n / 32 and step k / 64,
+  // tile (n % 32) / 16, row (k % 64) / 4, bytes 4 · (n % 16).. (K's last quadruple may be partial).
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t in_block = n % kBlockRows;
+    int8_t* column = tiles_.get() + (n / kBlockRows) * steps_ * kPairBytes +
+                     (in_block / kTileRows) * kTileRows * kTileBytes + 4 * (in_block % kTileRows);
+    for (int64_t k = 0; k < K; k += 4)
+      std::memcpy(column + (k / kTileBytes) * kPairBytes + (k % kTileBytes / 4) * kTileBytes, codes + n * K + k,
+                  size_t(std::min<int64_t>(4, K - k)));
+  }
 }
 
 void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w, S8RowBlockSink sink) {
@@ -134,27 +135,27 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   const int64_t panels = (blocks + panel_blocks - 1) / panel_blocks;
   Scratch& scratch = thread_scratch();
   int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? strips : 1) * kBlockRows * padded_N);
-  // A strip of rows that the tiles cannot read in place (the last one when M is not a multiple of 32: its
-  // tile loads would run past A; any, when K is not a multiple of 64) is copied, zero-padded, first.
-  const bool ragged_K = padded_K != K;
-  const bool staged_all = ragged_K && panels > 1;
-  int8_t* staged = scratch.staged.as<int8_t>((staged_all ? strips : 1) * kBlockRows * padded_K);
+  // The tiles read each row's K padded to a multiple of 64: past a row's end lie the next row's codes,
+  // which meet the weights' zero padding and add nothing. Only the last strip is copied, zero-padded,
+  // first: its last row's padding (or, when M is not a multiple of 32, its missing rows) would be read
+  // past the end of A.
+  const int64_t last = strips - 1;
+  int8_t* staged = scratch.staged.as<int8_t>(kBlockRows * padded_K);
+  const int64_t last_count = M - last * kBlockRows;
+  const bool stage_last = last_count < kBlockRows || padded_K > K;
+  if (stage_last) {
+    std::memset(staged, 0, size_t(kBlockRows * padded_K));
+    for (int64_t r = 0; r < last_count; ++r)
+      std::memcpy(staged + r * padded_K, a + (last * kBlockRows + r) * lda, size_t(K));
+  }
   configure_tiles();
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t first_block = panel * panel_blocks, end_block = std::min(blocks, first_block + panel_blocks);
     for (int64_t strip = 0; strip < strips; ++strip) {
       const int64_t first = strip * kBlockRows, count = std::min<int64_t>(kBlockRows, M - first);
-      const int8_t* rows = a + first * lda;
-      int64_t stride = lda;
-      if (ragged_K || count < kBlockRows) {
-        int8_t* copy = staged + (staged_all ? strip * kBlockRows * padded_K : 0);
-        if (panel == 0 || !staged_all) {
-          std::memset(copy, 0, size_t(kBlockRows * padded_K));
-          for (int64_t r = 0; r < count; ++r) std::memcpy(copy + r * padded_K, rows + r * lda, size_t(K));
-        }
-        rows = copy;
-        stride = padded_K;
-      }
+      const bool staged_strip = stage_last && strip == last;
+      const int8_t* rows = staged_strip ? staged : a + first * lda;
+      const int64_t stride = staged_strip ? padded_K : lda;
       int32_t* strip_acc = acc + (panels > 1 ? strip * kBlockRows * padded_N : 0);
       for (int64_t step = 0; step < steps; step += chunk_steps)
         multiply_strip(rows, stride, w, first_block, end_block, step, std::min(steps, step + chunk_steps), strip_acc,

@@ -35,7 +35,7 @@ TEST(AmxS8Gemm, MatchesOneDnnAndScalarSumsExactly) {
   const std::vector<Shape> shapes = {
       {1, 64, 32, 64},      {31, 96, 384, 96},    {33, 100, 17, 100},  {64, 192, 768, 200},
       {77, 1536, 40, 1536}, {96, 1600, 600, 1600}, {45, 3104, 300, 3104}, {70, 200, 4100, 208},
-      {512, 96, 384, 96},   {128, 768, 3072, 768}};
+      {512, 96, 384, 96},   {128, 768, 3072, 768}, {64, 96, 100, 96}};
   for (const Shape& shape : shapes) {
     const auto [M, K, N, lda] = shape;
     SCOPED_TRACE(testing::Message() << "M " << M << ", K " << K << ", N " << N << ", lda " << lda);
