@@ -22,9 +22,13 @@ constexpr int64_t kPairBytes = 2 * kTileRows * kTileBytes;  // B's two tiles of 
 // Weight bytes per panel of columns (amx_s8_gemm): a quarter of the 2 MB L2, leaving it room for the
 // activation rows and the parked int32 results.
 constexpr int64_t kPanelBytes = 512 << 10;
-// K steps (64 values) done in one pass over a strip's blocks: all of them up to kMaxWholeSteps (A's 32 rows
-// x 768 bytes, 24 KB of L1), else chunks of kChunkSteps (16 KB), the sums parked in between.
-constexpr int64_t kMaxWholeSteps = 12, kChunkSteps = 8;
+// Strips of 32 rows multiplied together, block by block, so that each block's weight tiles, loaded from
+// L2 for the first, are in L1 for the others.
+constexpr int kGroupStrips = 2;
+// K steps (64 values) done in one pass over a group's blocks: all of them up to kMaxWholeSteps (the
+// group's rows of A x 64 · steps bytes within 24 KB of L1), else chunks of that many, the sums parked in
+// between.
+constexpr int64_t kMaxWholeSteps = 12 / kGroupStrips, kChunkSteps = kMaxWholeSteps;
 
 struct Scratch {
   ScratchBuffer staged, acc;
@@ -48,44 +52,54 @@ FASTVLM_TARGET_AMX void configure_tiles() {
   kernels::load_tile_config(config);
 }
 
-// acc[32, the columns of blocks [first_block, end_block)] (+)= a[32 rows `lda` apart] · Bᵀ over K steps
-// [first_step, end_step), one 2x2 block of 16x16 result tiles at a time: the four products of a K step
-// take four tile loads, two of A (from L1: the strip's chunk of K is re-read for every block) and two of
-// B (from L2), which the TDPs' 16 cycles each mostly cover. The first chunk of K starts from zero, later
-// ones from the sums parked in acc (exact: int32). acc's rows are `acc_stride` int32 apart.
-FASTVLM_TARGET_AMX void multiply_strip(const int8_t* a, int64_t lda, const AmxS8Weights& w, int64_t first_block,
-                                      int64_t end_block, int64_t first_step, int64_t end_step, int32_t* acc,
-                                      int64_t acc_stride) {
+// 32 rows of A, `lda` apart, and where their int32 results go (rows `acc_stride` int32 apart).
+struct Strip {
+  const int8_t* a;
+  int64_t lda;
+  int32_t* acc;
+};
+
+// acc[32, the columns of blocks [first_block, end_block)] (+)= a · Bᵀ over K steps [first_step, end_step)
+// for each of `count` strips, one 2x2 block of 16x16 result tiles at a time: the four products of a K
+// step take four tile loads, two of A (from L1: the strips' chunk of K is re-read for every block) and
+// two of B, from L2 for the first strip and from L1 for the second. The first chunk of K starts from
+// zero, later ones from the sums parked in acc (exact: int32).
+FASTVLM_TARGET_AMX void multiply_strips(const Strip* strips, int count, const AmxS8Weights& w, int64_t first_block,
+                                       int64_t end_block, int64_t first_step, int64_t end_step, int64_t acc_stride) {
   const int64_t acc_bytes = acc_stride * int64_t(sizeof(int32_t));
-  const int8_t* a1 = a + kTileRows * lda;
   for (int64_t block = first_block; block < end_block; ++block) {
-    int32_t* c = acc + block * kBlockRows;
-    if (first_step == 0) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-    } else {
-      _tile_loadd(0, c, acc_bytes);
-      _tile_loadd(1, c + kTileRows, acc_bytes);
-      _tile_loadd(2, c + kTileRows * acc_stride, acc_bytes);
-      _tile_loadd(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
+    for (int g = 0; g < count; ++g) {
+      const int8_t* a = strips[g].a;
+      const int64_t lda = strips[g].lda;
+      const int8_t* a1 = a + kTileRows * lda;
+      int32_t* c = strips[g].acc + block * kBlockRows;
+      if (first_step == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, c, acc_bytes);
+        _tile_loadd(1, c + kTileRows, acc_bytes);
+        _tile_loadd(2, c + kTileRows * acc_stride, acc_bytes);
+        _tile_loadd(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
+      }
+      const int8_t* b = w.tiles(block, first_step);
+      for (int64_t s = first_step; s < end_step; ++s, b += kPairBytes) {
+        _tile_loadd(4, a + s * kTileBytes, lda);
+        _tile_loadd(5, a1 + s * kTileBytes, lda);
+        _tile_loadd(6, b, kTileBytes);
+        _tile_loadd(7, b + kPairBytes / 2, kTileBytes);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+      }
+      _tile_stored(0, c, acc_bytes);
+      _tile_stored(1, c + kTileRows, acc_bytes);
+      _tile_stored(2, c + kTileRows * acc_stride, acc_bytes);
+      _tile_stored(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
     }
-    const int8_t* b = w.tiles(block, first_step);
-    for (int64_t s = first_step; s < end_step; ++s, b += kPairBytes) {
-      _tile_loadd(4, a + s * kTileBytes, lda);
-      _tile_loadd(5, a1 + s * kTileBytes, lda);
-      _tile_loadd(6, b, kTileBytes);
-      _tile_loadd(7, b + kPairBytes / 2, kTileBytes);
-      _tile_dpbssd(0, 4, 6);
-      _tile_dpbssd(1, 4, 7);
-      _tile_dpbssd(2, 5, 6);
-      _tile_dpbssd(3, 5, 7);
-    }
-    _tile_stored(0, c, acc_bytes);
-    _tile_stored(1, c + kTileRows, acc_bytes);
-    _tile_stored(2, c + kTileRows * acc_stride, acc_bytes);
-    _tile_stored(3, c + kTileRows * acc_stride + kTileRows, acc_bytes);
   }
 }
 
@@ -124,8 +138,8 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   if (M <= 0) return;
   const int64_t K = w.cols(), padded_K = w.steps() * kTileBytes, padded_N = w.padded_rows();
   const int64_t strips = (M + kBlockRows - 1) / kBlockRows, blocks = padded_N / kBlockRows, steps = w.steps();
-  // K in chunks whose 32 rows of A stay in L1 beside the weights streaming through: a whole strip of a
-  // long K (32 x 1536 bytes fills the 48 KB) would have both operands come from L2, twice the bandwidth.
+  // K in chunks whose rows of A stay in L1 beside the weights streaming through: a whole strip of a long
+  // K (32 x 1536 bytes fills the 48 KB) would have both operands come from L2, twice the bandwidth.
   const int64_t chunk_steps = steps <= kMaxWholeSteps ? steps : kChunkSteps;
   // The weights in panels of columns that stay in L2 while every strip of rows passes over them: weights
   // larger than that (the last stages' layers, several MB) would otherwise stream from L3 once per strip.
@@ -134,7 +148,7 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   const int64_t panel_blocks = std::clamp<int64_t>(kPanelBytes / (padded_K * kBlockRows), 1, blocks);
   const int64_t panels = (blocks + panel_blocks - 1) / panel_blocks;
   Scratch& scratch = thread_scratch();
-  int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? strips : 1) * kBlockRows * padded_N);
+  int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? strips : kGroupStrips) * kBlockRows * padded_N);
   // The tiles read each row's K padded to a multiple of 64: past a row's end lie the next row's codes,
   // which meet the weights' zero padding and add nothing. Only the last strip is copied, zero-padded,
   // first: its last row's padding (or, when M is not a multiple of 32, its missing rows) would be read
@@ -151,16 +165,23 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   configure_tiles();
   for (int64_t panel = 0; panel < panels; ++panel) {
     const int64_t first_block = panel * panel_blocks, end_block = std::min(blocks, first_block + panel_blocks);
-    for (int64_t strip = 0; strip < strips; ++strip) {
-      const int64_t first = strip * kBlockRows, count = std::min<int64_t>(kBlockRows, M - first);
-      const bool staged_strip = stage_last && strip == last;
-      const int8_t* rows = staged_strip ? staged : a + first * lda;
-      const int64_t stride = staged_strip ? padded_K : lda;
-      int32_t* strip_acc = acc + (panels > 1 ? strip * kBlockRows * padded_N : 0);
+    for (int64_t group = 0; group < strips; group += kGroupStrips) {
+      Strip group_strips[kGroupStrips];
+      const int count = int(std::min<int64_t>(kGroupStrips, strips - group));
+      for (int g = 0; g < count; ++g) {
+        const int64_t strip = group + g;
+        const bool staged_strip = stage_last && strip == last;
+        group_strips[g] = {staged_strip ? staged : a + strip * kBlockRows * lda, staged_strip ? padded_K : lda,
+                           acc + (panels > 1 ? strip : g) * kBlockRows * padded_N};
+      }
       for (int64_t step = 0; step < steps; step += chunk_steps)
-        multiply_strip(rows, stride, w, first_block, end_block, step, std::min(steps, step + chunk_steps), strip_acc,
-                       padded_N);
-      if (panel == panels - 1) sink(strip_acc, padded_N, first, count);
+        multiply_strips(group_strips, count, w, first_block, end_block, step, std::min(steps, step + chunk_steps),
+                        padded_N);
+      if (panel == panels - 1)
+        for (int g = 0; g < count; ++g) {
+          const int64_t first = (group + g) * kBlockRows;
+          sink(group_strips[g].acc, padded_N, first, std::min<int64_t>(kBlockRows, M - first));
+        }
     }
   }
   release_tiles();
