@@ -19,9 +19,12 @@ constexpr int kTileRows = 16;
 constexpr int kTileBytes = 64;                 // K values per tile row of A, 16 quadruples per row of B
 constexpr int kBlockRows = 2 * kTileRows;      // a 2x2 block of result tiles: 32 pixels x 32 output rows
 constexpr int64_t kPairBytes = 2 * kTileRows * kTileBytes;  // B's two tiles of one block and K step
-// Weight bytes per panel of columns (amx_s8_gemm): a quarter of the 2 MB L2, leaving it room for the
-// activation rows and the parked int32 results.
-constexpr int64_t kPanelBytes = 512 << 10;
+// Weight bytes per panel of columns (amx_s8_gemm): half the 2 MB L2, leaving it room for the activation
+// rows and the parked int32 results. Weights up to this size (all but the last two stages' layers) are
+// one panel, and their results are handed on strip by strip.
+constexpr int64_t kPanelBytes = 1024 << 10;
+// Strips of rows per pass over the panels, when there are several.
+constexpr int64_t kPassStrips = 8;
 // Strips of 32 rows multiplied together, block by block, so that each block's weight tiles, loaded from
 // L2 for the first, are in L1 for the others.
 constexpr int kGroupStrips = 2;
@@ -147,8 +150,11 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   // each strip to `sink` as it completes.
   const int64_t panel_blocks = std::clamp<int64_t>(kPanelBytes / (padded_K * kBlockRows), 1, blocks);
   const int64_t panels = (blocks + panel_blocks - 1) / panel_blocks;
+  // With more than one panel, rows go through in passes of up to kPassStrips strips, so that the parked
+  // results of a pass stay within a few MB however many rows there are.
+  const int64_t pass_strips = panels > 1 ? kPassStrips : strips;
   Scratch& scratch = thread_scratch();
-  int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? strips : kGroupStrips) * kBlockRows * padded_N);
+  int32_t* acc = scratch.acc.as<int32_t>((panels > 1 ? pass_strips : kGroupStrips) * kBlockRows * padded_N);
   // The tiles read each row's K padded to a multiple of 64: past a row's end lie the next row's codes,
   // which meet the weights' zero padding and add nothing. Only the last strip is copied, zero-padded,
   // first: its last row's padding (or, when M is not a multiple of 32, its missing rows) would be read
@@ -163,25 +169,28 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
       std::memcpy(staged + r * padded_K, a + (last * kBlockRows + r) * lda, size_t(K));
   }
   configure_tiles();
-  for (int64_t panel = 0; panel < panels; ++panel) {
-    const int64_t first_block = panel * panel_blocks, end_block = std::min(blocks, first_block + panel_blocks);
-    for (int64_t group = 0; group < strips; group += kGroupStrips) {
-      Strip group_strips[kGroupStrips];
-      const int count = int(std::min<int64_t>(kGroupStrips, strips - group));
-      for (int g = 0; g < count; ++g) {
-        const int64_t strip = group + g;
-        const bool staged_strip = stage_last && strip == last;
-        group_strips[g] = {staged_strip ? staged : a + strip * kBlockRows * lda, staged_strip ? padded_K : lda,
-                           acc + (panels > 1 ? strip : g) * kBlockRows * padded_N};
-      }
-      for (int64_t step = 0; step < steps; step += chunk_steps)
-        multiply_strips(group_strips, count, w, first_block, end_block, step, std::min(steps, step + chunk_steps),
-                        padded_N);
-      if (panel == panels - 1)
+  for (int64_t pass = 0; pass < strips; pass += pass_strips) {
+    const int64_t pass_end = std::min(strips, pass + pass_strips);
+    for (int64_t panel = 0; panel < panels; ++panel) {
+      const int64_t first_block = panel * panel_blocks, end_block = std::min(blocks, first_block + panel_blocks);
+      for (int64_t group = pass; group < pass_end; group += kGroupStrips) {
+        Strip group_strips[kGroupStrips];
+        const int count = int(std::min<int64_t>(kGroupStrips, pass_end - group));
         for (int g = 0; g < count; ++g) {
-          const int64_t first = (group + g) * kBlockRows;
-          sink(group_strips[g].acc, padded_N, first, std::min<int64_t>(kBlockRows, M - first));
+          const int64_t strip = group + g;
+          const bool staged_strip = stage_last && strip == last;
+          group_strips[g] = {staged_strip ? staged : a + strip * kBlockRows * lda, staged_strip ? padded_K : lda,
+                             acc + (panels > 1 ? strip - pass : g) * kBlockRows * padded_N};
         }
+        for (int64_t step = 0; step < steps; step += chunk_steps)
+          multiply_strips(group_strips, count, w, first_block, end_block, step, std::min(steps, step + chunk_steps),
+                          padded_N);
+        if (panel == panels - 1)
+          for (int g = 0; g < count; ++g) {
+            const int64_t first = (group + g) * kBlockRows;
+            sink(group_strips[g].acc, padded_N, first, std::min<int64_t>(kBlockRows, M - first));
+          }
+      }
     }
   }
   release_tiles();

@@ -1,8 +1,9 @@
 // amx_s8_gemm (kernels/amx_int8_gemm.h) against oneDNN's matmul_s8 and a scalar int64 reference: int32
 // sums are exact, so every element must be equal. The shapes cover ragged M (a last strip of fewer than
 // 32 rows), ragged N (a last block of fewer than 32 columns), ragged K (not a multiple of 64: the rows are
-// staged, zero-padded), rows `lda` apart with lda > K, K long enough to be walked in chunks, and weights
-// large enough to be split into panels of columns (with ragged K and M at once). Also that the row blocks
+// staged, zero-padded), rows `lda` apart with lda > K, K long enough to be walked in chunks, odd numbers
+// of strips (the pairs' remainder), and weights large enough to be split into panels of columns (with
+// ragged K and M at once, and more rows than one pass over the panels takes). Also that the row blocks
 // reach the sink once each, in order, 32 rows at a time.
 #include <gtest/gtest.h>
 
@@ -33,9 +34,9 @@ std::vector<int8_t> random_codes(int64_t count, uint32_t seed) {
 TEST(AmxS8Gemm, MatchesOneDnnAndScalarSumsExactly) {
   if (!kernels::int8_tiles_available()) GTEST_SKIP() << "no AMX-INT8 at " << kernels::kernel_level_name();
   const std::vector<Shape> shapes = {
-      {1, 64, 32, 64},      {31, 96, 384, 96},    {33, 100, 17, 100},  {64, 192, 768, 200},
-      {77, 1536, 40, 1536}, {96, 1600, 600, 1600}, {45, 3104, 300, 3104}, {70, 200, 4100, 208},
-      {512, 96, 384, 96},   {128, 768, 3072, 768}, {64, 96, 100, 96}};
+      {1, 64, 32, 64},        {31, 96, 384, 96},      {33, 100, 17, 100},     {64, 192, 768, 200},
+      {77, 1536, 40, 1536},   {96, 1600, 600, 1600},  {45, 3104, 300, 3104},  {70, 200, 4100, 208},
+      {300, 1536, 800, 1536}, {512, 96, 384, 96},     {128, 768, 3072, 768},  {64, 96, 100, 96}};
   for (const Shape& shape : shapes) {
     const auto [M, K, N, lda] = shape;
     SCOPED_TRACE(testing::Message() << "M " << M << ", K " << K << ", N " << N << ", lda " << lda);
