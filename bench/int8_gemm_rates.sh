@@ -26,9 +26,11 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
     args = dict(re.findall(r"(\w+):(\d+)", b["run_name"]))
     shape = f"{args['M']}x{args['K']}:{args['K']}x{args['N']} e{args['epilogue']}"
     rates[(shape, args["kernel"])].append(b["GOP/s"] / 1e9)
-print(f"{'MxK:KxN epilogue':24s} {'oneDNN median [best]':>22s} {'amx median [best]':>20s} {'amx best % peak':>15s} {'speed-up':>8s}")
+print(f"{'MxK:KxN epilogue':24s} {'oneDNN median [best]':>22s} {'amx median [best]':>20s} "
+      f"{'amx best % peak':>15s} {'speed-up':>8s}")
 for shape in dict.fromkeys(s for s, _ in rates):
     d, a = rates.get((shape, "0"), [float("nan")]), rates.get((shape, "1"), [float("nan")])
     md, ma = statistics.median(d), statistics.median(a)
-    print(f"{shape:24s} {md:10.0f} [{max(d):6.0f}] {ma:10.0f} [{max(a):6.0f}] {100 * max(a) / peak:14.1f}% {ma / md:7.2f}x")
+    print(f"{shape:24s} {md:10.0f} [{max(d):6.0f}] {ma:10.0f} [{max(a):6.0f}] {100 * max(a) / peak:14.1f}% "
+          f"{ma / md:7.2f}x")
 PY

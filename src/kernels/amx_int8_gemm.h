@@ -1,13 +1,15 @@
 #pragma once
 // The vision tower's int8 products on AMX tiles: C[M, N] = A[M, K] · B[N, K]ᵀ for signed 8-bit activation
 // codes A and weight codes B, exact in int32 (TDPBSSD multiplies s8 by s8, so the codes are used as they
-// are), each block of result rows handed to the caller's epilogue while it is still in cache. The int32
-// matrix is never written whole: the tower's epilogues (kernels/int8_epilogue.h) dequantise, requantise
-// or add it into the residual 32 rows at a time. On the tower's shapes this runs at several times the rate
-// of oneDNN's AMX int8 matmul (bench_vision_kernels BM_PointwiseGemmInt8), whose edges and int32 output
-// cost more than its tile products there. Needs int8_tiles_available() (kernels/capabilities.h); where
-// that is false (no AMX: Zen 4/5, or FASTVLM_ISA below amx) the tower keeps oneDNN's matmul_s8
-// (kernels/gemm.h), whose sums are the same integers.
+// are), each block of 32 result rows handed to the caller's epilogue while it is still in cache: the
+// tower's epilogues (kernels/int8_epilogue.h) dequantise, requantise or add into the residual 32 rows at a
+// time, and the int32 matrix is never written whole (with weights of at most 1 MB; larger ones are
+// multiplied in panels of columns, the results of up to 256 rows parked until the last panel).
+// On the tower's shapes, one thread, this runs at 1.2-5x the rate of oneDNN 2.6's AMX int8 matmul
+// (bench/int8_gemm_rates.sh), whose edge handling and copies cost more than its tile products there.
+// Needs int8_tiles_available() (kernels/capabilities.h); where that is false (no AMX: Zen 4/5, or
+// FASTVLM_ISA below amx) the tower keeps oneDNN's matmul_s8 (kernels/gemm.h), whose sums are the same
+// integers.
 #include <cstdint>
 #include <memory>
 #include <utility>

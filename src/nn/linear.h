@@ -106,11 +106,12 @@ class Linear {
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in arena_
   std::shared_ptr<const WeightArena> arena_;
-  // S8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16 from from_f32
-  // where the CPU has bf16 products (the vision tower's layers, only ever multiplied as GEMMs, BF16 ones
-  // with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at load.
+  // S8 without AMX-INT8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16
+  // from from_f32 where the CPU has bf16 products (the vision tower's layers, only ever multiplied as
+  // GEMMs, BF16 ones with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at
+  // load.
   std::shared_ptr<const PackedWeights> packed_;
-  // S8 where the CPU has AMX-INT8: the codes in tile order for amx_s8_gemm, instead of packed_.
+  // S8 where the CPU has AMX-INT8: the codes in tile order for amx_s8_gemm (epilogues fused per 32 rows).
   std::shared_ptr<const AmxS8Weights> amx_s8_;
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
