@@ -116,7 +116,10 @@ AmxS8Weights::AmxS8Weights(const int8_t* codes, int64_t N, int64_t K)
     : N_(N),
       K_(K),
       padded_N_((N + kBlockRows - 1) / kBlockRows * kBlockRows),
-      steps_((K + kTileBytes - 1) / kTileBytes) {
+      steps_((K + kTileBytes - 1) / kTileBytes),
+      // K in chunks whose rows of A stay in L1 beside the weights streaming through: a whole strip of a
+      // long K (32 x 1536 bytes fills the 48 KB) would have both operands come from L2, twice the bandwidth.
+      chunk_steps_(steps_ <= kMaxWholeSteps ? steps_ : kChunkSteps) {
   require_int8_tiles("AmxS8Weights");
   if (N <= 0 || K <= 0)
     throw Error("AmxS8Weights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
@@ -124,15 +127,16 @@ AmxS8Weights::AmxS8Weights(const int8_t* codes, int64_t N, int64_t K)
   const int64_t bytes = padded_N_ * steps_ * kTileBytes;
   tiles_.reset(static_cast<int8_t*>(allocate_aligned(size_t(bytes), "int8 weight tiles")));
   std::memset(tiles_.get(), 0, size_t(bytes));
-  // Output row n, K values k..k+3 (k a multiple of 4): in the pair of tiles of block n / 32 and step k / 64,
-  // tile (n % 32) / 16, row (k % 64) / 4, bytes 4 · (n % 16).. (K's last quadruple may be partial).
+  // Output row n, K values k..k+3 (k a multiple of 4): in the pair of tiles of block n / 32 and step
+  // k / 64, tile (n % 32) / 16, row (k % 64) / 4, bytes 4 · (n % 16).. (K's last quadruple may be partial).
   for (int64_t n = 0; n < N; ++n) {
     const int64_t in_block = n % kBlockRows;
-    int8_t* column = tiles_.get() + (n / kBlockRows) * steps_ * kPairBytes +
-                     (in_block / kTileRows) * kTileRows * kTileBytes + 4 * (in_block % kTileRows);
-    for (int64_t k = 0; k < K; k += 4)
-      std::memcpy(column + (k / kTileBytes) * kPairBytes + (k % kTileBytes / 4) * kTileBytes, codes + n * K + k,
-                  size_t(std::min<int64_t>(4, K - k)));
+    const int64_t offset = (in_block / kTileRows) * kTileRows * kTileBytes + 4 * (in_block % kTileRows);
+    for (int64_t step = 0; step < steps_; ++step) {
+      int8_t* pair = tiles_.get() + (tiles(n / kBlockRows, step) - tiles_.get()) + offset;
+      for (int64_t k = step * kTileBytes; k < std::min(K, (step + 1) * kTileBytes); k += 4)
+        std::memcpy(pair + (k % kTileBytes / 4) * kTileBytes, codes + n * K + k, size_t(std::min<int64_t>(4, K - k)));
+    }
   }
 }
 
@@ -141,9 +145,7 @@ void amx_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const AmxS8Weights& w,
   if (M <= 0) return;
   const int64_t K = w.cols(), padded_K = w.steps() * kTileBytes, padded_N = w.padded_rows();
   const int64_t strips = (M + kBlockRows - 1) / kBlockRows, blocks = padded_N / kBlockRows, steps = w.steps();
-  // K in chunks whose rows of A stay in L1 beside the weights streaming through: a whole strip of a long
-  // K (32 x 1536 bytes fills the 48 KB) would have both operands come from L2, twice the bandwidth.
-  const int64_t chunk_steps = steps <= kMaxWholeSteps ? steps : kChunkSteps;
+  const int64_t chunk_steps = w.chunk_steps();
   // The weights in panels of columns that stay in L2 while every strip of rows passes over them: weights
   // larger than that (the last stages' layers, several MB) would otherwise stream from L3 once per strip.
   // With more than one panel the strips' int32 results wait in `acc` for the last panel, whose pass hands

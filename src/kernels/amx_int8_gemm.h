@@ -10,6 +10,7 @@
 // Needs int8_tiles_available() (kernels/capabilities.h); where that is false (no AMX: Zen 4/5, or
 // FASTVLM_ISA below amx) the tower keeps oneDNN's matmul_s8 (kernels/gemm.h), whose sums are the same
 // integers.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -17,8 +18,11 @@
 namespace fastvlm {
 
 // Weight codes B [N, K] rearranged once, at load, into the tiles TDPBSSD takes as its right operand: for
-// each 32 output rows and each 64 values of K, two 1 KB tiles (16 output rows each) whose row q holds, for
-// each of the 16 output rows, its four codes at K 4q..4q+3. N is padded to 32 and K to 64 with zeros.
+// each 32 output rows and each 64 values of K (a step), two 1 KB tiles (16 output rows each) whose row q
+// holds, for each of the 16 output rows, its four codes at K 4q..4q+3. N is padded to 32 and K to 64 with
+// zeros. The product walks K in chunks of chunk_steps() steps, each chunk over every 32 output rows in
+// turn, so the pairs of tiles are stored in that order: chunk by chunk, within one 32 rows after another,
+// within those step by step. A pass of the product then reads the weights front to back.
 class AmxS8Weights {
  public:
   AmxS8Weights(const int8_t* codes, int64_t N, int64_t K);
@@ -27,14 +31,19 @@ class AmxS8Weights {
   int64_t cols() const { return K_; }
   int64_t padded_rows() const { return padded_N_; }  // N rounded up to 32
   int64_t steps() const { return steps_; }           // K / 64, rounded up
-  // The two tiles of output rows 32·block.. at K step `step`, 2 KB in one piece.
-  const int8_t* tiles(int64_t block, int64_t step) const { return tiles_.get() + (block * steps_ + step) * 2048; }
+  int64_t chunk_steps() const { return chunk_steps_; }
+  // The two tiles of output rows 32·block.. at K step `step`, 2 KB in one piece; the chunk's next step
+  // follows them.
+  const int8_t* tiles(int64_t block, int64_t step) const {
+    const int64_t first = step / chunk_steps_ * chunk_steps_, length = std::min(chunk_steps_, steps_ - first);
+    return tiles_.get() + (first * (padded_N_ / 32) + block * length + step - first) * 2048;
+  }
 
  private:
   struct Free {
     void operator()(int8_t* p) const;
   };
-  int64_t N_, K_, padded_N_, steps_;
+  int64_t N_, K_, padded_N_, steps_, chunk_steps_;
   std::unique_ptr<int8_t, Free> tiles_;
 };
 
