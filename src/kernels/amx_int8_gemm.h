@@ -5,8 +5,10 @@
 // tower's epilogues (kernels/int8_epilogue.h) dequantise, requantise or add into the residual 32 rows at a
 // time, and the int32 matrix is never written whole (with weights of at most 1 MB; larger ones are
 // multiplied in panels of columns, the results of up to 256 rows parked until the last panel).
-// On the tower's shapes, one thread, this runs at 1.2-5x the rate of oneDNN 2.6's AMX int8 matmul
-// (bench/int8_gemm_rates.sh), whose edge handling and copies cost more than its tile products there.
+// On the tower's shapes, one thread (bench/int8_gemm_rates.sh), this runs at 1.3-2x the rate of oneDNN
+// 2.6's AMX int8 matmul where the weights fit in L2 (stages 0-2: 35-58% of the tdpbssd peak; 5x on a
+// whole 4096-row map), at about its rate (1.0-1.2x, ~30%) on the last stages' weights of 2-9 MB, which
+// stream from L3 for every 128-row tile. The short-K products are bound by storing their result tiles.
 // Needs int8_tiles_available() (kernels/capabilities.h); where that is false (no AMX: Zen 4/5, or
 // FASTVLM_ISA below amx) the tower keeps oneDNN's matmul_s8 (kernels/gemm.h), whose sums are the same
 // integers.
