@@ -12,6 +12,7 @@
 
 #include "core/cpu.h"
 #include "core/tensor.h"
+#include "kernels/amx_int8_gemm.h"
 #include "kernels/capabilities.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
@@ -155,14 +156,17 @@ BENCHMARK(BM_PointwiseGemmF32Packed)
 
 // The Int8 compute's ConvFFN and attention products: int8 codes multiplied exactly into int32 on weights
 // packed at load, then the tower's epilogue (0: none, the product alone; 1: dequantise + GELU + requantise
-// per pixel; 2: dequantise + add to a float32 output). Timed in the calling thread's CPU time, single
-// threaded like the tower's per-thread tiles (run with OMP_NUM_THREADS=1). args: M, K, N, epilogue.
+// per pixel; 2: dequantise + add to a float32 output). kernel 0: oneDNN's matmul_s8, the whole int32
+// product, then the epilogue over it; 1: amx_s8_gemm, the epilogue on each block of 32 rows as it comes
+// (the tower's path where the CPU has AMX-INT8). Timed in the calling thread's CPU time, single threaded
+// like the tower's per-thread tiles (run with OMP_NUM_THREADS=1). args: M, K, N, epilogue, kernel.
 // Compare GOP/s with bench_peak's tdpbusd (AMX) or vpdpbusd rate per core.
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const int epilogue = int(state.range(3));
-  if (!kernels::int8_compute_available()) {
-    state.SkipWithError("no AVX512-VNNI");
+  const bool amx = state.range(4) == 1;
+  if (!kernels::int8_compute_available() || (amx && !kernels::int8_tiles_available())) {
+    state.SkipWithError(amx ? "no AMX-INT8" : "no AVX512-VNNI");
     return;
   }
   std::vector<int8_t> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K));
@@ -173,32 +177,54 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   std::vector<int32_t> accumulators(static_cast<size_t>(M * N));
   std::vector<int8_t> codes(static_cast<size_t>(M * N));
   fill(bias.data(), N);
-  const PackedWeights packed(b.data(), N, K);
-  const Int8MatmulSpec spec{.M = M, .a = a.data(), .lda = K, .b = &packed, .c = accumulators.data(), .ldc = N};
-  for (auto _ : state) {
-    matmul_s8(spec);
+  auto finish = [&](const int32_t* acc, int64_t stride, int64_t first, int64_t count) {
     if (epilogue == 1)
-      dequantize_gelu_quantize(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(),
-                               codes.data(), code_scales.data());
+      dequantize_gelu_quantize(acc, count, N, stride, row_scales.data() + first, weight_scales.data(), bias.data(),
+                               codes.data() + first * N, code_scales.data() + first);
     else if (epilogue == 2)
-      dequantize_add(accumulators.data(), M, N, row_scales.data(), weight_scales.data(), bias.data(), c.data());
-    benchmark::ClobberMemory();
+      dequantize_add(acc, count, N, stride, row_scales.data() + first, weight_scales.data(), bias.data(),
+                     c.data() + first * N);
+  };
+  if (amx) {
+    const AmxS8Weights tiles(b.data(), N, K);
+    for (auto _ : state) {
+      amx_s8_gemm(a.data(), M, K, tiles, finish);
+      benchmark::ClobberMemory();
+    }
+  } else {
+    const PackedWeights packed(b.data(), N, K);
+    const Int8MatmulSpec spec{.M = M, .a = a.data(), .lda = K, .b = &packed, .c = accumulators.data(), .ldc = N};
+    for (auto _ : state) {
+      matmul_s8(spec);
+      finish(accumulators.data(), N, 0, M);
+      benchmark::ClobberMemory();
+    }
   }
   state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
-  state.SetLabel("s8, " + std::string(isa_name(active_isa())) + ", " + std::to_string(omp_get_max_threads()) +
-                 " threads");
+  state.SetLabel(std::string(amx ? "amx_s8_gemm" : "oneDNN matmul_s8") + ", " + std::string(isa_name(active_isa())) +
+                 ", " + std::to_string(omp_get_max_threads()) + " threads");
 }
 // The tower's int8 tiles (l2_tile_rows): ConvFFN fc1/fc2 of stages 0-4 and attention qkv/proj of stages 3
-// and 4, the product alone and with its epilogue; then the whole stage-2 map in one product.
+// and 4, the product alone and with its epilogue; then the whole stage-2 map in one product. Each on both
+// kernels.
+void Int8GemmShapes(benchmark::internal::Benchmark* benchmark) {
+  const std::vector<std::vector<int64_t>> shapes = {
+      {512, 96, 384, 0},    {512, 384, 96, 0},    {256, 192, 768, 0},  {256, 768, 192, 0},  {128, 384, 1536, 0},
+      {128, 1536, 384, 0},  {128, 768, 3072, 0},  {128, 3072, 768, 0}, {128, 1536, 6144, 0}, {128, 6144, 1536, 0},
+      {128, 768, 2304, 0},  {256, 768, 768, 0},   {512, 96, 384, 1},   {512, 384, 96, 2},   {256, 192, 768, 1},
+      {256, 768, 192, 2},   {128, 384, 1536, 1},  {128, 1536, 384, 2}, {128, 768, 3072, 1}, {128, 3072, 768, 2},
+      {4096, 384, 1536, 0}, {4096, 1536, 384, 0}};
+  for (const std::vector<int64_t>& shape : shapes)
+    for (const int64_t kernel : {0, 1}) {
+      std::vector<int64_t> args = shape;
+      args.push_back(kernel);
+      benchmark->Args(args);
+    }
+}
 BENCHMARK(BM_PointwiseGemmInt8)
-    ->Args({512, 96, 384, 0})->Args({512, 384, 96, 0})->Args({256, 192, 768, 0})->Args({256, 768, 192, 0})
-    ->Args({128, 384, 1536, 0})->Args({128, 1536, 384, 0})->Args({128, 768, 3072, 0})->Args({128, 3072, 768, 0})
-    ->Args({128, 1536, 6144, 0})->Args({128, 6144, 1536, 0})->Args({128, 768, 2304, 0})->Args({256, 768, 768, 0})
-    ->Args({512, 96, 384, 1})->Args({512, 384, 96, 2})->Args({256, 192, 768, 1})->Args({256, 768, 192, 2})
-    ->Args({128, 384, 1536, 1})->Args({128, 1536, 384, 2})->Args({128, 768, 3072, 1})->Args({128, 3072, 768, 2})
-    ->Args({4096, 384, 1536, 0})->Args({4096, 1536, 384, 0})
-    ->ArgNames({"M", "K", "N", "epilogue"})
+    ->Apply(Int8GemmShapes)
+    ->ArgNames({"M", "K", "N", "epilogue", "kernel"})
     ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 
 // The Int8 compute's element-wise passes alone, on data already in cache (they are bound by their
@@ -222,7 +248,7 @@ void BM_Int8Elementwise(benchmark::State& state) {
   std::vector<uint16_t> numerators(static_cast<size_t>(rows * cols));
   for (auto _ : state) {
     if (kind == 0)
-      dequantize_gelu_quantize(accumulators.data(), rows, cols, row_scales.data(), weight_scales.data(), bias.data(),
+      dequantize_gelu_quantize(accumulators.data(), rows, cols, cols, row_scales.data(), weight_scales.data(), bias.data(),
                                codes.data(), scales.data());
     else if (kind == 1)
       quantize_rows_s8(values.data(), rows, cols, cols, codes.data(), scales.data());

@@ -12,7 +12,7 @@ bool bf16_compute_available();
 bool amx_bf16_available();
 // int8 GEMMs (AVX512-VNNI: the vision tower's int8 compute, the quantised LLM prefill GEMM).
 bool int8_compute_available();
-// int8 tile products (AMX): gemv_quant_batch's fast path.
+// int8 tile products (AMX): gemv_quant_batch's fast path and the vision tower's s8 GEMMs (amx_s8_gemm).
 bool int8_tiles_available();
 // The active kernel level for error messages, e.g. "avx2".
 std::string kernel_level_name();

@@ -103,8 +103,9 @@ FASTVLM_TARGET_AVX512 inline __m512 activate(const int32_t* acc, __m512 row_scal
 }
 
 FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, int64_t rows, int64_t cols,
-                                                           const float* row_scales, const float* weight_scales,
-                                                           const float* bias, int8_t* codes, float* code_scales) {
+                                                           int64_t acc_stride, const float* row_scales,
+                                                           const float* weight_scales, const float* bias,
+                                                           int8_t* codes, float* code_scales) {
   thread_local std::vector<float> staging;
   staging.resize(size_t(cols));
   // Read once: the address of a thread_local is a call to __tls_get_addr (with a vzeroupper and a spill
@@ -112,7 +113,7 @@ FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, i
   float* const activated = staging.data();
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
-    const int32_t* row = acc + r * cols;
+    const int32_t* row = acc + r * acc_stride;
     __m512 running = _mm512_setzero_ps();
     for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
       running = activate(row, row_scale, weight_scales, bias, c, mask, activated, running);
@@ -122,13 +123,13 @@ FASTVLM_TARGET_AVX512 void dequantize_gelu_quantize_avx512(const int32_t* acc, i
 }
 
 FASTVLM_TARGET_AVX512 void dequantize_store_avx512(
-    const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales, const float* weight_scales,
-    const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
+    const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride, const float* row_scales,
+    const float* weight_scales, const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
-      __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
+      __m512 value = dequantize(acc + r * acc_stride + c, scales, bias ? bias + c : nullptr, mask);
       if (gelu) value = simd::gelu_avx512(value);
       if (out_f32)
         _mm512_mask_storeu_ps(out_f32 + r * cols + c, mask, value);
@@ -139,14 +140,14 @@ FASTVLM_TARGET_AVX512 void dequantize_store_avx512(
 }
 
 FASTVLM_TARGET_AVX512 void dequantize_add_avx512(const int32_t* acc, int64_t rows, int64_t cols,
-                                                 const float* row_scales, const float* weight_scales, const float* bias,
-                                                 float* out) {
+                                                 int64_t acc_stride, const float* row_scales,
+                                                 const float* weight_scales, const float* bias, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 row_scale = _mm512_set1_ps(row_scales[r]);
     for_each_vector(cols, [&](int64_t c, __mmask16 mask) FASTVLM_TARGET_AVX512 {
       const __m512 scales = _mm512_mul_ps(row_scale, _mm512_maskz_loadu_ps(mask, weight_scales + c));
       float* target = out + r * cols + c;
-      const __m512 value = dequantize(acc + r * cols + c, scales, bias ? bias + c : nullptr, mask);
+      const __m512 value = dequantize(acc + r * acc_stride + c, scales, bias ? bias + c : nullptr, mask);
       _mm512_mask_storeu_ps(target, mask, _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, target)));
     });
   }
@@ -155,9 +156,11 @@ FASTVLM_TARGET_AVX512 void dequantize_add_avx512(const int32_t* acc, int64_t row
 // Only AVX-512 variants: int8 compute is refused below (kernels/capabilities.h).
 struct Int8EpilogueOps {
   void (*quantize_rows)(const float*, int64_t, int64_t, int64_t, int8_t*, float*);
-  void (*gelu_quantize)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, int8_t*, float*);
-  void (*store)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, bool, float*, uint16_t*);
-  void (*add)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, float*);
+  void (*gelu_quantize)(const int32_t*, int64_t, int64_t, int64_t, const float*, const float*, const float*, int8_t*,
+                        float*);
+  void (*store)(const int32_t*, int64_t, int64_t, int64_t, const float*, const float*, const float*, bool, float*,
+                uint16_t*);
+  void (*add)(const int32_t*, int64_t, int64_t, int64_t, const float*, const float*, const float*, float*);
 };
 
 const Int8EpilogueOps& ops() {
@@ -177,19 +180,20 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride
   ops().quantize_rows(x, rows, cols, stride, codes, scales);
 }
 
-void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
-                              const float* weight_scales, const float* bias, int8_t* codes, float* code_scales) {
-  ops().gelu_quantize(acc, rows, cols, row_scales, weight_scales, bias, codes, code_scales);
+void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride,
+                              const float* row_scales, const float* weight_scales, const float* bias, int8_t* codes,
+                              float* code_scales) {
+  ops().gelu_quantize(acc, rows, cols, acc_stride, row_scales, weight_scales, bias, codes, code_scales);
 }
 
-void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride, const float* row_scales,
                       const float* weight_scales, const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
-  ops().store(acc, rows, cols, row_scales, weight_scales, bias, gelu, out_f32, out_bf16);
+  ops().store(acc, rows, cols, acc_stride, row_scales, weight_scales, bias, gelu, out_f32, out_bf16);
 }
 
-void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride, const float* row_scales,
                     const float* weight_scales, const float* bias, float* out) {
-  ops().add(acc, rows, cols, row_scales, weight_scales, bias, out);
+  ops().add(acc, rows, cols, acc_stride, row_scales, weight_scales, bias, out);
 }
 
 }  // namespace fastvlm

@@ -11,19 +11,21 @@ namespace fastvlm {
 // that every scale is usable as a divisor). Rows of `x` are `stride` apart; codes are contiguous.
 void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int64_t stride, int8_t* codes, float* scales);
 
-// Epilogues of an int8 product acc = codes · weight_codesᵀ ([rows, cols] int32, contiguous), whose real
-// value is acc[r, c] · row_scales[r] · weight_scales[c]; bias may be null.
+// Epilogues of an int8 product acc = codes · weight_codesᵀ ([rows, cols] int32, rows `acc_stride` apart:
+// the AMX product's blocks have padded rows), whose real value is acc[r, c] · row_scales[r] ·
+// weight_scales[c]; bias may be null.
 //
 // The next product's input, in one pass per row while it is in cache:
 // (codes, code_scales)[r, :] = quantize_rows_s8(gelu(acc[r, :] · row_scales[r] · weight_scales + bias)).
-void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
-                              const float* weight_scales, const float* bias, int8_t* codes, float* code_scales);
+void dequantize_gelu_quantize(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride,
+                              const float* row_scales, const float* weight_scales, const float* bias, int8_t* codes,
+                              float* code_scales);
 // out[r, c] = act(acc[r, c] · row_scales[r] · weight_scales[c] + bias[c]), act GELU when `gelu`, else
 // identity, into float32 `out_f32` or (when that is null) bfloat16 bits `out_bf16`, contiguous.
-void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+void dequantize_store(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride, const float* row_scales,
                       const float* weight_scales, const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16);
 // A residual add: out[r, c] += acc[r, c] · row_scales[r] · weight_scales[c] + bias[c] (out contiguous).
-void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, const float* row_scales,
+void dequantize_add(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride, const float* row_scales,
                     const float* weight_scales, const float* bias, float* out);
 
 }  // namespace fastvlm

@@ -207,7 +207,10 @@ Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
       linear.s8_scales_.resize(size_t(linear.out_features_));
       quantize_rows_s8(weight.data(), linear.out_features_, linear.in_features_, linear.in_features_, codes.data(),
                        linear.s8_scales_.data());
-      linear.packed_ = std::make_shared<const PackedWeights>(codes.data(), linear.out_features_, linear.in_features_);
+      if (kernels::int8_tiles_available())
+        linear.amx_s8_ = std::make_shared<const AmxS8Weights>(codes.data(), linear.out_features_, linear.in_features_);
+      else
+        linear.packed_ = std::make_shared<const PackedWeights>(codes.data(), linear.out_features_, linear.in_features_);
       break;
     }
     case WeightType::Q8_0:
@@ -355,34 +358,43 @@ void Linear::forward_quantizing(const float* x, int64_t rows, const Activations&
   }
 }
 
-const int32_t* Linear::product_s8(const int8_t* codes, int64_t rows) const {
+void Linear::product_s8(const int8_t* codes, int64_t rows, S8RowBlockSink epilogue) const {
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
+  if (amx_s8_) return amx_s8_gemm(codes, rows, in_features_, *amx_s8_, epilogue);
   int32_t* acc = thread_scratch().accumulators.as<int32_t>(rows * out_features_);
   matmul_s8({.M = rows, .a = codes, .lda = in_features_, .b = packed_.get(), .c = acc, .ldc = out_features_});
-  return acc;
+  epilogue(acc, out_features_, 0, rows);
 }
 
 void Linear::forward_s8(const int8_t* codes, const float* row_scales, int64_t rows, const Activations& y,
                         Epilogue epilogue) const {
-  const int32_t* acc = product_s8(codes, rows);
-  if (epilogue == Epilogue::AddToOutput) {
-    if (y.type != DType::F32) throw Error("internal: adding to the output needs a float32 output");
-    dequantize_add(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(),
-                   static_cast<float*>(y.data));
-    return;
-  }
-  const bool f32 = y.type == DType::F32;
-  dequantize_store(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(),
-                   epilogue == Epilogue::Gelu, f32 ? static_cast<float*>(y.data) : nullptr,
-                   f32 ? nullptr : static_cast<uint16_t*>(y.data));
+  if (epilogue == Epilogue::AddToOutput && y.type != DType::F32)
+    throw Error("internal: adding to the output needs a float32 output");
+  const int64_t cols = out_features_;
+  auto finish = [&](const int32_t* acc, int64_t stride, int64_t first, int64_t count) {
+    const float* scales = row_scales + first;
+    if (epilogue == Epilogue::AddToOutput) {
+      dequantize_add(acc, count, cols, stride, scales, s8_scales_.data(), bias(),
+                     static_cast<float*>(y.at(first * cols)));
+      return;
+    }
+    const bool f32 = y.type == DType::F32;
+    dequantize_store(acc, count, cols, stride, scales, s8_scales_.data(), bias(), epilogue == Epilogue::Gelu,
+                     f32 ? static_cast<float*>(y.at(first * cols)) : nullptr,
+                     f32 ? nullptr : static_cast<uint16_t*>(y.at(first * cols)));
+  };
+  product_s8(codes, rows, finish);
 }
 
 void Linear::forward_s8_gelu_requantize(const int8_t* codes, const float* row_scales, int64_t rows,
                                         int8_t* out_codes, float* out_scales) const {
-  const int32_t* acc = product_s8(codes, rows);
-  dequantize_gelu_quantize(acc, rows, out_features_, row_scales, s8_scales_.data(), bias(), out_codes,
-                           out_scales);
+  const int64_t cols = out_features_;
+  auto finish = [&](const int32_t* acc, int64_t stride, int64_t first, int64_t count) {
+    dequantize_gelu_quantize(acc, count, cols, stride, row_scales + first, s8_scales_.data(), bias(),
+                             out_codes + first * cols, out_scales + first);
+  };
+  product_s8(codes, rows, finish);
 }
 
 void Linear::row(int64_t index, float* out) const {

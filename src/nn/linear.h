@@ -16,6 +16,7 @@
 #include "core/tensor.h"
 #include "core/weight_arena.h"
 #include "io/checkpoint.h"
+#include "kernels/amx_int8_gemm.h"
 #include "kernels/gemm.h"
 
 namespace fastvlm {
@@ -92,9 +93,9 @@ class Linear {
   bool takes_amx_route(int64_t rows) const;
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
   void forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const;
-  // codes · weight codesᵀ, exact: [rows, out_features] int32 in the calling thread's scratch, valid until
-  // its next product.
-  const int32_t* product_s8(const int8_t* codes, int64_t rows) const;
+  // codes · weight codesᵀ, exact in int32, handed to `epilogue` in blocks of rows (kernels/amx_int8_gemm.h):
+  // 32 rows at a time on AMX tiles, while they are in cache; else all rows at once from oneDNN's product.
+  void product_s8(const int8_t* codes, int64_t rows, S8RowBlockSink epilogue) const;
   const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
   // y[rows, out_features] += b, where there is a bias.
   void add_bias(float* y, int64_t rows) const;
@@ -105,10 +106,13 @@ class Linear {
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in arena_
   std::shared_ptr<const WeightArena> arena_;
-  // S8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16 from from_f32
-  // where the CPU has bf16 products (the vision tower's layers, only ever multiplied as GEMMs, BF16 ones
-  // with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at load.
+  // S8 without AMX-INT8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16
+  // from from_f32 where the CPU has bf16 products (the vision tower's layers, only ever multiplied as
+  // GEMMs, BF16 ones with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at
+  // load.
   std::shared_ptr<const PackedWeights> packed_;
+  // S8 where the CPU has AMX-INT8: the codes in tile order for amx_s8_gemm (epilogues fused per 32 rows).
+  std::shared_ptr<const AmxS8Weights> amx_s8_;
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
   int in_features_ = 0;

@@ -86,7 +86,7 @@ TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
     const int64_t rows = t.rows;
     std::vector<int8_t> codes(static_cast<size_t>(rows * cols)), expected_codes(static_cast<size_t>(cols));
     std::vector<float> scales(static_cast<size_t>(rows)), activated(static_cast<size_t>(cols));
-    dequantize_gelu_quantize(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
+    dequantize_gelu_quantize(t.acc.data(), rows, cols, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
                              codes.data(), scales.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
@@ -117,9 +117,9 @@ TEST(Int8Epilogue, StoreAndAddMatchReferenceOnEveryRemainder) {
     std::vector<float> stored(static_cast<size_t>(rows * cols + 1), sentinel), added(stored.size());
     for (size_t i = 0; i < added.size(); ++i) added[i] = i + 1 < added.size() ? 0.25f * float(i % 9) : sentinel;
     const std::vector<float> before = added;
-    dequantize_store(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
+    dequantize_store(t.acc.data(), rows, cols, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(),
                      /*gelu=*/false, stored.data(), nullptr);
-    dequantize_add(t.acc.data(), rows, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(), added.data());
+    dequantize_add(t.acc.data(), rows, cols, cols, t.row_scales.data(), t.weight_scales.data(), t.bias.data(), added.data());
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) {
         const size_t i = size_t(r * cols + c);
