@@ -84,12 +84,10 @@ ZeroedPages::ZeroedPages(size_t bytes, const char* what) : bytes_(bytes) {
 ZeroedPages::ZeroedPages(ZeroedPages&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
 
+// The mapping this held goes with `other`, which unmaps it.
 ZeroedPages& ZeroedPages::operator=(ZeroedPages&& other) noexcept {
-  if (this != &other) {
-    this->~ZeroedPages();
-    data_ = std::exchange(other.data_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
+  std::swap(data_, other.data_);
+  std::swap(bytes_, other.bytes_);
   return *this;
 }
 

@@ -59,7 +59,6 @@ class ZeroedPages {
   T* as() const {
     return static_cast<T*>(data_);
   }
-  size_t bytes() const { return bytes_; }
 
  private:
   void* data_ = nullptr;

@@ -133,7 +133,7 @@ AmxS8Weights::AmxS8Weights(const int8_t* codes, int64_t N, int64_t K)
     const int64_t in_block = n % kBlockRows;
     const int64_t offset = (in_block / kTileRows) * kTileRows * kTileBytes + 4 * (in_block % kTileRows);
     for (int64_t step = 0; step < steps_; ++step) {
-      int8_t* pair = tiles_.get() + (tiles(n / kBlockRows, step) - tiles_.get()) + offset;
+      int8_t* pair = const_cast<int8_t*>(tiles(n / kBlockRows, step)) + offset;  // the storage is ours
       for (int64_t k = step * kTileBytes; k < std::min(K, (step + 1) * kTileBytes); k += 4)
         std::memcpy(pair + (k % kTileBytes / 4) * kTileBytes, codes + n * K + k, size_t(std::min<int64_t>(4, K - k)));
     }
