@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "fastvlm/fastvlm.hpp"
+#include "kernels/capabilities.h"
 #include "run_command.h"
 
 namespace fs = std::filesystem;
@@ -137,6 +138,7 @@ TEST(BenchAccuracy, QuantisedWeightsStayCloseAndQ4IsFurtherThanQ8) {
 }
 
 TEST(BenchAccuracy, Bf16ReportsItsErrorAgainstFloat32ByDefault) {
+  if (!fastvlm::kernels::bf16_compute_available()) GTEST_SKIP() << "bf16 compute needs AVX512-BF16";
   const nlohmann::json a = bench_json(kTiny, "--dtype bf16")["accuracy"];
   ASSERT_TRUE(a.is_object());
   EXPECT_EQ(a["reference"], kTiny.string());
