@@ -1,7 +1,8 @@
 #pragma once
 // The spatial convolutions of the vision tower on channels-last [H, W, C] float32 maps: hand-written
-// AVX-512 kernels for dense, depthwise and channel-multiplier-2 convolutions (every spatial conv of
-// FastViTHD), and one generic loop nest compiled for AVX-512, AVX2 and the baseline for everything else.
+// kernels for dense, depthwise and channel-multiplier-2 convolutions (every spatial conv of FastViTHD),
+// written once and compiled for AVX-512 and AVX2, and one generic loop nest compiled for AVX-512, AVX2 and
+// the baseline for everything else.
 #include <cstdint>
 
 namespace fastvlm {

@@ -144,6 +144,8 @@ TEST(ConvKernels, Depthwise7x7) {
   expect_matches_reference(depthwise(2, 3, 5, 7));      // map smaller than the kernel
   expect_matches_reference(depthwise(1, 1, 1, 7));
   expect_matches_reference(depthwise(8, 70, 48, 7));    // interior strips between clipped ones
+  expect_matches_reference(depthwise(4, 8, 16, 7));     // one 8-pixel strip (AVX2), clipped on both sides
+  expect_matches_reference(depthwise(3, 7, 40, 7));     // narrower than an AVX2 strip
 }
 
 TEST(ConvKernels, Depthwise3x3) {
@@ -151,6 +153,8 @@ TEST(ConvKernels, Depthwise3x3) {
   expect_matches_reference(depthwise(4, 24, 40, 3));
   expect_matches_reference(depthwise(6, 61, 32, 3));
   expect_matches_reference(depthwise(1, 2, 5, 3));
+  expect_matches_reference(depthwise(5, 12, 24, 3));    // one 12-pixel strip (AVX2, 3x3)
+  expect_matches_reference(depthwise(3, 11, 8, 3));     // narrower than it
 }
 
 TEST(ConvKernels, DepthwiseStride2) {
