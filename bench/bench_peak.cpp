@@ -1,14 +1,18 @@
 // This machine's compute peaks per core, the ceilings the kernel benchmarks are read against: the
-// throughput of one AVX-512 instruction kind issued back to back into independent accumulators, as
-// GFLOP/s (2 per multiply-accumulate; int8 "ops" the same way). vpdpbusd is the int8 GEMM's instruction
+// throughput of one instruction kind issued back to back into independent accumulators, as GFLOP/s (2 per
+// multiply-accumulate; int8 "ops" the same way). On AVX-512 CPUs: vpdpbusd is the int8 GEMM's instruction
 // (64 MACs), vdpbf16ps the bf16 GEMM's (32 MACs), vfmadd231ps the float32 kernels' (16 MACs); on AMX CPUs
-// also the tile instructions oneDNN uses there. Run single-threaded (the figures are per core) on an idle
-// machine: kernels bound by these instructions cannot beat them.
+// also the tile instructions oneDNN uses there. On every AVX2 CPU (the only rows that run where AVX-512 is
+// absent): vfmadd231ps on ymm (8 MACs), the peak of the AVX2 float kernels (oneDNN's avx2 GEMMs, our AVX2
+// convolutions), and avx2_maddubs_int8, the three-instruction int8 dot product of an int8 GEMM without VNNI
+// (vpmaddubsw u8 x s8 pairs into s16, vpmaddwd with ones into s32, vpaddd into the sum: 32 MACs per
+// triple). Each row reports an error only where its instructions are missing. Run single-threaded (the
+// figures are per core) on an idle machine: kernels bound by these instructions cannot beat them.
 //
 // And the memory ceiling of decode: BM_ReadBandwidth/threads:T sums a buffer four times the last-level
-// cache (STREAM's read kernel, no writes), on one thread and on all of them, in GB/s. A decode step
-// streams the LLM's weights once, so `fastvlm bench --read-bandwidth <all-threads figure>` reads its
-// decode GB/s against it.
+// cache (STREAM's read kernel, no writes; zmm loads, ymm loads where AVX-512 is absent), on one thread and
+// on all of them, in GB/s. A decode step streams the LLM's weights once, so `fastvlm bench
+// --read-bandwidth <all-threads figure>` reads its decode GB/s against it.
 //   build/bin/bench_peak [--benchmark_filter=ReadBandwidth]
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
@@ -20,6 +24,7 @@
 
 #include "core/cpu.h"
 #include "kernels/amx_tiles.h"
+#include "kernels/target.h"
 
 // GCC 12's AVX-512 headers build unmasked results from undefined vectors; the lanes are all written.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -28,18 +33,36 @@
 namespace fastvlm {
 namespace {
 
-// Enough independent accumulators to cover the instructions' latency on current cores.
-constexpr int kAccumulators = 12;
 constexpr int64_t kRoundsPerIteration = 4096;
 
-enum class Instruction { DotInt8, DotBf16, FmaF32 };
+// The AVX-512 instructions, then the AVX2 ones (the Avx2 kernel level's, on ymm registers).
+enum class Instruction { DotInt8, DotBf16, FmaF32, Avx2FmaF32, Avx2MaddubsInt8 };
 
+constexpr bool is_avx2(Instruction kind) {
+  return kind == Instruction::Avx2FmaF32 || kind == Instruction::Avx2MaddubsInt8;
+}
+
+// Enough independent accumulators to cover the instructions' latency on current cores. The AVX2 int8
+// triple's products do not depend on the sums (only its 1-cycle vpaddd does), so 6 cover it; with 8 or
+// more, GCC 12 has too few ymm registers left for the products and keeps sums on the stack, and the
+// store-to-load round trips cost a quarter of the rate on Zen 3.
+constexpr int accumulators(Instruction kind) { return kind == Instruction::Avx2MaddubsInt8 ? 6 : 12; }
+
+// Per instruction; per vpmaddubsw + vpmaddwd + vpaddd triple for Avx2MaddubsInt8.
 constexpr double macs_per_instruction(Instruction kind) {
-  return kind == Instruction::DotInt8 ? 64 : kind == Instruction::DotBf16 ? 32 : 16;
+  switch (kind) {
+    case Instruction::DotInt8: return 64;
+    case Instruction::DotBf16: return 32;
+    case Instruction::FmaF32: return 16;
+    case Instruction::Avx2FmaF32: return 8;
+    case Instruction::Avx2MaddubsInt8: return 32;
+  }
+  return 0;
 }
 
 template <Instruction Kind>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16"), noinline)) void issue(int64_t rounds, float* sink) {
+  constexpr int kAccumulators = accumulators(Kind);
   __m512i integer[kAccumulators];
   __m512 real[kAccumulators];
   for (int i = 0; i < kAccumulators; ++i) {
@@ -62,19 +85,72 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16"), noinline)) void
   *sink = total;
 }
 
+// The int8 triple multiplies a broadcast group of 4 activations by a different weight vector per
+// accumulator, as a GEMM's inner loop does: the activations change every round, so that the compiler can
+// hoist no product out of the loop, and each sum depends on its own vpaddd only.
+template <Instruction Kind>
+FASTVLM_TARGET_AVX2 __attribute__((noinline)) void issue_avx2(int64_t rounds, float* sink) {
+  constexpr int kAccumulators = accumulators(Kind);
+  alignas(32) int8_t weights[kAccumulators][32];
+  for (int i = 0; i < kAccumulators; ++i)
+    for (int j = 0; j < 32; ++j) weights[i][j] = int8_t(i + j - 16);
+  __m256i integer[kAccumulators];
+  __m256 real[kAccumulators];
+  for (int i = 0; i < kAccumulators; ++i) {
+    integer[i] = _mm256_set1_epi32(i);
+    real[i] = _mm256_set1_ps(float(i));
+  }
+  const __m256i ones = _mm256_set1_epi16(1), next_activations = _mm256_set1_epi8(1);
+  __m256i activations = _mm256_set1_epi32(0x01020304);
+  const __m256 x = _mm256_set1_ps(1.0001f), y = _mm256_set1_ps(0.9999f);
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAccumulators; ++i) {
+      if constexpr (Kind == Instruction::Avx2FmaF32) real[i] = _mm256_fmadd_ps(real[i], x, y);
+      if constexpr (Kind == Instruction::Avx2MaddubsInt8) {
+        const __m256i weight = _mm256_load_si256(reinterpret_cast<const __m256i*>(weights[i]));
+        const __m256i pair_sums = _mm256_maddubs_epi16(activations, weight);
+        integer[i] = _mm256_add_epi32(integer[i], _mm256_madd_epi16(pair_sums, ones));
+      }
+    }
+    if constexpr (Kind == Instruction::Avx2MaddubsInt8) activations = _mm256_add_epi8(activations, next_activations);
+  }
+  __m256i integer_total = integer[0];
+  __m256 real_total = real[0];
+  for (int i = 1; i < kAccumulators; ++i) {
+    integer_total = _mm256_add_epi32(integer_total, integer[i]);
+    real_total = _mm256_add_ps(real_total, real[i]);
+  }
+  alignas(32) int32_t integer_lanes[8];
+  alignas(32) float real_lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(integer_lanes), integer_total);
+  _mm256_store_ps(real_lanes, real_total);
+  float total = 0;
+  for (int lane = 0; lane < 8; ++lane) total += float(integer_lanes[lane]) + real_lanes[lane];
+  *sink = total;
+}
+
 template <Instruction Kind>
 void BM_Peak(benchmark::State& state) {
   const CpuFeatures& features = cpu_features();
-  if (!features.avx512_vnni || active_isa() < Isa::Avx512) {
+  if constexpr (is_avx2(Kind)) {
+    if (active_isa() < Isa::Avx2) {
+      state.SkipWithError("needs AVX2 with FMA");
+      return;
+    }
+  } else if (!features.avx512_vnni || active_isa() < Isa::Avx512) {
     state.SkipWithError("needs AVX-512 with BF16 and VNNI");
     return;
   }
   float sink = 0;
   for (auto _ : state) {
-    issue<Kind>(kRoundsPerIteration, &sink);
+    if constexpr (is_avx2(Kind))
+      issue_avx2<Kind>(kRoundsPerIteration, &sink);
+    else
+      issue<Kind>(kRoundsPerIteration, &sink);
     benchmark::DoNotOptimize(sink);
   }
-  const double flops = 2.0 * macs_per_instruction(Kind) * kAccumulators * kRoundsPerIteration;
+  const double flops = 2.0 * macs_per_instruction(Kind) * accumulators(Kind) * kRoundsPerIteration;
   state.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                                  benchmark::Counter::kIs1000);
 }
@@ -136,13 +212,28 @@ void BM_TilePeak(benchmark::State& state) {
 }
 
 // Sum of `count` 64-byte lines from `data`: four independent accumulators keep enough loads in flight.
-__attribute__((target("avx512f"), noinline)) int64_t sum_lines(const int64_t* data, size_t count) {
+__attribute__((target("avx512f"), noinline)) int64_t sum_lines_avx512(const int64_t* data, size_t count) {
   __m512i sums[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
   size_t line = 0;
   for (; line + 4 <= count; line += 4)
     for (int i = 0; i < 4; ++i) sums[i] = _mm512_add_epi64(sums[i], _mm512_load_si512(data + (line + i) * 8));
   for (; line < count; ++line) sums[0] = _mm512_add_epi64(sums[0], _mm512_load_si512(data + line * 8));
   return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(sums[0], sums[1]), _mm512_add_epi64(sums[2], sums[3])));
+}
+
+// The same sum in ymm loads, two per line, for CPUs without AVX-512.
+FASTVLM_TARGET_AVX2 __attribute__((noinline)) int64_t sum_lines_avx2(const int64_t* data, size_t count) {
+  const __m256i* vectors = reinterpret_cast<const __m256i*>(data);
+  const size_t vector_count = 2 * count;
+  __m256i sums[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  size_t vector = 0;
+  for (; vector + 4 <= vector_count; vector += 4)
+    for (int i = 0; i < 4; ++i) sums[i] = _mm256_add_epi64(sums[i], _mm256_load_si256(vectors + vector + i));
+  for (; vector < vector_count; ++vector) sums[0] = _mm256_add_epi64(sums[0], _mm256_load_si256(vectors + vector));
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(sums[0], sums[1]), _mm256_add_epi64(sums[2], sums[3])));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
 // Four times the last-level cache (at least 1 GiB where the OS does not say), so that every pass reads DRAM.
@@ -152,10 +243,11 @@ size_t bandwidth_buffer_bytes() {
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
-  if (active_isa() < Isa::Avx512) {
-    state.SkipWithError("needs AVX-512");
+  if (active_isa() < Isa::Avx2) {
+    state.SkipWithError("needs AVX2");
     return;
   }
+  const auto sum_lines = active_isa() >= Isa::Avx512 ? sum_lines_avx512 : sum_lines_avx2;
   const int threads = int(state.range(0));
   const size_t lines = bandwidth_buffer_bytes() / 64;
   // Written once (so that its pages exist), then only read through a 64-byte aligned view.
@@ -183,6 +275,8 @@ const auto* const kReadBandwidth = [] {
 BENCHMARK(BM_Peak<Instruction::DotInt8>)->Name("BM_Peak/vpdpbusd_int8");
 BENCHMARK(BM_Peak<Instruction::DotBf16>)->Name("BM_Peak/vdpbf16ps_bf16");
 BENCHMARK(BM_Peak<Instruction::FmaF32>)->Name("BM_Peak/vfmadd231ps_f32");
+BENCHMARK(BM_Peak<Instruction::Avx2FmaF32>)->Name("BM_Peak/avx2_vfmadd231ps_f32");
+BENCHMARK(BM_Peak<Instruction::Avx2MaddubsInt8>)->Name("BM_Peak/avx2_maddubs_int8");
 BENCHMARK(BM_TilePeak<TileInstruction::DotBf16>)->Name("BM_Peak/amx_tdpbf16ps_bf16");
 BENCHMARK(BM_TilePeak<TileInstruction::DotInt8>)->Name("BM_Peak/amx_tdpbusd_int8");
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What each of the vision tower's GEMM shapes achieves (issue 16: the int8 GEMMs against the AMX peak, the
-# f32 ones against the AVX-512 FMA peak): runs bench_vision_tower at one precision and image side, one
+# f32 ones against the FMA peak): runs bench_vision_tower at one precision and image side, one
 # thread, with oneDNN's verbose log, and sums the matmul
 # executions of the last of its 4 encodes (1 warm-up + 3 timed) per operand type, oneDNN implementation
 # (brg:avx512_core_amx_int8 is the AMX int8 kernel) and shape MxK:KxN: calls, ms, GOP/s (2 ops per
@@ -11,7 +11,9 @@
 #   e.g. PEAK_S8=6400 PEAK_BF16=3100 bash bench/vision_gemm_rates.sh build      (MODEL=... for another checkpoint)
 #        MODEL=/tmp/fastvlm-bench/fastvlm-0.5b bash bench/vision_gemm_rates.sh build 1 512
 # PEAK_S8 / PEAK_BF16 / PEAK_F32: the core's tdpbusd / tdpbf16ps / AVX-512 FMA peaks in GOP/s (defaults: the
-# AMX Xeon of issue 16; bench_peak measures the f32 one).
+# AMX Xeon of issue 16), the BM_Peak/amx_tdpbusd_int8 / amx_tdpbf16ps_bf16 / vfmadd231ps_f32 rows of
+# `OMP_NUM_THREADS=1 build/bin/bench_peak`; where AVX-512 is absent (f32 only, PRECISION 1), PEAK_F32 is its
+# BM_Peak/avx2_vfmadd231ps_f32 row.
 set -euo pipefail
 build=${1:?build dir}; precision=${2:-3}; side=${3:-1024}
 model=${MODEL:-/tmp/fastvlm-bench/fastvlm-0.5b-q8}
