@@ -30,6 +30,8 @@ dnnl::engine& cpu_engine() {
 
 }  // namespace
 
+int64_t min_tile_rows(DType type) { return type == DType::F32 && active_isa() < Isa::Avx512 ? 512 : 128; }
+
 struct PackedWeights::Layout {
   dnnl::memory::desc desc;
   dnnl::memory panels;  // owns the packed bytes

@@ -9,13 +9,19 @@
 
 namespace fastvlm {
 
-// Rows per tile of a tiled product whose rows each keep `bytes_per_row` in flight (int32 results before
-// their epilogue, a hidden activation between two GEMMs): as many as keep the tile within ~768 KB, so that
-// it stays in the core's L2 cache from one step to the next, but never fewer than 128 (smaller GEMMs lose
-// more to their edges than the cache saves) nor more than 1024.
-inline int64_t l2_tile_rows(int64_t bytes_per_row) {
-  constexpr int64_t kTileBytes = 768 << 10, kMinRows = 128, kMaxRows = 1024;
-  return std::clamp(kTileBytes / bytes_per_row / 64 * 64, kMinRows, kMaxRows);
+// The fewest rows a tile of GEMMs on `type` operands should have at the active kernel level: 128 (smaller
+// GEMMs lose more to their edges than the cache saves), but 512 for float32 below AVX-512, where oneDNN's
+// gemm:jit runs the tower's short-K, wide products (K 384 -> N 1536, 768 -> 3072) at 40-70% of the FMA peak
+// with fewer rows and at 80-90% from 512 (AMD Zen 3, one thread); the tile then stays in L3 instead of L2.
+int64_t min_tile_rows(DType type);
+
+// Rows per tile of a tiled product on `type` operands whose rows each keep `bytes_per_row` in flight (int32
+// results before their epilogue, a hidden activation between two GEMMs): as many as keep the tile within
+// ~768 KB, so that it stays in the core's L2 cache from one step to the next, but never fewer than
+// min_tile_rows(type) nor more than 1024.
+inline int64_t l2_tile_rows(int64_t bytes_per_row, DType type) {
+  constexpr int64_t kTileBytes = 768 << 10, kMaxRows = 1024;
+  return std::clamp(kTileBytes / bytes_per_row / 64 * 64, min_tile_rows(type), kMaxRows);
 }
 
 // C[M,N] = A[M,K] · op(B) (+ bias[N] broadcast over rows, when bias is not null).

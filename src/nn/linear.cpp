@@ -345,7 +345,7 @@ void Linear::forward_shared_input(const float* x, int rows, std::span<const Line
 
 void Linear::forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const {
   // Each tile's int32 products stay in L2 for the epilogue.
-  const int64_t tile_rows = l2_tile_rows(out_features_ * int64_t(sizeof(int32_t)));
+  const int64_t tile_rows = l2_tile_rows(out_features_ * int64_t(sizeof(int32_t)), DType::I8);
   const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {

@@ -383,7 +383,7 @@ void conv_ffn_gemms_int8(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& 
   const int64_t pixels = x.dim(0) * x.dim(1), channels = ffn.expand.in_features(),
                 hidden_width = ffn.expand.out_features();
   // The tile's int32 products of expand stay in L2 until they are requantised.
-  const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(sizeof(int32_t)));
+  const int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(sizeof(int32_t)), DType::I8);
   const int64_t tiles = (pixels + tile_pixels - 1) / tile_pixels;
   const int64_t tile_hidden = tile_pixels * hidden_width;
   const int threads = omp_get_max_threads();
@@ -415,7 +415,7 @@ void conv_ffn_gemms(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& x, Vi
   const int64_t channels = ffn.expand.in_features(), hidden_width = ffn.expand.out_features();
   const Activations& mixed = input.mixed;
   // The tile's hidden activation stays in L2 between the two GEMMs.
-  int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)));
+  int64_t tile_pixels = l2_tile_rows(hidden_width * int64_t(dtype_size(pass.activation_type)), pass.activation_type);
   const int threads = omp_get_max_threads();
   const bool threaded_tiles = (pixels + tile_pixels - 1) / tile_pixels >= threads;
   if (!threaded_tiles) tile_pixels = pixels;
