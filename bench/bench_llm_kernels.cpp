@@ -126,7 +126,7 @@ void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute rout
   std::vector<float> y(size_t(x_rows * rows));
   std::vector<float> weights_f32(route == DecodeRoute::F32 ? size_t(rows * cols) : 0);
   const bool bf16 = !copies.bf16.empty();
-  if (gemm && (bf16 ? !kernels::bf16_compute_available() : !kernels::int8_compute_available())) {
+  if (gemm && (bf16 ? !kernels::bf16_compute_available() : !kernels::quant_int8_gemm_available())) {
     state.SkipWithError("no GEMM on bf16 or block-quantised weights on this CPU");
     return;
   }
@@ -205,7 +205,7 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
     state.SkipWithError("no AVX512-BF16");
     return;
   }
-  if (integer_route && !kernels::int8_compute_available()) {
+  if (integer_route && !kernels::quant_int8_gemm_available()) {
     state.SkipWithError("no int8 GEMM on block-quantised weights at this level");
     return;
   }

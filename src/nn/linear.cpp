@@ -29,6 +29,9 @@ namespace {
 // 896x896 74/263, 170/445, 287/446, 602/596; 4864x896 385/1665, 771/2961, 1462/3923, 3035/4442; 896x4864
 // 373/1882, 772/2595, 1446/2853, 2891/3488; q4_0: 4864x896 315/5518, 710/7505, 1521/6726, 3016/7339), and
 // a decode batch stays on the single-row arithmetic (int8 activations), as models/test_batched_decode asks.
+// Against the AVX2 int8 GEMM (linear_quant) the GEMV still costs no more up to 16 rows over a layer's
+// shapes (BM_DecodeRows_q8_0_gemm, CPU µs, GEMV / GEMM at 8, 12, 16 rows: 4864x896 1701/2015, 2158/2375,
+// 2999/2982; 896x4864 1553/3170, 2283/3044, 3395/3686; only 896x896 is cheaper by GEMM, 563/460 at 16).
 bool is_block_quantized(WeightType storage) { return storage == WeightType::Q8_0 || storage == WeightType::Q4_0; }
 
 int max_rows_for_gemv(WeightType storage) {
@@ -281,12 +284,12 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   }
   // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
   // AMX-BF16 and the product has more rows than a decode batch; else through the int8 GEMM on their stored
-  // codes where it has VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  // codes (VNNI or AVX2); bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
   if (takes_amx_route(rows)) {
     linear_quant_bf16(x, rows, quantized_, b, y);
     return;
   }
-  if (quantized && kernels::int8_compute_available()) {
+  if (quantized && kernels::quant_int8_gemm_available()) {
     linear_quant(x, rows, quantized_, b, y);
     return;
   }
