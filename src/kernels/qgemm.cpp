@@ -63,7 +63,7 @@ struct Avx512Vnni {
   };
 
   // The activations quantised per row and group.
-  struct Rows {
+  struct QuantizedRows {
     std::vector<uint8_t> codes;  // [rows, K]: q + 128
     std::vector<float> scales;   // [rows, groups]: d_x
 
@@ -84,7 +84,7 @@ struct Avx512Vnni {
 
   // Quantises rows [begin, end) of x (rows of `cols` floats) into q: d_x = max|x| / 127 per group and
   // code = round_to_nearest_even(x / d_x), as gemv_quant does.
-  FASTVLM_TARGET_AVX512 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, Rows& q) {
+  FASTVLM_TARGET_AVX512 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, QuantizedRows& q) {
     const int64_t groups = cols / kQuantGroupSize;
     const __m256i to_unsigned = _mm256_set1_epi8(char(0x80));  // int8 q -> uint8 q + 128
     for (int64_t r = begin; r < end; ++r) {
@@ -168,7 +168,7 @@ struct Avx512Vnni {
 
   // y[first_row .. first_row + Rows, panel columns] = x · dequant(panel)ᵀ (+ bias).
   template <int Rows>
-  FASTVLM_TARGET_AVX512 static void multiply_tile(const Panel& panel, const Avx512Vnni::Rows& x, int64_t first_row,
+  FASTVLM_TARGET_AVX512 static void multiply_tile(const Panel& panel, const QuantizedRows& x, int64_t first_row,
                                                   int64_t cols, const TileOutput& out) {
     const int64_t groups = cols / kQuantGroupSize;
     const uint8_t* codes = x.codes.data() + first_row * cols;
@@ -225,19 +225,20 @@ struct Avx512Vnni {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// AVX2. Without VPDPBUSD the group products take three instructions per 32 byte pairs: VPMADDUBSW multiplies
+// AVX2. Without VPDPBUSD the group products take four instructions per 32 byte pairs: VPMADDUBSW multiplies
 // unsigned by signed bytes and adds adjacent products into int16 (with saturation), VPMADDWD against ones
 // adds those pairs into int32. The unsigned operand is |x| and the sign of x moves onto the weight code
 // (VPSIGNB: w·sign(x), 0 where x is 0), so each product is |x|·(±w) = x·w. This is exact: |x| <= 127 (the
 // activation quantisation), |w| <= 127 (Q8_0 codes, core/quant.h; Q4_0 codes lie in [-8, 7]), so a pair
 // sums to at most 2·127·127 = 32258 < 32767 and never saturates, and a lane's group sum (32·127·127) fits
-// int32 with room to spare. The same arithmetic as gemv_quant's AVX2 path.
+// int32 with room to spare (VPADDD keeps the running sum): the same exact group sums as gemv_quant's.
 struct Avx2 {
   static constexpr int kLanes = 8;  // int32 / float lanes of a ymm
   static constexpr int kPanelVectors = 2;
   static constexpr int kPanelColumns = kLanes * kPanelVectors;
   // Rows of a micro-tile: 2 x 2 int32 and 2 x 2 float accumulators, the weight vectors, both activation
-  // broadcasts and the ones leave room in the 16 ymm registers for the products in flight.
+  // broadcasts and the ones leave room in the 16 ymm registers for the products in flight (3 rows spill,
+  // 4 rows of one vector ran no faster: BM_PrefillGemm_q8_0_int8).
   static constexpr int kTileRows = 2;
 
   struct alignas(32) CodeLine {
@@ -245,7 +246,7 @@ struct Avx2 {
   };
 
   // The activations quantised per row and group, with the codes' magnitudes for VPMADDUBSW.
-  struct Rows {
+  struct QuantizedRows {
     std::vector<int8_t> codes;        // [rows, K]: q
     std::vector<uint8_t> magnitudes;  // [rows, K]: |q|
     std::vector<float> scales;        // [rows, groups]: d_x
@@ -266,7 +267,7 @@ struct Avx2 {
     std::vector<int8_t> column;   // one weight row's codes as int8 while packing
   };
 
-  FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, Rows& q) {
+  FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, QuantizedRows& q) {
     const int64_t groups = cols / kQuantGroupSize;
     for (int64_t r = begin; r < end; ++r) {
       for (int64_t g = 0; g < groups; ++g) {
@@ -322,7 +323,7 @@ struct Avx2 {
 
   // y[first_row .. first_row + Rows, panel columns] = x · dequant(panel)ᵀ (+ bias).
   template <int Rows>
-  FASTVLM_TARGET_AVX2 static void multiply_tile(const Panel& panel, const Avx2::Rows& x, int64_t first_row,
+  FASTVLM_TARGET_AVX2 static void multiply_tile(const Panel& panel, const QuantizedRows& x, int64_t first_row,
                                                 int64_t cols, const TileOutput& out) {
     const int64_t groups = cols / kQuantGroupSize;
     const int8_t* codes = x.codes.data() + first_row * cols;
@@ -409,7 +410,7 @@ void prefetch_slice(const void* data, int64_t bytes, int64_t slice, int64_t slic
 
 // All rows of y for the panel starting at output column `first_column`.
 template <typename Level>
-void multiply_panel(const typename Level::Panel& panel, const typename Level::Rows& x, int64_t rows, int64_t cols,
+void multiply_panel(const typename Level::Panel& panel, const typename Level::QuantizedRows& x, int64_t rows, int64_t cols,
                     int64_t out_columns, int64_t first_column, const float* bias, const NextPanelBytes& next,
                     float* y) {
   TileOutput out{y + first_column, out_columns, bias ? bias + first_column : nullptr,
@@ -430,7 +431,7 @@ void linear_quant_with(const float* x, int64_t rows, const QuantMatrix& weights,
   const int64_t cols = weights.cols, groups = weights.groups_per_row();
   const bool threaded = rows * weights.rows * cols >= kMinWorkToSplit;
 
-  auto& quantized = thread_scratch<typename Level::Rows>();
+  auto& quantized = thread_scratch<typename Level::QuantizedRows>();
   quantized.resize(rows, cols);
 #pragma omp parallel if (threaded)
   {
