@@ -112,8 +112,10 @@ void BM_Gemv(benchmark::State& state, const char* format, bool cached) {
 // Route "rows": the multi-row GEMV (gemv_quant_rows / gemv_bf16_rows) that Linear::forward_decoder uses up
 // to its threshold; "batch" (quantised only): gemv_quant_batch, the int8-tile product it uses for up to 16
 // rows where the CPU has AMX (elsewhere the same as "rows"); "gemm": the prefill GEMM it uses above
-// (linear_quant on the stored codes, or x to bf16 + linear_bf16). GB/s counts each weight once per call, so "rows" near BM_Gemv's figure means one weight pass.
-enum class DecodeRoute { Rows, Batch, Gemm };
+// (linear_quant on the stored codes, or x to bf16 + linear_bf16); "f32": the route of CPUs without those
+// GEMMs (W dequantised or widened to float32 per call, then linear_f32). GB/s counts each weight once per
+// call, so "rows" near BM_Gemv's figure means one weight pass.
+enum class DecodeRoute { Rows, Batch, Gemm, F32 };
 
 void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute route) {
   const bool gemm = route == DecodeRoute::Gemm;
@@ -122,16 +124,25 @@ void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute rout
   const std::vector<float> x = random_floats(size_t(x_rows * cols), 2, 1.0f);
   std::vector<uint16_t> x_bf16(x.size());
   std::vector<float> y(size_t(x_rows * rows));
+  std::vector<float> weights_f32(route == DecodeRoute::F32 ? size_t(rows * cols) : 0);
   const bool bf16 = !copies.bf16.empty();
-  if (gemm && (bf16 ? !kernels::bf16_compute_available() : !kernels::int8_compute_available())) {
-    state.SkipWithError("no AVX-512 GEMM route on this CPU");
+  if (gemm && (bf16 ? !kernels::bf16_compute_available() : !kernels::quant_int8_gemm_available())) {
+    state.SkipWithError("no GEMM on bf16 or block-quantised weights on this CPU");
     return;
   }
   const size_t count = bf16 ? copies.bf16.size() : copies.codes.size();
   const WeightType type = std::string(format) == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
   size_t next = 0;
   for (auto _ : state) {
-    if (bf16) {
+    if (route == DecodeRoute::F32) {
+      if (bf16) {
+        convert_to_f32(DType::BF16, copies.bf16[next].data(), weights_f32.data(), weights_f32.size());
+      } else {
+        dequantize_rows_f32(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols}, 0,
+                            rows, weights_f32.data());
+      }
+      linear_f32(x.data(), x_rows, cols, weights_f32.data(), rows, nullptr, y.data());
+    } else if (bf16) {
       if (gemm) {
         f32_to_bf16_simd(x.data(), x_bf16.data(), int64_t(x.size()));
         linear_bf16(x_bf16.data(), x_rows, cols, copies.bf16[next].data(), rows, nullptr, y.data());
@@ -168,14 +179,17 @@ void BM_DramRead(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(double(kRotationBytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and two routes for
+// Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and the routes for
 // quantised weights: "q8_0"/"q4_0" expand W to bf16 and run the bf16 GEMM (incl. converting x), as prefill
-// did before linear_quant; "q8_0_vnni"/"q4_0_vnni" run linear_quant (int8 VPDPBUSD on the stored codes);
-// "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16, AMX tiles). Args: N, K, rows.
+// did before linear_quant; "q8_0_int8"/"q4_0_int8" run linear_quant (int8 products of the stored codes:
+// VPDPBUSD, or VPMADDUBSW on AVX2); "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16,
+// AMX tiles); "q8_0_f32"/"q4_0_f32" dequantise W to float32 and run the f32 GEMM, the route of CPUs without
+// int8 or bf16 GEMMs. Args: N, K, rows.
 void BM_PrefillGemm(benchmark::State& state, const char* format) {
   const int64_t n = state.range(0), k = state.range(1), m = state.range(2);
   const std::string name = format;
-  const bool integer_route = name.ends_with("_vnni"), amx_route = name.ends_with("_amx");
+  const bool integer_route = name.ends_with("_int8"), amx_route = name.ends_with("_amx");
+  const bool f32_route = name.ends_with("f32");
   const WeightType type = name.starts_with("q4_0") ? WeightType::Q4_0 : WeightType::Q8_0;
   const std::vector<float> weights = random_floats(size_t(n * k), 3, 0.05f);
   const std::vector<float> x = random_floats(size_t(m * k), 4, 1.0f);
@@ -186,12 +200,13 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
   quantize_matrix(type, weights.data(), n, k, codes.data(), scales.data());
   const QuantMatrix quantized{type, codes.data(), scales.data(), n, k};
-  if (name != "f32" && !kernels::bf16_compute_available()) {
+  std::vector<float> dequantized(name.ends_with("_f32") ? weights.size() : 0);
+  if (!f32_route && !integer_route && !amx_route && !kernels::bf16_compute_available()) {
     state.SkipWithError("no AVX512-BF16");
     return;
   }
-  if (integer_route && !kernels::int8_compute_available()) {
-    state.SkipWithError("no AVX512-VNNI");
+  if (integer_route && !kernels::quant_int8_gemm_available()) {
+    state.SkipWithError("no int8 GEMM on block-quantised weights at this level");
     return;
   }
   if (amx_route && !kernels::amx_bf16_available()) {
@@ -201,6 +216,9 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   for (auto _ : state) {
     if (name == "f32") {
       linear_f32(x.data(), m, k, weights.data(), n, nullptr, y.data());
+    } else if (f32_route) {
+      dequantize_rows_f32(quantized, 0, n, dequantized.data());
+      linear_f32(x.data(), m, k, dequantized.data(), n, nullptr, y.data());
     } else if (amx_route) {
       linear_quant_bf16(x.data(), m, quantized, nullptr, y.data());
     } else if (integer_route) {
@@ -231,23 +249,24 @@ void register_kernel_benchmarks() {
   }
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
     for (const auto& [route, route_name] : {std::pair{DecodeRoute::Rows, "_rows/"}, std::pair{DecodeRoute::Batch, "_batch/"},
-                                            std::pair{DecodeRoute::Gemm, "_gemm/"}}) {
+                                            std::pair{DecodeRoute::Gemm, "_gemm/"}, std::pair{DecodeRoute::F32, "_f32/"}}) {
       if (route == DecodeRoute::Batch && std::string(format) == "bf16") continue;
       const std::string name = std::string("BM_DecodeRows_") + format + route_name + std::string(isa_name(active_isa()));
       auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_DecodeRows, format, route);
       for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {4864, 896}, {896, 4864}})
-        for (const int64_t x_rows : {1, 2, 4, 8, 16}) b->Args({shape[0], shape[1], x_rows});
+        for (const int64_t x_rows : {1, 2, 3, 4, 6, 8, 12, 16}) b->Args({shape[0], shape[1], x_rows});
       b->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
   }
-  for (const char* format : {"f32", "bf16", "q8_0", "q8_0_vnni", "q8_0_amx", "q4_0", "q4_0_vnni", "q4_0_amx"}) {
+  for (const char* format : {"f32", "bf16", "q8_0", "q8_0_int8", "q8_0_amx", "q8_0_f32", "q4_0", "q4_0_int8",
+                             "q4_0_amx", "q4_0_f32"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillGemm_") + format).c_str(), BM_PrefillGemm, format);
     for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {128, 896}, {4864, 896}, {896, 4864}})
       b->Args({shape[0], shape[1], kPrefillPositions});
     b->Unit(benchmark::kMillisecond)->UseRealTime();
   }
-  // Where the AMX route starts to beat the VNNI one (Linear's prefill threshold): fewer activation rows.
-  for (const char* format : {"q8_0_vnni", "q8_0_amx", "q4_0_vnni", "q4_0_amx"}) {
+  // Where the AMX route starts to beat the int8 one (Linear's prefill threshold): fewer activation rows.
+  for (const char* format : {"q8_0_int8", "q8_0_amx", "q4_0_int8", "q4_0_amx"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillRows_") + format).c_str(), BM_PrefillGemm, format);
     for (const auto& shape : std::vector<std::vector<int64_t>>{{896, 896}, {4864, 896}, {896, 4864}})
       for (const int64_t rows : {8, 16, 32, 64, 128}) b->Args({shape[0], shape[1], rows});

@@ -15,6 +15,7 @@
 #include "kernels/amx_tiles.h"
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
+#include "kernels/row_count.h"
 #include "kernels/simd_mask.h"
 #include "kernels/target.h"
 
@@ -56,15 +57,7 @@ void for_row_slices(std::span<const QuantMatrix* const> matrices, Body&& body) {
   });
 }
 
-// Calls body.template operator()<R>() with R = n (1 <= n <= Max): the multi-row kernels keep one
-// accumulator per activation row in registers, so their row count must be a compile-time constant.
-template <int Max, typename Body>
-[[gnu::always_inline]] inline void with_row_count(int64_t n, Body&& body) {
-  if constexpr (Max > 1) {
-    if (n < Max) return with_row_count<Max - 1>(n, body);
-  }
-  body.template operator()<Max>();
-}
+using kernels::with_row_count;
 
 // Runs row_kernel.template operator()<R>(r, first) for every weight row r of [begin, end) and the
 // activation rows [first, first + R) in chunks of at most MaxChunk: a weight row is read from memory once

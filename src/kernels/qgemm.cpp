@@ -12,6 +12,7 @@
 #include "kernels/capabilities.h"
 #include "kernels/dispatch.h"
 #include "kernels/quant_simd.h"
+#include "kernels/row_count.h"
 #include "kernels/simd_mask.h"
 #include "kernels/simd_transpose.h"
 #include "kernels/target.h"
@@ -23,200 +24,373 @@
 namespace fastvlm {
 namespace {
 
-// VPDPBUSD multiplies unsigned by signed bytes, four pairs per int32 lane. The weight codes (int8, Q4_0
-// ones widened to int8 while packing) are the signed operand; the activation codes are made unsigned as
-// q + 128, and the surplus 128·Σw of each column's group is removed by starting that group's
-// accumulator at -128·Σw, computed once per packed panel. Every partial sum fits int32 exactly
-// (|Σ| <= 32·255·127).
-constexpr int kActivationBias = 128;
-constexpr int kStepBytes = 4;                                 // K positions per VPDPBUSD
+constexpr int kStepBytes = 4;                                 // K positions per 32-bit lane and step
 constexpr int kStepsPerGroup = kQuantGroupSize / kStepBytes;  // 8
-constexpr int kLanes = 16;                                    // int32 / float lanes of a zmm
-constexpr int kPanelVectors = 2;                              // a panel's output columns, in zmm
-constexpr int kPanelColumns = kLanes * kPanelVectors;
-// Rows of a micro-tile: 6 x 2 int32 and 6 x 2 float accumulators plus the weight and scale vectors
-// nearly fill the 32 zmm registers.
-constexpr int kTileRows = 6;
 // Below this many multiply-accumulates the call stays on one thread: waking the team costs more.
 constexpr int64_t kMinWorkToSplit = int64_t(1) << 20;
-
-struct alignas(64) CodeLine {
-  uint8_t bytes[64];
-};
-
-// The activations quantised per row and group.
-struct QuantizedRows {
-  std::vector<uint8_t> codes;  // [rows, K]: q + 128
-  std::vector<float> scales;   // [rows, groups]: d_x
-};
-
-// kPanelColumns consecutive weight rows (= output columns) over all of K, in VPDPBUSD operand order:
-// line (g * 8 + s) * 2 + v holds, for output columns 16v .. 16v+15 of the panel, their 4 int8 codes at
-// K offsets 32g + 4s .. 32g + 4s + 3. Columns past N are zero padding whose results are never stored.
-struct PackedPanel {
-  std::vector<CodeLine> codes;   // [groups * 8 * 2]
-  std::vector<float> scales;     // [groups, 32]: d_w
-  std::vector<int32_t> offsets;  // [groups, 32]: -128·Σ codes of the group, its accumulators' start
-};
-
-QuantizedRows& activation_scratch() {
-  thread_local QuantizedRows scratch;
-  return scratch;
-}
-
-PackedPanel& panel_scratch() {
-  thread_local PackedPanel scratch;
-  return scratch;
-}
-
-// Quantises rows [begin, end) of x (rows of `cols` floats) into q: d_x = max|x| / 127 per group and
-// code = round_to_nearest_even(x / d_x), as gemv_quant does.
-FASTVLM_TARGET_AVX512 void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end,
-                                         QuantizedRows& q) {
-  const int64_t groups = cols / kQuantGroupSize;
-  const __m256i to_unsigned = _mm256_set1_epi8(char(0x80));  // int8 q -> uint8 q + 128
-  for (int64_t r = begin; r < end; ++r) {
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t offset = r * cols + g * kQuantGroupSize;
-      int8_t* codes = reinterpret_cast<int8_t*>(q.codes.data() + offset);
-      q.scales[size_t(r * groups + g)] = simd::quantize_group_avx512(x + offset, codes);
-      const __m256i signed_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes), _mm256_xor_si256(signed_codes, to_unsigned));
-    }
-  }
-}
-
-// Packs output columns [first_column, first_column + 32) of `weights` into `panel`, reading each weight
-// row sequentially (64 bytes of 16 rows at a time, transposed in registers).
-FASTVLM_TARGET_AVX512 void pack_panel(const QuantMatrix& weights, int64_t first_column, PackedPanel& panel) {
-  const int64_t groups = weights.groups_per_row();
-  const int64_t group_bytes = quant_row_bytes(weights.type, kQuantGroupSize);
-  const int64_t row_bytes = quant_row_bytes(weights.type, weights.cols);
-  panel.codes.resize(size_t(groups * kStepsPerGroup * kPanelVectors));
-  panel.scales.resize(size_t(groups * kPanelColumns));
-  panel.offsets.resize(size_t(groups * kPanelColumns));
-  auto line = [&](int64_t group, int step, int vector) {
-    const size_t index = size_t((group * kStepsPerGroup + step) * kPanelVectors + vector);
-    return reinterpret_cast<__m512i*>(panel.codes[index].bytes);
-  };
-  const __m512i low_nibbles = _mm512_set1_epi8(0x0f), minus_eight = _mm512_set1_epi8(-8);
-  for (int v = 0; v < kPanelVectors; ++v) {
-    const int64_t column = first_column + int64_t(v) * kLanes;
-    const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
-    __m512i m[16];
-
-    // Codes: dword j of a 64-byte chunk becomes one line, for all 16 columns at once.
-    for (int64_t chunk = 0; chunk < row_bytes; chunk += 64) {
-      const int dwords = int(std::min<int64_t>(64, row_bytes - chunk) / kStepBytes);
-      const __mmask16 in_row = simd::first_lanes(dwords);
-      for (int i = 0; i < kLanes; ++i)
-        m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, weights.row_codes(column + i) + chunk)
-                           : _mm512_setzero_si512();
-      simd::transpose_16x16_epi32(m);
-      for (int j = 0; j < dwords; ++j) {
-        const int64_t byte = chunk + j * kStepBytes;
-        const int64_t group = byte / group_bytes;
-        const int step = int(byte % group_bytes / kStepBytes);
-        if (weights.type == WeightType::Q8_0) {
-          _mm512_store_si512(line(group, step, v), m[j]);
-        } else {
-          // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
-          const __m512i low = _mm512_and_si512(m[j], low_nibbles);
-          const __m512i high = _mm512_and_si512(_mm512_srli_epi32(m[j], 4), low_nibbles);
-          _mm512_store_si512(line(group, step, v), _mm512_add_epi8(low, minus_eight));
-          _mm512_store_si512(line(group, step + kStepsPerGroup / 2, v), _mm512_add_epi8(high, minus_eight));
-        }
-      }
-    }
-
-    // Scales: 16 groups of 16 columns at a time, widened to float and transposed the same way.
-    for (int64_t first_group = 0; first_group < groups; first_group += kLanes) {
-      const int count = int(std::min<int64_t>(kLanes, groups - first_group));
-      const __mmask16 in_row = simd::first_lanes(count);
-      for (int i = 0; i < kLanes; ++i)
-        m[i] = i < present ? _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                                 in_row, weights.row_scales(column + i) + first_group)))
-                           : _mm512_setzero_si512();
-      simd::transpose_16x16_epi32(m);
-      for (int j = 0; j < count; ++j)
-        _mm512_storeu_si512(panel.scales.data() + (first_group + j) * kPanelColumns + v * kLanes, m[j]);
-    }
-
-    // Accumulator starts: -128 · Σ codes, the sums taken with VPDPBUSD against bytes of 1.
-    const __m512i ones = _mm512_set1_epi8(1);
-    for (int64_t g = 0; g < groups; ++g) {
-      __m512i sum = _mm512_setzero_si512();
-      for (int s = 0; s < kStepsPerGroup; ++s) sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512(line(g, s, v)));
-      _mm512_storeu_si512(panel.offsets.data() + g * kPanelColumns + v * kLanes,
-                          _mm512_mullo_epi32(sum, _mm512_set1_epi32(-kActivationBias)));
-    }
-  }
-}
 
 // Where one micro-tile's results go: rows [first_row, first_row + Rows) of y, the panel's columns.
 struct TileOutput {
   float* y;             // at (first_row, first column of the panel)
   int64_t row_stride;   // N
   const float* bias;    // at the panel's first column, or null
-  __mmask16 columns_present[kPanelVectors];
+  int columns;          // the panel's columns inside N (fewer than a panel only at the right edge)
 };
 
-// y[first_row .. first_row + Rows, panel columns] = x · dequant(panel)ᵀ (+ bias).
-template <int Rows>
-FASTVLM_TARGET_AVX512 void multiply_tile(const PackedPanel& panel, const QuantizedRows& x, int64_t first_row,
-                                         int64_t cols, const TileOutput& out) {
-  const int64_t groups = cols / kQuantGroupSize;
-  const uint8_t* codes = x.codes.data() + first_row * cols;
-  const float* x_scales = x.scales.data() + first_row * groups;
-  __m512 sums[Rows][kPanelVectors];
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < kPanelVectors; ++v) sums[r][v] = _mm512_setzero_ps();
+template <typename T>
+T& thread_scratch() {
+  thread_local T scratch;
+  return scratch;
+}
 
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i dots[Rows][kPanelVectors];
+// ---------------------------------------------------------------------------------------------------------
+// AVX512-VNNI. VPDPBUSD multiplies unsigned by signed bytes, four pairs per int32 lane. The weight codes
+// (int8, Q4_0 ones widened to int8 while packing) are the signed operand; the activation codes are made
+// unsigned as q + 128, and the surplus 128·Σw of each column's group is removed by starting that group's
+// accumulator at -128·Σw, computed once per packed panel. Every partial sum fits int32 exactly
+// (|Σ| <= 32·255·127).
+struct Avx512Vnni {
+  static constexpr int kActivationBias = 128;
+  static constexpr int kLanes = 16;  // int32 / float lanes of a zmm
+  static constexpr int kPanelVectors = 2;
+  static constexpr int kPanelColumns = kLanes * kPanelVectors;
+  // 6 x 2 int32 and 6 x 2 float accumulators plus the weight and scale vectors nearly fill the 32 zmm
+  // registers.
+  static constexpr int kTileRows = 6;
+
+  struct alignas(64) CodeLine {
+    uint8_t bytes[64];
+  };
+
+  // The activations quantised per row and group.
+  struct QuantizedRows {
+    std::vector<uint8_t> codes;  // [rows, K]: q + 128
+    std::vector<float> scales;   // [rows, groups]: d_x
+
+    void resize(int64_t rows, int64_t cols) {
+      codes.resize(size_t(rows * cols));
+      scales.resize(size_t(rows * cols / kQuantGroupSize));
+    }
+  };
+
+  // kPanelColumns consecutive weight rows (= output columns) over all of K, in VPDPBUSD operand order:
+  // line (g * 8 + s) * 2 + v holds, for output columns 16v .. 16v+15 of the panel, their 4 int8 codes at
+  // K offsets 32g + 4s .. 32g + 4s + 3. Columns past N are zero padding whose results are never stored.
+  struct Panel {
+    std::vector<CodeLine> codes;   // [groups * 8 * 2]
+    std::vector<float> scales;     // [groups, 32]: d_w
+    std::vector<int32_t> offsets;  // [groups, 32]: -128·Σ codes of the group, its accumulators' start
+  };
+
+  // Quantises rows [begin, end) of x (rows of `cols` floats) into q: d_x = max|x| / 127 per group and
+  // code = round_to_nearest_even(x / d_x), as gemv_quant does.
+  FASTVLM_TARGET_AVX512 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, QuantizedRows& q) {
+    const int64_t groups = cols / kQuantGroupSize;
+    const __m256i to_unsigned = _mm256_set1_epi8(char(0x80));  // int8 q -> uint8 q + 128
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t offset = r * cols + g * kQuantGroupSize;
+        int8_t* codes = reinterpret_cast<int8_t*>(q.codes.data() + offset);
+        q.scales[size_t(r * groups + g)] = simd::quantize_group_avx512(x + offset, codes);
+        const __m256i signed_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes), _mm256_xor_si256(signed_codes, to_unsigned));
+      }
+    }
+  }
+
+  // Packs output columns [first_column, first_column + 32) of `weights` into `panel`, reading each weight
+  // row sequentially (64 bytes of 16 rows at a time, transposed in registers).
+  FASTVLM_TARGET_AVX512 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
+    const int64_t groups = weights.groups_per_row();
+    const int64_t group_bytes = quant_row_bytes(weights.type, kQuantGroupSize);
+    const int64_t row_bytes = quant_row_bytes(weights.type, weights.cols);
+    panel.codes.resize(size_t(groups * kStepsPerGroup * kPanelVectors));
+    panel.scales.resize(size_t(groups * kPanelColumns));
+    panel.offsets.resize(size_t(groups * kPanelColumns));
+    auto line = [&](int64_t group, int step, int vector) {
+      const size_t index = size_t((group * kStepsPerGroup + step) * kPanelVectors + vector);
+      return reinterpret_cast<__m512i*>(panel.codes[index].bytes);
+    };
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0f), minus_eight = _mm512_set1_epi8(-8);
+    for (int v = 0; v < kPanelVectors; ++v) {
+      const int64_t column = first_column + int64_t(v) * kLanes;
+      const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
+      __m512i m[16];
+
+      // Codes: dword j of a 64-byte chunk becomes one line, for all 16 columns at once.
+      for (int64_t chunk = 0; chunk < row_bytes; chunk += 64) {
+        const int dwords = int(std::min<int64_t>(64, row_bytes - chunk) / kStepBytes);
+        const __mmask16 in_row = simd::first_lanes(dwords);
+        for (int i = 0; i < kLanes; ++i)
+          m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, weights.row_codes(column + i) + chunk)
+                             : _mm512_setzero_si512();
+        simd::transpose_16x16_epi32(m);
+        for (int j = 0; j < dwords; ++j) {
+          const int64_t byte = chunk + j * kStepBytes;
+          const int64_t group = byte / group_bytes;
+          const int step = int(byte % group_bytes / kStepBytes);
+          if (weights.type == WeightType::Q8_0) {
+            _mm512_store_si512(line(group, step, v), m[j]);
+          } else {
+            // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
+            const __m512i low = _mm512_and_si512(m[j], low_nibbles);
+            const __m512i high = _mm512_and_si512(_mm512_srli_epi32(m[j], 4), low_nibbles);
+            _mm512_store_si512(line(group, step, v), _mm512_add_epi8(low, minus_eight));
+            _mm512_store_si512(line(group, step + kStepsPerGroup / 2, v), _mm512_add_epi8(high, minus_eight));
+          }
+        }
+      }
+
+      // Scales: 16 groups of 16 columns at a time, widened to float and transposed the same way.
+      for (int64_t first_group = 0; first_group < groups; first_group += kLanes) {
+        const int count = int(std::min<int64_t>(kLanes, groups - first_group));
+        const __mmask16 in_row = simd::first_lanes(count);
+        for (int i = 0; i < kLanes; ++i)
+          m[i] = i < present ? _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                                   in_row, weights.row_scales(column + i) + first_group)))
+                             : _mm512_setzero_si512();
+        simd::transpose_16x16_epi32(m);
+        for (int j = 0; j < count; ++j)
+          _mm512_storeu_si512(panel.scales.data() + (first_group + j) * kPanelColumns + v * kLanes, m[j]);
+      }
+
+      // Accumulator starts: -128 · Σ codes, the sums taken with VPDPBUSD against bytes of 1.
+      const __m512i ones = _mm512_set1_epi8(1);
+      for (int64_t g = 0; g < groups; ++g) {
+        __m512i sum = _mm512_setzero_si512();
+        for (int s = 0; s < kStepsPerGroup; ++s)
+          sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512(line(g, s, v)));
+        _mm512_storeu_si512(panel.offsets.data() + g * kPanelColumns + v * kLanes,
+                            _mm512_mullo_epi32(sum, _mm512_set1_epi32(-kActivationBias)));
+      }
+    }
+  }
+
+  // y[first_row .. first_row + Rows, panel columns] = x · dequant(panel)ᵀ (+ bias).
+  template <int Rows>
+  FASTVLM_TARGET_AVX512 static void multiply_tile(const Panel& panel, const QuantizedRows& x, int64_t first_row,
+                                                  int64_t cols, const TileOutput& out) {
+    const int64_t groups = cols / kQuantGroupSize;
+    const uint8_t* codes = x.codes.data() + first_row * cols;
+    const float* x_scales = x.scales.data() + first_row * groups;
+    __m512 sums[Rows][kPanelVectors];
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r)
-      for (int v = 0; v < kPanelVectors; ++v)
-        dots[r][v] = _mm512_loadu_si512(panel.offsets.data() + g * kPanelColumns + v * kLanes);
-    const CodeLine* lines = panel.codes.data() + g * kStepsPerGroup * kPanelVectors;
+      for (int v = 0; v < kPanelVectors; ++v) sums[r][v] = _mm512_setzero_ps();
+
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512i dots[Rows][kPanelVectors];
 #pragma GCC unroll 8
-    for (int s = 0; s < kStepsPerGroup; ++s) {
-      __m512i weight_codes[kPanelVectors];
+      for (int r = 0; r < Rows; ++r)
+        for (int v = 0; v < kPanelVectors; ++v)
+          dots[r][v] = _mm512_loadu_si512(panel.offsets.data() + g * kPanelColumns + v * kLanes);
+      const CodeLine* lines = panel.codes.data() + g * kStepsPerGroup * kPanelVectors;
+#pragma GCC unroll 8
+      for (int s = 0; s < kStepsPerGroup; ++s) {
+        __m512i weight_codes[kPanelVectors];
+        for (int v = 0; v < kPanelVectors; ++v)
+          weight_codes[v] = _mm512_load_si512(lines[s * kPanelVectors + v].bytes);
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) {
+          int32_t four_codes;
+          std::memcpy(&four_codes, codes + r * cols + g * kQuantGroupSize + s * kStepBytes, sizeof four_codes);
+          const __m512i activation = _mm512_set1_epi32(four_codes);
+          for (int v = 0; v < kPanelVectors; ++v)
+            dots[r][v] = _mm512_dpbusd_epi32(dots[r][v], activation, weight_codes[v]);
+        }
+      }
+      __m512 weight_scales[kPanelVectors];
       for (int v = 0; v < kPanelVectors; ++v)
-        weight_codes[v] = _mm512_load_si512(lines[s * kPanelVectors + v].bytes);
+        weight_scales[v] = _mm512_loadu_ps(panel.scales.data() + g * kPanelColumns + v * kLanes);
 #pragma GCC unroll 8
       for (int r = 0; r < Rows; ++r) {
-        int32_t four_codes;
-        std::memcpy(&four_codes, codes + r * cols + g * kQuantGroupSize + s * kStepBytes, sizeof four_codes);
-        const __m512i activation = _mm512_set1_epi32(four_codes);
-        for (int v = 0; v < kPanelVectors; ++v)
-          dots[r][v] = _mm512_dpbusd_epi32(dots[r][v], activation, weight_codes[v]);
+        const __m512 x_scale = _mm512_set1_ps(x_scales[r * groups + g]);
+        for (int v = 0; v < kPanelVectors; ++v) {
+          const __m512 dot = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[r][v]), x_scale);
+          sums[r][v] = _mm512_fmadd_ps(dot, weight_scales[v], sums[r][v]);
+        }
       }
     }
-    __m512 weight_scales[kPanelVectors];
-    for (int v = 0; v < kPanelVectors; ++v)
-      weight_scales[v] = _mm512_loadu_ps(panel.scales.data() + g * kPanelColumns + v * kLanes);
+
+    for (int v = 0; v < kPanelVectors; ++v) {
+      const __mmask16 present = simd::first_lanes(out.columns - v * kLanes);
 #pragma GCC unroll 8
-    for (int r = 0; r < Rows; ++r) {
-      const __m512 x_scale = _mm512_set1_ps(x_scales[r * groups + g]);
-      for (int v = 0; v < kPanelVectors; ++v) {
-        const __m512 dot = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[r][v]), x_scale);
-        sums[r][v] = _mm512_fmadd_ps(dot, weight_scales[v], sums[r][v]);
+      for (int r = 0; r < Rows; ++r) {
+        __m512 result = sums[r][v];
+        if (out.bias) result = _mm512_add_ps(result, _mm512_maskz_loadu_ps(present, out.bias + v * kLanes));
+        _mm512_mask_storeu_ps(out.y + r * out.row_stride + v * kLanes, present, result);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX2. Without VPDPBUSD the group products take four instructions per 32 byte pairs: VPMADDUBSW multiplies
+// unsigned by signed bytes and adds adjacent products into int16 (with saturation), VPMADDWD against ones
+// adds those pairs into int32. The unsigned operand is |x| and the sign of x moves onto the weight code
+// (VPSIGNB: w·sign(x), 0 where x is 0), so each product is |x|·(±w) = x·w. This is exact: |x| <= 127 (the
+// activation quantisation), |w| <= 127 (Q8_0 codes, core/quant.h; Q4_0 codes lie in [-8, 7]), so a pair
+// sums to at most 2·127·127 = 32258 < 32767 and never saturates, and a lane's group sum (32·127·127) fits
+// int32 with room to spare (VPADDD keeps the running sum): the same exact group sums as gemv_quant's.
+struct Avx2 {
+  static constexpr int kLanes = 8;  // int32 / float lanes of a ymm
+  static constexpr int kPanelVectors = 2;
+  static constexpr int kPanelColumns = kLanes * kPanelVectors;
+  // Rows of a micro-tile: 2 x 2 int32 and 2 x 2 float accumulators, the weight vectors, both activation
+  // broadcasts and the ones leave room in the 16 ymm registers for the products in flight (3 rows spill,
+  // 4 rows of one vector ran no faster: BM_PrefillGemm_q8_0_int8).
+  static constexpr int kTileRows = 2;
+
+  struct alignas(32) CodeLine {
+    int8_t bytes[32];
+  };
+
+  // The activations quantised per row and group, with the codes' magnitudes for VPMADDUBSW.
+  struct QuantizedRows {
+    std::vector<int8_t> codes;        // [rows, K]: q
+    std::vector<uint8_t> magnitudes;  // [rows, K]: |q|
+    std::vector<float> scales;        // [rows, groups]: d_x
+
+    void resize(int64_t rows, int64_t cols) {
+      codes.resize(size_t(rows * cols));
+      magnitudes.resize(size_t(rows * cols));
+      scales.resize(size_t(rows * cols / kQuantGroupSize));
+    }
+  };
+
+  // kPanelColumns consecutive weight rows (= output columns) over all of K: line (g * 8 + s) * 2 + v holds,
+  // for output columns 8v .. 8v+7 of the panel, their 4 int8 codes at K offsets 32g + 4s .. 32g + 4s + 3.
+  // Columns past N are zero padding whose results are never stored.
+  struct Panel {
+    std::vector<CodeLine> codes;  // [groups * 8 * 2]
+    std::vector<float> scales;    // [groups, 16]: d_w
+    std::vector<int8_t> column;   // one weight row's codes as int8 while packing
+  };
+
+  FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, QuantizedRows& q) {
+    const int64_t groups = cols / kQuantGroupSize;
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t offset = r * cols + g * kQuantGroupSize;
+        q.scales[size_t(r * groups + g)] = simd::quantize_group_avx2(x + offset, q.codes.data() + offset);
+        const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes.data() + offset));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.magnitudes.data() + offset), _mm256_abs_epi8(codes));
       }
     }
   }
 
-#pragma GCC unroll 8
-  for (int r = 0; r < Rows; ++r) {
-    for (int v = 0; v < kPanelVectors; ++v) {
-      const __mmask16 present = out.columns_present[v];
-      __m512 result = sums[r][v];
-      if (out.bias) result = _mm512_add_ps(result, _mm512_maskz_loadu_ps(present, out.bias + v * kLanes));
-      _mm512_mask_storeu_ps(out.y + r * out.row_stride + v * kLanes, present, result);
+  // Weight row `row`'s codes as int8 (Q4_0's nibbles q + 8 unpacked to q).
+  FASTVLM_TARGET_AVX2 static void widen_codes(const QuantMatrix& weights, int64_t row, int8_t* out) {
+    const uint8_t* codes = weights.row_codes(row);
+    if (weights.type == WeightType::Q8_0) {
+      std::memcpy(out, codes, size_t(weights.cols));
+      return;
+    }
+    const __m128i low_nibbles = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    for (int64_t g = 0; g < weights.groups_per_row(); ++g) {
+      // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
+      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * kQuantGroupSize / 2));
+      const __m128i low = _mm_and_si128(packed, low_nibbles);
+      const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQuantGroupSize), _mm_sub_epi8(low, eight));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQuantGroupSize + 16), _mm_sub_epi8(high, eight));
     }
   }
-}
+
+  // Packs output columns [first_column, first_column + 16) of `weights` into `panel`, one weight row at a
+  // time: its 4-byte steps go to lane (column % 8) of successive lines.
+  FASTVLM_TARGET_AVX2 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
+    const int64_t groups = weights.groups_per_row(), steps = weights.cols / kStepBytes;
+    panel.codes.resize(size_t(steps * kPanelVectors));
+    panel.scales.resize(size_t(groups * kPanelColumns));
+    panel.column.resize(size_t(weights.cols));
+    for (int c = 0; c < kPanelColumns; ++c) {
+      const int64_t column = first_column + c;
+      const bool present = column < weights.rows;
+      if (present)
+        widen_codes(weights, column, panel.column.data());
+      else
+        std::fill(panel.column.begin(), panel.column.end(), int8_t(0));
+      const int vector = c / kLanes, lane = c % kLanes;
+      for (int64_t step = 0; step < steps; ++step)
+        std::memcpy(panel.codes[size_t(step * kPanelVectors + vector)].bytes + lane * kStepBytes,
+                    panel.column.data() + step * kStepBytes, kStepBytes);
+      const uint16_t* scales = present ? weights.row_scales(column) : nullptr;
+      for (int64_t g = 0; g < groups; ++g)
+        panel.scales[size_t(g * kPanelColumns + c)] = present ? _cvtsh_ss(scales[g]) : 0.0f;
+    }
+  }
+
+  // y[first_row .. first_row + Rows, panel columns] = x · dequant(panel)ᵀ (+ bias).
+  template <int Rows>
+  FASTVLM_TARGET_AVX2 static void multiply_tile(const Panel& panel, const QuantizedRows& x, int64_t first_row,
+                                                int64_t cols, const TileOutput& out) {
+    const int64_t groups = cols / kQuantGroupSize;
+    const int8_t* codes = x.codes.data() + first_row * cols;
+    const uint8_t* magnitudes = x.magnitudes.data() + first_row * cols;
+    const float* x_scales = x.scales.data() + first_row * groups;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 sums[Rows][kPanelVectors];
+#pragma GCC unroll 8
+    for (int r = 0; r < Rows; ++r)
+      for (int v = 0; v < kPanelVectors; ++v) sums[r][v] = _mm256_setzero_ps();
+
+    for (int64_t g = 0; g < groups; ++g) {
+      __m256i dots[Rows][kPanelVectors];
+#pragma GCC unroll 8
+      for (int r = 0; r < Rows; ++r)
+        for (int v = 0; v < kPanelVectors; ++v) dots[r][v] = _mm256_setzero_si256();
+      const CodeLine* lines = panel.codes.data() + g * kStepsPerGroup * kPanelVectors;
+#pragma GCC unroll 8
+      for (int s = 0; s < kStepsPerGroup; ++s) {
+        __m256i weight_codes[kPanelVectors];
+        for (int v = 0; v < kPanelVectors; ++v)
+          weight_codes[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lines[s * kPanelVectors + v].bytes));
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r) {
+          const int64_t offset = r * cols + g * kQuantGroupSize + s * kStepBytes;
+          int32_t four_codes, four_magnitudes;
+          std::memcpy(&four_codes, codes + offset, sizeof four_codes);
+          std::memcpy(&four_magnitudes, magnitudes + offset, sizeof four_magnitudes);
+          const __m256i signs = _mm256_set1_epi32(four_codes), magnitude = _mm256_set1_epi32(four_magnitudes);
+          for (int v = 0; v < kPanelVectors; ++v) {
+            const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(weight_codes[v], signs));
+            dots[r][v] = _mm256_add_epi32(dots[r][v], _mm256_madd_epi16(pairs, ones));
+            // Keeps the sum a running one: GCC otherwise reassociates the group's eight additions into a
+            // tree whose 32 partial products no longer fit the 16 registers.
+            asm("" : "+x"(dots[r][v]));
+          }
+        }
+      }
+      __m256 weight_scales[kPanelVectors];
+      for (int v = 0; v < kPanelVectors; ++v)
+        weight_scales[v] = _mm256_loadu_ps(panel.scales.data() + g * kPanelColumns + v * kLanes);
+#pragma GCC unroll 8
+      for (int r = 0; r < Rows; ++r) {
+        const __m256 x_scale = _mm256_set1_ps(x_scales[r * groups + g]);
+        for (int v = 0; v < kPanelVectors; ++v) {
+          const __m256 dot = _mm256_mul_ps(_mm256_cvtepi32_ps(dots[r][v]), x_scale);
+          sums[r][v] = _mm256_fmadd_ps(dot, weight_scales[v], sums[r][v]);
+        }
+      }
+    }
+
+    const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < kPanelVectors; ++v) {
+      const __m256i present = _mm256_cmpgt_epi32(_mm256_set1_epi32(out.columns - v * kLanes), lane_index);
+#pragma GCC unroll 8
+      for (int r = 0; r < Rows; ++r) {
+        __m256 result = sums[r][v];
+        if (out.bias) result = _mm256_add_ps(result, _mm256_maskload_ps(out.bias + v * kLanes, present));
+        _mm256_maskstore_ps(out.y + r * out.row_stride + v * kLanes, present, result);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// The product for either level: activations quantised, then weight panels packed and multiplied, a panel
+// per OpenMP thread at a time.
 
 // Weight bytes the next panel will pack. They are prefetched into L2 a slice per row tile while the
 // current panel computes, so that packing does not wait for memory.
@@ -235,65 +409,61 @@ void prefetch_slice(const void* data, int64_t bytes, int64_t slice, int64_t slic
 }
 
 // All rows of y for the panel starting at output column `first_column`.
-void multiply_panel(const PackedPanel& panel, const QuantizedRows& x, int64_t rows, int64_t cols, int64_t out_columns,
-                    int64_t first_column, const float* bias, const NextPanelBytes& next, float* y) {
-  TileOutput out{y + first_column, out_columns, bias ? bias + first_column : nullptr, {}};
-  for (int v = 0; v < kPanelVectors; ++v) {
-    out.columns_present[v] = simd::first_lanes(out_columns - first_column - v * kLanes);
-  }
-  const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
-  for (int64_t tile = 0; tile < tiles; ++tile, out.y += kTileRows * out_columns) {
+template <typename Level>
+void multiply_panel(const typename Level::Panel& panel, const typename Level::QuantizedRows& x, int64_t rows, int64_t cols,
+                    int64_t out_columns, int64_t first_column, const float* bias, const NextPanelBytes& next,
+                    float* y) {
+  TileOutput out{y + first_column, out_columns, bias ? bias + first_column : nullptr,
+                 int(std::min<int64_t>(Level::kPanelColumns, out_columns - first_column))};
+  const int64_t tiles = (rows + Level::kTileRows - 1) / Level::kTileRows;
+  for (int64_t tile = 0; tile < tiles; ++tile, out.y += Level::kTileRows * out_columns) {
     prefetch_slice(next.codes, next.code_bytes, tile, tiles);
     prefetch_slice(next.scales, next.scale_count * int64_t(sizeof(uint16_t)), tile, tiles);
-    const int64_t row = tile * kTileRows;
-    static_assert(kTileRows == 6, "the switch below covers 1 .. kTileRows rows");
-    switch (std::min<int64_t>(kTileRows, rows - row)) {
-      case 6: multiply_tile<6>(panel, x, row, cols, out); break;
-      case 5: multiply_tile<5>(panel, x, row, cols, out); break;
-      case 4: multiply_tile<4>(panel, x, row, cols, out); break;
-      case 3: multiply_tile<3>(panel, x, row, cols, out); break;
-      case 2: multiply_tile<2>(panel, x, row, cols, out); break;
-      case 1: multiply_tile<1>(panel, x, row, cols, out); break;
-    }
+    const int64_t row = tile * Level::kTileRows;
+    kernels::with_row_count<Level::kTileRows>(std::min<int64_t>(Level::kTileRows, rows - row), [&]<int R>() {
+      Level::template multiply_tile<R>(panel, x, row, cols, out);
+    });
   }
 }
 
-void linear_quant_avx512(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
+template <typename Level>
+void linear_quant_with(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
   const int64_t cols = weights.cols, groups = weights.groups_per_row();
   const bool threaded = rows * weights.rows * cols >= kMinWorkToSplit;
 
-  QuantizedRows& quantized = activation_scratch();
-  quantized.codes.resize(size_t(rows * cols));
-  quantized.scales.resize(size_t(rows * groups));
+  auto& quantized = thread_scratch<typename Level::QuantizedRows>();
+  quantized.resize(rows, cols);
 #pragma omp parallel if (threaded)
   {
     const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
-    quantize_rows(x, cols, rows * thread / threads, rows * (thread + 1) / threads, quantized);
+    Level::quantize_rows(x, cols, rows * thread / threads, rows * (thread + 1) / threads, quantized);
   }
 
-  // Each panel's packing (O(32·K)) is amortised over all rows (O(rows·32·K)).
+  // Each panel's packing (O(panel columns · K)) is amortised over all rows (O(rows · panel columns · K)).
+  constexpr int64_t kPanelColumns = Level::kPanelColumns;
   const int64_t panels = (weights.rows + kPanelColumns - 1) / kPanelColumns;
 #pragma omp parallel for schedule(static) if (threaded)
   for (int64_t p = 0; p < panels; ++p) {
-    PackedPanel& panel = panel_scratch();
-    pack_panel(weights, p * kPanelColumns, panel);
+    auto& panel = thread_scratch<typename Level::Panel>();
+    Level::pack_panel(weights, p * kPanelColumns, panel);
     NextPanelBytes next;
     if (p + 1 < panels) {
       const int64_t first = (p + 1) * kPanelColumns, count = std::min<int64_t>(kPanelColumns, weights.rows - first);
       next = {weights.row_codes(first), count * quant_row_bytes(weights.type, cols), weights.row_scales(first),
               count * groups};
     }
-    multiply_panel(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, bias, next, y);
+    multiply_panel<Level>(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, bias, next, y);
   }
 }
 
-// Only an AVX-512 variant: below it, callers take the dequantising path (int8_compute_available()).
+// No scalar variant: there, callers take the dequantising path (kernels::quant_int8_gemm_available()).
 struct QgemmOps {
   void (*linear)(const float*, int64_t, const QuantMatrix&, const float*, float*);
 };
 
 const QgemmOps& ops() {
-  static const QgemmOps chosen = kernels::choose<QgemmOps>({.avx512 = {linear_quant_avx512}});
+  static const QgemmOps chosen = kernels::choose<QgemmOps>(
+      {.avx2 = {linear_quant_with<Avx2>}, .avx512 = {linear_quant_with<Avx512Vnni>}});
   return chosen;
 }
 
@@ -301,7 +471,7 @@ const QgemmOps& ops() {
 
 void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
   if (!ops().linear)
-    throw Error("linear_quant: needs AVX512-VNNI, but the active kernel level is " + kernels::kernel_level_name());
+    throw Error("linear_quant: needs AVX2, but the active kernel level is " + kernels::kernel_level_name());
   if (weights.cols % kQuantGroupSize != 0 || weights.rows <= 0 || rows < 0)
     throw Error("linear_quant: a [" + std::to_string(weights.rows) + ", " + std::to_string(weights.cols) +
                 "] weight matrix and " + std::to_string(rows) + " rows; expected columns a multiple of 32");

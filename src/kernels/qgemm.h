@@ -1,7 +1,7 @@
 #pragma once
-// Prefill GEMM on block-quantised weights (Q8_0 / Q4_0, core/quant.h) in integer arithmetic with
-// AVX512-VNNI, reading the codes straight from the (memory-mapped) matrix: no dequantised or repacked
-// copy of the weights outlives the call.
+// Prefill GEMM on block-quantised weights (Q8_0 / Q4_0, core/quant.h) in integer arithmetic (VPDPBUSD
+// with AVX512-VNNI, VPMADDUBSW + VPMADDWD with AVX2), reading the codes straight from the (memory-mapped)
+// matrix: no dequantised or repacked copy of the weights outlives the call.
 //
 // Arithmetic (the same model as gemv_quant, so prefill and decode agree): each row of x is quantised per
 // group of 32 to int8 with scale d_x = max|x| / 127 (round to nearest even); each group's integer dot
@@ -15,7 +15,7 @@ namespace fastvlm {
 
 // y[rows, N] = x[rows, K] · dequant(W)ᵀ (+ bias[N] when not null) for W = `weights` [N, K], all
 // row-major float32 except W. Threads over blocks of output columns with OpenMP. Throws fastvlm::Error
-// when !int8_compute_available() (kernels/capabilities.h).
+// when !quant_int8_gemm_available() (kernels/capabilities.h).
 void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
 
 }  // namespace fastvlm

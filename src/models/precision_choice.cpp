@@ -30,6 +30,9 @@ ModelLoadOptions resolve_precision(Precision requested) {
     options.quantize_llm = WeightType::Q8_0;
   } else if (kernels::bf16_compute_available()) {
     options.precision = Precision::Bf16;
+  } else if (kernels::quant_int8_gemm_available()) {
+    options.precision = Precision::F32;
+    options.quantize_llm = WeightType::Q8_0;
   } else {
     options.precision = Precision::F32;
   }

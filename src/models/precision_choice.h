@@ -6,7 +6,9 @@
 //     LLM's linears as Q8_0 blocks, quantised at load when the checkpoint is dense, so that prefill runs the
 //     int8 GEMM and decode streams ~1.06 bytes per weight instead of 2 (bf16) or 4 (f32);
 //   - AVX512-BF16 without VNNI: Bf16;
-//   - otherwise (AVX2, scalar): F32, the reference.
+//   - AVX2: the vision tower in F32 (the reference: no bf16 or int8 GEMMs for it) and the LLM's linears as
+//     Q8_0 blocks, whose prefill runs the AVX2 int8 GEMM and whose decode streams a quarter of f32's bytes;
+//   - scalar: F32, the reference.
 // The measurements behind each choice are in the README's performance section.
 #include <string>
 

@@ -20,13 +20,23 @@ namespace {
 // for all rows, no packing) beats the prefill GEMM. With int8 tiles (AMX) gemv_quant_batch covers up to 16
 // rows at little more than one row's cost (bench_llm_kernels BM_LlmDecodeBatch, FastVLM-0.5B, one thread: a
 // step of 8 sequences costs 1.35x (q8_0) / 1.5x (q4_0) a step of one, 1.8x / 2.2x through the GEMM).
-// Without them the vector GEMV's per-row
+// With the VNNI GEMM but no tiles the vector GEMV's per-row
 // arithmetic outgrows the GEMM's packing: q8_0 and bf16 cost the same both ways at 4 rows; Q4_0, with its
 // nibble unpacking per row, already at 3.
+// Without an int8 GEMM (AVX2) the alternative is dequantising W to float32 and the f32 GEMM, which writes
+// and reads 4 bytes per weight where the GEMV reads ~1 once: up to 16 rows the GEMV costs less (same
+// benchmark, AVX2 Zen 3, one thread, CPU µs, GEMV / dequantise + f32 GEMM at 1, 4, 8, 16 rows; q8_0:
+// 896x896 74/263, 170/445, 287/446, 602/596; 4864x896 385/1665, 771/2961, 1462/3923, 3035/4442; 896x4864
+// 373/1882, 772/2595, 1446/2853, 2891/3488; q4_0: 4864x896 315/5518, 710/7505, 1521/6726, 3016/7339), and
+// a decode batch stays on the single-row arithmetic (int8 activations), as models/test_batched_decode asks.
+// Against the AVX2 int8 GEMM (linear_quant) the GEMV still costs no more up to 16 rows over a layer's
+// shapes (BM_DecodeRows_q8_0_gemm, CPU µs, GEMV / GEMM at 8, 12, 16 rows: 4864x896 1701/2015, 2158/2375,
+// 2999/2982; 896x4864 1553/3170, 2283/3044, 3395/3686; only 896x896 is cheaper by GEMM, 563/460 at 16).
 bool is_block_quantized(WeightType storage) { return storage == WeightType::Q8_0 || storage == WeightType::Q4_0; }
 
 int max_rows_for_gemv(WeightType storage) {
-  if (is_block_quantized(storage) && kernels::int8_tiles_available()) return 16;
+  if (is_block_quantized(storage) && (kernels::int8_tiles_available() || !kernels::int8_compute_available()))
+    return 16;
   return storage == WeightType::Q4_0 ? 2 : 4;
 }
 
@@ -274,12 +284,12 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
   }
   // Prefill: quantised weights go through AMX tiles, expanded to bf16 panel by panel, where the CPU has
   // AMX-BF16 and the product has more rows than a decode batch; else through the int8 GEMM on their stored
-  // codes where it has VNNI; bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
+  // codes (VNNI or AVX2); bf16 weights through a bf16 GEMM where it has bf16 products; else float32.
   if (takes_amx_route(rows)) {
     linear_quant_bf16(x, rows, quantized_, b, y);
     return;
   }
-  if (quantized && kernels::int8_compute_available()) {
+  if (quantized && kernels::quant_int8_gemm_available()) {
     linear_quant(x, rows, quantized_, b, y);
     return;
   }

@@ -3,8 +3,9 @@
 //  - activations that quantise exactly must give dequant(W)·x up to float rounding;
 //  - random activations (with outlier channels) must give the documented integer arithmetic up to float
 //    rounding, and stay within the activation-rounding bound of dequant(W)·x with the unquantised x.
-// Shapes cover odd row counts (every micro-tile remainder), N not a multiple of 16 or 32, with and without
-// bias, up to Qwen2-0.5B sizes. Below avx512 the kernel must refuse to run (checked in a child process).
+// Shapes cover odd row counts (every micro-tile remainder), N not a multiple of 8, 16 or 32, with and without
+// bias, up to Qwen2-0.5B sizes. The kernel runs at the avx2 and avx512 levels (the lower ones in child
+// processes, tests/kernel_levels.h); at the scalar level it must refuse to run.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,7 +67,7 @@ std::vector<float> run(const Shape& shape, const std::vector<float>& x, const Qu
 class QuantGemm : public ::testing::TestWithParam<WeightType> {
  protected:
   void SetUp() override {
-    if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at the active ISA level";
+    if (!kernels::quant_int8_gemm_available()) GTEST_SKIP() << "no int8 GEMM at " << kernels::kernel_level_name();
   }
 };
 
@@ -155,10 +156,36 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
   }
 }
 
-// Below avx512 (in the child runs of KernelLevels) int8 compute is reported unavailable and the kernel
-// refuses to run, so that callers take their fallback.
-TEST(QuantGemmDispatch, UnavailableAndRefusedBelowAvx512) {
-  if (active_isa() >= Isa::Avx512) GTEST_SKIP() << "checked in the runs capped below avx512";
+// Codes of the largest magnitude everywhere, with the activations' signs matching the weights' in some
+// groups and opposed in others: every pair of products the AVX2 path adds in 16 bits is ±2·127·127, the
+// most it can hold without saturating, and a group's sum is ±32·127·127. The result must be exact.
+TEST(QuantGemmExtremes, LargestCodesDoNotSaturate) {
+  if (!kernels::quant_int8_gemm_available()) GTEST_SKIP() << "no int8 GEMM at " << kernels::kernel_level_name();
+  constexpr int64_t kRows = 5, kOut = 24, kIn = 128;
+  std::vector<uint8_t> codes(size_t(kOut * kIn));
+  std::vector<uint16_t> scales(size_t(kOut * kIn / 32), uint16_t(0x3c00));  // half 1.0
+  std::vector<float> x(size_t(kRows * kIn));
+  for (int64_t n = 0; n < kOut; ++n)
+    for (int64_t k = 0; k < kIn; ++k) codes[size_t(n * kIn + k)] = uint8_t(int8_t((n + k / 32) % 3 == 0 ? -127 : 127));
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t k = 0; k < kIn; ++k) x[size_t(r * kIn + k)] = (r + k / 32) % 2 == 0 ? 127.0f : -127.0f;
+  const QuantMatrix w{WeightType::Q8_0, codes.data(), scales.data(), kOut, kIn};
+  std::vector<float> y(size_t(kRows * kOut));
+  linear_quant(x.data(), kRows, w, nullptr, y.data());
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t n = 0; n < kOut; ++n) {
+      double expected = 0;
+      for (int64_t k = 0; k < kIn; ++k) expected += double(int8_t(codes[size_t(n * kIn + k)])) * x[size_t(r * kIn + k)];
+      EXPECT_EQ(y[size_t(r * kOut + n)], expected) << "row " << r << ", column " << n;
+    }
+  }
+}
+
+// At the scalar level (in the child runs of KernelLevels) the int8 GEMM is reported unavailable and the
+// kernel refuses to run, so that callers take their fallback.
+TEST(QuantGemmDispatch, UnavailableAndRefusedAtScalar) {
+  if (active_isa() >= Isa::Avx2) GTEST_SKIP() << "checked in the run capped at scalar";
+  EXPECT_FALSE(kernels::quant_int8_gemm_available());
   EXPECT_FALSE(kernels::int8_compute_available());
   const QuantizedWeights w = make_quantized_weights(WeightType::Q8_0, 16, 32, 1);
   std::vector<float> x(32, 1.0f), y(16);

@@ -100,6 +100,8 @@ TEST(AutoPrecision, IsTheDefaultAndSaysWhatItResolvedTo) {
     EXPECT_EQ(precision, "auto -> vision int8, llm q8_0 (quantised at load)");
   else if (kernels::bf16_compute_available())
     EXPECT_EQ(precision, "auto -> vision bf16, llm bf16");
+  else if (kernels::quant_int8_gemm_available())
+    EXPECT_EQ(precision, "auto -> vision f32, llm q8_0 (quantised at load)");
   else
     EXPECT_EQ(precision, "auto -> vision f32, llm f32");
   EXPECT_EQ(load(kFixtures / "tiny-fastvlm", Precision::F32)->info().precision, "f32 -> vision f32, llm f32");
@@ -116,7 +118,8 @@ TEST(AutoPrecision, IsTheDefaultAndSaysWhatItResolvedTo) {
 
 // Quantising at load is `fastvlm quantize` without the file: the same codes and scales, so the same logits.
 TEST(AutoPrecision, QuantisingAtLoadMatchesAQuantisedCheckpoint) {
-  if (!kernels::int8_compute_available()) GTEST_SKIP() << "Auto quantises the LLM only where the CPU has VNNI";
+  if (!kernels::quant_int8_gemm_available())
+    GTEST_SKIP() << "Auto quantises the LLM only where the CPU has an int8 GEMM for it (AVX2 and up)";
   const fs::path stored = fs::temp_directory_path() / ("fastvlm-auto-q8-" + std::to_string(::getpid()));
   fs::remove_all(stored);
   quantize_model(kFixtures / "tiny-qwen2-text", stored, WeightType::Q8_0);
