@@ -185,7 +185,7 @@ fi
 # llama.cpp prefills as many positions as fastvlm's prompt has (image embeddings + text): ask fastvlm once.
 positions=280
 if [ -n "$llama_types" ]; then
-  positions=$("$bin" bench -m "$model-q8" --dtype int8 --image "$image" -n 2 --reps 1 --threads "$threads" --json --no-accuracy |
+  positions=$("$bin" bench -m "$model-q8" --image "$image" -n 2 --reps 1 --threads "$threads" --json --no-accuracy |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
 fi
 
