@@ -13,6 +13,7 @@
 #include "core/cpu.h"
 #include "core/tensor.h"
 #include "kernels/amx_int8_gemm.h"
+#include "kernels/avx2_int8_gemm.h"
 #include "kernels/capabilities.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
@@ -158,15 +159,19 @@ BENCHMARK(BM_PointwiseGemmF32Packed)
 // packed at load, then the tower's epilogue (0: none, the product alone; 1: dequantise + GELU + requantise
 // per pixel; 2: dequantise + add to a float32 output). kernel 0: oneDNN's matmul_s8, the whole int32
 // product, then the epilogue over it; 1: amx_s8_gemm, the epilogue on each block of 32 rows as it comes
-// (the tower's path where the CPU has AMX-INT8). Timed in the calling thread's CPU time, single threaded
-// like the tower's per-thread tiles (run with OMP_NUM_THREADS=1). args: M, K, N, epilogue, kernel.
-// Compare GOP/s with bench_peak's tdpbusd (AMX) or vpdpbusd rate per core.
+// (the tower's path where the CPU has AMX-INT8); 2: avx2_s8_gemm, the epilogue per strip of 48 rows (the
+// path without AVX512-VNNI). Timed in the calling thread's CPU time, single threaded like the tower's
+// per-thread tiles (run with OMP_NUM_THREADS=1). args: M, K, N, epilogue, kernel. Compare GOP/s with
+// bench_peak's tdpbusd (AMX), vpdpbusd or (kernel 2) avx2_maddubs_int8 rate per core.
 void BM_PointwiseGemmInt8(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const int epilogue = int(state.range(3));
-  const bool amx = state.range(4) == 1;
-  if (!kernels::int8_compute_available() || (amx && !kernels::int8_tiles_available())) {
-    state.SkipWithError(amx ? "no AMX-INT8" : "no AVX512-VNNI");
+  enum Kernel { kOneDnn, kAmx, kAvx2 } const kernel = Kernel(state.range(4));
+  const char* missing = kernel == kAmx    ? (kernels::int8_tiles_available() ? nullptr : "no AMX-INT8")
+                        : kernel == kAvx2 ? (kernels::vision_int8_available() ? nullptr : "no AVX2")
+                                          : (kernels::int8_compute_available() ? nullptr : "no AVX512-VNNI");
+  if (missing) {
+    state.SkipWithError(missing);
     return;
   }
   std::vector<int8_t> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(N * K));
@@ -185,10 +190,16 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
       dequantize_add(acc, count, N, stride, row_scales.data() + first, weight_scales.data(), bias.data(),
                      c.data() + first * N);
   };
-  if (amx) {
+  if (kernel == kAmx) {
     const AmxS8Weights tiles(b.data(), N, K);
     for (auto _ : state) {
       amx_s8_gemm(a.data(), M, K, tiles, finish);
+      benchmark::ClobberMemory();
+    }
+  } else if (kernel == kAvx2) {
+    const Avx2S8Weights panels(b.data(), N, K);
+    for (auto _ : state) {
+      avx2_s8_gemm(a.data(), M, K, panels, finish);
       benchmark::ClobberMemory();
     }
   } else {
@@ -202,12 +213,13 @@ void BM_PointwiseGemmInt8(benchmark::State& state) {
   }
   state.counters["GOP/s"] = benchmark::Counter(2.0 * double(M) * K * N, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
-  state.SetLabel(std::string(amx ? "amx_s8_gemm" : "oneDNN matmul_s8") + ", " + std::string(isa_name(active_isa())) +
+  const char* names[] = {"oneDNN matmul_s8", "amx_s8_gemm", "avx2_s8_gemm"};
+  state.SetLabel(std::string(names[kernel]) + ", " + std::string(isa_name(active_isa())) +
                  ", " + std::to_string(omp_get_max_threads()) + " threads");
 }
 // The tower's int8 tiles (l2_tile_rows): ConvFFN fc1/fc2 of stages 0-4 and attention qkv/proj of stages 3
-// and 4, the product alone and with its epilogue; then the whole stage-2 map in one product. Each on both
-// kernels.
+// and 4, the product alone and with its epilogue; then the whole stage-2 map in one product. Each on every
+// kernel.
 void Int8GemmShapes(benchmark::internal::Benchmark* benchmark) {
   const std::vector<std::vector<int64_t>> shapes = {
       {512, 96, 384, 0},    {512, 384, 96, 0},    {256, 192, 768, 0},  {256, 768, 192, 0},  {128, 384, 1536, 0},
@@ -216,7 +228,7 @@ void Int8GemmShapes(benchmark::internal::Benchmark* benchmark) {
       {256, 768, 192, 2},   {128, 384, 1536, 1},  {128, 1536, 384, 2}, {128, 768, 3072, 1}, {128, 3072, 768, 2},
       {4096, 384, 1536, 0}, {4096, 1536, 384, 0}};
   for (const std::vector<int64_t>& shape : shapes)
-    for (const int64_t kernel : {0, 1}) {
+    for (const int64_t kernel : {0, 1, 2}) {
       std::vector<int64_t> args = shape;
       args.push_back(kernel);
       benchmark->Args(args);
@@ -234,8 +246,8 @@ BENCHMARK(BM_PointwiseGemmInt8)
 // CPU second (run with OMP_NUM_THREADS=1).
 void BM_Int8Elementwise(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), kind = state.range(2);
-  if (!kernels::int8_compute_available()) {
-    state.SkipWithError("no AVX512-VNNI");
+  if (!kernels::vision_int8_available() || (kind == 2 && !kernels::bf16_compute_available())) {
+    state.SkipWithError(kind == 2 ? "no AVX512-BF16" : "no AVX2");
     return;
   }
   std::vector<int32_t> accumulators(static_cast<size_t>(rows * cols));

@@ -48,7 +48,7 @@ void BM_VisionTower(benchmark::State& state) {
   const auto precision = Precision(state.range(0));
   const int64_t side = state.range(1);
   if ((precision == Precision::Bf16 && !kernels::bf16_compute_available()) ||
-      (precision == Precision::Int8 && !kernels::int8_compute_available())) {
+      (precision == Precision::Int8 && !kernels::vision_int8_available())) {
     state.SkipWithError("this CPU lacks the precision's kernels");
     return;
   }

@@ -22,9 +22,9 @@ void ModelFlags::add_to(CLI::App& command) {
       ->check(CLI::PositiveNumber);
   command.add_option("--dtype", engine.precision,
                    "Compute precision: auto (default: the fastest path this CPU has within the README's accuracy "
-                   "bounds: int8 vision and q8_0 LLM linears where it has AVX512-VNNI; f32 vision and q8_0 LLM linears "
-                   "with AVX2), f32 (reference-exact), bf16 "
-                   "(within 2e-2), int8 (bf16 with the vision ConvFFN and attention layers on int8, ~2% off)")
+                   "bounds: int8 vision and q8_0 LLM linears from AVX2 up), f32 (reference-exact), bf16 "
+                   "(within 2e-2), int8 (bf16, or f32 without AVX512-BF16, with the vision ConvFFN and attention "
+                   "layers on int8, ~2% off)")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, Precision>{{"auto", Precision::Auto}, {"f32", Precision::F32}, {"bf16", Precision::Bf16}, {"int8", Precision::Int8}},
           CLI::ignore_case));

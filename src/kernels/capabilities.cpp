@@ -10,6 +10,8 @@ bool amx_bf16_available() { return active_isa() >= Isa::Amx; }
 
 bool int8_compute_available() { return active_isa() >= Isa::Avx512 && cpu_features().avx512_vnni; }
 
+bool vision_int8_available() { return active_isa() >= Isa::Avx2; }
+
 bool quant_int8_gemm_available() { return active_isa() >= Isa::Avx2; }
 
 bool int8_tiles_available() { return active_isa() >= Isa::Amx; }

@@ -10,8 +10,11 @@ bool bf16_compute_available();
 // bfloat16 products on AMX tiles (AMX-BF16 with the OS permission granted): where tile GEMMs far outrun
 // the AVX-512 ones.
 bool amx_bf16_available();
-// int8 GEMMs (AVX512-VNNI: the vision tower's int8 compute, oneDNN's s8 products and the int8 epilogues).
+// oneDNN's s8 products (AVX512-VNNI; its AVX2 ones saturate on symmetric codes, kernels/avx2_int8_gemm.h).
 bool int8_compute_available();
+// The vision tower's int8 compute (Precision::Int8): its s8 products (AMX tiles, oneDNN's AVX512-VNNI matmul,
+// or 16-bit pairs on AVX2) and the int8 quantisation and epilogues (kernels/int8_epilogue.h). AVX2 and up.
+bool vision_int8_available();
 // The int8 GEMM on block-quantised (Q8_0 / Q4_0) LLM weights, linear_quant (kernels/qgemm.h): VPDPBUSD on
 // AVX512-VNNI, VPMADDUBSW on AVX2. Only that product: it says nothing about the vision tower's int8 path.
 bool quant_int8_gemm_available();

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <vector>
 
 #include "core/error.h"
@@ -153,7 +154,140 @@ FASTVLM_TARGET_AVX512 void dequantize_add_avx512(const int32_t* acc, int64_t row
   }
 }
 
-// Only AVX-512 variants: int8 compute is refused below (kernels/capabilities.h).
+// ---------------------------------------------------------------------------------------------------
+// AVX2 (the tower's int8 compute without AVX512-VNNI, kernels/avx2_int8_gemm.h): the same arithmetic on 8
+// lanes. The whole vectors use plain loads and stores, the remainder VMASKMOV (slow on AMD, once per row).
+
+struct WholeVector {
+  FASTVLM_TARGET_AVX2 __m256 load(const float* p) const { return _mm256_loadu_ps(p); }
+  FASTVLM_TARGET_AVX2 __m256i load(const int32_t* p) const {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  FASTVLM_TARGET_AVX2 void store(float* p, __m256 v) const { _mm256_storeu_ps(p, v); }
+};
+
+struct PartVector {
+  __m256i mask;  // simd::first_lanes_avx2: the lanes within the row (the others read as zero)
+  FASTVLM_TARGET_AVX2 __m256 load(const float* p) const { return _mm256_maskload_ps(p, mask); }
+  FASTVLM_TARGET_AVX2 __m256i load(const int32_t* p) const { return _mm256_maskload_epi32(p, mask); }
+  FASTVLM_TARGET_AVX2 void store(float* p, __m256 v) const { _mm256_maskstore_ps(p, mask, v); }
+};
+
+// step(column, lanes) for each 8-column vector of a row of `cols`, lanes a WholeVector or a PartVector.
+template <class Step>
+FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void for_each_vector_avx2(int64_t cols, Step step) {
+  const int64_t full = cols / 8 * 8;
+  for (int64_t c = 0; c < full; c += 8) step(c, WholeVector{});
+  if (full < cols) step(full, PartVector{simd::first_lanes_avx2(cols - full)});
+}
+
+FASTVLM_TARGET_AVX2 inline float reduce_max_avx2(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+FASTVLM_TARGET_AVX2 inline __m256 abs_avx2(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float row_abs_max_avx2(const float* row, int64_t cols) {
+  __m256 running[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t c = 0;
+  for (; c + 16 <= cols; c += 16)
+    for (int k = 0; k < 2; ++k) running[k] = _mm256_max_ps(running[k], abs_avx2(_mm256_loadu_ps(row + c + 8 * k)));
+  for_each_vector_avx2(cols - c, [&](int64_t v, auto lanes) FASTVLM_TARGET_AVX2 {
+    running[0] = _mm256_max_ps(running[0], abs_avx2(lanes.load(row + c + v)));
+  });
+  return reduce_max_avx2(_mm256_max_ps(running[0], running[1]));
+}
+
+FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float quantize_row_avx2(const float* row, int64_t cols,
+                                                                                 float abs_max, int8_t* codes) {
+  const float scale = abs_max > 0.0f ? abs_max / kMaxCode : 1.0f;
+  const float inverse = 1.0f / scale;
+  const __m256 inverse8 = _mm256_set1_ps(inverse);
+  // 32 codes per store: the saturating packs work within 128-bit lanes, after which dword j holds codes
+  // 4k .. 4k+3 for k = (0, 2, 4, 6, 1, 3, 5, 7)[j]; one dword permutation restores the order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    __m256i words[4];
+    for (int i = 0; i < 4; ++i) words[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + c + 8 * i), inverse8));
+    const __m256i bytes =
+        _mm256_packs_epi16(_mm256_packs_epi32(words[0], words[1]), _mm256_packs_epi32(words[2], words[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + c), _mm256_permutevar8x32_epi32(bytes, order));
+  }
+  // The same float product, rounded to nearest even as the vector conversion does.
+  for (; c < cols; ++c) codes[c] = int8_t(std::nearbyint(row[c] * inverse));
+  return scale;
+}
+
+FASTVLM_TARGET_AVX2 void quantize_rows_s8_avx2(const float* x, int64_t rows, int64_t cols, int64_t stride,
+                                               int8_t* codes, float* scales) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * stride;
+    scales[r] = quantize_row_avx2(row, cols, row_abs_max_avx2(row, cols), codes + r * cols);
+  }
+}
+
+// acc · scales + bias (bias may be null) for the 8 columns at `column`.
+template <class Lanes>
+FASTVLM_TARGET_AVX2 inline __m256 dequantize_avx2(const int32_t* acc, __m256 row_scale, const float* weight_scales,
+                                                  const float* bias, int64_t column, Lanes lanes) {
+  const __m256 scales = _mm256_mul_ps(row_scale, lanes.load(weight_scales + column));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes.load(acc + column)), scales,
+                         bias ? lanes.load(bias + column) : _mm256_setzero_ps());
+}
+
+FASTVLM_TARGET_AVX2 void dequantize_gelu_quantize_avx2(const int32_t* acc, int64_t rows, int64_t cols,
+                                                       int64_t acc_stride, const float* row_scales,
+                                                       const float* weight_scales, const float* bias, int8_t* codes,
+                                                       float* code_scales) {
+  thread_local std::vector<float> staging;
+  staging.resize(size_t(cols));
+  float* const activated = staging.data();  // read once, as in the AVX-512 variant
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256 row_scale = _mm256_set1_ps(row_scales[r]);
+    const int32_t* row = acc + r * acc_stride;
+    __m256 running = _mm256_setzero_ps();
+    for_each_vector_avx2(cols, [&](int64_t c, auto lanes) FASTVLM_TARGET_AVX2 {
+      // Lanes past the row read zeros and GELU(0) = 0: the running max is left alone.
+      const __m256 result = simd::gelu_coarse_avx2(dequantize_avx2(row, row_scale, weight_scales, bias, c, lanes));
+      lanes.store(activated + c, result);
+      running = _mm256_max_ps(running, abs_avx2(result));
+    });
+    code_scales[r] = quantize_row_avx2(activated, cols, reduce_max_avx2(running), codes + r * cols);
+  }
+}
+
+FASTVLM_TARGET_AVX2 void dequantize_store_avx2(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride,
+                                               const float* row_scales, const float* weight_scales,
+                                               const float* bias, bool gelu, float* out_f32, uint16_t* out_bf16) {
+  if (!out_f32 || out_bf16) throw Error("internal: bfloat16 int8 epilogue output needs AVX512-BF16");
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256 row_scale = _mm256_set1_ps(row_scales[r]);
+    for_each_vector_avx2(cols, [&](int64_t c, auto lanes) FASTVLM_TARGET_AVX2 {
+      __m256 value = dequantize_avx2(acc + r * acc_stride, row_scale, weight_scales, bias, c, lanes);
+      if (gelu) value = simd::gelu_avx2(value);
+      lanes.store(out_f32 + r * cols + c, value);
+    });
+  }
+}
+
+FASTVLM_TARGET_AVX2 void dequantize_add_avx2(const int32_t* acc, int64_t rows, int64_t cols, int64_t acc_stride,
+                                             const float* row_scales, const float* weight_scales, const float* bias,
+                                             float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256 row_scale = _mm256_set1_ps(row_scales[r]);
+    for_each_vector_avx2(cols, [&](int64_t c, auto lanes) FASTVLM_TARGET_AVX2 {
+      float* target = out + r * cols + c;
+      const __m256 value = dequantize_avx2(acc + r * acc_stride, row_scale, weight_scales, bias, c, lanes);
+      lanes.store(target, _mm256_add_ps(value, lanes.load(target)));
+    });
+  }
+}
+
+// No scalar variants: int8 compute is refused below AVX2 (kernels/capabilities.h).
+
 struct Int8EpilogueOps {
   void (*quantize_rows)(const float*, int64_t, int64_t, int64_t, int8_t*, float*);
   void (*gelu_quantize)(const int32_t*, int64_t, int64_t, int64_t, const float*, const float*, const float*, int8_t*,
@@ -165,11 +299,12 @@ struct Int8EpilogueOps {
 
 const Int8EpilogueOps& ops() {
   static const Int8EpilogueOps chosen = kernels::choose<Int8EpilogueOps>({
+      .avx2 = {quantize_rows_s8_avx2, dequantize_gelu_quantize_avx2, dequantize_store_avx2, dequantize_add_avx2},
       .avx512 = {quantize_rows_s8_avx512, dequantize_gelu_quantize_avx512, dequantize_store_avx512,
                  dequantize_add_avx512},
   });
   if (!chosen.quantize_rows)
-    throw Error("int8 kernels need AVX512-VNNI, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
+    throw Error("int8 kernels need AVX2, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
                 ") does not offer");
   return chosen;
 }

@@ -1,8 +1,8 @@
 #pragma once
 // Symmetric int8 quantisation for the vision tower's Int8 compute, one scale per row: weights per output
 // channel at load, activations per pixel at run time (each pixel's own max |x|, so that one bright pixel
-// does not coarsen its neighbours). The kernels exist for AVX-512 only and throw fastvlm::Error below it
-// (int8_compute_available(), kernels/capabilities.h).
+// does not coarsen its neighbours). The kernels exist for AVX-512 and AVX2 and throw fastvlm::Error below
+// (vision_int8_available(), kernels/capabilities.h); bfloat16 output needs AVX-512.
 #include <cstdint>
 
 namespace fastvlm {

@@ -52,6 +52,15 @@ FASTVLM_TARGET_AVX512 inline __m512 gelu_coarse_avx512(__m512 x) {
   return _mm512_fnmadd_ps(magnitude, q, _mm512_max_ps(_mm512_setzero_ps(), x));
 }
 
+// gelu_coarse_avx512's polynomial with AVX2 (the clamp as min of the magnitude).
+FASTVLM_TARGET_AVX2 inline __m256 gelu_coarse_avx2(__m256 x) {
+  const __m256 magnitude =
+      _mm256_min_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(kCoarseGeluClamp));
+  __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(kCoarseGeluQ[6]), magnitude, _mm256_set1_ps(kCoarseGeluQ[5]));
+  for (int k = 4; k >= 0; --k) q = _mm256_fmadd_ps(q, magnitude, _mm256_set1_ps(kCoarseGeluQ[k]));
+  return _mm256_fnmadd_ps(magnitude, q, _mm256_max_ps(_mm256_setzero_ps(), x));
+}
+
 FASTVLM_TARGET_AVX2 inline __m256 gelu_avx2(__m256 x) {
   const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(x, _mm256_set1_ps(kInvSqrt2)));
   __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kErfA6), a, _mm256_set1_ps(kErfA5));

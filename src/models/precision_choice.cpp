@@ -25,13 +25,8 @@ ModelLoadOptions resolve_precision(Precision requested) {
   ModelLoadOptions options;
   if (requested != Precision::Auto) {
     options.precision = requested;
-  } else if (kernels::int8_compute_available()) {
+  } else if (kernels::vision_int8_available() && kernels::quant_int8_gemm_available()) {
     options.precision = Precision::Int8;
-    options.quantize_llm = WeightType::Q8_0;
-  } else if (kernels::bf16_compute_available()) {
-    options.precision = Precision::Bf16;
-  } else if (kernels::quant_int8_gemm_available()) {
-    options.precision = Precision::F32;
     options.quantize_llm = WeightType::Q8_0;
   } else {
     options.precision = Precision::F32;

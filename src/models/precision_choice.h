@@ -2,12 +2,10 @@
 // What EngineOptions::precision means on this CPU. Auto takes the fastest arithmetic the CPU has whose
 // error against the f32 reference stays inside the bounds the README states (bench/accuracy.sh measures
 // them, tests/vlm/test_auto_precision.cpp holds Auto to them):
-//   - AVX512-VNNI (with AVX512-BF16; Zen 4/5, Intel with AMX): the vision tower's int8 path (Int8) and the
-//     LLM's linears as Q8_0 blocks, quantised at load when the checkpoint is dense, so that prefill runs the
-//     int8 GEMM and decode streams ~1.06 bytes per weight instead of 2 (bf16) or 4 (f32);
-//   - AVX512-BF16 without VNNI: Bf16;
-//   - AVX2: the vision tower in F32 (the reference: no bf16 or int8 GEMMs for it) and the LLM's linears as
-//     Q8_0 blocks, whose prefill runs the AVX2 int8 GEMM and whose decode streams a quarter of f32's bytes;
+//   - AVX2 and up: the vision tower's int8 path (Int8: AMX tiles, AVX512-VNNI, or 16-bit pairs on AVX2, its
+//     other layers bf16 where the CPU has bf16 products, else f32) and the LLM's linears as Q8_0 blocks,
+//     quantised at load when the checkpoint is dense, so that prefill runs the int8 GEMM and decode streams
+//     ~1.06 bytes per weight instead of 2 (bf16) or 4 (f32). (Every AVX-512 level here has VNNI and BF16.)
 //   - scalar: F32, the reference.
 // The measurements behind each choice are in the README's performance section.
 #include <string>

@@ -219,8 +219,10 @@ Linear Linear::from_f32(Tensor weight, Tensor bias, WeightType storage) {
                        linear.s8_scales_.data());
       if (kernels::int8_tiles_available())
         linear.amx_s8_ = std::make_shared<const AmxS8Weights>(codes.data(), linear.out_features_, linear.in_features_);
-      else
+      else if (kernels::int8_compute_available())
         linear.packed_ = std::make_shared<const PackedWeights>(codes.data(), linear.out_features_, linear.in_features_);
+      else
+        linear.avx2_s8_ = std::make_shared<const Avx2S8Weights>(codes.data(), linear.out_features_, linear.in_features_);
       break;
     }
     case WeightType::Q8_0:
@@ -372,6 +374,7 @@ void Linear::product_s8(const int8_t* codes, int64_t rows, S8RowBlockSink epilog
   if (storage_ != WeightType::S8)
     throw Error("internal: int8 activation codes need an s8 Linear, not " + std::string(weight_type_name(storage_)));
   if (amx_s8_) return amx_s8_gemm(codes, rows, in_features_, *amx_s8_, epilogue);
+  if (avx2_s8_) return avx2_s8_gemm(codes, rows, in_features_, *avx2_s8_, epilogue);
   int32_t* acc = thread_scratch().accumulators.as<int32_t>(rows * out_features_);
   matmul_s8({.M = rows, .a = codes, .lda = in_features_, .b = packed_.get(), .c = acc, .ldc = out_features_});
   epilogue(acc, out_features_, 0, rows);

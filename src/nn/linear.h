@@ -17,6 +17,7 @@
 #include "core/weight_arena.h"
 #include "io/checkpoint.h"
 #include "kernels/amx_int8_gemm.h"
+#include "kernels/avx2_int8_gemm.h"
 #include "kernels/gemm.h"
 
 namespace fastvlm {
@@ -94,7 +95,7 @@ class Linear {
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
   void forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const;
   // codes · weight codesᵀ, exact in int32, handed to `epilogue` in blocks of rows (kernels/amx_int8_gemm.h):
-  // 32 rows at a time on AMX tiles, while they are in cache; else all rows at once from oneDNN's product.
+  // 32 rows at a time on AMX tiles and 48 on AVX2, while they are in cache; all rows at once from oneDNN's.
   void product_s8(const int8_t* codes, int64_t rows, S8RowBlockSink epilogue) const;
   const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
   // y[rows, out_features] += b, where there is a bias.
@@ -106,13 +107,15 @@ class Linear {
   std::shared_ptr<const std::vector<uint16_t>> converted_bf16_;  // owns bf16_ when the checkpoint was not bf16
   QuantMatrix quantized_;              // Q8_0/Q4_0: codes and scales in arena_
   std::shared_ptr<const WeightArena> arena_;
-  // S8 without AMX-INT8: the [out, in] codes (weight = code · s8_scales_[o]); F32 from from_f32, and BF16
-  // from from_f32 where the CPU has bf16 products (the vision tower's layers, only ever multiplied as
-  // GEMMs, BF16 ones with bfloat16 rows): the weights, with f32_ / bf16_ null. Packed for the products at
-  // load.
+  // S8 with AVX512-VNNI but no AMX-INT8: the [out, in] codes (weight = code · s8_scales_[o]) for oneDNN's
+  // matmul_s8; F32 from from_f32, and BF16 from from_f32 where the CPU has bf16 products (the vision
+  // tower's layers, only ever multiplied as GEMMs, BF16 ones with bfloat16 rows): the weights, with f32_ /
+  // bf16_ null. Packed for the products at load.
   std::shared_ptr<const PackedWeights> packed_;
   // S8 where the CPU has AMX-INT8: the codes in tile order for amx_s8_gemm (epilogues fused per 32 rows).
   std::shared_ptr<const AmxS8Weights> amx_s8_;
+  // S8 without AVX512-VNNI (AVX2): the codes as 16-bit pairs for avx2_s8_gemm (epilogues fused per strip).
+  std::shared_ptr<const Avx2S8Weights> avx2_s8_;
   std::vector<float> s8_scales_;       // S8: [out]
   std::vector<float> bias_;            // [out], empty when the layer has none
   int in_features_ = 0;

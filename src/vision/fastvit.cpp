@@ -111,12 +111,21 @@ void fold_layer_scale(const Checkpoint& checkpoint, const std::string& name, Flo
   scale_outputs(layer, scale.data(), layer.out());
 }
 
+// The type of the activations and weights that Int8 leaves unquantised: bfloat16 where the CPU computes
+// in it, else (AVX2) float32.
+DType int8_companion_type() { return kernels::bf16_compute_available() ? DType::BF16 : DType::F32; }
+
 // The storage of a 1x1 layer's weights under `precision`. Int8 quantises the ConvFFN and attention layers
 // (`int8_tolerant`: all but ~2% of the 1x1 multiply-accumulates); the stem's and PatchEmbeds' 1x1 convs
-// stay bf16: quantised, they alone took the fixture's embeddings from ~1.2% to ~4% off f32.
+// stay in int8_companion_type(): quantised, they alone took the fixture's embeddings from ~1.2% to ~4% off f32.
 WeightType weight_storage(Precision precision, bool int8_tolerant) {
-  if (precision == Precision::F32) return WeightType::F32;
-  return precision == Precision::Int8 && int8_tolerant ? WeightType::S8 : WeightType::BF16;
+  switch (precision) {
+    case Precision::F32: return WeightType::F32;
+    case Precision::Bf16: return WeightType::BF16;
+    default:
+      if (int8_tolerant) return WeightType::S8;
+      return int8_companion_type() == DType::BF16 ? WeightType::BF16 : WeightType::F32;
+  }
 }
 
 Linear to_linear(FloatLinear layer, WeightType storage) {
@@ -685,9 +694,9 @@ std::unique_ptr<VisionTower> VisionTower::load(const Checkpoint& checkpoint, con
   if (precision == Precision::Bf16 && !kernels::bf16_compute_available())
     throw Error("vision tower: bf16 compute needs AVX512-BF16, which this CPU (or FASTVLM_ISA=" +
                 kernels::kernel_level_name() + ") lacks; use f32");
-  if (precision == Precision::Int8 && !(kernels::bf16_compute_available() && kernels::int8_compute_available()))
-    throw Error("vision tower: int8 compute needs AVX512-BF16 and AVX512-VNNI, which this CPU (or FASTVLM_ISA=" +
-                kernels::kernel_level_name() + ") lacks; use bf16 or f32");
+  if (precision == Precision::Int8 && !kernels::vision_int8_available())
+    throw Error("vision tower: int8 compute needs AVX2, which this CPU (or FASTVLM_ISA=" +
+                kernels::kernel_level_name() + ") lacks; use f32");
   check_vision_config(checkpoint, config);
   std::unique_ptr<VisionTower> tower(new VisionTower());
   tower->precision_ = precision;
@@ -757,8 +766,10 @@ Tensor VisionTower::encode(const Tensor& pixel_values, const Observer& observer)
   const std::lock_guard<std::mutex> lock(scratch_mutex_);
   if (!scratch_) scratch_ = std::make_unique<VisionScratch>();
   VisionScratch& scratch = *scratch_;
-  const Pass pass{precision_ == Precision::F32 ? DType::F32 : DType::BF16,
-                  precision_ == Precision::Int8};
+  const DType activation_type = precision_ == Precision::F32    ? DType::F32
+                                : precision_ == Precision::Bf16 ? DType::BF16
+                                                                : int8_companion_type();
+  const Pass pass{activation_type, precision_ == Precision::Int8};
 
   Tensor& image = scratch.spare;
   nchw_to_hwc(pixel_values, image);

@@ -8,10 +8,10 @@
 //
 // Three precisions: F32 (the accuracy reference); Bf16, where every GEMM (1x1 convs, attention
 // linears and matmuls) takes bfloat16 operands and accumulates in float32 on oneDNN (AMX tiles where
-// present); and Int8 (opt-in, never the default), which is Bf16 except that the ConvFFN 1x1 convs and
-// the attention's qkv / proj Linears (98% of the 1x1 multiply-accumulates) multiply signed 8-bit codes on
-// oneDNN's int8 brgemm (AMX tiles where present, else VNNI) on weights quantised per output channel and
-// packed into oneDNN's layout at load, activations quantised per pixel (token) with
+// present); and Int8, which is Bf16 (F32 on a CPU without bfloat16 products) except that the ConvFFN 1x1
+// convs and the attention's qkv / proj Linears (98% of the 1x1 multiply-accumulates) multiply signed 8-bit
+// codes (AMX tiles where present, else oneDNN's VNNI brgemm, else 16-bit pairs on AVX2) on weights
+// quantised per output channel and packed at load, activations quantised per pixel (token) with
 // that pixel's own scale at run time, exact int32 products, and dequantisation + bias + GELU / residual
 // add in our own epilogues. In all, the residual stream and the spatial convolutions stay float32,
 // BatchNorm and the layer scales are folded into the adjacent weights at load, and GELU / residual adds
@@ -106,7 +106,7 @@ class VisionTower final : public VisionEncoder {
 
   // Loads every weight of the tower `config` describes, prepared for `precision` (F32, Bf16 or Int8; Auto
   // is the caller's to resolve); a missing tensor or a wrong shape is a fastvlm::Error naming the tensor.
-  // Bf16 on a CPU without AVX512-BF16, or Int8 without AVX512-BF16 and AVX512-VNNI, is an Error too.
+  // Bf16 on a CPU without AVX512-BF16, or Int8 without AVX2, is an Error too.
   static std::unique_ptr<VisionTower> load(const Checkpoint& checkpoint, const VisionConfig& config,
                                            Precision precision = default_vision_precision());
   ~VisionTower();

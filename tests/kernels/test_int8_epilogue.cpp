@@ -1,8 +1,9 @@
 // The int8 quantisation and epilogues of the vision tower (kernels/int8_epilogue.h) against scalar
 // references written here from the documented arithmetic: per row scale = max|x| / 127 (1 for a zero
 // row) and codes = round-half-even(x · (1 / scale)). Column counts cover every remainder of the 16-wide
-// vectors and of the 64-code stores (1, 15, 16, 17, 63, 64, 65, 130) and the tower's widths. Below
-// AVX-512 the kernels must refuse to run (the child runs of KernelLevels).
+// (AVX-512) and 8-wide (AVX2) vectors and of the 64- and 32-code stores (1, 7, 9, 15, 16, 17, 31, 33, 63, 64,
+// 65, 130) and the tower's widths; each level runs them (KernelLevels' child runs), and below AVX2 the
+// kernels must refuse to run.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,7 +18,7 @@
 namespace fastvlm {
 namespace {
 
-const std::vector<int64_t> kColumns = {1, 15, 16, 17, 63, 64, 65, 130, 384, 1536};
+const std::vector<int64_t> kColumns = {1, 7, 9, 15, 16, 17, 31, 33, 63, 64, 65, 130, 384, 1536};
 
 // The documented quantisation of one row, in the same float operations as the contract states.
 void reference_quantize(const float* row, int64_t cols, int8_t* codes, float* scale) {
@@ -37,7 +38,7 @@ std::vector<float> random_rows(int64_t rows, int64_t cols, uint32_t seed) {
 }
 
 TEST(Int8Epilogue, QuantizeRowsMatchesReferenceExactly) {
-  if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
+  if (!kernels::vision_int8_available()) GTEST_SKIP() << "no AVX2 at " << kernels::kernel_level_name();
   for (const int64_t cols : kColumns) {
     const int64_t rows = 5, stride = cols + 3;
     std::vector<float> x = random_rows(rows, stride, uint32_t(cols));
@@ -80,7 +81,7 @@ struct EpilogueCase {
 };
 
 TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
-  if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
+  if (!kernels::vision_int8_available()) GTEST_SKIP() << "no AVX2 at " << kernels::kernel_level_name();
   for (const int64_t cols : kColumns) {
     const EpilogueCase t(cols, uint32_t(cols) + 11);
     const int64_t rows = t.rows;
@@ -108,7 +109,7 @@ TEST(Int8Epilogue, GeluRequantizeIsWithinOneStepOfReference) {
 // The plain and residual-add epilogues write every column of every remainder, and only those: the
 // whole vectors run unmasked, the last one masked.
 TEST(Int8Epilogue, StoreAndAddMatchReferenceOnEveryRemainder) {
-  if (!kernels::int8_compute_available()) GTEST_SKIP() << "no AVX512-VNNI at " << kernels::kernel_level_name();
+  if (!kernels::vision_int8_available()) GTEST_SKIP() << "no AVX2 at " << kernels::kernel_level_name();
   for (const int64_t cols : kColumns) {
     const EpilogueCase t(cols, uint32_t(cols) + 29);
     const int64_t rows = t.rows;
@@ -133,8 +134,8 @@ TEST(Int8Epilogue, StoreAndAddMatchReferenceOnEveryRemainder) {
   }
 }
 
-TEST(Int8Epilogue, RefusesBelowAvx512) {
-  if (kernels::int8_compute_available()) GTEST_SKIP() << "this level has int8 kernels";
+TEST(Int8Epilogue, RefusesBelowAvx2) {
+  if (kernels::vision_int8_available()) GTEST_SKIP() << "this level has int8 kernels";
   float x = 1.0f, scale;
   int8_t code;
   EXPECT_THROW(quantize_rows_s8(&x, 1, 1, 1, &code, &scale), Error);

@@ -96,12 +96,8 @@ TEST(AutoPrecision, IsTheDefaultAndSaysWhatItResolvedTo) {
   EXPECT_EQ(EngineOptions{}.precision, Precision::Auto);
   const auto engine = Engine::load((kFixtures / "tiny-fastvlm").string());
   const std::string& precision = engine->info().precision;
-  if (kernels::int8_compute_available())
+  if (kernels::vision_int8_available())
     EXPECT_EQ(precision, "auto -> vision int8, llm q8_0 (quantised at load)");
-  else if (kernels::bf16_compute_available())
-    EXPECT_EQ(precision, "auto -> vision bf16, llm bf16");
-  else if (kernels::quant_int8_gemm_available())
-    EXPECT_EQ(precision, "auto -> vision f32, llm q8_0 (quantised at load)");
   else
     EXPECT_EQ(precision, "auto -> vision f32, llm f32");
   EXPECT_EQ(load(kFixtures / "tiny-fastvlm", Precision::F32)->info().precision, "f32 -> vision f32, llm f32");
