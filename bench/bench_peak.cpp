@@ -6,7 +6,8 @@
 // absent): vfmadd231ps on ymm (8 MACs), the peak of the AVX2 float kernels (oneDNN's avx2 GEMMs, our AVX2
 // convolutions), and avx2_maddubs_int8, the three-instruction int8 dot product of an int8 GEMM without VNNI
 // (vpmaddubsw u8 x s8 pairs into s16, vpmaddwd with ones into s32, vpaddd into the sum: 32 MACs per
-// triple). Each row reports an error only where its instructions are missing. Run single-threaded (the
+// triple), and avx2_maddwd_int16, the pair of the vision tower's exact int8 GEMM on AVX2 (vpmaddwd on codes
+// widened to int16, 16 MACs, then vpaddd; kernels/avx2_int8_gemm.h). Each row reports an error only where its instructions are missing. Run single-threaded (the
 // figures are per core) on an idle machine: kernels bound by these instructions cannot beat them.
 //
 // And the memory ceiling of decode: BM_ReadBandwidth/threads:T sums a buffer four times the last-level
@@ -36,19 +37,22 @@ namespace {
 constexpr int64_t kRoundsPerIteration = 4096;
 
 // The AVX-512 instructions, then the AVX2 ones (the Avx2 kernel level's, on ymm registers).
-enum class Instruction { DotInt8, DotBf16, FmaF32, Avx2FmaF32, Avx2MaddubsInt8 };
+enum class Instruction { DotInt8, DotBf16, FmaF32, Avx2FmaF32, Avx2MaddubsInt8, Avx2MaddwdInt16 };
 
 constexpr bool is_avx2(Instruction kind) {
-  return kind == Instruction::Avx2FmaF32 || kind == Instruction::Avx2MaddubsInt8;
+  return kind == Instruction::Avx2FmaF32 || kind == Instruction::Avx2MaddubsInt8 || kind == Instruction::Avx2MaddwdInt16;
 }
 
 // Enough independent accumulators to cover the instructions' latency on current cores. The AVX2 int8
 // triple's products do not depend on the sums (only its 1-cycle vpaddd does), so 6 cover it; with 8 or
 // more, GCC 12 has too few ymm registers left for the products and keeps sums on the stack, and the
 // store-to-load round trips cost a quarter of the rate on Zen 3.
-constexpr int accumulators(Instruction kind) { return kind == Instruction::Avx2MaddubsInt8 ? 6 : 12; }
+constexpr int accumulators(Instruction kind) {
+  return kind == Instruction::Avx2MaddubsInt8 ? 6 : kind == Instruction::Avx2MaddwdInt16 ? 8 : 12;
+}
 
-// Per instruction; per vpmaddubsw + vpmaddwd + vpaddd triple for Avx2MaddubsInt8.
+// Per instruction; per vpmaddubsw + vpmaddwd + vpaddd triple for Avx2MaddubsInt8, per vpmaddwd + vpaddd
+// pair for Avx2MaddwdInt16.
 constexpr double macs_per_instruction(Instruction kind) {
   switch (kind) {
     case Instruction::DotInt8: return 64;
@@ -56,6 +60,7 @@ constexpr double macs_per_instruction(Instruction kind) {
     case Instruction::FmaF32: return 16;
     case Instruction::Avx2FmaF32: return 8;
     case Instruction::Avx2MaddubsInt8: return 32;
+    case Instruction::Avx2MaddwdInt16: return 16;
   }
   return 0;
 }
@@ -130,6 +135,37 @@ FASTVLM_TARGET_AVX2 __attribute__((noinline)) void issue_avx2(int64_t rounds, fl
   *sink = total;
 }
 
+// vpmaddwd + vpaddd pairs into 8 independent sums, in assembly: from intrinsics GCC 12 copies the sums
+// between registers every round or keeps some on the stack (68-115 G op/s on Zen 3, against ~150 here and
+// in the GEMM's own assembly kernel), which would understate the ceiling. Each sum depends on its own
+// vpaddd only, as in the GEMM; the operands stay in registers (the GEMM's loads have ports of their own).
+FASTVLM_TARGET_AVX2 __attribute__((noinline)) void issue_maddwd_pairs(int64_t rounds, float* sink) {
+  alignas(32) int32_t lanes[8];
+#define FASTVLM_PEAK_PAIR(product, sum) \
+  "vpmaddwd %%ymm14, %%ymm15, %%ymm" #product "\n\t vpaddd %%ymm" #product ", %%ymm" #sum ", %%ymm" #sum "\n\t"
+  asm volatile(
+      "vpxor %%xmm0, %%xmm0, %%xmm0\n\t vpxor %%xmm1, %%xmm1, %%xmm1\n\t vpxor %%xmm2, %%xmm2, %%xmm2\n\t"
+      "vpxor %%xmm3, %%xmm3, %%xmm3\n\t vpxor %%xmm4, %%xmm4, %%xmm4\n\t vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+      "vpxor %%xmm6, %%xmm6, %%xmm6\n\t vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+      "vpcmpeqd %%ymm14, %%ymm14, %%ymm14\n\t vpabsw %%ymm14, %%ymm15\n"
+      "1:\n\t"
+      FASTVLM_PEAK_PAIR(8, 0) FASTVLM_PEAK_PAIR(9, 1) FASTVLM_PEAK_PAIR(10, 2) FASTVLM_PEAK_PAIR(11, 3)
+      FASTVLM_PEAK_PAIR(12, 4) FASTVLM_PEAK_PAIR(13, 5) FASTVLM_PEAK_PAIR(8, 6) FASTVLM_PEAK_PAIR(9, 7)
+      "dec %[rounds]\n\t"
+      "jnz 1b\n\t"
+      "vpaddd %%ymm1, %%ymm0, %%ymm0\n\t vpaddd %%ymm3, %%ymm2, %%ymm2\n\t vpaddd %%ymm5, %%ymm4, %%ymm4\n\t"
+      "vpaddd %%ymm7, %%ymm6, %%ymm6\n\t vpaddd %%ymm2, %%ymm0, %%ymm0\n\t vpaddd %%ymm6, %%ymm4, %%ymm4\n\t"
+      "vpaddd %%ymm4, %%ymm0, %%ymm0\n\t"
+      "vmovdqa %%ymm0, %[lanes]\n\t"
+      "vzeroupper"
+      : [rounds] "+r"(rounds), [lanes] "=m"(lanes)
+      :
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "xmm14", "xmm15", "cc");
+#undef FASTVLM_PEAK_PAIR
+  *sink = float(lanes[0]);
+}
+
 template <Instruction Kind>
 void BM_Peak(benchmark::State& state) {
   const CpuFeatures& features = cpu_features();
@@ -144,7 +180,9 @@ void BM_Peak(benchmark::State& state) {
   }
   float sink = 0;
   for (auto _ : state) {
-    if constexpr (is_avx2(Kind))
+    if constexpr (Kind == Instruction::Avx2MaddwdInt16)
+      issue_maddwd_pairs(kRoundsPerIteration, &sink);
+    else if constexpr (is_avx2(Kind))
       issue_avx2<Kind>(kRoundsPerIteration, &sink);
     else
       issue<Kind>(kRoundsPerIteration, &sink);
@@ -277,6 +315,7 @@ BENCHMARK(BM_Peak<Instruction::DotBf16>)->Name("BM_Peak/vdpbf16ps_bf16");
 BENCHMARK(BM_Peak<Instruction::FmaF32>)->Name("BM_Peak/vfmadd231ps_f32");
 BENCHMARK(BM_Peak<Instruction::Avx2FmaF32>)->Name("BM_Peak/avx2_vfmadd231ps_f32");
 BENCHMARK(BM_Peak<Instruction::Avx2MaddubsInt8>)->Name("BM_Peak/avx2_maddubs_int8");
+BENCHMARK(BM_Peak<Instruction::Avx2MaddwdInt16>)->Name("BM_Peak/avx2_maddwd_int16");
 BENCHMARK(BM_TilePeak<TileInstruction::DotBf16>)->Name("BM_Peak/amx_tdpbf16ps_bf16");
 BENCHMARK(BM_TilePeak<TileInstruction::DotInt8>)->Name("BM_Peak/amx_tdpbusd_int8");
 
