@@ -133,12 +133,13 @@ else
   fi
 fi
 
-# fastvlm's default keeps the bf16 weights (bf16 or Q8_0 made from them at load: AVX512-BF16 or VNNI CPUs) or
-# widens them to f32 (twice the bf16 file, CPUs with neither): run it only where that fits in the memory
-# available now, so that a 7B default cannot push the machine into the OOM killer (FORCE_DEFAULT=1 runs it).
+# fastvlm's default holds about the bf16 file (int8 vision codes, widened to 16 bits on AVX2, and a Q8_0 LLM
+# made at load: every AVX2 CPU) or widens it to f32 (twice the bf16 file, CPUs without AVX2): run it only where
+# that fits in the memory available now, so that a 7B default cannot push the machine into the OOM killer
+# (FORCE_DEFAULT=1 runs it).
 default_row=1
 default_factor=22  # tenths of the bf16 file
-grep -qE 'avx512_bf16|avx512_vnni' /proc/cpuinfo && default_factor=11
+grep -qw avx2 /proc/cpuinfo && default_factor=11
 need_kb=$(($(stat -c %s "$model/model.safetensors") / 1024 * default_factor / 10))
 avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
 if [ "${FORCE_DEFAULT:-0}" != 1 ] && [ "$need_kb" -gt "$avail_kb" ]; then

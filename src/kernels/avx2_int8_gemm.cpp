@@ -26,14 +26,6 @@ constexpr int64_t kStripRows = 48;
 // that they come from L2 for every group after the first.
 constexpr int64_t kBlockBytes = 256 << 10;
 
-struct Scratch {
-  ScratchBuffer widened, acc;
-};
-Scratch& thread_scratch() {
-  thread_local Scratch scratch;
-  return scratch;
-}
-
 void require_avx2(const char* what) {
   if (!kernels::vision_int8_available())
     throw Error(std::string(what) + ": needs AVX2, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
@@ -170,9 +162,9 @@ void avx2_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const Avx2S8Weights& 
   if (lda < K) throw Error("avx2_s8_gemm: rows of A are " + std::to_string(lda) + " apart, fewer than K " + std::to_string(K));
   const int64_t ldc = panels * kPanelRows;
   const int64_t block_panels = std::max<int64_t>(1, kBlockBytes / (pairs * 2 * kPanelRows * int64_t(sizeof(int16_t))));
-  Scratch& scratch = thread_scratch();
-  int16_t* widened = scratch.widened.as<int16_t>(kStripRows * padded);
-  int32_t* acc = scratch.acc.as<int32_t>(kStripRows * ldc);
+  thread_local ScratchBuffer widened_rows, sums;  // per thread: the tower calls this from each of its threads
+  int16_t* widened = widened_rows.as<int16_t>(kStripRows * padded);
+  int32_t* acc = sums.as<int32_t>(kStripRows * ldc);
   for (int64_t first = 0; first < M; first += kStripRows) {
     const int64_t count = std::min(kStripRows, M - first);
     widen_rows(a + first * lda, count, K, lda, padded, widened);
