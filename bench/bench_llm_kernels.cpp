@@ -184,7 +184,7 @@ void BM_DramRead(benchmark::State& state) {
 // Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and the routes for
 // quantised weights: "q8_0"/"q4_0" expand W to bf16 and run the bf16 GEMM (incl. converting x), as prefill
 // did before linear_quant; "q8_0_int8"/"q4_0_int8" run linear_quant (int8 products of the stored codes:
-// VPDPBUSD, or VPMADDUBSW on AVX2); "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16,
+// VPDPBUSD, or VPMADDWD on int16 codes on AVX2); "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16,
 // AMX tiles); "q8_0_f32"/"q4_0_f32" dequantise W to float32 and run the f32 GEMM, the route of CPUs without
 // int8 or bf16 GEMMs. Args: N, K, rows.
 void BM_PrefillGemm(benchmark::State& state, const char* format) {

@@ -13,7 +13,7 @@ bool amx_bf16_available();
 // int8 GEMMs (AVX512-VNNI: the vision tower's int8 compute, oneDNN's s8 products and the int8 epilogues).
 bool int8_compute_available();
 // The int8 GEMM on block-quantised (Q8_0 / Q4_0) LLM weights, linear_quant (kernels/qgemm.h): VPDPBUSD on
-// AVX512-VNNI, VPMADDUBSW on AVX2. Only that product: it says nothing about the vision tower's int8 path.
+// AVX512-VNNI, VPMADDWD on int16 codes on AVX2. Only that product: it says nothing about the vision tower's int8 path.
 bool quant_int8_gemm_available();
 // int8 tile products (AMX): gemv_quant_batch's fast path and the vision tower's s8 GEMMs (amx_s8_gemm).
 bool int8_tiles_available();
