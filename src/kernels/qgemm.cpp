@@ -285,10 +285,10 @@ struct Avx2 {
     }
   }
 
-  // The 32 codes of group g of weight row `row` as int8, in K order (Q4_0's nibbles q + 8 unpacked to q).
-  FASTVLM_TARGET_AVX2 static __m256i group_codes(const QuantMatrix& weights, int64_t row, int64_t g) {
-    const uint8_t* codes = weights.row_codes(row);
-    if (weights.type == WeightType::Q8_0)
+  // The 32 codes of group g of a weight row (`codes`: its first byte) as int8, in K order (Q4_0's nibbles
+  // q + 8 unpacked to q).
+  FASTVLM_TARGET_AVX2 static __m256i group_codes(WeightType type, const uint8_t* codes, int64_t g) {
+    if (type == WeightType::Q8_0)
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + g * kQuantGroupSize));
     // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * kQuantGroupSize / 2));
@@ -326,10 +326,14 @@ struct Avx2 {
     for (int v = 0; v < kPanelVectors; ++v) {
       const int64_t column = first_column + int64_t(v) * kLanes;
       const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
+      // Row addresses hoisted out of the group loop: quant_row_bytes is out of line, and each call would
+      // spill the live ymm registers around it.
+      const uint8_t* rows[kLanes];
+      for (int i = 0; i < present; ++i) rows[i] = weights.row_codes(column + i);
       for (int64_t g = 0; g < groups; ++g) {
         __m256i first_half[kLanes], second_half[kLanes];  // row i: column i's pairs 0..7 / 8..15
         for (int i = 0; i < kLanes; ++i) {
-          const __m256i codes = i < present ? group_codes(weights, column + i, g) : _mm256_setzero_si256();
+          const __m256i codes = i < present ? group_codes(weights.type, rows[i], g) : _mm256_setzero_si256();
           first_half[i] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(codes));
           second_half[i] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(codes, 1));
         }
