@@ -8,8 +8,9 @@
 // With FASTVLM_BENCH_LLM_MODELS=dir[:f32|:bf16][,...] it also times whole-model prefill of 280 positions
 // and one decode step at context 280 (lm_head included), and one batched decode step of B = 1..16 sequences at
 // depth 128 (BM_LlmDecodeBatch, tokens/s over the batch), for each model directory: f32 and bf16 (or the one
-// named) for a dense checkpoint, the stored format for a `fastvlm quantize`d one. Run with OMP_NUM_THREADS=2 on an idle
-// machine and --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
+// named) for a dense checkpoint, the stored format at the default precision (Auto) for a `fastvlm quantize`d
+// one. Run with OMP_NUM_THREADS=2 on an idle machine and --benchmark_repetitions=5
+// --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -31,6 +32,7 @@
 #include "kernels/quant_bf16_gemm.h"
 #include "io/checkpoint.h"
 #include "llm/kv_cache.h"
+#include "models/precision_choice.h"
 #include "models/registry.h"
 
 namespace fastvlm {
@@ -182,7 +184,7 @@ void BM_DramRead(benchmark::State& state) {
 // Prefill GEMM y[280, N] = x[280, K] · Wᵀ: f32 oneDNN, bf16 oneDNN (incl. converting x), and the routes for
 // quantised weights: "q8_0"/"q4_0" expand W to bf16 and run the bf16 GEMM (incl. converting x), as prefill
 // did before linear_quant; "q8_0_int8"/"q4_0_int8" run linear_quant (int8 products of the stored codes:
-// VPDPBUSD, or VPMADDUBSW on AVX2); "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16,
+// VPDPBUSD, or VPMADDWD on int16 codes on AVX2); "q8_0_amx"/"q4_0_amx" run linear_quant_bf16 (panels expanded to bf16,
 // AMX tiles); "q8_0_f32"/"q4_0_f32" dequantise W to float32 and run the f32 GEMM, the route of CPUs without
 // int8 or bf16 GEMMs. Args: N, K, rows.
 void BM_PrefillGemm(benchmark::State& state, const char* format) {
@@ -285,9 +287,7 @@ struct LoadedModel {
 
 std::shared_ptr<LoadedModel> load_decoder(const std::string& dir, Precision precision) {
   auto loaded = std::make_shared<LoadedModel>();
-  ModelLoadOptions options;
-  options.precision = precision;
-  loaded->whole = load_model(dir, options);
+  loaded->whole = load_model(dir, resolve_precision(precision));
   loaded->model = loaded->whole->decoder.get();
   std::mt19937 generator(5);
   std::uniform_int_distribution<int32_t> token(0, 150000);
@@ -353,7 +353,7 @@ void register_model_benchmarks() {
       if (only != "bf16") variants.push_back({"f32", Precision::F32});
       if (only != "f32") variants.push_back({"bf16", Precision::Bf16});
     } else {
-      variants = {{quantization, Precision::Bf16}};
+      variants = {{quantization, Precision::Auto}};
     }
     for (const auto& [label, precision] : variants) {
       auto model = load_decoder(dir, precision);

@@ -42,6 +42,17 @@ FASTVLM_TARGET_AVX2 void gelu_avx2(float* x, int64_t n) {
   for (; i < n; ++i) x[i] = gelu(x[i]);
 }
 
+FASTVLM_TARGET_AVX2 void silu_multiply_avx2(float* gate, const float* up, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 sigmoid_denominator = _mm256_add_ps(one, simd::exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g)));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(g, sigmoid_denominator), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
+}
+
 // ----- AVX-512
 
 FASTVLM_TARGET_AVX512 void gelu_avx512(float* x, int64_t n) {
@@ -78,7 +89,7 @@ struct ActivationOps {
 const ActivationOps& ops() {
   static const ActivationOps chosen = kernels::choose<ActivationOps>({
       .scalar = {gelu_scalar, f32_to_bf16_scalar, silu_multiply_scalar},
-      .avx2 = {gelu_avx2, f32_to_bf16_scalar, silu_multiply_scalar},
+      .avx2 = {gelu_avx2, f32_to_bf16_scalar, silu_multiply_avx2},
       .avx512 = {gelu_avx512, f32_to_bf16_avx512, silu_multiply_avx512},
   });
   return chosen;

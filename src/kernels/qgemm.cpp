@@ -225,99 +225,131 @@ struct Avx512Vnni {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// AVX2. Without VPDPBUSD the group products take four instructions per 32 byte pairs: VPMADDUBSW multiplies
-// unsigned by signed bytes and adds adjacent products into int16 (with saturation), VPMADDWD against ones
-// adds those pairs into int32. The unsigned operand is |x| and the sign of x moves onto the weight code
-// (VPSIGNB: w·sign(x), 0 where x is 0), so each product is |x|·(±w) = x·w. This is exact: |x| <= 127 (the
-// activation quantisation), |w| <= 127 (Q8_0 codes, core/quant.h; Q4_0 codes lie in [-8, 7]), so a pair
-// sums to at most 2·127·127 = 32258 < 32767 and never saturates, and a lane's group sum (32·127·127) fits
-// int32 with room to spare (VPADDD keeps the running sum): the same exact group sums as gemv_quant's.
+// AVX2. Without VPDPBUSD the products run as VPMADDWD on int16: each lane multiplies two int16 activation
+// codes by two int16 weight codes and adds the pair into int32, and VPADDD keeps the group's running sum.
+// Exact: codes are int8 (|x| <= 127 from the activation quantisation, Q8_0 codes |w| <= 127, core/quant.h;
+// Q4_0 ones in [-8, 7]), so a pair sums to at most 2·127·127 in int32 and a lane's group sum (32·127·127)
+// fits with room to spare: the same exact group sums as gemv_quant's.
+// Why int16 and not VPMADDUBSW: that multiplies unsigned by signed bytes, so a signed activation needs its
+// sign moved onto the weight (VPSIGNB) first, and on Zen 3 VPSIGNB, VPMADDUBSW and VPMADDWD all issue on the
+// same two pipes: three of them per 32 products, against two VPMADDWD (and two VPADDD, which any of the four
+// vector pipes takes) for the same 32 here. The int16 codes take twice the bytes, which the caches absorb:
+// the activation rows stream once per panel, and a panel is read from L1/L2 once per row tile.
 struct Avx2 {
-  static constexpr int kLanes = 8;  // int32 / float lanes of a ymm
+  static constexpr int kLanes = 8;                        // int32 / float lanes of a ymm
+  static constexpr int kPairSteps = kQuantGroupSize / 2;  // 16 K pairs per group
   static constexpr int kPanelVectors = 2;
   static constexpr int kPanelColumns = kLanes * kPanelVectors;
-  // Rows of a micro-tile: 2 x 2 int32 and 2 x 2 float accumulators, the weight vectors, both activation
-  // broadcasts and the ones leave room in the 16 ymm registers for the products in flight (3 rows spill,
-  // 4 rows of one vector ran no faster: BM_PrefillGemm_q8_0_int8).
-  static constexpr int kTileRows = 2;
+  // Rows of a micro-tile: 4 x 2 int32 accumulators, the two weight vectors, an activation broadcast and a
+  // product fill 12 of the 16 ymm registers, and the 4 x 2 float sums spill to L1, touched once per group.
+  // On Zen 3 (linear_quant at the 0.5B shapes, one thread) 5 x 2 and 6 x 2 ran no faster, 3 x 3, 2 x 4 and
+  // 3 x 4 slower.
+  static constexpr int kTileRows = 4;
 
   struct alignas(32) CodeLine {
-    int8_t bytes[32];
+    int16_t codes[2 * kLanes];
   };
 
-  // The activations quantised per row and group, with the codes' magnitudes for VPMADDUBSW.
+  // The activations quantised per row and group, the codes widened to int16.
   struct QuantizedRows {
-    std::vector<int8_t> codes;        // [rows, K]: q
-    std::vector<uint8_t> magnitudes;  // [rows, K]: |q|
-    std::vector<float> scales;        // [rows, groups]: d_x
+    std::vector<int16_t> codes;  // [rows, K]: q
+    std::vector<float> scales;   // [rows, groups]: d_x
 
     void resize(int64_t rows, int64_t cols) {
       codes.resize(size_t(rows * cols));
-      magnitudes.resize(size_t(rows * cols));
       scales.resize(size_t(rows * cols / kQuantGroupSize));
     }
   };
 
-  // kPanelColumns consecutive weight rows (= output columns) over all of K: line (g * 8 + s) * 2 + v holds,
-  // for output columns 8v .. 8v+7 of the panel, their 4 int8 codes at K offsets 32g + 4s .. 32g + 4s + 3.
+  // kPanelColumns consecutive weight rows (= output columns) over all of K, as int16: line (g * 16 + s) * 2 + v
+  // holds, for output columns 8v .. 8v+7 of the panel, their two codes at K offsets 32g + 2s and 32g + 2s + 1.
   // Columns past N are zero padding whose results are never stored.
   struct Panel {
-    std::vector<CodeLine> codes;  // [groups * 8 * 2]
+    std::vector<CodeLine> codes;  // [groups * 16 * 2]
     std::vector<float> scales;    // [groups, 16]: d_w
-    std::vector<int8_t> column;   // one weight row's codes as int8 while packing
   };
 
-  FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end, QuantizedRows& q) {
+  FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end,
+                                                QuantizedRows& q) {
     const int64_t groups = cols / kQuantGroupSize;
+    alignas(32) int8_t codes[kQuantGroupSize];
     for (int64_t r = begin; r < end; ++r) {
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t offset = r * cols + g * kQuantGroupSize;
-        q.scales[size_t(r * groups + g)] = simd::quantize_group_avx2(x + offset, q.codes.data() + offset);
-        const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes.data() + offset));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.magnitudes.data() + offset), _mm256_abs_epi8(codes));
+        q.scales[size_t(r * groups + g)] = simd::quantize_group_avx2(x + offset, codes);
+        const __m256i bytes = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes));
+        __m256i* words = reinterpret_cast<__m256i*>(q.codes.data() + offset);
+        _mm256_storeu_si256(words, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(bytes)));
+        _mm256_storeu_si256(words + 1, _mm256_cvtepi8_epi16(_mm256_extracti128_si256(bytes, 1)));
       }
     }
   }
 
-  // Weight row `row`'s codes as int8 (Q4_0's nibbles q + 8 unpacked to q).
-  FASTVLM_TARGET_AVX2 static void widen_codes(const QuantMatrix& weights, int64_t row, int8_t* out) {
-    const uint8_t* codes = weights.row_codes(row);
-    if (weights.type == WeightType::Q8_0) {
-      std::memcpy(out, codes, size_t(weights.cols));
-      return;
-    }
+  // The 32 codes of group g of a weight row (`codes`: its first byte) as int8, in K order (Q4_0's nibbles
+  // q + 8 unpacked to q).
+  FASTVLM_TARGET_AVX2 static __m256i group_codes(WeightType type, const uint8_t* codes, int64_t g) {
+    if (type == WeightType::Q8_0)
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + g * kQuantGroupSize));
+    // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * kQuantGroupSize / 2));
     const __m128i low_nibbles = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-    for (int64_t g = 0; g < weights.groups_per_row(); ++g) {
-      // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
-      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * kQuantGroupSize / 2));
-      const __m128i low = _mm_and_si128(packed, low_nibbles);
-      const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQuantGroupSize), _mm_sub_epi8(low, eight));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + g * kQuantGroupSize + 16), _mm_sub_epi8(high, eight));
+    const __m128i low = _mm_sub_epi8(_mm_and_si128(packed, low_nibbles), eight);
+    const __m128i high = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles), eight);
+    return _mm256_set_m128i(high, low);
+  }
+
+  // Transposes the 8 x 8 matrix of 32-bit elements whose row i is m[i].
+  FASTVLM_TARGET_AVX2 static void transpose_8x8_epi32(__m256i (&m)[8]) {
+    __m256i pairs[8], quads[8];
+    for (int i = 0; i < 8; i += 2) {
+      pairs[i] = _mm256_unpacklo_epi32(m[i], m[i + 1]);
+      pairs[i + 1] = _mm256_unpackhi_epi32(m[i], m[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      quads[i] = _mm256_unpacklo_epi64(pairs[i], pairs[i + 2]);
+      quads[i + 1] = _mm256_unpackhi_epi64(pairs[i], pairs[i + 2]);
+      quads[i + 2] = _mm256_unpacklo_epi64(pairs[i + 1], pairs[i + 3]);
+      quads[i + 3] = _mm256_unpackhi_epi64(pairs[i + 1], pairs[i + 3]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      m[i] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x20);
+      m[i + 4] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x31);
     }
   }
 
-  // Packs output columns [first_column, first_column + 16) of `weights` into `panel`, one weight row at a
-  // time: its 4-byte steps go to lane (column % 8) of successive lines.
+  // Packs output columns [first_column, first_column + 16) of `weights` into `panel`, a group of 8 columns at
+  // a time: each column's 32 codes widened to 16 pairs of int16 (two 8-pair halves), transposed in registers.
   FASTVLM_TARGET_AVX2 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
-    const int64_t groups = weights.groups_per_row(), steps = weights.cols / kStepBytes;
-    panel.codes.resize(size_t(steps * kPanelVectors));
+    const int64_t groups = weights.groups_per_row();
+    panel.codes.resize(size_t(groups * kPairSteps * kPanelVectors));
     panel.scales.resize(size_t(groups * kPanelColumns));
-    panel.column.resize(size_t(weights.cols));
-    for (int c = 0; c < kPanelColumns; ++c) {
-      const int64_t column = first_column + c;
-      const bool present = column < weights.rows;
-      if (present)
-        widen_codes(weights, column, panel.column.data());
-      else
-        std::fill(panel.column.begin(), panel.column.end(), int8_t(0));
-      const int vector = c / kLanes, lane = c % kLanes;
-      for (int64_t step = 0; step < steps; ++step)
-        std::memcpy(panel.codes[size_t(step * kPanelVectors + vector)].bytes + lane * kStepBytes,
-                    panel.column.data() + step * kStepBytes, kStepBytes);
-      const uint16_t* scales = present ? weights.row_scales(column) : nullptr;
-      for (int64_t g = 0; g < groups; ++g)
-        panel.scales[size_t(g * kPanelColumns + c)] = present ? _cvtsh_ss(scales[g]) : 0.0f;
+    for (int v = 0; v < kPanelVectors; ++v) {
+      const int64_t column = first_column + int64_t(v) * kLanes;
+      const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
+      // Row addresses hoisted out of the group loop: quant_row_bytes is out of line, and each call would
+      // spill the live ymm registers around it.
+      const uint8_t* rows[kLanes];
+      for (int i = 0; i < present; ++i) rows[i] = weights.row_codes(column + i);
+      for (int64_t g = 0; g < groups; ++g) {
+        __m256i first_half[kLanes], second_half[kLanes];  // row i: column i's pairs 0..7 / 8..15
+        for (int i = 0; i < kLanes; ++i) {
+          const __m256i codes = i < present ? group_codes(weights.type, rows[i], g) : _mm256_setzero_si256();
+          first_half[i] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(codes));
+          second_half[i] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(codes, 1));
+        }
+        transpose_8x8_epi32(first_half);
+        transpose_8x8_epi32(second_half);
+        CodeLine* lines = panel.codes.data() + g * kPairSteps * kPanelVectors + v;
+        for (int s = 0; s < kLanes; ++s) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(lines[s * kPanelVectors].codes), first_half[s]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(lines[(s + kLanes) * kPanelVectors].codes), second_half[s]);
+        }
+      }
+      for (int i = 0; i < kLanes; ++i) {
+        const uint16_t* scales = i < present ? weights.row_scales(column + i) : nullptr;
+        for (int64_t g = 0; g < groups; ++g)
+          panel.scales[size_t(g * kPanelColumns + v * kLanes + i)] = scales ? _cvtsh_ss(scales[g]) : 0.0f;
+      }
     }
   }
 
@@ -326,10 +358,8 @@ struct Avx2 {
   FASTVLM_TARGET_AVX2 static void multiply_tile(const Panel& panel, const QuantizedRows& x, int64_t first_row,
                                                 int64_t cols, const TileOutput& out) {
     const int64_t groups = cols / kQuantGroupSize;
-    const int8_t* codes = x.codes.data() + first_row * cols;
-    const uint8_t* magnitudes = x.magnitudes.data() + first_row * cols;
+    const int16_t* codes = x.codes.data() + first_row * cols;
     const float* x_scales = x.scales.data() + first_row * groups;
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 sums[Rows][kPanelVectors];
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r)
@@ -340,24 +370,21 @@ struct Avx2 {
 #pragma GCC unroll 8
       for (int r = 0; r < Rows; ++r)
         for (int v = 0; v < kPanelVectors; ++v) dots[r][v] = _mm256_setzero_si256();
-      const CodeLine* lines = panel.codes.data() + g * kStepsPerGroup * kPanelVectors;
-#pragma GCC unroll 8
-      for (int s = 0; s < kStepsPerGroup; ++s) {
+      const CodeLine* lines = panel.codes.data() + g * kPairSteps * kPanelVectors;
+#pragma GCC unroll 16
+      for (int s = 0; s < kPairSteps; ++s) {
         __m256i weight_codes[kPanelVectors];
         for (int v = 0; v < kPanelVectors; ++v)
-          weight_codes[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lines[s * kPanelVectors + v].bytes));
+          weight_codes[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lines[s * kPanelVectors + v].codes));
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-          const int64_t offset = r * cols + g * kQuantGroupSize + s * kStepBytes;
-          int32_t four_codes, four_magnitudes;
-          std::memcpy(&four_codes, codes + offset, sizeof four_codes);
-          std::memcpy(&four_magnitudes, magnitudes + offset, sizeof four_magnitudes);
-          const __m256i signs = _mm256_set1_epi32(four_codes), magnitude = _mm256_set1_epi32(four_magnitudes);
+          int32_t pair;
+          std::memcpy(&pair, codes + r * cols + g * kQuantGroupSize + 2 * s, sizeof pair);
+          const __m256i activation = _mm256_set1_epi32(pair);
           for (int v = 0; v < kPanelVectors; ++v) {
-            const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(weight_codes[v], signs));
-            dots[r][v] = _mm256_add_epi32(dots[r][v], _mm256_madd_epi16(pairs, ones));
-            // Keeps the sum a running one: GCC otherwise reassociates the group's eight additions into a
-            // tree whose 32 partial products no longer fit the 16 registers.
+            dots[r][v] = _mm256_add_epi32(dots[r][v], _mm256_madd_epi16(activation, weight_codes[v]));
+            // Keeps the sum a running one: GCC otherwise reassociates the group's additions into a tree
+            // whose partial products no longer fit the 16 registers.
             asm("" : "+x"(dots[r][v]));
           }
         }
@@ -375,6 +402,16 @@ struct Avx2 {
       }
     }
 
+    if (out.columns == kPanelColumns) {
+      // Whole panels (all but one per call) store unmasked: VMASKMOVPS stores are slow on AMD cores.
+      for (int v = 0; v < kPanelVectors; ++v) {
+        const __m256 bias = out.bias ? _mm256_loadu_ps(out.bias + v * kLanes) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int r = 0; r < Rows; ++r)
+          _mm256_storeu_ps(out.y + r * out.row_stride + v * kLanes, _mm256_add_ps(sums[r][v], bias));
+      }
+      return;
+    }
     const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int v = 0; v < kPanelVectors; ++v) {
       const __m256i present = _mm256_cmpgt_epi32(_mm256_set1_epi32(out.columns - v * kLanes), lane_index);

@@ -1,7 +1,7 @@
 #pragma once
 // Prefill GEMM on block-quantised weights (Q8_0 / Q4_0, core/quant.h) in integer arithmetic (VPDPBUSD
-// with AVX512-VNNI, VPMADDUBSW + VPMADDWD with AVX2), reading the codes straight from the (memory-mapped)
-// matrix: no dequantised or repacked copy of the weights outlives the call.
+// with AVX512-VNNI, VPMADDWD on codes widened to int16 with AVX2), reading the codes straight from the
+// (memory-mapped) matrix: no dequantised or repacked copy of the weights outlives the call.
 //
 // Arithmetic (the same model as gemv_quant, so prefill and decode agree): each row of x is quantised per
 // group of 32 to int8 with scale d_x = max|x| / 127 (round to nearest even); each group's integer dot

@@ -79,6 +79,38 @@ FASTVLM_TARGET_AVX2 void softmax_row_avx2(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inverse;
 }
 
+// The float tile of online_softmax_tile (the one the f32 attention of AVX2 CPUs runs); 1 <= valid <= width
+// here. Masked lanes load nothing and are zeroed after the exp.
+FASTVLM_TARGET_AVX2 float online_softmax_tile_avx2(const float* scores, int64_t valid, int64_t width, float scale,
+                                                   float& running_max, float& running_sum, float* probabilities) {
+  const float new_max = std::max(running_max, *std::max_element(scores, scores + valid));
+  const __m256 scale_vector = _mm256_set1_ps(scale), scaled_max = _mm256_set1_ps(scale * new_max);
+  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 sums = _mm256_setzero_ps();
+  for (int64_t i = 0; i < width; i += 8) {
+    const int visible_lanes = int(std::clamp<int64_t>(valid - i, 0, 8));
+    const __m256i visible = _mm256_cmpgt_epi32(_mm256_set1_epi32(visible_lanes), lane_index);
+    const __m256 exponent = _mm256_fmsub_ps(_mm256_maskload_ps(scores + i, visible), scale_vector, scaled_max);
+    const __m256 p = _mm256_and_ps(_mm256_castsi256_ps(visible), simd::exp_avx2(exponent));
+    if (i + 8 <= width) {
+      _mm256_storeu_ps(probabilities + i, p);
+    } else {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, p);
+      std::copy(lanes, lanes + (width - i), probabilities + i);
+    }
+    sums = _mm256_add_ps(sums, p);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sums);
+  float sum = 0;
+  for (float lane : lanes) sum += lane;
+  const float correction = std::exp(scale * (running_max - new_max));  // 0 on the first tile (max -inf)
+  running_sum = running_sum * correction + sum;
+  running_max = new_max;
+  return correction;
+}
+
 // ----- AVX-512
 
 // The largest of n floats, with four running maxima: one would make the pass a chain of max latencies.
@@ -173,7 +205,7 @@ struct SoftmaxOps {
 const SoftmaxOps& ops() {
   static const SoftmaxOps chosen = kernels::choose<SoftmaxOps>({
       .scalar = {softmax_row_scalar, nullptr, online_softmax_tile_scalar<float>, online_softmax_tile_scalar<uint16_t>},
-      .avx2 = {softmax_row_avx2, nullptr, online_softmax_tile_scalar<float>, online_softmax_tile_scalar<uint16_t>},
+      .avx2 = {softmax_row_avx2, nullptr, online_softmax_tile_avx2, online_softmax_tile_scalar<uint16_t>},
       .avx512 = {softmax_row_avx512, softmax_numerators_avx512, online_softmax_tile_avx512<float>,
                  online_softmax_tile_avx512<uint16_t>},
   });
