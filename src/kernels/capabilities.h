@@ -16,7 +16,7 @@ bool int8_compute_available();
 // or 16-bit pairs on AVX2) and the int8 quantisation and epilogues (kernels/int8_epilogue.h). AVX2 and up.
 bool vision_int8_available();
 // The int8 GEMM on block-quantised (Q8_0 / Q4_0) LLM weights, linear_quant (kernels/qgemm.h): VPDPBUSD on
-// AVX512-VNNI, VPMADDWD on int16 codes on AVX2. Only that product: it says nothing about the vision tower's int8 path.
+// AVX512-VNNI, VPMADDWD on int16 codes on AVX2. Only that product (the vision tower's: vision_int8_available).
 bool quant_int8_gemm_available();
 // int8 tile products (AMX): gemv_quant_batch's fast path and the vision tower's s8 GEMMs (amx_s8_gemm).
 bool int8_tiles_available();

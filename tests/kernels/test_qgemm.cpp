@@ -157,8 +157,8 @@ TEST_P(QuantGemm, RandomActivationsFollowTheIntegerArithmeticAndItsErrorBound) {
 }
 
 // Codes of the largest magnitude everywhere, with the activations' signs matching the weights' in some
-// groups and opposed in others: every pair of products the AVX2 path adds in 16 bits is ±2·127·127, the
-// most it can hold without saturating, and a group's sum is ±32·127·127. The result must be exact.
+// groups and opposed in others: every pair of products is ±2·127·127 (the most a 16-bit pair sum, as
+// VPMADDUBSW makes, could hold without saturating) and a group's sum is ±32·127·127. The result must be exact.
 TEST(QuantGemmExtremes, LargestCodesDoNotSaturate) {
   if (!kernels::quant_int8_gemm_available()) GTEST_SKIP() << "no int8 GEMM at " << kernels::kernel_level_name();
   constexpr int64_t kRows = 5, kOut = 24, kIn = 128;
