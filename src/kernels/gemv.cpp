@@ -326,7 +326,23 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Prepa
   // The even and the odd steps in separate accumulators, which halves the chain of dependent FMAs.
   __m256 acc[R], odd_acc[R];
   for (int i = 0; i < R; ++i) acc[i] = odd_acc[i] = _mm256_setzero_ps();
-  for (int64_t span = 0; span < steps; span += span_steps) {
+  int64_t span = 0;
+  // Whole spans with their steps unrolled, each step's lanes a constant.
+  for (; span + span_steps <= full_steps; span += span_steps) {
+    __m256 scales[R];
+    for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+#pragma GCC unroll 8
+    for (int k = 0; k < span_steps; k += 2) {
+      const int64_t step = span + k;
+      _mm_prefetch(reinterpret_cast<const char*>(codes + step * kStepBytesAvx2 + kPrefetchBytesAvx2), _MM_HINT_T0);
+      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2,
+                                    _mm256_add_epi32(first_lanes, _mm256_set1_epi32(k * step_groups)), scales);
+      accumulate_step_avx2<Type, R>(odd_acc, codes, p, step + 1, kStepBytesAvx2,
+                                    _mm256_add_epi32(first_lanes, _mm256_set1_epi32((k + 1) * step_groups)), scales);
+    }
+  }
+  // The last partial span.
+  for (; span < steps; span += span_steps) {
     __m256 scales[R];
     for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
     __m256i lane_index = first_lanes;
