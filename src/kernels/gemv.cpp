@@ -195,53 +195,188 @@ FASTVLM_TARGET_AVX2 void gemv_bf16_slice_avx2(const uint16_t* w, int64_t rows, i
   });
 }
 
-// The 32 codes of a group as unsigned bytes for VPMADDUBSW, whose unsigned x signed products saturate
-// past 16 bits in pairs: Q4_0 codes are used as stored (0..15, i.e. q + 8; the +8 is corrected with the
-// group's activation sum); Q8_0 goes through the sign trick |x| · (w · sign x), all within 127 · 127 · 2.
-FASTVLM_TARGET_AVX2 inline __m256i load_group_avx2(WeightType type, const uint8_t* group) {
-  if (type == WeightType::Q8_0) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group));
-  const __m128i nibble = _mm_set1_epi8(0x0f);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
-}
+// The block-quantised product takes 32 weight bytes per step: one Q8_0 group, or two Q4_0 groups (their 32
+// packed bytes give one operand of low nibbles, weights 0-15 of each group, and one of high nibbles, weights
+// 16-31). VPMADDUBSW multiplies unsigned by signed bytes in saturating pairs: Q8_0 goes through the sign
+// trick |x| · (w · sign x) (pairs within 2 · 127 · 127); Q4_0 codes are used as stored (q + 8, 0..15), the
+// +8 corrected with the group's activation sum. VPMADDWD then leaves 8 int32 partial sums per step:
+//   Q8_0: all 8 lanes the step's group;  Q4_0: lanes 0-3 its first group, lanes 4-7 its second
+// (the activation codes are put once per call into that byte order). They are converted to float and
+// multiplied by the matching d_w · d_x, which are computed for 8 groups at a time in one register, each
+// step permuting its lanes out of it (rather than converting and broadcasting a scalar per group).
+template <WeightType Type>
+constexpr int kStepGroupsAvx2 = Type == WeightType::Q8_0 ? 1 : 2;
+constexpr int kStepBytesAvx2 = 32;
+// Activation code bytes per step: one operand per VPMADDUBSW.
+template <WeightType Type>
+constexpr int kStepCodesAvx2 = kStepGroupsAvx2<Type> * kQuantGroupSize;
+// Groups whose scale products one register holds.
+constexpr int kSpanGroupsAvx2 = 8;
 
-// The group's integer dot product with the weights `w` from load_group_avx2, in 8 int32 partial sums.
-FASTVLM_TARGET_AVX2 inline __m256i group_dot_avx2(WeightType type, __m256i w, __m256i x_codes, int32_t x_sum) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  if (type == WeightType::Q8_0) {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x_codes), _mm256_sign_epi8(w, x_codes));
-    return _mm256_madd_epi16(pairs, ones);
-  }
-  const __m256i pairs = _mm256_maddubs_epi16(w, x_codes);
-  return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), _mm256_setr_epi32(-8 * x_sum, 0, 0, 0, 0, 0, 0, 0));
-}
+struct PreparedActivationAvx2 {
+  std::vector<int8_t> codes;     // [steps * kStepCodesAvx2] in the step byte order above, zero-padded
+  std::vector<int32_t> offsets;  // Q4_0 [steps * 8]: -8·Σx of the step's first group in lane 0, its second in lane 4
+  std::vector<float> scales;     // [groups rounded up to 8] d_x per group, zero-padded
+};
 
-template <int R>
-FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const QuantizedActivation* q, int64_t r,
-                                               int64_t first, float* y) {
-  const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
-  const uint8_t* codes = m.row_codes(r);
-  const uint16_t* scales = m.row_scales(r);
-  q += first;
-  __m256 acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < m.groups_per_row(); ++g) {
-    const __m256i w = load_group_avx2(m.type, codes + g * group_bytes);
-    const float w_scale = _cvtsh_ss(scales[g]);
-    for (int i = 0; i < R; ++i) {
-      const __m256i x_codes =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[i].codes.data() + g * kQuantGroupSize));
-      const __m256i dot = group_dot_avx2(m.type, w, x_codes, q[i].sums[g]);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(w_scale * q[i].scales[g]), acc[i]);
+template <WeightType Type>
+void prepare_activation_avx2(const QuantizedActivation& q, int64_t groups, PreparedActivationAvx2& p) {
+  constexpr int half = kQuantGroupSize / 2;
+  p.scales.assign(size_t((groups + kSpanGroupsAvx2 - 1) / kSpanGroupsAvx2 * kSpanGroupsAvx2), 0.0f);
+  std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
+  if constexpr (Type == WeightType::Q8_0) {
+    p.codes.assign(q.codes.begin(), q.codes.begin() + groups * kQuantGroupSize);
+  } else {
+    const int64_t steps = (groups + 1) / 2;
+    p.codes.assign(size_t(steps * kStepCodesAvx2<Type>), 0);
+    p.offsets.assign(size_t(steps * 8), 0);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int k = int(g % 2);
+      const int8_t* natural = q.codes.data() + g * kQuantGroupSize;
+      int8_t* step = p.codes.data() + g / 2 * kStepCodesAvx2<Type>;
+      std::memcpy(step + k * half, natural, half);
+      std::memcpy(step + kStepBytesAvx2 + k * half, natural + half, half);
+      p.offsets[size_t(g / 2 * 8 + k * 4)] = -8 * q.sums[size_t(g)];
     }
   }
-  for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r] = reduce_add_avx2(acc[i]);
 }
 
-FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const QuantizedActivation* q, int64_t x_rows,
+// The offset-corrected int32 partial sums of one step: the first `bytes` of a weight row's step at `codes`
+// (32, or 16 for a lone last Q4_0 group, loaded apart so that nothing past the row is read) against the
+// activation step at `x` (Q8_0: its codes and their magnitudes, in registers).
+template <WeightType Type>
+FASTVLM_TARGET_AVX2 inline __m256i step_dot_avx2(const uint8_t* codes, int64_t bytes, const int8_t* x, __m256i x_codes,
+                                                 __m256i x_magnitude, const int32_t* offsets) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (Type == WeightType::Q8_0) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x_magnitude, _mm256_sign_epi8(w, x_codes)), ones);
+  } else {
+    const __m256i packed =
+        bytes == kStepBytesAvx2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes))
+                                : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i low = _mm256_and_si256(packed, nibble), high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+    // Each pair is within 2 · 15 · 127, so the low and high halves' pairs add in 16 bits.
+    const __m256i pairs =
+        _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
+                         _mm256_maddubs_epi16(high, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + kStepBytesAvx2))));
+    return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets)));
+  }
+}
+
+// d_w · d_x of the 8 groups from `first_group` of one weight row (zero past the row's last group).
+FASTVLM_TARGET_AVX2 inline __m256 span_scales_avx2(const uint16_t* w_scales, int64_t groups, int64_t first_group,
+                                                   const float* x_scales) {
+  const int64_t left = groups - first_group;
+  __m128i halves;
+  if (left >= kSpanGroupsAvx2) {
+    halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + first_group));
+  } else {
+    // Assembled in general registers: a vector load of a copy just stored piecewise would stall on the
+    // store forwarding (measured: ~15% of a 28-group row's time).
+    uint64_t quads[2] = {0, 0};
+    for (int64_t g = 0; g < left; ++g) quads[g / 4] |= uint64_t(w_scales[first_group + g]) << (16 * (g % 4));
+    halves = _mm_set_epi64x(int64_t(quads[1]), int64_t(quads[0]));
+  }
+  return _mm256_mul_ps(_mm256_cvtph_ps(halves), _mm256_loadu_ps(x_scales + first_group));
+}
+
+// How far ahead of the step its weight row is prefetched. A row is read as one sequential stream (measured
+// on Zen 3, one thread, from DRAM: passes over 2 or 4 rows side by side, as the AVX-512 kernel takes, were
+// slower than one row at a time, 10-40% by shape), yet the prefetch still gained ~10% on Q8_0 there.
+constexpr int64_t kPrefetchBytesAvx2 = 4096;
+
+// One step of quant_row_avx2 below: acc[i] += float(dot of the step) · the lanes of scales[i] that
+// lane_index picks. `bytes` < 32 only for a lone last Q4_0 group, outside the main loop.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void accumulate_step_avx2(
+    __m256 (&acc)[R], const uint8_t* codes, const PreparedActivationAvx2* p, int64_t step, int64_t bytes,
+    __m256i lane_index, const __m256 (&scales)[R]) {
+  for (int i = 0; i < R; ++i) {
+    const int8_t* x = p[i].codes.data() + step * kStepCodesAvx2<Type>;
+    __m256i x_codes = _mm256_setzero_si256(), x_magnitude = _mm256_setzero_si256();
+    if constexpr (Type == WeightType::Q8_0) {
+      x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+      x_magnitude = _mm256_abs_epi8(x_codes);
+    }
+    const __m256i dot = step_dot_avx2<Type>(codes + step * kStepBytesAvx2, bytes, x, x_codes, x_magnitude,
+                                            p[i].offsets.data() + step * 8);
+    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_permutevar8x32_ps(scales[i], lane_index), acc[i]);
+  }
+}
+
+// Weight row r against activation rows [first, first + R), each weight step loaded once for the R rows. Per
+// lane: acc += float(dot) · (d_w · d_x) over the even steps in order and over the odd ones in a second
+// accumulator, then their sum summed horizontally: the same arithmetic for any R, so a result does not
+// depend on its batch.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const PreparedActivationAvx2* p, int64_t r,
+                                               int64_t first, float* y) {
+  constexpr int step_groups = kStepGroupsAvx2<Type>;
+  constexpr int64_t span_steps = kSpanGroupsAvx2 / step_groups;
+  const int64_t groups = m.groups_per_row();
+  const int64_t steps = (groups + step_groups - 1) / step_groups, full_steps = groups / step_groups;
+  const uint8_t* codes = m.codes + r * quant_row_bytes(Type, m.cols);
+  const uint16_t* w_scales = m.scales + r * groups;
+  // The step's group of each lane within its span: Q8_0 (0, ..., 0), Q4_0 (0, 0, 0, 0, 1, 1, 1, 1).
+  const __m256i first_lanes = Type == WeightType::Q8_0 ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  const __m256i next_lanes = _mm256_set1_epi32(step_groups);
+  p += first;
+  // The even and the odd steps in separate accumulators, which halves the chain of dependent FMAs.
+  __m256 acc[R], odd_acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = odd_acc[i] = _mm256_setzero_ps();
+  int64_t span = 0;
+  // Whole spans with their steps unrolled, each step's lanes a constant.
+  for (; span + span_steps <= full_steps; span += span_steps) {
+    __m256 scales[R];
+    for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+#pragma GCC unroll 8
+    for (int k = 0; k < span_steps; k += 2) {
+      const int64_t step = span + k;
+      _mm_prefetch(reinterpret_cast<const char*>(codes + step * kStepBytesAvx2 + kPrefetchBytesAvx2), _MM_HINT_T0);
+      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2,
+                                    _mm256_add_epi32(first_lanes, _mm256_set1_epi32(k * step_groups)), scales);
+      accumulate_step_avx2<Type, R>(odd_acc, codes, p, step + 1, kStepBytesAvx2,
+                                    _mm256_add_epi32(first_lanes, _mm256_set1_epi32((k + 1) * step_groups)), scales);
+    }
+  }
+  // The last partial span.
+  for (; span < steps; span += span_steps) {
+    __m256 scales[R];
+    for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+    __m256i lane_index = first_lanes;
+    const int64_t span_end = std::min(full_steps, span + span_steps);
+    int64_t step = span;
+    for (; step + 1 < span_end; step += 2) {
+      _mm_prefetch(reinterpret_cast<const char*>(codes + step * kStepBytesAvx2 + kPrefetchBytesAvx2), _MM_HINT_T0);
+      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2, lane_index, scales);
+      lane_index = _mm256_add_epi32(lane_index, next_lanes);
+      accumulate_step_avx2<Type, R>(odd_acc, codes, p, step + 1, kStepBytesAvx2, lane_index, scales);
+      lane_index = _mm256_add_epi32(lane_index, next_lanes);
+    }
+    // Spans start at even steps, so a whole step left over is even; a lone last Q4_0 group's step goes to
+    // the accumulator of its parity.
+    if (step < span_end) {
+      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2, lane_index, scales);
+      lane_index = _mm256_add_epi32(lane_index, next_lanes);
+      ++step;
+    }
+    if (step < std::min(steps, span + span_steps)) {
+      if (step % 2 == 0)
+        accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2 / 2, lane_index, scales);
+      else
+        accumulate_step_avx2<Type, R>(odd_acc, codes, p, step, kStepBytesAvx2 / 2, lane_index, scales);
+    }
+  }
+  for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r] = reduce_add_avx2(_mm256_add_ps(acc[i], odd_acc[i]));
+}
+
+template <WeightType Type>
+FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const PreparedActivationAvx2* p, int64_t x_rows,
                                                int64_t begin, int64_t end, float* y) {
   for_row_chunks<kMaxChunkAvx2>(begin, end, x_rows,
-                                [&]<int R>(int64_t r, int64_t first) { quant_row_avx2<R>(m, q, r, first, y); });
+                                [&]<int R>(int64_t r, int64_t first) { quant_row_avx2<Type, R>(m, p, r, first, y); });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -787,11 +922,29 @@ void gemv_quant_scalar(Matrices ms, const float* x, int64_t x_rows, Outputs ys) 
   });
 }
 
-void gemv_quant_avx2(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
-  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_scalar);
+FASTVLM_TARGET_AVX2 void quantize_group_avx2(const float* x, int8_t* codes, float& scale, int32_t& sum) {
+  scale = simd::quantize_group_avx2(x, codes, &sum);
+}
+
+// The rest of gemv_quant_avx2 for the matrices' one weight type.
+template <WeightType Type>
+void gemv_quant_typed_avx2(Matrices ms, const QuantizedActivation* q, int64_t x_rows, Outputs ys) {
+  thread_local std::vector<PreparedActivationAvx2> prepared_buffers;
+  if (int64_t(prepared_buffers.size()) < x_rows) prepared_buffers.resize(size_t(x_rows));
+  for (int64_t i = 0; i < x_rows; ++i)
+    prepare_activation_avx2<Type>(q[i], ms[0]->groups_per_row(), prepared_buffers[size_t(i)]);
+  const PreparedActivationAvx2* prepared = prepared_buffers.data();
   for_row_slices(ms, [&](size_t i, int64_t begin, int64_t end) {
-    gemv_quant_slice_avx2(*ms[i], q, x_rows, begin, end, ys[i]);
+    gemv_quant_slice_avx2<Type>(*ms[i], prepared, x_rows, begin, end, ys[i]);
   });
+}
+
+void gemv_quant_avx2(Matrices ms, const float* x, int64_t x_rows, Outputs ys) {
+  const QuantizedActivation* q = quantize_activation_rows(x, ms[0]->cols, x_rows, quantize_group_avx2);
+  if (ms[0]->type == WeightType::Q8_0)
+    gemv_quant_typed_avx2<WeightType::Q8_0>(ms, q, x_rows, ys);
+  else
+    gemv_quant_typed_avx2<WeightType::Q4_0>(ms, q, x_rows, ys);
 }
 
 FASTVLM_TARGET_AVX512 void quantize_group_avx512(const float* x, int8_t* codes, float& scale, int32_t& sum) {

@@ -26,9 +26,9 @@ FASTVLM_TARGET_AVX512 inline float quantize_group_avx512(const float* x, int8_t*
   return largest / 127.0f;
 }
 
-// The same with AVX2: the codes, written in natural order, and the scale equal those of
+// The same with AVX2: the codes, written in natural order, the scale and the sum equal those of
 // quantize_group_avx512 and of the scalar rounding (std::nearbyint of the same float product).
-FASTVLM_TARGET_AVX2 inline float quantize_group_avx2(const float* x, int8_t* codes) {
+FASTVLM_TARGET_AVX2 inline float quantize_group_avx2(const float* x, int8_t* codes, int32_t* sum = nullptr) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   __m256 values[4], largest8 = _mm256_setzero_ps();
   for (int i = 0; i < 4; ++i) {
@@ -45,6 +45,12 @@ FASTVLM_TARGET_AVX2 inline float quantize_group_avx2(const float* x, int8_t* cod
   const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(words[0], words[1]), _mm256_packs_epi32(words[2], words[3]));
   const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes), ordered);
+  if (sum) {
+    const __m256i sum8 = _mm256_add_epi32(_mm256_add_epi32(words[0], words[1]), _mm256_add_epi32(words[2], words[3]));
+    __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+    sum4 = _mm_add_epi32(sum4, _mm_unpackhi_epi64(sum4, sum4));
+    *sum = _mm_cvtsi128_si32(_mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 1)));
+  }
   return largest / 127.0f;
 }
 
