@@ -298,25 +298,6 @@ struct Avx2 {
     return _mm256_set_m128i(high, low);
   }
 
-  // Transposes the 8 x 8 matrix of 32-bit elements whose row i is m[i].
-  FASTVLM_TARGET_AVX2 static void transpose_8x8_epi32(__m256i (&m)[8]) {
-    __m256i pairs[8], quads[8];
-    for (int i = 0; i < 8; i += 2) {
-      pairs[i] = _mm256_unpacklo_epi32(m[i], m[i + 1]);
-      pairs[i + 1] = _mm256_unpackhi_epi32(m[i], m[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-      quads[i] = _mm256_unpacklo_epi64(pairs[i], pairs[i + 2]);
-      quads[i + 1] = _mm256_unpackhi_epi64(pairs[i], pairs[i + 2]);
-      quads[i + 2] = _mm256_unpacklo_epi64(pairs[i + 1], pairs[i + 3]);
-      quads[i + 3] = _mm256_unpackhi_epi64(pairs[i + 1], pairs[i + 3]);
-    }
-    for (int i = 0; i < 4; ++i) {
-      m[i] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x20);
-      m[i + 4] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x31);
-    }
-  }
-
   // Packs output columns [first_column, first_column + 16) of `weights` into `panel`, a group of 8 columns at
   // a time: each column's 32 codes widened to 16 pairs of int16 (two 8-pair halves), transposed in registers.
   FASTVLM_TARGET_AVX2 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
@@ -337,8 +318,8 @@ struct Avx2 {
           first_half[i] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(codes));
           second_half[i] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(codes, 1));
         }
-        transpose_8x8_epi32(first_half);
-        transpose_8x8_epi32(second_half);
+        simd::transpose_8x8_epi32(first_half);
+        simd::transpose_8x8_epi32(second_half);
         CodeLine* lines = panel.codes.data() + g * kPairSteps * kPanelVectors + v;
         for (int s = 0; s < kLanes; ++s) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(lines[s * kPanelVectors].codes), first_half[s]);

@@ -1,7 +1,7 @@
 #pragma once
-// A 16 x 16 transpose of 32-bit elements in AVX-512 registers, shared by the kernels that reorder
-// operands for their products (int8 weight panels in qgemm.cpp; activation pairs and result tiles in
-// quant_bf16_gemm.cpp). Only for kernel variants compiled for the Avx512 level or above (kernels/target.h).
+// Transposes of 32-bit elements in registers, shared by the kernels that reorder operands for their products
+// (int8 weight panels in qgemm.cpp; activation pairs and result tiles in quant_bf16_gemm.cpp): 16 x 16 in
+// AVX-512 registers, 8 x 8 in AVX2 ones. Only for kernel variants compiled for the same level (kernels/target.h).
 #include <immintrin.h>
 
 #include "kernels/target.h"
@@ -35,6 +35,26 @@ FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void transpose_16x16
     pairs[12 + c] = _mm512_shuffle_i32x4(high01, high23, 0xdd);
   }
   for (int i = 0; i < 16; ++i) m[i] = pairs[i];
+}
+
+// Transposes the 8 x 8 matrix of 32-bit elements whose row i is m[i]: pairs, then quads of rows interleave
+// within each 128-bit lane, then the lanes swap.
+FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void transpose_8x8_epi32(__m256i (&m)[8]) {
+  __m256i pairs[8], quads[8];
+  for (int i = 0; i < 8; i += 2) {
+    pairs[i] = _mm256_unpacklo_epi32(m[i], m[i + 1]);
+    pairs[i + 1] = _mm256_unpackhi_epi32(m[i], m[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    quads[i] = _mm256_unpacklo_epi64(pairs[i], pairs[i + 2]);
+    quads[i + 1] = _mm256_unpackhi_epi64(pairs[i], pairs[i + 2]);
+    quads[i + 2] = _mm256_unpacklo_epi64(pairs[i + 1], pairs[i + 3]);
+    quads[i + 3] = _mm256_unpackhi_epi64(pairs[i + 1], pairs[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    m[i] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x20);
+    m[i + 4] = _mm256_permute2x128_si256(quads[i], quads[i + 4], 0x31);
+  }
 }
 
 }  // namespace fastvlm::simd
