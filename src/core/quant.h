@@ -38,6 +38,15 @@ struct QuantMatrix {
   const uint16_t* row_scales(int64_t row) const { return scales + row * groups_per_row(); }
 };
 
+// One of several products of a shared input (a layer's q/k/v or gate/up projections): y = x · dequant(W)ᵀ
+// (+ bias), y [rows, weights->rows]. The prefill GEMMs take a list of them (kernels/qgemm.h,
+// kernels/quant_bf16_gemm.h) and prepare x once for all.
+struct QuantProduct {
+  const QuantMatrix* weights;
+  const float* bias;  // or null
+  float* y;
+};
+
 // Signed code of weight j (0..31) of a group whose codes start at `group`.
 inline int quant_code(WeightType type, const uint8_t* group, int j) {
   if (type == WeightType::Q8_0) return int8_t(group[j]);

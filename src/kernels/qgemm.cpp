@@ -445,9 +445,17 @@ void multiply_panel(const typename Level::Panel& panel, const typename Level::Qu
 }
 
 template <typename Level>
-void linear_quant_with(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
-  const int64_t cols = weights.cols, groups = weights.groups_per_row();
-  const bool threaded = rows * weights.rows * cols >= kMinWorkToSplit;
+void linear_quant_with(const float* x, int64_t rows, std::span<const QuantProduct> products) {
+  const int64_t cols = products[0].weights->cols, groups = products[0].weights->groups_per_row();
+  constexpr int64_t kPanelColumns = Level::kPanelColumns;
+  // The products' panels of output columns numbered one after another: product i's start at first_panel[i].
+  std::vector<int64_t> first_panel(products.size() + 1, 0);
+  int64_t work = 0;
+  for (size_t i = 0; i < products.size(); ++i) {
+    first_panel[i + 1] = first_panel[i] + (products[i].weights->rows + kPanelColumns - 1) / kPanelColumns;
+    work += rows * products[i].weights->rows * cols;
+  }
+  const bool threaded = work >= kMinWorkToSplit;
 
   auto& quantized = thread_scratch<typename Level::QuantizedRows>();
   quantized.resize(rows, cols);
@@ -458,25 +466,27 @@ void linear_quant_with(const float* x, int64_t rows, const QuantMatrix& weights,
   }
 
   // Each panel's packing (O(panel columns · K)) is amortised over all rows (O(rows · panel columns · K)).
-  constexpr int64_t kPanelColumns = Level::kPanelColumns;
-  const int64_t panels = (weights.rows + kPanelColumns - 1) / kPanelColumns;
 #pragma omp parallel for schedule(static) if (threaded)
-  for (int64_t p = 0; p < panels; ++p) {
+  for (int64_t index = 0; index < first_panel.back(); ++index) {
+    const size_t product = size_t(std::upper_bound(first_panel.begin(), first_panel.end(), index) - first_panel.begin() - 1);
+    const QuantMatrix& weights = *products[product].weights;
+    const int64_t p = index - first_panel[product];
     auto& panel = thread_scratch<typename Level::Panel>();
     Level::pack_panel(weights, p * kPanelColumns, panel);
     NextPanelBytes next;
-    if (p + 1 < panels) {
+    if ((p + 1) * kPanelColumns < weights.rows) {
       const int64_t first = (p + 1) * kPanelColumns, count = std::min<int64_t>(kPanelColumns, weights.rows - first);
       next = {weights.row_codes(first), count * quant_row_bytes(weights.type, cols), weights.row_scales(first),
               count * groups};
     }
-    multiply_panel<Level>(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, bias, next, y);
+    multiply_panel<Level>(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, products[product].bias, next,
+                          products[product].y);
   }
 }
 
 // No scalar variant: there, callers take the dequantising path (kernels::quant_int8_gemm_available()).
 struct QgemmOps {
-  void (*linear)(const float*, int64_t, const QuantMatrix&, const float*, float*);
+  void (*linear)(const float*, int64_t, std::span<const QuantProduct>);
 };
 
 const QgemmOps& ops() {
@@ -487,13 +497,23 @@ const QgemmOps& ops() {
 
 }  // namespace
 
-void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
+void linear_quant(const float* x, int64_t rows, std::span<const QuantProduct> products) {
   if (!ops().linear)
     throw Error("linear_quant: needs AVX2, but the active kernel level is " + kernels::kernel_level_name());
-  if (weights.cols % kQuantGroupSize != 0 || weights.rows <= 0 || rows < 0)
-    throw Error("linear_quant: a [" + std::to_string(weights.rows) + ", " + std::to_string(weights.cols) +
-                "] weight matrix and " + std::to_string(rows) + " rows; expected columns a multiple of 32");
-  ops().linear(x, rows, weights, bias, y);
+  if (products.empty()) return;
+  for (const QuantProduct& product : products) {
+    const QuantMatrix& weights = *product.weights;
+    if (weights.cols % kQuantGroupSize != 0 || weights.rows <= 0 || rows < 0 || weights.cols != products[0].weights->cols)
+      throw Error("linear_quant: a [" + std::to_string(weights.rows) + ", " + std::to_string(weights.cols) +
+                  "] weight matrix and " + std::to_string(rows) + " rows of " +
+                  std::to_string(products[0].weights->cols) + "; expected columns a multiple of 32, equal for all");
+  }
+  ops().linear(x, rows, products);
+}
+
+void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y) {
+  const QuantProduct product{&weights, bias, y};
+  linear_quant(x, rows, std::span<const QuantProduct>(&product, 1));
 }
 
 }  // namespace fastvlm

@@ -8,6 +8,7 @@
 // product with the weight codes is exact in int32, then scaled by d_w · d_x and summed in float. The only
 // approximation against dequant(W)·x is the activation rounding, at most d_x / 2 per element.
 #include <cstdint>
+#include <span>
 
 #include "core/quant.h"
 
@@ -17,5 +18,10 @@ namespace fastvlm {
 // row-major float32 except W. Threads over blocks of output columns with OpenMP. Throws fastvlm::Error
 // when !quant_int8_gemm_available() (kernels/capabilities.h).
 void linear_quant(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
+
+// One input through several weights (QuantProduct, core/quant.h: a layer's q/k/v or gate/up projections):
+// x quantised once for all of them, and all their panels of output columns shared out in one parallel loop.
+// Every W_i has K columns; y_i is [rows, W_i.rows]. The same results as linear_quant on each, bit for bit.
+void linear_quant(const float* x, int64_t rows, std::span<const QuantProduct> products);
 
 }  // namespace fastvlm

@@ -21,14 +21,8 @@ namespace fastvlm {
 // !amx_bf16_available() (kernels/capabilities.h).
 void linear_quant_bf16(const float* x, int64_t rows, const QuantMatrix& weights, const float* bias, float* y);
 
-// One input through several weights (a layer's q/k/v or gate/up projections): y_i = x · dequant(W_i)ᵀ
-// (+ bias_i), x converted to bfloat16 and packed for the tiles once for all of them. Every W_i has K
-// columns; y_i is [rows, W_i.rows].
-struct QuantProduct {
-  const QuantMatrix* weights;
-  const float* bias;  // or null
-  float* y;
-};
+// One input through several weights (QuantProduct, core/quant.h): x converted to bfloat16 and packed for
+// the tiles once for all of them. Every W_i has K columns; y_i is [rows, W_i.rows].
 void linear_quant_bf16(const float* x, int64_t rows, std::span<const QuantProduct> products);
 
 }  // namespace fastvlm

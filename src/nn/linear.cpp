@@ -291,7 +291,7 @@ void Linear::forward_decoder(const float* x, int64_t rows, float* y) const {
     linear_quant_bf16(x, rows, quantized_, b, y);
     return;
   }
-  if (quantized && kernels::quant_int8_gemm_available()) {
+  if (takes_integer_route(rows)) {
     linear_quant(x, rows, quantized_, b, y);
     return;
   }
@@ -326,6 +326,11 @@ bool Linear::takes_amx_route(int64_t rows) const {
   return is_block_quantized(storage_) && rows >= min_rows_for_amx() && kernels::amx_bf16_available();
 }
 
+bool Linear::takes_integer_route(int64_t rows) const {
+  return is_block_quantized(storage_) && rows > max_rows_for_gemv(storage_) && !takes_amx_route(rows) &&
+         kernels::quant_int8_gemm_available();
+}
+
 void Linear::forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
                                   std::span<float* const> ys) {
   if (linears.size() != ys.size())
@@ -343,16 +348,19 @@ void Linear::forward_shared_input(const float* x, int rows, std::span<const Line
     for (size_t i = 0; i < linears.size(); ++i) linears[i]->add_bias(ys[i], 1);
     return;
   }
-  const bool all_amx = all([&](const Linear* linear) {
-    return linear->takes_amx_route(rows) && linear->in_features_ == linears[0]->in_features_;
-  });
-  if (!all_amx) {
+  const bool same_input = all([&](const Linear* linear) { return linear->in_features_ == linears[0]->in_features_; });
+  const bool all_amx = same_input && all([&](const Linear* linear) { return linear->takes_amx_route(rows); });
+  const bool all_integer = same_input && all([&](const Linear* linear) { return linear->takes_integer_route(rows); });
+  if (!all_amx && !all_integer) {
     for (size_t i = 0; i < linears.size(); ++i) linears[i]->forward(x, rows, ys[i]);
     return;
   }
   std::vector<QuantProduct> products;
   for (size_t i = 0; i < linears.size(); ++i) products.push_back({&linears[i]->quantized_, linears[i]->bias(), ys[i]});
-  linear_quant_bf16(x, rows, products);
+  if (all_amx)
+    linear_quant_bf16(x, rows, products);
+  else
+    linear_quant(x, rows, products);
 }
 
 void Linear::forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const {

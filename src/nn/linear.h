@@ -53,9 +53,9 @@ class Linear {
 
   // y[rows, out_features] = x[rows, in_features]·Wᵀ + b.
   void forward(const float* x, int rows, float* y) const;
-  // ys[i] = x·linears[i]ᵀ + b_i for layers on one float32 input (a decoder layer's q/k/v or gate/up): on
-  // the AMX route of block-quantised prefill, x is converted and packed for the tiles once for all of
-  // them; block-quantised layers of one type on one decoding row share one quantised x and one parallel
+  // ys[i] = x·linears[i]ᵀ + b_i for layers on one float32 input (a decoder layer's q/k/v or gate/up): in
+  // block-quantised prefill x is converted and packed for the AMX tiles, or quantised for the int8 GEMM,
+  // once for all of them; block-quantised layers of one type on one decoding row share one quantised x and one parallel
   // region (gemv_quant_shared); otherwise each layer runs forward(x, rows, ys[i]).
   static void forward_shared_input(const float* x, int rows, std::span<const Linear* const> linears,
                                    std::span<float* const> ys);
@@ -92,6 +92,8 @@ class Linear {
   void forward_decoder(const float* x, int64_t rows, float* y) const;
   // Whether a product of `rows` float32 rows goes through AMX tiles (linear_quant_bf16).
   bool takes_amx_route(int64_t rows) const;
+  // Whether it goes through the int8 GEMM on the stored codes (linear_quant: VNNI or AVX2).
+  bool takes_integer_route(int64_t rows) const;
   // S8 weights on float32 rows: tiles quantised per row, then forward_s8.
   void forward_quantizing(const float* x, int64_t rows, const Activations& y, Epilogue epilogue) const;
   // codes · weight codesᵀ, exact in int32, handed to `epilogue` in blocks of rows (kernels/amx_int8_gemm.h):

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <random>
 #include <string>
@@ -183,6 +184,41 @@ TEST(QuantGemmExtremes, LargestCodesDoNotSaturate) {
 
 // At the scalar level (in the child runs of KernelLevels) the int8 GEMM is reported unavailable and the
 // kernel refuses to run, so that callers take their fallback.
+// Several weights on one input (a layer's q/k/v: N 896, 128, 128 at K 896 — Qwen2-0.5B — and a gate/up
+// pair at a ragged N) give, bit for bit, what linear_quant gives on each alone: x is quantised once and the
+// panels of all products share one loop, so only the order of work changes, never a sum.
+TEST(QuantGemmShared, SeveralWeightsMatchEachAloneBitForBit) {
+  if (!kernels::quant_int8_gemm_available()) GTEST_SKIP() << "no int8 GEMM at " << kernels::kernel_level_name();
+  for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+    for (const std::vector<int64_t>& outs : {std::vector<int64_t>{896, 128, 128}, std::vector<int64_t>{200, 200}}) {
+      SCOPED_TRACE(testing::Message() << weight_type_name(type) << ", " << outs.size() << " products");
+      constexpr int64_t kRows = 37, kIn = 896;
+      std::mt19937 generator(7);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> x(size_t(kRows * kIn));
+      for (float& v : x) v = normal(generator);
+      std::vector<QuantizedWeights> weights;
+      std::vector<std::vector<float>> biases, shared, alone;
+      for (size_t i = 0; i < outs.size(); ++i) {
+        weights.push_back(make_quantized_weights(type, outs[i], kIn, uint32_t(11 + i)));
+        biases.push_back(std::vector<float>(size_t(outs[i]), 0.5f * float(i)));
+        shared.emplace_back(size_t(kRows * outs[i]), -1.0f);
+        alone.emplace_back(size_t(kRows * outs[i]), -2.0f);
+      }
+      std::vector<QuantProduct> products;
+      for (size_t i = 0; i < outs.size(); ++i)
+        products.push_back({&weights[i].view, i == 0 ? nullptr : biases[i].data(), shared[i].data()});
+      linear_quant(x.data(), kRows, products);
+      for (size_t i = 0; i < outs.size(); ++i) {
+        linear_quant(x.data(), kRows, weights[i].view, i == 0 ? nullptr : biases[i].data(), alone[i].data());
+        for (size_t j = 0; j < alone[i].size(); ++j)
+          ASSERT_EQ(std::bit_cast<uint32_t>(shared[i][j]), std::bit_cast<uint32_t>(alone[i][j]))
+              << "product " << i << ", element " << j;
+      }
+    }
+  }
+}
+
 TEST(QuantGemmDispatch, UnavailableAndRefusedAtScalar) {
   if (active_isa() >= Isa::Avx2) GTEST_SKIP() << "checked in the run capped at scalar";
   EXPECT_FALSE(kernels::quant_int8_gemm_available());
