@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/capabilities.h"
 #include "kernels/dispatch.h"
+#include "kernels/quant_simd.h"
 #include "kernels/simd_gelu.h"
 #include "kernels/simd_mask.h"
 #include "kernels/target.h"
@@ -181,12 +182,6 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void for_each_vector_a
   if (full < cols) step(full, PartVector{simd::first_lanes_avx2(cols - full)});
 }
 
-FASTVLM_TARGET_AVX2 inline float reduce_max_avx2(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
-
 FASTVLM_TARGET_AVX2 inline __m256 abs_avx2(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
 FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float row_abs_max_avx2(const float* row, int64_t cols) {
@@ -197,7 +192,7 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float row_abs_max_avx2
   for_each_vector_avx2(cols - c, [&](int64_t v, auto lanes) FASTVLM_TARGET_AVX2 {
     running[0] = _mm256_max_ps(running[0], abs_avx2(lanes.load(row + c + v)));
   });
-  return reduce_max_avx2(_mm256_max_ps(running[0], running[1]));
+  return simd::reduce_max_avx2(_mm256_max_ps(running[0], running[1]));
 }
 
 FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float quantize_row_avx2(const float* row, int64_t cols,
@@ -205,16 +200,11 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) float quantize_row_avx
   const float scale = abs_max > 0.0f ? abs_max / kMaxCode : 1.0f;
   const float inverse = 1.0f / scale;
   const __m256 inverse8 = _mm256_set1_ps(inverse);
-  // 32 codes per store: the saturating packs work within 128-bit lanes, after which dword j holds codes
-  // 4k .. 4k+3 for k = (0, 2, 4, 6, 1, 3, 5, 7)[j]; one dword permutation restores the order.
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   int64_t c = 0;
-  for (; c + 32 <= cols; c += 32) {
+  for (; c + 32 <= cols; c += 32) {  // 32 codes per store
     __m256i words[4];
     for (int i = 0; i < 4; ++i) words[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + c + 8 * i), inverse8));
-    const __m256i bytes =
-        _mm256_packs_epi16(_mm256_packs_epi32(words[0], words[1]), _mm256_packs_epi32(words[2], words[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + c), _mm256_permutevar8x32_epi32(bytes, order));
+    simd::store_codes_avx2(words, codes + c);
   }
   // The same float product, rounded to nearest even as the vector conversion does.
   for (; c < cols; ++c) codes[c] = int8_t(std::nearbyint(row[c] * inverse));
@@ -255,7 +245,7 @@ FASTVLM_TARGET_AVX2 void dequantize_gelu_quantize_avx2(const int32_t* acc, int64
       lanes.store(activated + c, result);
       running = _mm256_max_ps(running, abs_avx2(result));
     });
-    code_scales[r] = quantize_row_avx2(activated, cols, reduce_max_avx2(running), codes + r * cols);
+    code_scales[r] = quantize_row_avx2(activated, cols, simd::reduce_max_avx2(running), codes + r * cols);
   }
 }
 

@@ -85,11 +85,9 @@ FASTVLM_TARGET_AVX2 float online_softmax_tile_avx2(const float* scores, int64_t 
                                                    float& running_max, float& running_sum, float* probabilities) {
   const float new_max = std::max(running_max, *std::max_element(scores, scores + valid));
   const __m256 scale_vector = _mm256_set1_ps(scale), scaled_max = _mm256_set1_ps(scale * new_max);
-  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 sums = _mm256_setzero_ps();
   for (int64_t i = 0; i < width; i += 8) {
-    const int visible_lanes = int(std::clamp<int64_t>(valid - i, 0, 8));
-    const __m256i visible = _mm256_cmpgt_epi32(_mm256_set1_epi32(visible_lanes), lane_index);
+    const __m256i visible = simd::first_lanes_avx2(valid - i);
     const __m256 exponent = _mm256_fmsub_ps(_mm256_maskload_ps(scores + i, visible), scale_vector, scaled_max);
     const __m256 p = _mm256_and_ps(_mm256_castsi256_ps(visible), simd::exp_avx2(exponent));
     if (i + 8 <= width) {
