@@ -213,40 +213,46 @@ constexpr int kStepCodesAvx2 = kStepGroupsAvx2<Type> * kQuantGroupSize;
 // Groups whose scale products one register holds.
 constexpr int kSpanGroupsAvx2 = 8;
 
+// Activations are zero-padded to whole spans, so that a row's last span can be taken whole (see quant_row_avx2).
 struct PreparedActivationAvx2 {
-  std::vector<int8_t> codes;     // [steps * kStepCodesAvx2] in the step byte order above, zero-padded
-  std::vector<int32_t> offsets;  // Q4_0 [steps * 8]: -8·Σx of the step's first group in lane 0, its second in lane 4
-  std::vector<float> scales;     // [groups rounded up to 8] d_x per group, zero-padded
+  std::vector<int8_t> codes;     // [padded steps * kStepCodesAvx2] in the step byte order above
+  std::vector<float> offsets;    // Q4_0 [padded groups] -8·Σx per group: the stored codes' +8, taken once per span
+  std::vector<float> scales;     // [padded groups] d_x per group
 };
+
+// Groups rounded up to whole spans.
+inline int64_t padded_groups_avx2(int64_t groups) {
+  return (groups + kSpanGroupsAvx2 - 1) / kSpanGroupsAvx2 * kSpanGroupsAvx2;
+}
 
 template <WeightType Type>
 void prepare_activation_avx2(const QuantizedActivation& q, int64_t groups, PreparedActivationAvx2& p) {
   constexpr int half = kQuantGroupSize / 2;
-  p.scales.assign(size_t((groups + kSpanGroupsAvx2 - 1) / kSpanGroupsAvx2 * kSpanGroupsAvx2), 0.0f);
+  const int64_t padded_steps = padded_groups_avx2(groups) / kStepGroupsAvx2<Type>;
+  p.scales.assign(size_t(padded_groups_avx2(groups)), 0.0f);
   std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
+  p.codes.assign(size_t(padded_steps * kStepCodesAvx2<Type>), 0);
   if constexpr (Type == WeightType::Q8_0) {
-    p.codes.assign(q.codes.begin(), q.codes.begin() + groups * kQuantGroupSize);
+    std::copy(q.codes.begin(), q.codes.begin() + groups * kQuantGroupSize, p.codes.begin());
   } else {
-    const int64_t steps = (groups + 1) / 2;
-    p.codes.assign(size_t(steps * kStepCodesAvx2<Type>), 0);
-    p.offsets.assign(size_t(steps * 8), 0);
+    p.offsets.assign(size_t(padded_groups_avx2(groups)), 0.0f);
     for (int64_t g = 0; g < groups; ++g) {
       const int k = int(g % 2);
       const int8_t* natural = q.codes.data() + g * kQuantGroupSize;
       int8_t* step = p.codes.data() + g / 2 * kStepCodesAvx2<Type>;
       std::memcpy(step + k * half, natural, half);
       std::memcpy(step + kStepBytesAvx2 + k * half, natural + half, half);
-      p.offsets[size_t(g / 2 * 8 + k * 4)] = -8 * q.sums[size_t(g)];
+      p.offsets[size_t(g)] = float(-8 * q.sums[size_t(g)]);
     }
   }
 }
 
-// The offset-corrected int32 partial sums of one step: the first `bytes` of a weight row's step at `codes`
+// The int32 partial sums of one step (Q4_0: of the codes as stored, q + 8): the first `bytes` of a weight row's step at `codes`
 // (32, or 16 for a lone last Q4_0 group, loaded apart so that nothing past the row is read) against the
 // activation step at `x` (Q8_0: its codes and their magnitudes, in registers).
 template <WeightType Type>
 FASTVLM_TARGET_AVX2 inline __m256i step_dot_avx2(const uint8_t* codes, int64_t bytes, const int8_t* x, __m256i x_codes,
-                                                 __m256i x_magnitude, const int32_t* offsets) {
+                                                 __m256i x_magnitude) {
   const __m256i ones = _mm256_set1_epi16(1);
   if constexpr (Type == WeightType::Q8_0) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
@@ -261,7 +267,7 @@ FASTVLM_TARGET_AVX2 inline __m256i step_dot_avx2(const uint8_t* codes, int64_t b
     const __m256i pairs =
         _mm256_add_epi16(_mm256_maddubs_epi16(low, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))),
                          _mm256_maddubs_epi16(high, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + kStepBytesAvx2))));
-    return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets)));
+    return _mm256_madd_epi16(pairs, ones);
   }
 }
 
@@ -300,24 +306,59 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void accumulate_step_a
       x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
       x_magnitude = _mm256_abs_epi8(x_codes);
     }
-    const __m256i dot = step_dot_avx2<Type>(codes + step * kStepBytesAvx2, bytes, x, x_codes, x_magnitude,
-                                            p[i].offsets.data() + step * 8);
+    const __m256i dot = step_dot_avx2<Type>(codes + step * kStepBytesAvx2, bytes, x, x_codes, x_magnitude);
     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_permutevar8x32_ps(scales[i], lane_index), acc[i]);
   }
+}
+
+// What quant_row_avx2 needs of a matrix's rows, worked out once per call.
+struct QuantRowsAvx2 {
+  int64_t groups, steps, full_steps;  // per row; full_steps leaves out a lone last Q4_0 group
+  int64_t row_bytes;
+  int64_t last_span_groups;           // groups of the row's last span that are in the row (1-8)
+  // Rows before this one may take their last span whole: the codes and scales read past the row's end
+  // still lie inside the matrix (its following rows), and count for nothing (zero activations, masked scales).
+  int64_t whole_last_span_rows;
+
+  template <WeightType Type>
+  static QuantRowsAvx2 of(const QuantMatrix& m) {
+    QuantRowsAvx2 rows;
+    rows.groups = m.groups_per_row();
+    rows.steps = (rows.groups + kStepGroupsAvx2<Type> - 1) / kStepGroupsAvx2<Type>;
+    rows.full_steps = rows.groups / kStepGroupsAvx2<Type>;
+    rows.row_bytes = quant_row_bytes(Type, m.cols);
+    const int64_t padded_groups = padded_groups_avx2(rows.groups);
+    rows.last_span_groups = rows.groups - (padded_groups - kSpanGroupsAvx2);
+    const int64_t code_overrun = padded_groups / kStepGroupsAvx2<Type> * kStepBytesAvx2 - rows.row_bytes;
+    const int64_t scale_overrun = padded_groups - rows.groups;
+    const int64_t rows_after = std::max((code_overrun + rows.row_bytes - 1) / rows.row_bytes,
+                                        (scale_overrun + rows.groups - 1) / rows.groups);
+    rows.whole_last_span_rows = std::max<int64_t>(0, m.rows - rows_after);
+    return rows;
+  }
+};
+
+// Q4_0's correction for its stored codes' +8, once per span: acc += (d_w · d_x) · (-8·Σx) for the span's groups.
+template <WeightType Type, int R>
+FASTVLM_TARGET_AVX2 inline void add_span_offsets_avx2(__m256 (&acc)[R], const __m256 (&scales)[R],
+                                                      const PreparedActivationAvx2* p, int64_t first_group) {
+  if constexpr (Type == WeightType::Q4_0)
+    for (int i = 0; i < R; ++i)
+      acc[i] = _mm256_fmadd_ps(scales[i], _mm256_loadu_ps(p[i].offsets.data() + first_group), acc[i]);
 }
 
 // Weight row r against activation rows [first, first + R), each weight step loaded once for the R rows. Per
 // lane: acc += float(dot) · (d_w · d_x) over the even steps in order and over the odd ones in a second
 // accumulator, then their sum summed horizontally: the same arithmetic for any R, so a result does not
-// depend on its batch.
+// depend on its batch, nor on whether the row's last span was taken whole (its steps past the row add
+// exact zeros).
 template <WeightType Type, int R>
-FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const PreparedActivationAvx2* p, int64_t r,
-                                               int64_t first, float* y) {
+FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const QuantRowsAvx2& rows,
+                                               const PreparedActivationAvx2* p, int64_t r, int64_t first, float* y) {
   constexpr int step_groups = kStepGroupsAvx2<Type>;
   constexpr int64_t span_steps = kSpanGroupsAvx2 / step_groups;
-  const int64_t groups = m.groups_per_row();
-  const int64_t steps = (groups + step_groups - 1) / step_groups, full_steps = groups / step_groups;
-  const uint8_t* codes = m.codes + r * quant_row_bytes(Type, m.cols);
+  const int64_t groups = rows.groups, steps = rows.steps, full_steps = rows.full_steps;
+  const uint8_t* codes = m.codes + r * rows.row_bytes;
   const uint16_t* w_scales = m.scales + r * groups;
   // The step's group of each lane within its span: Q8_0 (0, ..., 0), Q4_0 (0, 0, 0, 0, 1, 1, 1, 1).
   const __m256i first_lanes = Type == WeightType::Q8_0 ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
@@ -326,11 +367,22 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Prepa
   // The even and the odd steps in separate accumulators, which halves the chain of dependent FMAs.
   __m256 acc[R], odd_acc[R];
   for (int i = 0; i < R; ++i) acc[i] = odd_acc[i] = _mm256_setzero_ps();
+  // Spans with their steps unrolled, each step's lanes a constant: every whole span, and the last one too
+  // where it may be read whole (all but the matrix's last rows), rather than step by step below.
+  const bool whole_last_span = r < rows.whole_last_span_rows;
+  const int64_t unrolled_steps = whole_last_span ? steps : full_steps / span_steps * span_steps;
   int64_t span = 0;
-  // Whole spans with their steps unrolled, each step's lanes a constant.
-  for (; span + span_steps <= full_steps; span += span_steps) {
+  for (; span < unrolled_steps; span += span_steps) {
     __m256 scales[R];
-    for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+    if (span + span_steps <= full_steps) {
+      for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+    } else {
+      const __m256 in_row = _mm256_castsi256_ps(simd::first_lanes_avx2(rows.last_span_groups));
+      const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + step_groups * span)));
+      for (int i = 0; i < R; ++i)
+        scales[i] = _mm256_and_ps(in_row, _mm256_mul_ps(w, _mm256_loadu_ps(p[i].scales.data() + step_groups * span)));
+    }
+    add_span_offsets_avx2<Type, R>(acc, scales, p, step_groups * span);
 #pragma GCC unroll 8
     for (int k = 0; k < span_steps; k += 2) {
       const int64_t step = span + k;
@@ -341,10 +393,11 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Prepa
                                     _mm256_add_epi32(first_lanes, _mm256_set1_epi32((k + 1) * step_groups)), scales);
     }
   }
-  // The last partial span.
+  // The last partial span of the matrix's last rows, step by step.
   for (; span < steps; span += span_steps) {
     __m256 scales[R];
     for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+    add_span_offsets_avx2<Type, R>(acc, scales, p, step_groups * span);
     __m256i lane_index = first_lanes;
     const int64_t span_end = std::min(full_steps, span + span_steps);
     int64_t step = span;
@@ -375,8 +428,10 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Prepa
 template <WeightType Type>
 FASTVLM_TARGET_AVX2 void gemv_quant_slice_avx2(const QuantMatrix& m, const PreparedActivationAvx2* p, int64_t x_rows,
                                                int64_t begin, int64_t end, float* y) {
-  for_row_chunks<kMaxChunkAvx2>(begin, end, x_rows,
-                                [&]<int R>(int64_t r, int64_t first) { quant_row_avx2<Type, R>(m, p, r, first, y); });
+  const QuantRowsAvx2 rows = QuantRowsAvx2::of<Type>(m);
+  for_row_chunks<kMaxChunkAvx2>(begin, end, x_rows, [&]<int R>(int64_t r, int64_t first) {
+    quant_row_avx2<Type, R>(m, rows, p, r, first, y);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <stdexcept>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/cpu.h"
 #include "core/dtype.h"
@@ -206,6 +210,62 @@ TEST(QuantGemv, EachRowEqualsItsOwnOneRowMatrixExactlyOnEveryPath) {
         float alone = -1.0f;
         gemv_quant(QuantMatrix{type, row_codes.data(), row_scales.data(), 1, cols}, x.data(), &alone);
         ASSERT_EQ(y[r], alone) << "row " << r;
+      }
+    }
+  }
+}
+
+// `count` values placed so that they end where readable memory ends: the page after them is inaccessible,
+// so a read past the last one faults.
+template <typename T>
+class AtEndOfReadableMemory {
+ public:
+  explicit AtEndOfReadableMemory(const std::vector<T>& values) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE)), bytes = values.size() * sizeof(T);
+    const size_t data_pages = (bytes + page - 1) / page;
+    size_ = (data_pages + 1) * page;
+    void* base = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) throw std::runtime_error("mmap failed");
+    base_ = static_cast<uint8_t*>(base);
+    if (mprotect(base_ + data_pages * page, page, PROT_NONE) != 0) throw std::runtime_error("mprotect failed");
+    data_ = reinterpret_cast<T*>(base_ + data_pages * page - bytes);
+    std::copy(values.begin(), values.end(), data_);
+  }
+  AtEndOfReadableMemory(const AtEndOfReadableMemory&) = delete;
+  AtEndOfReadableMemory& operator=(const AtEndOfReadableMemory&) = delete;
+  ~AtEndOfReadableMemory() { munmap(base_, size_); }
+  const T* data() const { return data_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  size_t size_ = 0;
+  T* data_ = nullptr;
+};
+
+// A kernel may read a row's last span whole when the rows after it hold what it reads past the row, but never
+// past the matrix (a checkpoint's weights may end where its mapping ends): with the codes and the scales each
+// ending at an inaccessible page, every path gives the same products as from ordinary memory.
+TEST(QuantGemv, ReadsNothingPastTheMatrixOnEveryPath) {
+  for (const int64_t cols : {int64_t(896), int64_t(1056), int64_t(96), int64_t(32)}) {
+    for (const int64_t rows : {int64_t(1), int64_t(2), int64_t(5), int64_t(23)}) {
+      const std::vector<float> weights = random_floats(size_t(rows * cols), 40, 0.05f);
+      const std::vector<float> x = random_floats(size_t(3 * cols), 41, 2.0f);
+      for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+        SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", " +
+                     std::to_string(rows) + " x " + std::to_string(cols));
+        std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+        std::vector<uint16_t> scales(size_t(rows * cols / 32));
+        quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+        const AtEndOfReadableMemory<uint8_t> fenced_codes(codes);
+        const AtEndOfReadableMemory<uint16_t> fenced_scales(scales);
+        const QuantMatrix ordinary{type, codes.data(), scales.data(), rows, cols};
+        const QuantMatrix fenced{type, fenced_codes.data(), fenced_scales.data(), rows, cols};
+        for (const int64_t x_rows : {int64_t(1), int64_t(3)}) {
+          std::vector<float> expected(size_t(x_rows * rows), -1.0f), y(size_t(x_rows * rows), -2.0f);
+          gemv_quant_rows(ordinary, x.data(), x_rows, expected.data());
+          gemv_quant_rows(fenced, x.data(), x_rows, y.data());
+          EXPECT_EQ(y, expected) << x_rows << " activation rows";
+        }
       }
     }
   }
