@@ -23,7 +23,8 @@
 #   ONNX Runtime fp32        the tower exported by bench/torch_reference/export_onnx.py, onnxruntime-node
 #                            (bench/peers-node), intra-op threads T; vision only
 #   llama.cpp Q8_0 / Q4_0    the LLM half: llama-bench -p POSITIONS (prefill) and -n N -d POSITIONS (decode at
-#                            the prompt's depth), when $LLAMA_CPP_DIR/build/bin/llama-bench exists, on
+#                            the prompt's depth; a llama-bench without -d: llama-batched-bench -npp POSITIONS
+#                            -ntg N -npl 1), when $LLAMA_CPP_DIR/build/bin/llama-bench exists, on
 #                            $WORK/gguf/fastvlm-SIZE-q8_0.gguf / -q4_0.gguf: bench/export_gguf.py ($EXPORT_GGUF)
 #                            writes them straight from fastvlm-SIZE-q8 / -q4, so llama.cpp runs exactly the codes
 #                            and scales the fastvlm q8 / q4 rows run (no bf16 GGUF, no llama-quantize)
@@ -112,6 +113,15 @@ elif [ ! -x "$llama_bin/llama-bench" ]; then
 elif { [ ! -f "$gguf-q8_0.gguf" ] || [ ! -f "$gguf-q4_0.gguf" ]; } && [ ! -f "$export_gguf" ]; then
   echo "peers.sh: no $export_gguf to write the GGUFs (the llama.cpp peer's exporter): llama.cpp rows skipped" >&2
 else
+  # Decode at the prompt's depth: llama-bench -d where it has it (2025 on), else llama-batched-bench.
+  llama_depth_decode=""
+  if "$llama_bin/llama-bench" --help 2>&1 | grep -q -- '--n-depth'; then
+    llama_depth_decode=bench
+  elif [ -x "$llama_bin/llama-batched-bench" ]; then
+    llama_depth_decode=batched
+  else
+    echo "peers.sh: $llama_bin/llama-bench has no -d and there is no llama-batched-bench: llama.cpp decode rows skipped" >&2
+  fi
   # Only the GGUFs of rows that --only keeps are written.
   wanted() { [ -z "$only" ] || [[ "llama.cpp ${1^^}" =~ ^($only)$ ]]; }
   mkdir -p "$work/gguf"
@@ -175,7 +185,11 @@ configs=$out_dir/configs
   for t in $llama_types; do
     label="llama.cpp ${t^^}"
     echo "$label|prefill|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p @POSITIONS@ -n 0"
-    echo "$label|decode|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p 0 -n $tokens -d @POSITIONS@"
+    case "$llama_depth_decode" in
+      bench) echo "$label|decode|llama|$llama_bin/llama-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -r $reps -o json -p 0 -n $tokens -d @POSITIONS@" ;;
+      # One prompt of POSITIONS, then N tokens one at a time: ms per token at the prompt's depth.
+      batched) echo "$label|decode|llama-batched|$llama_bin/llama-batched-bench -m $work/gguf/fastvlm-$size-$t.gguf -t $threads -c 4096 -npp @POSITIONS@ -ntg $tokens -npl 1 --output-format jsonl" ;;
+    esac
   done
 } > "$configs"
 if [ -n "$only" ]; then
@@ -197,8 +211,11 @@ run_config() {  # ROW SIZE KIND COMMAND -> one line of $results
 import json, sys
 row, size, kind, rss_kb, out = sys.argv[1:]
 text = open(out).read()
-start = text.find("[" if kind == "llama" else "{")
-print(json.dumps({"row": row, "size": size, "kind": kind, "rss_mb": int(rss_kb) / 1024, "out": json.loads(text[start:])}))
+if kind == "llama-batched":  # JSON lines after its log: the last one is the measurement
+    parsed = json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+else:
+    parsed = json.loads(text[text.find("[" if kind == "llama" else "{"):])
+print(json.dumps({"row": row, "size": size, "kind": kind, "rss_mb": int(rss_kb) / 1024, "out": parsed}))
 PY
   else
     echo "peers.sh: $row ($sz) failed: $cmd" >&2

@@ -18,6 +18,10 @@ def samples_of(record):
     """{column: (median, min, max)} of one run."""
     kind, size, out = record["kind"], record["size"], record["out"]
     cells = {}
+    if kind == "llama-batched":  # one prompt, then out["tg"] tokens in out["t_tg"] seconds
+        cells["decode"] = (out["t_tg"] * 1000 / out["tg"],) * 3
+        cells["rss"] = (record["rss_mb"],) * 3
+        return cells
     if kind == "llama":
         entry = out[0]
         per = entry["n_gen"] if entry.get("n_gen") else 1
