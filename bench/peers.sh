@@ -247,6 +247,7 @@ elif [ "$accuracy" = 1 ]; then
   [ "$default_row" = 1 ] && rows=("fastvlm default|$fa -m $model" "${rows[@]}")
   [ "$size" != 0.5b ] && rows+=("fastvlm bf16|$fa -m $model --dtype bf16")
   for line in "${rows[@]}"; do
+    [ -z "$only" ] || [[ "${line%%|*}" =~ ^($only)$ ]] || continue
     echo "accuracy: ${line%%|*}" >&2
     run_config "${line%%|*}" accuracy fastvlm "${line#*|}"
   done
