@@ -55,6 +55,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$size" in 0.5b|1.5b|7b) ;; *) echo "peers.sh: --model-size $size: expected 0.5b, 1.5b or 7b" >&2; exit 2 ;; esac
+# Whether --only keeps the row named $1 (every row without --only).
+kept() { [ -z "$only" ] || [[ "$1" =~ ^($only)$ ]]; }
 
 work=${WORK:-/tmp/fastvlm-bench}
 shared=${FASTVLM_SHARED_DIR:-../shared}
@@ -123,7 +125,7 @@ else
     echo "peers.sh: $llama_bin/llama-bench has no -d and there is no llama-batched-bench: llama.cpp decode rows skipped" >&2
   fi
   # Only the GGUFs of rows that --only keeps are written.
-  wanted() { [ -z "$only" ] || [[ "llama.cpp ${1^^}" =~ ^($only)$ ]]; }
+  wanted() { kept "llama.cpp ${1^^}"; }
   mkdir -p "$work/gguf"
   for type in q8 q4; do
     wanted "${type}_0" || continue
@@ -247,7 +249,7 @@ elif [ "$accuracy" = 1 ]; then
   [ "$default_row" = 1 ] && rows=("fastvlm default|$fa -m $model" "${rows[@]}")
   [ "$size" != 0.5b ] && rows+=("fastvlm bf16|$fa -m $model --dtype bf16")
   for line in "${rows[@]}"; do
-    [ -z "$only" ] || [[ "${line%%|*}" =~ ^($only)$ ]] || continue
+    kept "${line%%|*}" || continue
     echo "accuracy: ${line%%|*}" >&2
     run_config "${line%%|*}" accuracy fastvlm "${line#*|}"
   done

@@ -228,14 +228,14 @@ inline int64_t padded_groups_avx2(int64_t groups) {
 template <WeightType Type>
 void prepare_activation_avx2(const QuantizedActivation& q, int64_t groups, PreparedActivationAvx2& p) {
   constexpr int half = kQuantGroupSize / 2;
-  const int64_t padded_steps = padded_groups_avx2(groups) / kStepGroupsAvx2<Type>;
-  p.scales.assign(size_t(padded_groups_avx2(groups)), 0.0f);
+  const int64_t padded_groups = padded_groups_avx2(groups), padded_steps = padded_groups / kStepGroupsAvx2<Type>;
+  p.scales.assign(size_t(padded_groups), 0.0f);
   std::copy(q.scales.begin(), q.scales.begin() + groups, p.scales.begin());
   p.codes.assign(size_t(padded_steps * kStepCodesAvx2<Type>), 0);
   if constexpr (Type == WeightType::Q8_0) {
     std::copy(q.codes.begin(), q.codes.begin() + groups * kQuantGroupSize, p.codes.begin());
   } else {
-    p.offsets.assign(size_t(padded_groups_avx2(groups)), 0.0f);
+    p.offsets.assign(size_t(padded_groups), 0.0f);
     for (int64_t g = 0; g < groups; ++g) {
       const int k = int(g % 2);
       const int8_t* natural = q.codes.data() + g * kQuantGroupSize;
@@ -247,9 +247,9 @@ void prepare_activation_avx2(const QuantizedActivation& q, int64_t groups, Prepa
   }
 }
 
-// The int32 partial sums of one step (Q4_0: of the codes as stored, q + 8): the first `bytes` of a weight row's step at `codes`
-// (32, or 16 for a lone last Q4_0 group, loaded apart so that nothing past the row is read) against the
-// activation step at `x` (Q8_0: its codes and their magnitudes, in registers).
+// The int32 partial sums of one step (Q4_0: of the codes as stored, q + 8): the first `bytes` of a weight
+// row's step at `codes` (32, or 16 for a lone last Q4_0 group, loaded apart so that nothing past the row is
+// read) against the activation step at `x` (Q8_0: its codes and their magnitudes, in registers).
 template <WeightType Type>
 FASTVLM_TARGET_AVX2 inline __m256i step_dot_avx2(const uint8_t* codes, int64_t bytes, const int8_t* x, __m256i x_codes,
                                                  __m256i x_magnitude) {
@@ -271,12 +271,13 @@ FASTVLM_TARGET_AVX2 inline __m256i step_dot_avx2(const uint8_t* codes, int64_t b
   }
 }
 
-// d_w · d_x of the 8 groups from `first_group` of one weight row (zero past the row's last group).
+// d_w · d_x of the 8 groups from `first_group` of one weight row (zero past the row's last group). Where
+// `may_read_past_row`, a partial span's 8 halves are loaded whole (the next row's are masked off).
 FASTVLM_TARGET_AVX2 inline __m256 span_scales_avx2(const uint16_t* w_scales, int64_t groups, int64_t first_group,
-                                                   const float* x_scales) {
+                                                   const float* x_scales, bool may_read_past_row) {
   const int64_t left = groups - first_group;
   __m128i halves;
-  if (left >= kSpanGroupsAvx2) {
+  if (left >= kSpanGroupsAvx2 || may_read_past_row) {
     halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + first_group));
   } else {
     // Assembled in general registers: a vector load of a copy just stored piecewise would stall on the
@@ -285,7 +286,10 @@ FASTVLM_TARGET_AVX2 inline __m256 span_scales_avx2(const uint16_t* w_scales, int
     for (int64_t g = 0; g < left; ++g) quads[g / 4] |= uint64_t(w_scales[first_group + g]) << (16 * (g % 4));
     halves = _mm_set_epi64x(int64_t(quads[1]), int64_t(quads[0]));
   }
-  return _mm256_mul_ps(_mm256_cvtph_ps(halves), _mm256_loadu_ps(x_scales + first_group));
+  const __m256 products = _mm256_mul_ps(_mm256_cvtph_ps(halves), _mm256_loadu_ps(x_scales + first_group));
+  // Past the row: zero where assembled, masked off where loaded whole.
+  if (left >= kSpanGroupsAvx2) return products;
+  return _mm256_and_ps(_mm256_castsi256_ps(simd::first_lanes_avx2(left)), products);
 }
 
 // How far ahead of the step its weight row is prefetched. A row is read as one sequential stream (measured
@@ -315,7 +319,6 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void accumulate_step_a
 struct QuantRowsAvx2 {
   int64_t groups, steps, full_steps;  // per row; full_steps leaves out a lone last Q4_0 group
   int64_t row_bytes;
-  int64_t last_span_groups;           // groups of the row's last span that are in the row (1-8)
   // Rows before this one may take their last span whole: the codes and scales read past the row's end
   // still lie inside the matrix (its following rows), and count for nothing (zero activations, masked scales).
   int64_t whole_last_span_rows;
@@ -328,7 +331,6 @@ struct QuantRowsAvx2 {
     rows.full_steps = rows.groups / kStepGroupsAvx2<Type>;
     rows.row_bytes = quant_row_bytes(Type, m.cols);
     const int64_t padded_groups = padded_groups_avx2(rows.groups);
-    rows.last_span_groups = rows.groups - (padded_groups - kSpanGroupsAvx2);
     const int64_t code_overrun = padded_groups / kStepGroupsAvx2<Type> * kStepBytesAvx2 - rows.row_bytes;
     const int64_t scale_overrun = padded_groups - rows.groups;
     const int64_t rows_after = std::max((code_overrun + rows.row_bytes - 1) / rows.row_bytes,
@@ -374,14 +376,8 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Quant
   int64_t span = 0;
   for (; span < unrolled_steps; span += span_steps) {
     __m256 scales[R];
-    if (span + span_steps <= full_steps) {
-      for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
-    } else {
-      const __m256 in_row = _mm256_castsi256_ps(simd::first_lanes_avx2(rows.last_span_groups));
-      const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w_scales + step_groups * span)));
-      for (int i = 0; i < R; ++i)
-        scales[i] = _mm256_and_ps(in_row, _mm256_mul_ps(w, _mm256_loadu_ps(p[i].scales.data() + step_groups * span)));
-    }
+    for (int i = 0; i < R; ++i)
+      scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data(), whole_last_span);
     add_span_offsets_avx2<Type, R>(acc, scales, p, step_groups * span);
 #pragma GCC unroll 8
     for (int k = 0; k < span_steps; k += 2) {
@@ -396,7 +392,8 @@ FASTVLM_TARGET_AVX2 inline void quant_row_avx2(const QuantMatrix& m, const Quant
   // The last partial span of the matrix's last rows, step by step.
   for (; span < steps; span += span_steps) {
     __m256 scales[R];
-    for (int i = 0; i < R; ++i) scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data());
+    for (int i = 0; i < R; ++i)
+      scales[i] = span_scales_avx2(w_scales, groups, step_groups * span, p[i].scales.data(), false);
     add_span_offsets_avx2<Type, R>(acc, scales, p, step_groups * span);
     __m256i lane_index = first_lanes;
     const int64_t span_end = std::min(full_steps, span + span_steps);
