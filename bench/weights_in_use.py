@@ -2,12 +2,14 @@
 """The bytes a default `fastvlm` load of a dense FastVLM checkpoint holds in use, for comparing its peak RSS
 against (issue 16's target: peak RSS <= 1.2x weights in use + KV cache).
 
-usage: bench/weights_in_use.py MODEL_DIR [--context 4096]
+usage: bench/weights_in_use.py MODEL_DIR [--context 4096] [--cpu vnni|avx2]
 
 Counts, from the safetensors headers and config.json (no weights are read), the storage the default
-precision choice on an AVX512-VNNI CPU gives each tensor: LLM linears Q8_0 (34 bytes per 32 weights, made at
-load), the vision tower's ConvFFN and attention 1x1 layers int8 (1 byte a weight + a float scale per output
-row), the PatchEmbed 1x1 convs bf16, the rest of the tower and the projector float32, norms float32. The
+precision choice gives each tensor on this CPU kind (--cpu; by default the one /proc/cpuinfo names):
+LLM linears Q8_0 (34 bytes per 32 weights, made at load); the vision tower's ConvFFN and attention 1x1 layers
+int8 (1 byte a weight + a float scale per output row; on AVX2 without VNNI the codes are held widened to
+int16 for VPMADDWD, 2 bytes a weight), the PatchEmbed 1x1 convs bf16 (float32 without bf16 compute, as on
+AVX2), the rest of the tower and the projector float32, norms float32. The
 bf16 token embedding is used in place in the mapping: only the rows looked up are resident (all of it when
 the head is tied, as the head then reads it whole), so it is listed apart. The KV cache is float32,
 layers x 2 x kv_heads x head_dim x context.
@@ -42,7 +44,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path)
     parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--cpu", choices=["vnni", "avx2"], default=None)
     args = parser.parse_args()
+    if args.cpu is None:
+        flags = Path("/proc/cpuinfo").read_text().split()
+        args.cpu = "vnni" if "avx512_vnni" in flags else "avx2"
+    int8_code_bytes = 1 if args.cpu == "vnni" else 2
+    companion_bytes = 2 if args.cpu == "vnni" else 4
     config = json.loads((args.model / "config.json").read_text())
     parts = {"llm_q8_0": 0, "llm_other": 0, "embedding_bf16": 0, "vision": 0, "projector": 0}
     for name, info in headers(args.model):
@@ -57,9 +65,9 @@ def main():
             if ".head." in name:
                 continue  # the classifier head: not loaded
             if TOWER_INT8.search(name):
-                parts["vision"] += numel + 4 * info["shape"][0]
+                parts["vision"] += numel * int8_code_bytes + 4 * info["shape"][0]
             elif TOWER_BF16.search(name):
-                parts["vision"] += numel * 2
+                parts["vision"] += numel * companion_bytes
             else:
                 parts["vision"] += numel * 4
         elif "mm_projector" in name:
@@ -71,6 +79,7 @@ def main():
     resident = parts["llm_q8_0"] + parts["llm_other"] + parts["vision"] + parts["projector"]
     if config.get("tie_word_embeddings", False):
         resident += parts["embedding_bf16"]
+    print(f"layout for {args.cpu}")
     for key, value in parts.items():
         print(f"{key:16s} {value / 1e6:10.1f} MB")
     print(f"{'kv_cache':16s} {kv / 1e6:10.1f} MB  (context {args.context})")
