@@ -238,12 +238,14 @@ struct Avx512Vnni {
 struct Avx2 {
   static constexpr int kLanes = 8;                        // int32 / float lanes of a ymm
   static constexpr int kPairSteps = kQuantGroupSize / 2;  // 16 K pairs per group
-  static constexpr int kPanelVectors = 2;
+  static constexpr int kPanelVectors = 3;
   static constexpr int kPanelColumns = kLanes * kPanelVectors;
-  // Rows of a micro-tile: 4 x 2 int32 accumulators, the two weight vectors, an activation broadcast and a
-  // product fill 12 of the 16 ymm registers, and the 4 x 2 float sums spill to L1, touched once per group.
-  // On Zen 3 (linear_quant at the 0.5B shapes, one thread) 5 x 2 and 6 x 2 ran no faster, 3 x 3, 2 x 4 and
-  // 3 x 4 slower.
+  // Rows of a micro-tile: 4 x 3 int32 accumulators, an activation broadcast and a product fill 14 of the 16
+  // ymm registers (the weight vectors are VPMADDWD's memory operands), and the 4 x 3 float sums spill to L1,
+  // touched once per group. A broadcast takes a vector pipe as a VPMADDWD does, so wider tiles spend fewer
+  // on them: per group, llvm-mca -mcpu=znver3 puts 4 x 2 at 101 cycles for 2048 products and 4 x 3 at 130
+  // for 3072, and on Zen 3 (one thread, the 0.5B prefill, 3 alternating runs) 4 x 3 took 1891 [1876-1926] ms
+  // against 2086 [1926-2146]. 5 x 2 and 6 x 2 had run no faster than 4 x 2, 3 x 3, 2 x 4 and 3 x 4 slower.
   static constexpr int kTileRows = 4;
 
   struct alignas(32) CodeLine {
@@ -261,12 +263,12 @@ struct Avx2 {
     }
   };
 
-  // kPanelColumns consecutive weight rows (= output columns) over all of K, as int16: line (g * 16 + s) * 2 + v
+  // kPanelColumns consecutive weight rows (= output columns) over all of K, as int16: line (g * 16 + s) * 3 + v
   // holds, for output columns 8v .. 8v+7 of the panel, their two codes at K offsets 32g + 2s and 32g + 2s + 1.
   // Columns past N are zero padding whose results are never stored.
   struct Panel {
-    std::vector<CodeLine> codes;  // [groups * 16 * 2]
-    std::vector<float> scales;    // [groups, 16]: d_w
+    std::vector<CodeLine> codes;  // [groups * 16 * kPanelVectors]
+    std::vector<float> scales;    // [groups, kPanelColumns]: d_w
   };
 
   FASTVLM_TARGET_AVX2 static void quantize_rows(const float* x, int64_t cols, int64_t begin, int64_t end,
@@ -298,7 +300,7 @@ struct Avx2 {
     return _mm256_set_m128i(high, low);
   }
 
-  // Packs output columns [first_column, first_column + 16) of `weights` into `panel`, a group of 8 columns at
+  // Packs output columns [first_column, first_column + kPanelColumns) of `weights` into `panel`, 8 columns at
   // a time: each column's 32 codes widened to 16 pairs of int16 (two 8-pair halves), transposed in registers.
   FASTVLM_TARGET_AVX2 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
     const int64_t groups = weights.groups_per_row();
