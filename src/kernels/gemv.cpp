@@ -366,8 +366,8 @@ FASTVLM_TARGET_AVX2 inline void add_span_offsets_avx2(__m256 (&acc)[R], const __
       acc[i] = _mm256_fmadd_ps(scales[i], _mm256_loadu_ps(p[i].offsets.data() + first_group), acc[i]);
 }
 
-// Weight row r against activation rows [first, first + R), each weight step loaded once for the R rows: the
-// row's 8 lane sums per activation row. Per lane: acc += float(dot) · (d_w · d_x) over the even steps in
+// Weight row r against the R activation rows at p, each weight step loaded once for the R rows: the row's 8
+// lane sums per activation row. Per lane: acc += float(dot) · (d_w · d_x) over the even steps in
 // order and over the odd ones in a second accumulator, then their sum: the same arithmetic for any R, so a
 // result does not depend on its batch, nor on whether the row's last span was taken whole (its steps past
 // the row add exact zeros).
