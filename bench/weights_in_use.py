@@ -5,7 +5,8 @@ against (issue 16's target: peak RSS <= 1.2x weights in use + KV cache).
 usage: bench/weights_in_use.py MODEL_DIR [--context 4096] [--cpu vnni|avx2]
 
 Counts, from the safetensors headers and config.json (no weights are read), the storage the default
-precision choice gives each tensor on this CPU kind (--cpu; by default the one /proc/cpuinfo names):
+precision choice gives each tensor on this CPU kind (--cpu; by default the one /proc/cpuinfo names; "vnni"
+assumes AVX512-BF16 as well, as on every VNNI CPU measured so far: Zen 4, Zen 5, Sapphire/Emerald Rapids):
 LLM linears Q8_0 (34 bytes per 32 weights, made at load); the vision tower's ConvFFN and attention 1x1 layers
 int8 (1 byte a weight + a float scale per output row; on AVX2 without VNNI the codes are held widened to
 int16 for VPMADDWD, 2 bytes a weight), the PatchEmbed 1x1 convs bf16 (float32 without bf16 compute, as on
