@@ -20,6 +20,7 @@ import json
 import math
 import re
 import struct
+import sys
 from pathlib import Path
 
 DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
@@ -89,4 +90,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, KeyError, struct.error) as e:  # a missing, truncated or malformed model
+        sys.exit(f"weights_in_use.py: {type(e).__name__}: {e}")
