@@ -94,6 +94,10 @@ struct Lanes {
   static void store(float* p, Mask m, Reg v) { _mm512_mask_storeu_ps(p, m, v); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg broadcast(float x) { return _mm512_set1_ps(x); }
+  // 32 registers leave the compiler room for the intrinsics' strips: no assembly ones.
+  static bool interior_strip(int, int, const float* const*, int64_t, const float*, const float*, int64_t, float*) {
+    return false;
+  }
 };
 #include "kernels/conv_strips.inc"
 FASTVLM_END_TARGET
@@ -101,6 +105,113 @@ FASTVLM_END_TARGET
 
 namespace conv_avx2 {
 FASTVLM_BEGIN_TARGET_AVX2
+// The interior strips (every input inside the row, all 8 lanes) of the two depthwise convs that take most of
+// the tower's conv time, in assembly: 7x7 (every ConvFFN and RepCPE) with 8 pixels, 3x3 (every RepMixer)
+// with 12. The strip's accumulators, one kernel row's weights and one input fill all 16 ymm registers, which
+// GCC 12 does not manage from conv_strips.inc's intrinsics: it spilled accumulators and the 14 input
+// addresses to the stack. One thread, 128x128x192 (bench_vision_kernels BM_DepthwiseConv), of the 99
+// GFLOP/s FMA peak: 7x7 27 -> 35 GFLOP/s, 3x3 8.5 -> 10; the rest is the inputs' trips from L2 and L3
+// (one strip's rows take 75 KB, a row's seven 688 KB): from L1 the 7x7 strip runs at ~72.
+// Registers: accumulators ymm0 .. ymm(Strip - 1), the kernel row's weights the next Kernel, the input ymm15.
+// Operands: `rows[r]` the strip's first input (at channel c0) in the r-th of the `count` kernel rows that lie
+// inside the map; `weights` tap (first of those rows, 0) at c0, the row's taps and then the next row's
+// `channels` apart; inputs and outputs `channels` apart too (one channel per group).
+#define FASTVLM_DW_FMA(w, acc) "vfmadd231ps %%ymm" #w ", %%ymm15, %%ymm" #acc "\n\t"
+#define FASTVLM_DW_INPUT "vmovups (%[input]), %%ymm15\n\t add %[step], %[input]\n\t"
+#define FASTVLM_DW_WEIGHT(w) "vmovups (%[weights]), %%ymm" #w "\n\t add %[step], %[weights]\n\t"
+#define FASTVLM_DW_BIAS(acc) "vmovaps %%ymm0, %%ymm" #acc "\n\t"
+#define FASTVLM_DW_STORE(acc) "vmovups %%ymm" #acc ", (%[out])\n\t add %[step], %[out]\n\t"
+#define FASTVLM_DW_OPERANDS                                                                         \
+  : [rows] "+r"(rows), [count] "+r"(count), [weights] "+r"(weights), [out] "+r"(out), [input] "=&r"(input) \
+  : [step] "r"(step), [bias] "r"(bias)                                                              \
+  : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
+    "xmm13", "xmm14", "xmm15", "memory", "cc"
+
+// 7x7, 8 pixels: input i feeds pixel i - kx through tap kx (weights ymm8 + kx).
+void depthwise7_strip8(const float* const* rows, int64_t count, const float* weights, const float* bias,
+                       int64_t channels, float* out) {
+  const int64_t step = channels * int64_t(sizeof(float));
+  const float* input;
+  asm volatile(
+      "vmovups (%[bias]), %%ymm0\n\t"
+      FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
+      FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7)
+      "test %[count], %[count]\n\t jz 2f\n"
+      "1:\n\t"
+      "mov (%[rows]), %[input]\n\t add $8, %[rows]\n\t"
+      FASTVLM_DW_WEIGHT(8) FASTVLM_DW_WEIGHT(9) FASTVLM_DW_WEIGHT(10) FASTVLM_DW_WEIGHT(11) FASTVLM_DW_WEIGHT(12)
+      FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 1) FASTVLM_DW_FMA(9, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 2) FASTVLM_DW_FMA(9, 1) FASTVLM_DW_FMA(10, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 3) FASTVLM_DW_FMA(9, 2) FASTVLM_DW_FMA(10, 1) FASTVLM_DW_FMA(11, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 4) FASTVLM_DW_FMA(9, 3) FASTVLM_DW_FMA(10, 2) FASTVLM_DW_FMA(11, 1)
+                       FASTVLM_DW_FMA(12, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 5) FASTVLM_DW_FMA(9, 4) FASTVLM_DW_FMA(10, 3) FASTVLM_DW_FMA(11, 2)
+                       FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 6) FASTVLM_DW_FMA(9, 5) FASTVLM_DW_FMA(10, 4) FASTVLM_DW_FMA(11, 3)
+                       FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 7) FASTVLM_DW_FMA(9, 6) FASTVLM_DW_FMA(10, 5) FASTVLM_DW_FMA(11, 4)
+                       FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(9, 7) FASTVLM_DW_FMA(10, 6) FASTVLM_DW_FMA(11, 5) FASTVLM_DW_FMA(12, 4)
+                       FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(10, 7) FASTVLM_DW_FMA(11, 6) FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4)
+                       FASTVLM_DW_FMA(14, 3)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(11, 7) FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 7)
+      "dec %[count]\n\t jnz 1b\n"
+      "2:\n\t"
+      FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
+      FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7)
+      "vzeroupper"
+      FASTVLM_DW_OPERANDS);
+}
+
+// 3x3, 12 pixels (weights ymm12 + kx).
+void depthwise3_strip12(const float* const* rows, int64_t count, const float* weights, const float* bias,
+                        int64_t channels, float* out) {
+  const int64_t step = channels * int64_t(sizeof(float));
+  const float* input;
+  asm volatile(
+      "vmovups (%[bias]), %%ymm0\n\t"
+      FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
+      FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7) FASTVLM_DW_BIAS(8) FASTVLM_DW_BIAS(9) FASTVLM_DW_BIAS(10)
+      FASTVLM_DW_BIAS(11)
+      "test %[count], %[count]\n\t jz 2f\n"
+      "1:\n\t"
+      "mov (%[rows]), %[input]\n\t add $8, %[rows]\n\t"
+      FASTVLM_DW_WEIGHT(12) FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 4) FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4) FASTVLM_DW_FMA(14, 3)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 8) FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 9) FASTVLM_DW_FMA(13, 8) FASTVLM_DW_FMA(14, 7)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 10) FASTVLM_DW_FMA(13, 9) FASTVLM_DW_FMA(14, 8)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 11) FASTVLM_DW_FMA(13, 10) FASTVLM_DW_FMA(14, 9)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 11) FASTVLM_DW_FMA(14, 10)
+      FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 11)
+      "dec %[count]\n\t jnz 1b\n"
+      "2:\n\t"
+      FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
+      FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7) FASTVLM_DW_STORE(8) FASTVLM_DW_STORE(9)
+      FASTVLM_DW_STORE(10) FASTVLM_DW_STORE(11)
+      "vzeroupper"
+      FASTVLM_DW_OPERANDS);
+}
+#undef FASTVLM_DW_FMA
+#undef FASTVLM_DW_INPUT
+#undef FASTVLM_DW_WEIGHT
+#undef FASTVLM_DW_BIAS
+#undef FASTVLM_DW_STORE
+#undef FASTVLM_DW_OPERANDS
+
 // 8 lanes; 16 registers: a depthwise strip of 16 - kernel - 1 pixels (8 for 7x7, 12 for 3x3) beside the
 // kernel's weight vectors and the input in flight; 4 x 3 dense accumulators with 3 weights and a broadcast.
 // A mask is a count of leading lanes: full vectors (every channel count of the tower) take plain loads and
@@ -136,6 +247,17 @@ struct Lanes {
   }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static Reg broadcast(float x) { return _mm256_set1_ps(x); }
+  // A depthwise interior strip in assembly, where one is written for the kernel and strip (see above).
+  static bool interior_strip(int kernel, int strip, const float* const* rows, int64_t count, const float* weights,
+                             const float* bias, int64_t channels, float* out) {
+    if (kernel == 7 && strip == 8)
+      depthwise7_strip8(rows, count, weights, bias, channels, out);
+    else if (kernel == 3 && strip == 12)
+      depthwise3_strip12(rows, count, weights, bias, channels, out);
+    else
+      return false;
+    return true;
+  }
 };
 #include "kernels/conv_strips.inc"
 FASTVLM_END_TARGET
