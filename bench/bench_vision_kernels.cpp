@@ -242,7 +242,7 @@ BENCHMARK(BM_PointwiseGemmInt8)
 // The Int8 compute's element-wise passes alone, on data already in cache (they are bound by their
 // arithmetic there; bench/vision_profile.sh shows what they cost in the tower): 0 dequantise + GELU +
 // requantise of an expand tile, 1 per-pixel quantisation of a depthwise conv's output rows, 2 the
-// attention's bfloat16 softmax numerators of a query block. args: rows, cols, kind. Reports elements per
+// attention's bfloat16 softmax numerators of a query block, 3 its f32 softmax (CPUs without bfloat16). args: rows, cols, kind. Reports elements per
 // CPU second (run with OMP_NUM_THREADS=1).
 void BM_Int8Elementwise(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), kind = state.range(2);
@@ -258,14 +258,22 @@ void BM_Int8Elementwise(benchmark::State& state) {
   fill(bias.data(), cols);
   std::vector<int8_t> codes(static_cast<size_t>(rows * cols));
   std::vector<uint16_t> numerators(static_cast<size_t>(rows * cols));
+  std::vector<float> working;  // kind 3 overwrites its input: a fresh copy of the scores each iteration
   for (auto _ : state) {
+    if (kind == 3) {
+      state.PauseTiming();
+      working = values;
+      state.ResumeTiming();
+    }
     if (kind == 0)
       dequantize_gelu_quantize(accumulators.data(), rows, cols, cols, row_scales.data(), weight_scales.data(), bias.data(),
                                codes.data(), scales.data());
     else if (kind == 1)
       quantize_rows_s8(values.data(), rows, cols, cols, codes.data(), scales.data());
-    else
+    else if (kind == 2)
       softmax_numerators_bf16(values.data(), rows, cols, numerators.data(), scales.data());
+    else
+      softmax_rows(working.data(), rows, cols);
     benchmark::ClobberMemory();
   }
   state.counters["elements/s"] = benchmark::Counter(double(rows * cols), benchmark::Counter::kIsIterationInvariantRate,
@@ -274,6 +282,7 @@ void BM_Int8Elementwise(benchmark::State& state) {
 // Stage 0's expand tile and conv rows (the largest maps), stage 2's, and one stage-3 attention query block.
 BENCHMARK(BM_Int8Elementwise)
     ->Args({512, 384, 0})->Args({128, 1536, 0})->Args({256, 96, 1})->Args({64, 384, 1})->Args({256, 1024, 2})
+    ->Args({256, 1024, 3})
     ->ArgNames({"rows", "cols", "kind"})
     ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 

@@ -462,6 +462,23 @@ TEST(OnlineSoftmaxTile, TilesRescaledByTheCorrectionsGiveTheWholeRowSoftmax) {
   }
 }
 
+// The vector kernels find a row's maximum in blocks of lanes and then a scalar tail: the largest visible
+// score must be found wherever it lies, and masked keys past `valid` must not count, however large.
+TEST(OnlineSoftmaxTile, RunningMaxIsTheLargestVisibleScoreWhereverItLies) {
+  const int64_t width = 64;
+  for (const int64_t valid : {1, 7, 8, 9, 31, 32, 33, 45, 63}) {
+    for (int64_t at = 0; at < valid; ++at) {
+      std::vector<float> scores = random_floats(size_t(width), int(valid * 100 + at), 1.0f);
+      scores[size_t(at)] = 5.0f;                                          // above every other visible score
+      for (int64_t i = valid; i < width; ++i) scores[size_t(i)] = 50.0f;  // masked off
+      std::vector<float> probabilities(static_cast<size_t>(width));
+      float running_max = -INFINITY, running_sum = 0;
+      online_softmax_tile(scores.data(), valid, width, 1.0f, running_max, running_sum, probabilities.data());
+      ASSERT_EQ(running_max, 5.0f) << "isa " << isa_name(active_isa()) << ", " << valid << " visible, largest at " << at;
+    }
+  }
+}
+
 TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
 
 }  // namespace
