@@ -127,83 +127,73 @@ FASTVLM_BEGIN_TARGET_AVX2
   : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
     "xmm13", "xmm14", "xmm15", "memory", "cc"
 
-// 7x7, 8 pixels: input i feeds pixel i - kx through tap kx (weights ymm8 + kx).
-void depthwise7_strip8(const float* const* rows, int64_t count, const float* weights, const float* bias,
-                       int64_t channels, float* out) {
-  const int64_t step = channels * int64_t(sizeof(float));
-  const float* input;
-  asm volatile(
-      "vmovups (%[bias]), %%ymm0\n\t"
-      FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
-      FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7)
-      "test %[count], %[count]\n\t jz 2f\n"
-      "1:\n\t"
-      "mov (%[rows]), %[input]\n\t add $8, %[rows]\n\t"
-      FASTVLM_DW_WEIGHT(8) FASTVLM_DW_WEIGHT(9) FASTVLM_DW_WEIGHT(10) FASTVLM_DW_WEIGHT(11) FASTVLM_DW_WEIGHT(12)
-      FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 1) FASTVLM_DW_FMA(9, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 2) FASTVLM_DW_FMA(9, 1) FASTVLM_DW_FMA(10, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 3) FASTVLM_DW_FMA(9, 2) FASTVLM_DW_FMA(10, 1) FASTVLM_DW_FMA(11, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 4) FASTVLM_DW_FMA(9, 3) FASTVLM_DW_FMA(10, 2) FASTVLM_DW_FMA(11, 1)
-                       FASTVLM_DW_FMA(12, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 5) FASTVLM_DW_FMA(9, 4) FASTVLM_DW_FMA(10, 3) FASTVLM_DW_FMA(11, 2)
-                       FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 6) FASTVLM_DW_FMA(9, 5) FASTVLM_DW_FMA(10, 4) FASTVLM_DW_FMA(11, 3)
-                       FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 7) FASTVLM_DW_FMA(9, 6) FASTVLM_DW_FMA(10, 5) FASTVLM_DW_FMA(11, 4)
-                       FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(9, 7) FASTVLM_DW_FMA(10, 6) FASTVLM_DW_FMA(11, 5) FASTVLM_DW_FMA(12, 4)
-                       FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(10, 7) FASTVLM_DW_FMA(11, 6) FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4)
-                       FASTVLM_DW_FMA(14, 3)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(11, 7) FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 7)
-      "dec %[count]\n\t jnz 1b\n"
-      "2:\n\t"
-      FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
-      FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7)
-      "vzeroupper"
-      FASTVLM_DW_OPERANDS);
-}
+// The strip's assembly around its kernel-specific parts: accumulators from the bias, then per kernel row its
+// weights and its inputs with their FMAs, then the stores.
+#define FASTVLM_DW_STRIP(biases, kernel_row_weights, inputs_and_fmas, stores)                 \
+  asm volatile("vmovups (%[bias]), %%ymm0\n\t" biases                                        \
+               "test %[count], %[count]\n\t jz 2f\n"                                        \
+               "1:\n\t mov (%[rows]), %[input]\n\t add $8, %[rows]\n\t" kernel_row_weights \
+               inputs_and_fmas "dec %[count]\n\t jnz 1b\n"                                  \
+               "2:\n\t" stores "vzeroupper" FASTVLM_DW_OPERANDS)
 
-// 3x3, 12 pixels (weights ymm12 + kx).
-void depthwise3_strip12(const float* const* rows, int64_t count, const float* weights, const float* bias,
-                        int64_t channels, float* out) {
+// Kernel 7: 8 pixels, input i feeding pixel i - kx through tap kx (weights ymm8 + kx); kernel 3: 12 pixels
+// (weights ymm12 + kx).
+template <int Kernel>
+void depthwise_interior_strip(const float* const* rows, int64_t count, const float* weights, const float* bias,
+                              int64_t channels, float* out) {
   const int64_t step = channels * int64_t(sizeof(float));
   const float* input;
-  asm volatile(
-      "vmovups (%[bias]), %%ymm0\n\t"
-      FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
-      FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7) FASTVLM_DW_BIAS(8) FASTVLM_DW_BIAS(9) FASTVLM_DW_BIAS(10)
-      FASTVLM_DW_BIAS(11)
-      "test %[count], %[count]\n\t jz 2f\n"
-      "1:\n\t"
-      "mov (%[rows]), %[input]\n\t add $8, %[rows]\n\t"
-      FASTVLM_DW_WEIGHT(12) FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 4) FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4) FASTVLM_DW_FMA(14, 3)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 8) FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 9) FASTVLM_DW_FMA(13, 8) FASTVLM_DW_FMA(14, 7)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 10) FASTVLM_DW_FMA(13, 9) FASTVLM_DW_FMA(14, 8)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 11) FASTVLM_DW_FMA(13, 10) FASTVLM_DW_FMA(14, 9)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 11) FASTVLM_DW_FMA(14, 10)
-      FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 11)
-      "dec %[count]\n\t jnz 1b\n"
-      "2:\n\t"
-      FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
-      FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7) FASTVLM_DW_STORE(8) FASTVLM_DW_STORE(9)
-      FASTVLM_DW_STORE(10) FASTVLM_DW_STORE(11)
-      "vzeroupper"
-      FASTVLM_DW_OPERANDS);
+  if constexpr (Kernel == 7)
+    FASTVLM_DW_STRIP(
+        FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
+        FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7),
+        FASTVLM_DW_WEIGHT(8) FASTVLM_DW_WEIGHT(9) FASTVLM_DW_WEIGHT(10) FASTVLM_DW_WEIGHT(11) FASTVLM_DW_WEIGHT(12)
+        FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14),
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 1) FASTVLM_DW_FMA(9, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 2) FASTVLM_DW_FMA(9, 1) FASTVLM_DW_FMA(10, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 3) FASTVLM_DW_FMA(9, 2) FASTVLM_DW_FMA(10, 1) FASTVLM_DW_FMA(11, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 4) FASTVLM_DW_FMA(9, 3) FASTVLM_DW_FMA(10, 2) FASTVLM_DW_FMA(11, 1)
+                         FASTVLM_DW_FMA(12, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 5) FASTVLM_DW_FMA(9, 4) FASTVLM_DW_FMA(10, 3) FASTVLM_DW_FMA(11, 2)
+                         FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 6) FASTVLM_DW_FMA(9, 5) FASTVLM_DW_FMA(10, 4) FASTVLM_DW_FMA(11, 3)
+                         FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(8, 7) FASTVLM_DW_FMA(9, 6) FASTVLM_DW_FMA(10, 5) FASTVLM_DW_FMA(11, 4)
+                         FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(9, 7) FASTVLM_DW_FMA(10, 6) FASTVLM_DW_FMA(11, 5) FASTVLM_DW_FMA(12, 4)
+                         FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(10, 7) FASTVLM_DW_FMA(11, 6) FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4)
+                         FASTVLM_DW_FMA(14, 3)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(11, 7) FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 7),
+        FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
+        FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7));
+  else
+    FASTVLM_DW_STRIP(
+        FASTVLM_DW_BIAS(1) FASTVLM_DW_BIAS(2) FASTVLM_DW_BIAS(3) FASTVLM_DW_BIAS(4) FASTVLM_DW_BIAS(5)
+        FASTVLM_DW_BIAS(6) FASTVLM_DW_BIAS(7) FASTVLM_DW_BIAS(8) FASTVLM_DW_BIAS(9) FASTVLM_DW_BIAS(10)
+        FASTVLM_DW_BIAS(11),
+        FASTVLM_DW_WEIGHT(12) FASTVLM_DW_WEIGHT(13) FASTVLM_DW_WEIGHT(14),
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 1) FASTVLM_DW_FMA(13, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 2) FASTVLM_DW_FMA(13, 1) FASTVLM_DW_FMA(14, 0)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 3) FASTVLM_DW_FMA(13, 2) FASTVLM_DW_FMA(14, 1)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 4) FASTVLM_DW_FMA(13, 3) FASTVLM_DW_FMA(14, 2)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 5) FASTVLM_DW_FMA(13, 4) FASTVLM_DW_FMA(14, 3)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 6) FASTVLM_DW_FMA(13, 5) FASTVLM_DW_FMA(14, 4)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 7) FASTVLM_DW_FMA(13, 6) FASTVLM_DW_FMA(14, 5)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 8) FASTVLM_DW_FMA(13, 7) FASTVLM_DW_FMA(14, 6)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 9) FASTVLM_DW_FMA(13, 8) FASTVLM_DW_FMA(14, 7)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 10) FASTVLM_DW_FMA(13, 9) FASTVLM_DW_FMA(14, 8)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(12, 11) FASTVLM_DW_FMA(13, 10) FASTVLM_DW_FMA(14, 9)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(13, 11) FASTVLM_DW_FMA(14, 10)
+        FASTVLM_DW_INPUT FASTVLM_DW_FMA(14, 11),
+        FASTVLM_DW_STORE(0) FASTVLM_DW_STORE(1) FASTVLM_DW_STORE(2) FASTVLM_DW_STORE(3) FASTVLM_DW_STORE(4)
+        FASTVLM_DW_STORE(5) FASTVLM_DW_STORE(6) FASTVLM_DW_STORE(7) FASTVLM_DW_STORE(8) FASTVLM_DW_STORE(9)
+        FASTVLM_DW_STORE(10) FASTVLM_DW_STORE(11));
 }
 #undef FASTVLM_DW_FMA
 #undef FASTVLM_DW_INPUT
@@ -211,6 +201,7 @@ void depthwise3_strip12(const float* const* rows, int64_t count, const float* we
 #undef FASTVLM_DW_BIAS
 #undef FASTVLM_DW_STORE
 #undef FASTVLM_DW_OPERANDS
+#undef FASTVLM_DW_STRIP
 
 // 8 lanes; 16 registers: a depthwise strip of 16 - kernel - 1 pixels (8 for 7x7, 12 for 3x3) beside the
 // kernel's weight vectors and the input in flight; 4 x 3 dense accumulators with 3 weights and a broadcast.
@@ -251,9 +242,9 @@ struct Lanes {
   static bool interior_strip(int kernel, int strip, const float* const* rows, int64_t count, const float* weights,
                              const float* bias, int64_t channels, float* out) {
     if (kernel == 7 && strip == 8)
-      depthwise7_strip8(rows, count, weights, bias, channels, out);
+      depthwise_interior_strip<7>(rows, count, weights, bias, channels, out);
     else if (kernel == 3 && strip == 12)
-      depthwise3_strip12(rows, count, weights, bias, channels, out);
+      depthwise_interior_strip<3>(rows, count, weights, bias, channels, out);
     else
       return false;
     return true;
