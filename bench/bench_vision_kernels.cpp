@@ -242,8 +242,8 @@ BENCHMARK(BM_PointwiseGemmInt8)
 // The Int8 compute's element-wise passes alone, on data already in cache (they are bound by their
 // arithmetic there; bench/vision_profile.sh shows what they cost in the tower): 0 dequantise + GELU +
 // requantise of an expand tile, 1 per-pixel quantisation of a depthwise conv's output rows, 2 the
-// attention's bfloat16 softmax numerators of a query block, 3 its f32 softmax (CPUs without bfloat16). args: rows, cols, kind. Reports elements per
-// CPU second (run with OMP_NUM_THREADS=1).
+// attention's bfloat16 softmax numerators of a query block, 3 its f32 softmax (CPUs without bfloat16).
+// args: rows, cols, kind. Reports elements per CPU second (run with OMP_NUM_THREADS=1).
 void BM_Int8Elementwise(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), kind = state.range(2);
   if (!kernels::vision_int8_available() || (kind == 2 && !kernels::bf16_compute_available())) {
