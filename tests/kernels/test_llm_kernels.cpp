@@ -474,7 +474,8 @@ TEST(OnlineSoftmaxTile, RunningMaxIsTheLargestVisibleScoreWhereverItLies) {
       std::vector<float> probabilities(static_cast<size_t>(width));
       float running_max = -INFINITY, running_sum = 0;
       online_softmax_tile(scores.data(), valid, width, 1.0f, running_max, running_sum, probabilities.data());
-      ASSERT_EQ(running_max, 5.0f) << "isa " << isa_name(active_isa()) << ", " << valid << " visible, largest at " << at;
+      ASSERT_EQ(running_max, 5.0f) << "isa " << isa_name(active_isa()) << ", " << valid << " visible, largest at "
+                                   << at;
     }
   }
 }
