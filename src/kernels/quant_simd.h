@@ -2,7 +2,8 @@
 // The activation side of the Q8_0 integer arithmetic (core/quant.h), shared by the decode GEMV and the
 // prefill GEMM so that both quantise activations identically: per group of 32, scale = max|x| / 127 and
 // code = round_to_nearest_even(x · 127 / max|x|); its AVX2 pieces (the lanes' max, the 32-code store) also
-// serve the vision tower's per-row quantisation (kernels/int8_epilogue.cpp). Only for kernel variants compiled
+// serve the vision tower's per-row quantisation (kernels/int8_epilogue.cpp), and the lanes' max the AVX2
+// softmax's row maximum (kernels/softmax.cpp). Only for kernel variants compiled
 // for the same level (kernels/target.h).
 #include <immintrin.h>
 

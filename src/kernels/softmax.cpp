@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "kernels/capabilities.h"
 #include "kernels/dispatch.h"
+#include "kernels/quant_simd.h"
 #include "kernels/simd_exp.h"
 #include "kernels/simd_mask.h"
 #include "kernels/target.h"
@@ -66,10 +67,7 @@ FASTVLM_TARGET_AVX2 float row_max_avx2(const float* x, int64_t n) {
   for (; i + 32 <= n; i += 32)
     for (int k = 0; k < 4; ++k) max[k] = _mm256_max_ps(max[k], _mm256_loadu_ps(x + i + 8 * k));
   for (; i + 8 <= n; i += 8) max[0] = _mm256_max_ps(max[0], _mm256_loadu_ps(x + i));
-  const __m256 all = _mm256_max_ps(_mm256_max_ps(max[0], max[1]), _mm256_max_ps(max[2], max[3]));
-  __m128 half = _mm_max_ps(_mm256_castps256_ps128(all), _mm256_extractf128_ps(all, 1));
-  half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-  float result = _mm_cvtss_f32(_mm_max_ss(half, _mm_movehdup_ps(half)));
+  float result = simd::reduce_max_avx2(_mm256_max_ps(_mm256_max_ps(max[0], max[1]), _mm256_max_ps(max[2], max[3])));
   for (; i < n; ++i) result = std::max(result, x[i]);
   return result;
 }
