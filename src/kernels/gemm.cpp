@@ -4,6 +4,7 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "kernels/avx2_f32_gemm.h"
 #include "kernels/capabilities.h"
 
 namespace fastvlm {
@@ -30,7 +31,7 @@ dnnl::engine& cpu_engine() {
 
 }  // namespace
 
-int64_t min_tile_rows(DType type) { return type == DType::F32 && active_isa() < Isa::Avx512 ? 512 : 128; }
+int64_t min_tile_rows(DType type) { return type == DType::F32 && active_isa() < Isa::Avx2 ? 512 : 128; }
 
 struct PackedWeights::Layout {
   dnnl::memory::desc desc;
@@ -78,6 +79,10 @@ PackedWeights::PackedWeights(DType type, const void* weights, int64_t N, int64_t
   if (N <= 0 || K <= 0)
     throw Error("PackedWeights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
                 std::to_string(K));
+  if (type == DType::F32 && active_isa() == Isa::Avx2) {
+    avx2_f32_ = std::make_unique<Avx2F32Weights>(static_cast<const float*>(weights), N, K);
+    return;
+  }
   auto& engine = cpu_engine();
   const data_type ab = int8 ? data_type::s8 : type == DType::BF16 ? data_type::bf16 : data_type::f32;
   const dnnl::memory::desc any({K, N}, ab, dnnl::memory::format_tag::any);
@@ -189,6 +194,12 @@ void matmul(const MatmulSpec& spec) {
     throw Error("internal: matmul on " + std::string(dtype_name(spec.ab_type)) + " [" + std::to_string(spec.N) + ", " +
                 std::to_string(spec.K) + "] weights got packed " + std::string(dtype_name(packed->type())) + " [" +
                 std::to_string(packed->rows()) + ", " + std::to_string(packed->cols()) + "]");
+  if (packed && packed->avx2_f32()) {
+    if (spec.c_type != DType::F32) throw Error("internal: float32 weights packed for AVX2 write float32 results");
+    avx2_f32_gemm(static_cast<const float*>(spec.a), spec.M, spec.lda, *packed->avx2_f32(), static_cast<float*>(spec.c),
+                  spec.ldc, spec.bias, spec.epilogue);
+    return;
+  }
   // A packed layout is a function of (type, N, K) at the active level: ldb -1 stands for it in the key.
   const MatmulKey key{spec.M,       spec.N,       spec.K,       spec.lda,         packed ? -1 : spec.ldb,
                       spec.ldc,     spec.ab_type, spec.c_type,  packed || spec.b_transposed, spec.bias != nullptr,

@@ -9,10 +9,13 @@
 
 namespace fastvlm {
 
+class Avx2F32Weights;  // kernels/avx2_f32_gemm.h
+
 // The fewest rows a tile of GEMMs on `type` operands should have at the active kernel level: 128 (smaller
-// GEMMs lose more to their edges than the cache saves), but 512 for float32 below AVX-512, where oneDNN's
-// gemm:jit runs the tower's short-K, wide products (K 384 -> N 1536, 768 -> 3072) at 40-70% of the FMA peak
-// with fewer rows and at 80-90% from 512 (AMD Zen 3, one thread); the tile then stays in L3 instead of L2.
+// GEMMs lose more to their edges than the cache saves), but 512 for float32 at the Scalar level, where
+// oneDNN's SSE4.1 gemm runs the products: its AVX2 one had run the tower's short-K, wide products (K 384 -> N
+// 1536, 768 -> 3072) at 40-70% of the FMA peak with fewer rows and at 80-90% from 512 (AMD Zen 3, one thread).
+// (At the AVX2 level avx2_f32_gemm, with no such need, took the f32 tower at 128 rows 3% below 512's time.)
 int64_t min_tile_rows(DType type);
 
 // Rows per tile of a tiled product on `type` operands whose rows each keep `bytes_per_row` in flight (int32
@@ -46,7 +49,8 @@ void linear_bf16(const uint16_t* x, int64_t M, int64_t K, const uint16_t* w, int
 // the CPU has AMX, VNNI / AVX512-BF16 panels otherwise (int8 with the s8·s8 compensation row), column panels
 // for float32. Without it, every product re-packs (float32: transposes) all of B, which for the vision
 // tower's tiles of a few hundred pixels costs a good part of the product itself. The layout follows the
-// active kernel level at packing time. Int8 needs int8_compute_available(), bfloat16
+// active kernel level at packing time: at the AVX2 level float32 weights are packed for avx2_f32_gemm
+// (kernels/avx2_f32_gemm.h) instead, which matmul() then runs in place of oneDNN. Int8 needs int8_compute_available(), bfloat16
 // bf16_compute_available(); throws fastvlm::Error otherwise. Float32 packs at every level.
 class PackedWeights {
  public:
@@ -60,9 +64,11 @@ class PackedWeights {
   DType type() const { return type_; }  // I8, BF16 or F32
   int64_t rows() const { return N_; }
   int64_t cols() const { return K_; }
-  // oneDNN's opaque view of the packed panels (defined in gemm.cpp).
+  // oneDNN's opaque view of the packed panels (defined in gemm.cpp); absent where avx2_f32() is not null.
   struct Layout;
   const Layout& layout() const { return *layout_; }
+  // The float32 panels of the AVX2 level, or null.
+  const Avx2F32Weights* avx2_f32() const { return avx2_f32_.get(); }
 
  private:
   PackedWeights(DType type, const void* weights, int64_t N, int64_t K);
@@ -70,6 +76,7 @@ class PackedWeights {
   DType type_;
   int64_t N_, K_;
   std::unique_ptr<Layout> layout_;
+  std::unique_ptr<Avx2F32Weights> avx2_f32_;
 };
 
 // What matmul() does with each result element after adding the bias.

@@ -199,11 +199,15 @@ TEST_P(F32PackedMatmul, MatchesScalarReferenceWithEachEpilogue) {
     }
 }
 
+// At the AVX2 level (avx2_f32_gemm) the last four also cover: K in several slices of 256 with an odd
+// remainder, a whole 6-row group and one more row, a partial last 16-column panel, and (300 rows) strips of
+// rows split between threads.
 INSTANTIATE_TEST_SUITE_P(Shapes, F32PackedMatmul,
                          ::testing::Values(Shape{1, 1, 1, 1, 1}, Shape{1, 192, 300, 300, 192}, Shape{3, 100, 32, 32, 100},
                                            Shape{17, 33, 100, 104, 40}, Shape{64, 200, 96, 96, 200},
                                            Shape{129, 96, 384, 400, 96}, Shape{256, 384, 96, 96, 384},
-                                           Shape{5, 7, 13, 13, 7}),
+                                           Shape{5, 7, 13, 13, 7}, Shape{6, 16, 257, 257, 16}, Shape{7, 48, 513, 520, 50},
+                                           Shape{300, 40, 600, 611, 45}, Shape{12, 1000, 64, 64, 1000}),
                          shape_name);
 
 TEST(PackedWeightsErrors, PackingRefusesBelowAvx512) {
