@@ -432,19 +432,13 @@ void conv_ffn_gemms(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& x, Vi
   const int64_t tile_hidden = tile_pixels * hidden_width;
   const Activations hidden =
       allocate(scratch.hidden, pass.activation_type, (threaded_tiles ? threads : 1) * tile_hidden);
-  // Float32 GELU runs as a pass over the tile while it is in L2: the erf polynomial of gelu_simd costs
-  // about a third of oneDNN's GELU post-op, which matters after the short-K expand products. Bfloat16
-  // hidden activations are rounded by the GEMM, so there GELU must come before, as its post-op.
-  const bool gelu_pass = pass.activation_type == DType::F32;
 #pragma omp parallel if (threaded_tiles)
   {
     const Activations my_hidden{hidden.type, hidden.at(omp_get_thread_num() * tile_hidden)};
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t first = tile * tile_pixels, count = std::min(tile_pixels, pixels - first);
-      ffn.expand.forward({mixed.type, mixed.at(first * channels)}, count, my_hidden,
-                         gelu_pass ? Epilogue::None : Epilogue::Gelu);
-      if (gelu_pass) gelu_simd(static_cast<float*>(my_hidden.data), count * hidden_width);
+      ffn.expand.forward({mixed.type, mixed.at(first * channels)}, count, my_hidden, Epilogue::Gelu);
       ffn.contract.forward(my_hidden, count, {DType::F32, x.data() + first * channels}, Epilogue::AddToOutput);
     }
   }
