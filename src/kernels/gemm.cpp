@@ -34,7 +34,7 @@ dnnl::engine& cpu_engine() {
 
 }  // namespace
 
-int64_t min_tile_rows(DType type) { return type == DType::F32 && active_isa() < Isa::Avx2 ? 512 : 128; }
+int64_t min_tile_rows(DType type) { return type == DType::F32 && active_isa() < Isa::Avx512 ? 512 : 128; }
 
 struct PackedWeights::Layout {
   dnnl::memory::desc desc;

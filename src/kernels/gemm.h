@@ -12,10 +12,11 @@ namespace fastvlm {
 class Avx2F32Weights;  // kernels/avx2_f32_gemm.h
 
 // The fewest rows a tile of GEMMs on `type` operands should have at the active kernel level: 128 (smaller
-// GEMMs lose more to their edges than the cache saves), but 512 for float32 at the Scalar level, where
-// oneDNN's SSE4.1 gemm runs the products: its AVX2 one had run the tower's short-K, wide products (K 384 -> N
-// 1536, 768 -> 3072) at 40-70% of the FMA peak with fewer rows and at 80-90% from 512 (AMD Zen 3, one thread).
-// (At the AVX2 level avx2_f32_gemm, with no such need, took the f32 tower at 128 rows 3% below 512's time.)
+// GEMMs lose more to their edges than the cache saves), but 512 for float32 below AVX-512. There oneDNN 2.6's
+// AVX2 gemm had run the tower's short-K, wide products (K 384 -> N 1536, 768 -> 3072) at 40-70% of the FMA
+// peak with fewer rows and at 80-90% from 512 (AMD Zen 3, one thread); avx2_f32_gemm, which now runs them,
+// reaches ~95% at 128 rows too, yet on two threads the tower's stage of 384 channels still ran 4-8% faster
+// in tiles of 512 (bench/vision_ab.sh, THREADS=2).
 int64_t min_tile_rows(DType type);
 
 // Rows per tile of a tiled product on `type` operands whose rows each keep `bytes_per_row` in flight (int32
