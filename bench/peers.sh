@@ -33,7 +33,9 @@
 # Vision is timed at 1024² and, for fastvlm f32/default/best and ONNX Runtime, at 512² as well (0.5b).
 # Peak RSS is /usr/bin/time's maximum resident set of the full-pipeline process (weights + KV cache + work).
 # The accuracy columns (fastvlm rows: image-embedding and last-logit error, greedy agreement against f32) come
-# from one extra `fastvlm bench --reference` run per row after the timed rounds.
+# from one extra `fastvlm bench --reference` run per row after the timed rounds. build/bin/bench_peak, run
+# right before and right after the rounds, gives the last section: each fastvlm row's TTFT against the compute
+# limit of its work and its decode against the read bandwidth on the same threads.
 # Set up the peers first: sudo bash bench/setup_peers.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
     --no-ort) ort_peer=0; shift ;;
     --keep) keep=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "peers.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -225,8 +227,33 @@ PY
   fi
 }
 
+# This machine's ceilings right before and right after the rounds (a shared VM's move between runs minutes
+# apart): bench_peak's per-core compute rates and its read bandwidth on one and on $threads threads, from which
+# peers_table.py states TTFT against the compute limit and decode against the read bandwidth.
+peak=$(dirname "$bin")/bench_peak
+machine_limits() {  # WHEN -> one line of $results
+  [ -x "$peak" ] || return 0
+  OMP_NUM_THREADS=$threads "$peak" --benchmark_format=json > "$out_dir/peak" 2> "$out_dir/err" &&
+    python3 - "$1" "$threads" "$out_dir/peak" >> "$results" <<'PY' || echo "peers.sh: bench_peak's output could not be read" >&2
+import json, sys
+when, threads, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rates, bandwidth = {}, {}
+for b in json.load(open(path))["benchmarks"]:
+    if b.get("error_occurred"):
+        continue
+    name = b["name"]
+    if name.startswith("BM_Peak/"):
+        rates[name.split("/")[1]] = b["GFLOP/s"] / 1e9
+    elif name.startswith("BM_ReadBandwidth/"):
+        bandwidth[int(name.split("threads:")[1].split("/")[0])] = b["GB/s"]
+print(json.dumps({"row": "machine", "size": when, "kind": "machine", "rss_mb": 0,
+                  "out": {"threads": threads, "peak_gops_per_core": rates, "read_gbps": bandwidth}}))
+PY
+}
+
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p')"
 echo "uptime before: $(uptime)"
+machine_limits before
 mapfile -t lines < "$configs"
 for ((round = 1; round <= rounds; ++round)); do
   order=$(seq 0 $((${#lines[@]} - 1)))
@@ -237,6 +264,7 @@ for ((round = 1; round <= rounds; ++round)); do
     run_config "$row" "$sz" "$kind" "$cmd"
   done
 done
+machine_limits after
 echo "uptime after: $(uptime)"
 
 # The accuracy runs hold the f32 reference (twice the bf16 file) beside the configuration under test.

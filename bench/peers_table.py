@@ -4,7 +4,10 @@
   python3 bench/peers_table.py RESULTS.jsonl
 
 Each cell: median over rounds of each run's median [min - max over every repetition]. Ratios: peer / fastvlm
-for the same column (above 1: fastvlm is faster). Standard library only."""
+for the same column (above 1: fastvlm is faster). Where bench_peak ran before and after the rounds (rows
+"machine"), each fastvlm row's TTFT is also given against the compute limit of its work (its multiply-
+accumulates at the fastest int8 rate bench_peak measured, on every thread) and its decode against the read
+bandwidth (issue 16's targets), once for each of the two measurements. Standard library only."""
 import json
 import statistics
 import sys
@@ -47,12 +50,51 @@ def samples_of(record):
     return cells
 
 
+def int8_peak(machine):
+    """(name, GOP/s per core) of the fastest int8 rate bench_peak measured."""
+    rates = {name: rate for name, rate in machine["peak_gops_per_core"].items() if "int8" in name}
+    return max(rates.items(), key=lambda item: item[1]) if rates else None
+
+
+def print_limits(machines, work, table):
+    """TTFT / compute limit and decode GB/s / read bandwidth of each fastvlm row, per bench_peak measurement."""
+    measured = [(when, m, int8_peak(m), m["read_gbps"].get(str(m["threads"]))) for when, m in machines]
+    measured = [x for x in measured if x[2]]
+    if not measured or not work:
+        return
+    print("\nagainst this machine's limits (bench_peak " + " / ".join(when for when, *_ in measured) + " the rounds: " +
+          "int8 " + " / ".join(f"{peak[1]:.0f}" for _, _, peak, _ in measured) + f" GOP/s per core ({measured[0][2][0]}), "
+          f"read bandwidth on {measured[0][1]['threads']} threads " +
+          " / ".join("—" if bw is None else f"{bw:.1f}" for *_, bw in measured) + " GB/s):")
+    print("| configuration | multiply-accumulates G | compute limit ms | TTFT / limit | decode GB/s | of read bandwidth |")
+    print("|---|---|---|---|---|---|")
+    for row, (gflop, weight_bytes) in work.items():
+        limits = [gflop / (peak[1] * m["threads"]) * 1000 for _, m, peak, _ in measured]
+        ttft = table[row].get("ttft")
+        decode = table[row].get("decode")
+        gbps = weight_bytes / (decode[0] * 1e6) if decode and weight_bytes else None
+        print(f"| {row} | {gflop / 2:.1f} | " + " / ".join(f"{limit:.0f}" for limit in limits) + " | " +
+              (" / ".join(f"{ttft[0] / limit:.2f}×" for limit in limits) if ttft else "—") + " | " +
+              ("—" if gbps is None else f"{gbps:.1f}") + " | " +
+              ("—" if gbps is None else " / ".join("—" if bw is None else f"{gbps / bw:.0%}" for *_, bw in measured)) +
+              " |")
+
+
 def main():
-    runs, accuracy, order = {}, {}, []
+    runs, accuracy, order, machines, work = {}, {}, [], [], {}
     with open(sys.argv[1]) as f:
         for line in f:
             record = json.loads(line)
             row = record["row"]
+            if record["kind"] == "machine":
+                machines.append((record["size"], record["out"]))
+                continue
+            out = record["out"]
+            if record["kind"] == "fastvlm" and record["size"] == "1024" and "vision_gflops" in out:
+                # The work of one image and prompt: rate x time of each part (the same for every repetition).
+                t = out["timings"]
+                work[row] = (out["vision_gflops"] * t["vision_ms"] / 1000 + out["prefill_gflops"] * t["prefill_ms"] / 1000,
+                             out.get("decode_weight_bytes"))
             if record["size"] == "accuracy":
                 accuracy[row] = record["out"].get("accuracy")
                 continue
@@ -111,6 +153,8 @@ def main():
                     a, b = table[peer].get(c), table[us].get(c)
                     cells.append(f"{a[0] / b[0]:.2f}×" if a and b else "—")
                 print(f"| {peer} | {us} | " + " | ".join(cells) + " |")
+
+    print_limits(machines, work, table)
 
 
 if __name__ == "__main__":
