@@ -8,7 +8,6 @@
 #include <cstring>
 #include <string>
 
-#include "core/cpu.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "kernels/capabilities.h"
@@ -32,12 +31,6 @@ constexpr int64_t kDepthBlock = 256;
 constexpr int64_t kMaxStripRows = 144;
 // Below this many multiply-accumulates a call stays on one thread: waking the team costs more.
 constexpr int64_t kMinWorkToSplit = int64_t(1) << 20;
-
-void require_avx2(const char* what) {
-  if (active_isa() < Isa::Avx2)
-    throw Error(std::string(what) + ": needs AVX2, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
-                ") does not offer");
-}
 
 // A group of kGroupRows rows of one K slice of A, packed: for each k, the rows' 6 values side by side, so
 // that the kernel's broadcasts read one sequential stream (a first version reading the 6 rows in place ran
@@ -224,7 +217,7 @@ void Avx2F32Weights::Free::operator()(float* p) const { std::free(p); }
 
 Avx2F32Weights::Avx2F32Weights(const float* weights, int64_t N, int64_t K)
     : N_(N), K_(K), panels_((N + kPanelColumns - 1) / kPanelColumns) {
-  require_avx2("Avx2F32Weights");
+  kernels::require_avx2("Avx2F32Weights");
   if (N <= 0 || K <= 0)
     throw Error("Avx2F32Weights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
                 std::to_string(K));
@@ -240,7 +233,7 @@ Avx2F32Weights::Avx2F32Weights(const float* weights, int64_t N, int64_t K)
 
 void avx2_f32_gemm(const float* a, int64_t M, int64_t lda, const Avx2F32Weights& weights, float* c, int64_t ldc,
                    const float* bias, Epilogue epilogue) {
-  require_avx2("avx2_f32_gemm");
+  kernels::require_avx2("avx2_f32_gemm");
   const int64_t N = weights.rows(), K = weights.cols();
   if (M <= 0) return;
   if (lda < K || ldc < N)

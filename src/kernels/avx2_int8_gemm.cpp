@@ -26,12 +26,6 @@ constexpr int64_t kStripRows = 48;
 // that they come from L2 for every group after the first.
 constexpr int64_t kBlockBytes = 256 << 10;
 
-void require_avx2(const char* what) {
-  if (!kernels::vision_int8_available())
-    throw Error(std::string(what) + ": needs AVX2, which this CPU (or FASTVLM_ISA=" + kernels::kernel_level_name() +
-                ") does not offer");
-}
-
 // `rows` rows of K codes (`lda` apart) as int16, `padded` (K rounded up to even, the extra one zero) apart.
 FASTVLM_TARGET_AVX2 void widen_rows(const int8_t* a, int64_t rows, int64_t K, int64_t lda, int64_t padded,
                                     int16_t* out) {
@@ -142,7 +136,7 @@ void Avx2S8Weights::Free::operator()(int16_t* p) const { std::free(p); }
 
 Avx2S8Weights::Avx2S8Weights(const int8_t* codes, int64_t N, int64_t K)
     : N_(N), K_(K), pairs_((K + 1) / 2), panels_((N + kPanelRows - 1) / kPanelRows) {
-  require_avx2("Avx2S8Weights");
+  kernels::require_avx2("Avx2S8Weights");
   if (N <= 0 || K <= 0)
     throw Error("Avx2S8Weights: a weight matrix needs rows and columns, got " + std::to_string(N) + "x" +
                 std::to_string(K));
@@ -157,7 +151,7 @@ Avx2S8Weights::Avx2S8Weights(const int8_t* codes, int64_t N, int64_t K)
 }
 
 void avx2_s8_gemm(const int8_t* a, int64_t M, int64_t lda, const Avx2S8Weights& weights, S8RowBlockSink sink) {
-  require_avx2("avx2_s8_gemm");
+  kernels::require_avx2("avx2_s8_gemm");
   const int64_t K = weights.cols(), pairs = weights.pairs(), padded = 2 * pairs, panels = weights.panels();
   if (lda < K) throw Error("avx2_s8_gemm: rows of A are " + std::to_string(lda) + " apart, fewer than K " + std::to_string(K));
   const int64_t ldc = panels * kPanelRows;

@@ -1,6 +1,7 @@
 #include "kernels/capabilities.h"
 
 #include "core/cpu.h"
+#include "core/error.h"
 
 namespace fastvlm::kernels {
 
@@ -17,5 +18,11 @@ bool quant_int8_gemm_available() { return active_isa() >= Isa::Avx2; }
 bool int8_tiles_available() { return active_isa() >= Isa::Amx; }
 
 std::string kernel_level_name() { return std::string(isa_name(active_isa())); }
+
+void require_avx2(const char* what) {
+  if (active_isa() < Isa::Avx2)
+    throw Error(std::string(what) + ": needs AVX2, which this CPU (or FASTVLM_ISA=" + kernel_level_name() +
+                ") does not offer");
+}
 
 }  // namespace fastvlm::kernels

@@ -22,5 +22,7 @@ bool quant_int8_gemm_available();
 bool int8_tiles_available();
 // The active kernel level for error messages, e.g. "avx2".
 std::string kernel_level_name();
+// Throws fastvlm::Error naming `what` where the active kernel level is below AVX2 (the AVX2 kernels' entry points).
+void require_avx2(const char* what);
 
 }  // namespace fastvlm::kernels

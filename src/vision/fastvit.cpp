@@ -419,8 +419,9 @@ void conv_ffn_gemms_int8(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& 
 // last stage of a 512² image: 64 pixels) is cut into one smaller tile per thread rather than run as one tile
 // whose GEMMs split the weights' columns between threads: each thread then streams all of the weights, but
 // the threads read them in step, and the hidden activation stays with the thread that made it. On two
-// threads that stage ran in 25 ms instead of 41 (f32, AMD Zen 5, oneDNN's threading of the 64-row products;
-// bench/vision_ab.sh-style alternation, 5 rounds) and the tower at 512² 4-5% faster on Zen 5 and on Zen 3.
+// threads that stage ran in 25 ms instead of 38-41 (f32, AMD Zen 5, against oneDNN's threading of the 64-row
+// products; bench/vision_ab.sh, 5 rounds), a gain inside the noise of that VM's whole 512² encode; on Zen 3
+// the tower at 512² ran 4% faster.
 void conv_ffn_gemms(const ConvFFN& ffn, const ConvFFNInput& input, Tensor& x, VisionScratch& scratch,
                     const Pass& pass) {
   const int64_t pixels = x.dim(0) * x.dim(1);
