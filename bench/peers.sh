@@ -234,7 +234,7 @@ peak=$(dirname "$bin")/bench_peak
 machine_limits() {  # WHEN -> one line of $results
   [ -x "$peak" ] || return 0
   OMP_NUM_THREADS=$threads "$peak" --benchmark_format=json > "$out_dir/peak" 2> "$out_dir/err" &&
-    python3 - "$1" "$threads" "$out_dir/peak" >> "$results" <<'PY' || echo "peers.sh: bench_peak's output could not be read" >&2
+    python3 - "$1" "$threads" "$out_dir/peak" >> "$results" <<'PY' || echo "peers.sh: bench_peak failed or its output could not be read: no limits section" >&2
 import json, sys
 when, threads, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rates, bandwidth = {}, {}
