@@ -680,6 +680,11 @@ FASTVLM_TARGET_AVX512 void convert_activation_bf16(const float* x, int64_t cols,
   }
 }
 
+// How far ahead of its reads the bf16 kernel prefetches its weight row (into the next rows at a row's end: rows
+// are read one after another). Zen 5, one thread, from DRAM (`BM_Gemv_bf16`, 3 alternations): 28.8-31.6 GB/s
+// without, 31.7-35.8 with 8 KB, 4 KB in between; on two threads, bound by the memory system, no difference.
+constexpr int64_t kBf16PrefetchBytes = 8192;
+
 // Weight row r against activation rows [first, first + R) of x_bf16 (rows `stride` apart, zero-padded).
 template <int R>
 FASTVLM_TARGET_AVX512 inline void bf16_row_avx512(const uint16_t* w, int64_t rows, int64_t cols,
@@ -693,6 +698,9 @@ FASTVLM_TARGET_AVX512 inline void bf16_row_avx512(const uint16_t* w, int64_t row
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 64 <= full; c += 64) {
+    const char* ahead = reinterpret_cast<const char*>(row + c) + kBf16PrefetchBytes;
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    _mm_prefetch(ahead + 64, _MM_HINT_T0);
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(row + c), w1 = (__m512bh)_mm512_loadu_si512(row + c + 32);
     for (int i = 0; i < R; ++i) {
       acc0[i] = _mm512_dpbf16_ps(acc0[i], w0, (__m512bh)_mm512_loadu_si512(xs + i * stride + c));
