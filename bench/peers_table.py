@@ -14,7 +14,7 @@ import sys
 
 COLUMNS = [("vision", "vision 1024² ms"), ("vision512", "vision 512² ms"), ("prefill", "prefill ms"),
            ("ttft", "TTFT ms"), ("decode", "decode ms/token"), ("rss", "peak RSS MiB")]
-OURS = ["fastvlm default", "fastvlm best (int8, q8)", "fastvlm bf16", "fastvlm f32"]
+OURS = ["fastvlm default", "fastvlm best (int8, q8)", "fastvlm int8, q4", "fastvlm bf16", "fastvlm f32"]
 
 
 def samples_of(record):
