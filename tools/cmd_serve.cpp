@@ -95,7 +95,7 @@ void add_serve_command(CLI::App& app) {
 
     server::ServerOptions options = flags->server;
     if (!flags->allowed_image_dir.empty())
-      options.allowed_image_dir = std::filesystem::canonical(flags->allowed_image_dir);
+      options.allowed_image_dir = server::ImageDirectory::of(flags->allowed_image_dir);
     options.model_id = std::filesystem::path(flags->model.model).lexically_normal().filename().string();
     if (options.model_id.empty())
       options.model_id = std::filesystem::path(flags->model.model).lexically_normal().parent_path().filename().string();

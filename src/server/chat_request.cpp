@@ -98,18 +98,21 @@ ImageInput image_from_local_path(std::string_view url, const std::string& where,
                                                         "started with --allowed-image-dir)");
   namespace fs = std::filesystem;
   std::string_view path_text = url.substr(0, 7) == "file://" ? url.substr(7) : url;
-  auto is_inside = [&](const fs::path& path) {
-    const fs::path relative = path.lexically_relative(*policy.allowed_image_dir);
+  auto is_under = [](const fs::path& path, const fs::path& directory) {
+    const fs::path relative = path.lexically_relative(directory);
     return !relative.empty() && *relative.begin() != "..";
   };
+  auto is_inside = [&](const fs::path& path) { return is_under(path, policy.allowed_image_dir->canonical); };
   // Whether the file exists is looked at only inside the allowed directory: outside it every path gets
   // the same answer, so a client cannot probe the server's file system. The check is made on the path
-  // as written and again with the symlinks of its existing part resolved (weakly_canonical), so neither
-  // ".." nor a link can walk out; a component that cannot be resolved counts as outside.
+  // as written (under either spelling of the directory) and again with the symlinks of its existing part
+  // resolved (weakly_canonical), so neither ".." nor a link can walk out; a component that cannot be
+  // resolved counts as outside.
   std::error_code error;
   const fs::path written = fs::absolute(fs::path(path_text), error).lexically_normal();
   const fs::path resolved = error ? fs::path() : fs::weakly_canonical(written, error);
-  if (error || !is_inside(written) || !is_inside(resolved))
+  const bool written_inside = is_inside(written) || is_under(written, policy.allowed_image_dir->as_written);
+  if (error || !written_inside || !is_inside(resolved))
     throw invalid_request("image_path_not_allowed",
                           "'" + where + "': '" + std::string(path_text) + "' is outside the allowed image directory");
   const fs::path path = fs::canonical(resolved, error);

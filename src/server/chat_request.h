@@ -12,9 +12,20 @@
 
 namespace fastvlm::server {
 
+// The directory local image paths may name: its canonical path, and the path the operator wrote (absolute,
+// normalised), which differs when it goes through a symlink. A client may name a file through either.
+struct ImageDirectory {
+  std::filesystem::path canonical;
+  std::filesystem::path as_written;
+  // Throws std::filesystem::filesystem_error when `path` does not exist.
+  static ImageDirectory of(const std::filesystem::path& path) {
+    return {std::filesystem::canonical(path), std::filesystem::absolute(path).lexically_normal()};
+  }
+};
+
 struct RequestPolicy {
   // Local image paths (file:///... or /...) are accepted only inside this directory; none: refused.
-  std::optional<std::filesystem::path> allowed_image_dir;
+  std::optional<ImageDirectory> allowed_image_dir;
   int default_max_tokens = 256;  // when the request names neither max_tokens nor max_completion_tokens
   int vocab_size = 0;            // token ids (logit_bias, /detokenize) must be below it
 };

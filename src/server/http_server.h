@@ -10,6 +10,7 @@
 #include <string>
 
 #include "fastvlm/fastvlm.hpp"
+#include "server/chat_request.h"
 
 namespace fastvlm::server {
 
@@ -27,7 +28,7 @@ struct ServerOptions {
   int header_timeout_seconds = 10;  // from a request's first byte to the end of its head
   int request_timeout_seconds = 600;  // from a request's arrival to the end of its generation
   int max_connections = 128;        // open connections; beyond, the longest-idle one or the newcomer goes
-  std::optional<std::filesystem::path> allowed_image_dir;  // local image paths only under it
+  std::optional<ImageDirectory> allowed_image_dir;  // local image paths only under it
   std::string model_id;             // the name /v1/models reports and responses carry
   bool webui = true;                // serve the web UI (server/webui.h) at /
 };

@@ -167,11 +167,11 @@ TEST(ChatRequest, RefusesBadImageUrls) {
   EXPECT_EQ(status_of(image("file:///etc/passwd")), 400);  // no allowed directory
 
   RequestPolicy policy;
-  policy.allowed_image_dir = std::filesystem::canonical(FASTVLM_SHARED_DIR "/fixtures/tiny-fastvlm/golden");
-  const std::string inside = policy.allowed_image_dir->string() + "/image_b_97x131.jpg";
+  policy.allowed_image_dir = ImageDirectory::of(FASTVLM_SHARED_DIR "/fixtures/tiny-fastvlm/golden");
+  const std::string inside = policy.allowed_image_dir->canonical.string() + "/image_b_97x131.jpg";
   EXPECT_EQ(status_of(image("file://" + inside), policy), 200);
   EXPECT_EQ(status_of(image(inside), policy), 200);
-  EXPECT_EQ(status_of(image(policy.allowed_image_dir->string() + "/../README.md"), policy), 400);
+  EXPECT_EQ(status_of(image(policy.allowed_image_dir->canonical.string() + "/../README.md"), policy), 400);
   EXPECT_EQ(status_of(image("file:///etc/passwd"), policy), 400);
 }
 
@@ -186,7 +186,7 @@ TEST(ChatRequest, LocalPathErrorsDoNotRevealWhetherAFileExists) {
   { std::ofstream(root / "secret" / "exists.txt") << "x"; }
   fs::create_directory_symlink(root / "secret", root / "allowed" / "escape");
   RequestPolicy policy;
-  policy.allowed_image_dir = fs::canonical(root / "allowed");
+  policy.allowed_image_dir = ImageDirectory::of(root / "allowed");
 
   // The message with the path the client sent replaced, so two requests' messages can be compared.
   auto refusal = [&](const std::string& path) {
@@ -210,6 +210,17 @@ TEST(ChatRequest, LocalPathErrorsDoNotRevealWhetherAFileExists) {
   EXPECT_EQ(refusal("/no-such-directory/missing.txt"), outside);
   // Inside the allowed directory the client may learn that a file is missing.
   EXPECT_NE(refusal((root / "allowed" / "missing.png").string()), outside);
+
+  // The operator named the directory through a symlink: the client may use that spelling too, and still
+  // cannot walk out through it.
+  fs::create_directory_symlink(root / "allowed", root / "link");
+  policy.allowed_image_dir = ImageDirectory::of(root / "link");
+  EXPECT_EQ(policy.allowed_image_dir->canonical, fs::canonical(root / "allowed"));
+  EXPECT_NE(refusal((root / "link" / "missing.png").string()), outside);
+  EXPECT_NE(refusal((root / "allowed" / "missing.png").string()), outside);
+  EXPECT_EQ(refusal((root / "link" / "escape" / "exists.txt").string()), outside);
+  EXPECT_EQ(refusal((root / "link" / ".." / "secret" / "exists.txt").string()), outside);
+  EXPECT_EQ(refusal((root / "linkx" / "missing.png").string()), outside);
   fs::remove_all(root);
 }
 
