@@ -50,11 +50,19 @@ std::vector<float> random_floats(size_t count, uint32_t seed, float scale) {
 }
 
 // Copies of one weight matrix in a given format, cycled through by the GEMV benchmarks.
+// Quantised codes are laid out as the loader lays them out at the active level (kernels::quant_row_block,
+// core/quant.h); FASTVLM_BENCH_ROW_BLOCK=1 or 4 measures plain rows or blocks of 4 instead.
+int64_t bench_row_block() {
+  const char* value = std::getenv("FASTVLM_BENCH_ROW_BLOCK");
+  return value ? std::max<int64_t>(1, std::atoll(value)) : kernels::quant_row_block();
+}
+
 struct WeightCopies {
   std::vector<std::vector<uint16_t>> bf16;
   std::vector<std::vector<uint8_t>> codes;
   std::vector<std::vector<uint16_t>> scales;
   int64_t bytes_per_copy = 0;
+  int64_t row_block = bench_row_block();
 };
 
 WeightCopies make_copies(const char* format, int64_t rows, int64_t cols, int64_t rotation_bytes = kRotationBytes) {
@@ -78,6 +86,7 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols, int64_t
       std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
       std::vector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
       quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+      block_rows_in_place(codes.data(), rows, quant_row_bytes(type, cols), copies.row_block);
       copies.codes.push_back(std::move(codes));
       copies.scales.push_back(std::move(scales));
     }
@@ -100,7 +109,7 @@ void BM_Gemv(benchmark::State& state, const char* format, bool cached) {
     if (bf16) {
       gemv_bf16(copies.bf16[next].data(), rows, cols, x.data(), y.data());
     } else {
-      gemv_quant(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols}, x.data(),
+      gemv_quant(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols, copies.row_block}, x.data(),
                  y.data());
     }
     benchmark::DoNotOptimize(y.data());
@@ -140,7 +149,7 @@ void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute rout
       if (bf16) {
         convert_to_f32(DType::BF16, copies.bf16[next].data(), weights_f32.data(), weights_f32.size());
       } else {
-        dequantize_rows_f32(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols}, 0,
+        dequantize_rows_f32(QuantMatrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols, copies.row_block}, 0,
                             rows, weights_f32.data());
       }
       linear_f32(x.data(), x_rows, cols, weights_f32.data(), rows, nullptr, y.data());
@@ -152,7 +161,7 @@ void BM_DecodeRows(benchmark::State& state, const char* format, DecodeRoute rout
         gemv_bf16_rows(copies.bf16[next].data(), rows, cols, x.data(), x_rows, y.data());
       }
     } else {
-      const QuantMatrix matrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols};
+      const QuantMatrix matrix{type, copies.codes[next].data(), copies.scales[next].data(), rows, cols, copies.row_block};
       if (gemm) {
         linear_quant(x.data(), x_rows, matrix, nullptr, y.data());
       } else if (route == DecodeRoute::Batch) {
@@ -201,7 +210,9 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   std::vector<uint8_t> codes(size_t(n * quant_row_bytes(type, k)));
   std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
   quantize_matrix(type, weights.data(), n, k, codes.data(), scales.data());
-  const QuantMatrix quantized{type, codes.data(), scales.data(), n, k};
+  const int64_t row_block = bench_row_block();
+  block_rows_in_place(codes.data(), n, quant_row_bytes(type, k), row_block);
+  const QuantMatrix quantized{type, codes.data(), scales.data(), n, k, row_block};
   std::vector<float> dequantized(name.ends_with("_f32") ? weights.size() : 0);
   if (!f32_route && !integer_route && !amx_route && !kernels::bf16_compute_available()) {
     state.SkipWithError("no AVX512-BF16");

@@ -3,13 +3,27 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
 
 namespace fastvlm {
 
-int64_t quant_row_bytes(WeightType type, int64_t cols) { return type == WeightType::Q8_0 ? cols : cols / 2; }
+void block_rows_in_place(uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t row_block) {
+  if (row_block == 1) return;  // the plain layout already
+  std::vector<uint8_t> block(size_t(row_block * row_bytes));
+  for (int64_t first = 0; first < rows; first += row_block) {
+    const int64_t count = std::min(row_block, rows - first);
+    std::memcpy(block.data(), codes + first * row_bytes, size_t(count * row_bytes));
+    for (int64_t r = 0; r < count; ++r) {
+      const RowCodes row = block_row(codes, rows, row_bytes, row_block, first + r);
+      for (int64_t byte = 0; byte < row_bytes; byte += kQuantChunkBytes)
+        std::memcpy(codes + (row.at(byte) - codes), block.data() + r * row_bytes + byte,
+                    size_t(std::min(kQuantChunkBytes, row_bytes - byte)));
+    }
+  }
+}
 
 uint16_t f32_to_f16(float value) {
   uint32_t bits;

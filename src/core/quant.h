@@ -14,6 +14,16 @@
 //         shift). d = w_m / -8 where w_m is the group's weight of largest magnitude, so that w_m itself
 //         is represented exactly and the asymmetric code range is used fully.
 //   scales: uint16 IEEE half [rows, cols/32] (tensor F16).
+// That is the layout of checkpoints on disk. In memory, where the CPU's decode GEMV reads several rows side
+// by side (kernels::quant_row_block), the loader stores the codes in blocks of kQuantRowBlock rows instead
+// (QuantMatrix::row_block): within a block the rows take turns, one 64-byte chunk each (row 0's bytes 0-63,
+// row 1's bytes 0-63, ..., row 0's bytes 64-127, ...), a row's shorter last chunk likewise, and a last block
+// of fewer rows the same with the rows it has. The AVX-512 decode GEMV reads a block's 4 rows 64 bytes each
+// per step, so a block is then one address stream; as plain rows it was four, which the hardware
+// prefetchers follow poorly (AMD Zen 4, two threads, from DRAM: the Q8_0 4864 x 896 GEMV 9-12 GB/s on plain
+// rows, 16-22 in blocks; the 151936 x 896 head 12-13 and 26-27). row_block 1 is the plain layout. Every
+// reader finds a row's bytes through QuantMatrix::row() and works with either.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -23,20 +33,60 @@ namespace fastvlm {
 
 constexpr int kQuantGroupSize = 32;
 
-// Bytes of codes per row of `cols` weights (type Q8_0 or Q4_0, as everywhere below).
-int64_t quant_row_bytes(WeightType type, int64_t cols);
+// Rows per block of the in-memory layout above, and the bytes each row contributes per turn.
+constexpr int kQuantRowBlock = 4;
+constexpr int64_t kQuantChunkBytes = 64;
 
-// A read-only view of a quantised matrix (typically inside a memory-mapped checkpoint).
+// Bytes of codes per row of `cols` weights (type Q8_0 or Q4_0, as everywhere below).
+inline int64_t quant_row_bytes(WeightType type, int64_t cols) { return type == WeightType::Q8_0 ? cols : cols / 2; }
+
+// Where one row's codes lie: its 64-byte chunks `chunk_stride` bytes apart from `first`, except a shorter
+// last chunk at `last`. A group (16 or 32 bytes, aligned) never straddles two chunks.
+struct RowCodes {
+  const uint8_t* first;
+  int64_t chunk_stride;
+  int64_t full_chunks;
+  const uint8_t* last;
+
+  // Byte `byte` of the row; the bytes after it up to the end of its chunk follow it.
+  const uint8_t* at(int64_t byte) const {
+    const int64_t chunk = byte / kQuantChunkBytes;
+    return (chunk < full_chunks ? first + chunk * chunk_stride : last) + byte % kQuantChunkBytes;
+  }
+};
+
+// A read-only view of a quantised matrix, its codes in blocks of `row_block` rows (see above).
 struct QuantMatrix {
   WeightType type = WeightType::Q8_0;
   const uint8_t* codes = nullptr;
   const uint16_t* scales = nullptr;
   int64_t rows = 0, cols = 0;
+  int64_t row_block = 1;
 
   int64_t groups_per_row() const { return cols / kQuantGroupSize; }
-  const uint8_t* row_codes(int64_t row) const { return codes + row * quant_row_bytes(type, cols); }
+  RowCodes row(int64_t r) const;
+  // The codes of the rows from `first` on, one after another: `first` must start a block.
+  const uint8_t* codes_from_row(int64_t first) const { return codes + first * quant_row_bytes(type, cols); }
   const uint16_t* row_scales(int64_t row) const { return scales + row * groups_per_row(); }
 };
+
+// Row r of `rows` rows of `row_bytes` bytes each, stored from `codes` in blocks of `row_block` rows.
+inline RowCodes block_row(const uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t row_block, int64_t r) {
+  const int64_t block_first = r / row_block * row_block;
+  const int64_t block_rows = std::min(row_block, rows - block_first), in_block = r - block_first;
+  const int64_t full_chunks = row_bytes / kQuantChunkBytes;
+  const uint8_t* block = codes + block_first * row_bytes;
+  return {block + in_block * kQuantChunkBytes, kQuantChunkBytes * block_rows, full_chunks,
+          block + full_chunks * kQuantChunkBytes * block_rows + in_block * (row_bytes - full_chunks * kQuantChunkBytes)};
+}
+
+inline RowCodes QuantMatrix::row(int64_t r) const {
+  return block_row(codes, rows, quant_row_bytes(type, cols), row_block, r);
+}
+
+// Rearranges the plain row-major codes of `rows` rows in place into blocks of `row_block` rows (the in-memory
+// layout above). `rows` need not be a multiple of it: the last block has the rows left.
+void block_rows_in_place(uint8_t* codes, int64_t rows, int64_t row_bytes, int64_t row_block);
 
 // One of several products of a shared input (a layer's q/k/v or gate/up projections): y = x · dequant(W)ᵀ
 // (+ bias), y [rows, weights->rows]. The prefill GEMMs take a list of them (kernels/qgemm.h,

@@ -2,6 +2,7 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/quant.h"
 
 namespace fastvlm::kernels {
 
@@ -16,6 +17,11 @@ bool vision_int8_available() { return active_isa() >= Isa::Avx2; }
 bool quant_int8_gemm_available() { return active_isa() >= Isa::Avx2; }
 
 bool int8_tiles_available() { return active_isa() >= Isa::Amx; }
+
+// Measured on AMD Zen 4, two threads, the Q8_0 / Q4_0 decode shapes from DRAM: the AVX-512 kernel ran
+// 1.1-2x faster on blocks than on plain rows, the AVX2 kernel 1.3-2.8x slower (it then reads each row as
+// every fourth chunk).
+int quant_row_block() { return active_isa() >= Isa::Avx512 ? kQuantRowBlock : 1; }
 
 std::string kernel_level_name() { return std::string(isa_name(active_isa())); }
 

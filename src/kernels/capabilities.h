@@ -20,6 +20,10 @@ bool vision_int8_available();
 bool quant_int8_gemm_available();
 // int8 tile products (AMX): gemv_quant_batch's fast path and the vision tower's s8 GEMMs (amx_s8_gemm).
 bool int8_tiles_available();
+// Rows per block in which to store block-quantised codes (QuantMatrix::row_block, core/quant.h) for the
+// decode GEMV of the active level: kQuantRowBlock where it reads a block's rows side by side (AVX-512 and
+// AMX), 1 (plain rows) where it reads a row at a time (AVX2, scalar). Every kernel reads either layout.
+int quant_row_block();
 // The active kernel level for error messages, e.g. "avx2".
 std::string kernel_level_name();
 // Throws fastvlm::Error naming `what` where the active kernel level is below AVX2 (the AVX2 kernels' entry points).

@@ -15,13 +15,13 @@ namespace {
 
 template <typename Store>
 void dequantize_row_scalar(const QuantMatrix& m, int64_t row, Store store) {
-  const uint8_t* codes = m.row_codes(row);
+  const RowCodes codes = m.row(row);
   const uint16_t* scales = m.row_scales(row);
   const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
   for (int64_t g = 0; g < m.groups_per_row(); ++g) {
     const float d = f16_to_f32(scales[g]);
     for (int j = 0; j < kQuantGroupSize; ++j)
-      store(g * kQuantGroupSize + j, d * float(quant_code(m.type, codes + g * group_bytes, j)));
+      store(g * kQuantGroupSize + j, d * float(quant_code(m.type, codes.at(g * group_bytes), j)));
   }
 }
 
@@ -45,7 +45,7 @@ template <WeightType type>
 FASTVLM_TARGET_AVX512 void dequantize_row_bf16_avx512(const QuantMatrix& m, int64_t row, uint16_t* out,
                                                       int64_t group_stride) {
   // Locals, not m's fields: the vector stores may alias anything, which would reload those per group.
-  const uint8_t* codes = m.row_codes(row);
+  const RowCodes codes = m.row(row);
   const uint16_t* scales = m.row_scales(row);
   const int64_t group_bytes = quant_row_bytes(type, kQuantGroupSize), groups = m.groups_per_row();
   for (int64_t g = 0; g < groups; ++g) {
@@ -55,7 +55,7 @@ FASTVLM_TARGET_AVX512 void dequantize_row_bf16_avx512(const QuantMatrix& m, int6
       // weight by its nibble (one VPERMW for the group instead of widening and scaling 32 weights).
       const __m256i values = (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
           _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7), d));
-      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * group_bytes));
+      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes.at(g * group_bytes)));
       const __m128i nibble = _mm_set1_epi8(0x0f);
       // Weights 0-15 are the low nibbles, 16-31 the high ones.
       const __m256i indices = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(packed, nibble)),
@@ -65,7 +65,7 @@ FASTVLM_TARGET_AVX512 void dequantize_row_bf16_avx512(const QuantMatrix& m, int6
       continue;
     }
     __m512i low, high;
-    load_group_avx512(type, codes + g * group_bytes, low, high);
+    load_group_avx512(type, codes.at(g * group_bytes), low, high);
     const __m512 low_f = _mm512_mul_ps(_mm512_cvtepi32_ps(low), d);
     const __m512 high_f = _mm512_mul_ps(_mm512_cvtepi32_ps(high), d);
     _mm512_storeu_si512(out + g * group_stride, (__m512i)_mm512_cvtne2ps_pbh(high_f, low_f));

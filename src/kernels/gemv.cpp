@@ -26,7 +26,8 @@
 namespace fastvlm {
 namespace {
 
-// Runs body(begin, end) on contiguous slices of [0, rows), one per OpenMP thread. Small matrices stay on
+// Runs body(begin, end) on contiguous slices of [0, rows), one per OpenMP thread, cut at whole blocks of
+// kQuantRowBlock rows (so that a quantised matrix's blocks stay whole in one thread). Small matrices stay on
 // the calling thread: waking the team costs more than they do, and far more when the cores are busy.
 template <typename Body>
 void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
@@ -35,8 +36,9 @@ void for_row_slices(int64_t rows, int64_t cols, Body&& body) {
   {
     const int64_t threads = omp_get_num_threads();
     const int64_t thread = omp_get_thread_num();
-    const int64_t begin = rows * thread / threads;
-    const int64_t end = rows * (thread + 1) / threads;
+    const int64_t blocks = (rows + kQuantRowBlock - 1) / kQuantRowBlock;
+    const int64_t begin = std::min(rows, blocks * thread / threads * kQuantRowBlock);
+    const int64_t end = std::min(rows, blocks * (thread + 1) / threads * kQuantRowBlock);
     if (begin < end) body(begin, end);
   }
 }
@@ -132,14 +134,14 @@ void gemv_quant_slice_scalar(const QuantMatrix& m, const QuantizedActivation* q,
                              int64_t end, float* y) {
   const int64_t group_bytes = quant_row_bytes(m.type, kQuantGroupSize);
   for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* codes = m.row_codes(r);
+    const RowCodes codes = m.row(r);
     const uint16_t* scales = m.row_scales(r);
     for (int64_t i = 0; i < x_rows; ++i) {
       float sum = 0;
       for (int64_t g = 0; g < m.groups_per_row(); ++g) {
         int32_t dot = 0;
         for (int j = 0; j < kQuantGroupSize; ++j)
-          dot += quant_code(m.type, codes + g * group_bytes, j) * q[i].codes[g * kQuantGroupSize + j];
+          dot += quant_code(m.type, codes.at(g * group_bytes), j) * q[i].codes[g * kQuantGroupSize + j];
         sum += f16_to_f32(scales[g]) * q[i].scales[g] * float(dot);
       }
       y[i * m.rows + r] = sum;
@@ -314,8 +316,9 @@ FASTVLM_TARGET_AVX2 inline __m256 span_scales_avx2(const uint16_t* w_scales, int
 // slower than one row at a time, 10-40% by shape), yet the prefetch still gained ~10% on Q8_0 there.
 constexpr int64_t kPrefetchBytesAvx2 = 4096;
 
-// One step of quant_row_avx2 below: acc[i] += float(dot of the step) · the lanes of scales[i] that
-// lane_index picks. `bytes` < 32 only for a lone last Q4_0 group, outside the main loop.
+// One step of quant_row_avx2 below, whose weight bytes are at `codes`: acc[i] += float(dot of the step) ·
+// the lanes of scales[i] that lane_index picks. `bytes` < 32 only for a lone last Q4_0 group, outside the
+// main loop.
 template <WeightType Type, int R>
 FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void accumulate_step_avx2(
     __m256 (&acc)[R], const uint8_t* codes, const PreparedActivationAvx2* p, int64_t step, int64_t bytes,
@@ -327,7 +330,7 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void accumulate_step_a
       x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
       x_magnitude = _mm256_abs_epi8(x_codes);
     }
-    const __m256i dot = step_dot_avx2<Type>(codes + step * kStepBytesAvx2, bytes, x, x_codes, x_magnitude);
+    const __m256i dot = step_dot_avx2<Type>(codes, bytes, x, x_codes, x_magnitude);
     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_permutevar8x32_ps(scales[i], lane_index), acc[i]);
   }
 }
@@ -338,6 +341,7 @@ struct QuantRowsAvx2 {
   int64_t row_bytes;
   // Rows before this one may take their last span whole: the codes and scales read past the row's end
   // still lie inside the matrix (its following rows), and count for nothing (zero activations, masked scales).
+  // None where the rows are stored in blocks: there the bytes after a row's end are not the next row's.
   int64_t whole_last_span_rows;
 
   template <WeightType Type>
@@ -352,7 +356,7 @@ struct QuantRowsAvx2 {
     const int64_t scale_overrun = padded_groups - rows.groups;
     const int64_t rows_after = std::max((code_overrun + rows.row_bytes - 1) / rows.row_bytes,
                                         (scale_overrun + rows.groups - 1) / rows.groups);
-    rows.whole_last_span_rows = std::max<int64_t>(0, m.rows - rows_after);
+    rows.whole_last_span_rows = m.row_block == 1 ? std::max<int64_t>(0, m.rows - rows_after) : 0;
     return rows;
   }
 };
@@ -379,7 +383,7 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void quant_row_avx2(co
   constexpr int step_groups = kStepGroupsAvx2<Type>;
   constexpr int64_t span_steps = kSpanGroupsAvx2 / step_groups;
   const int64_t groups = rows.groups, steps = rows.steps, full_steps = rows.full_steps;
-  const uint8_t* codes = m.codes + r * rows.row_bytes;
+  const RowCodes codes = m.row(r);
   const uint16_t* w_scales = m.scales + r * groups;
   // The step's group of each lane within its span: Q8_0 (0, ..., 0), Q4_0 (0, 0, 0, 0, 1, 1, 1, 1).
   const __m256i first_lanes = Type == WeightType::Q8_0 ? _mm256_setzero_si256() : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
@@ -399,11 +403,14 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void quant_row_avx2(co
     add_span_offsets_avx2<Type, R>(acc, scales, p, step_groups * span);
 #pragma GCC unroll 8
     for (int k = 0; k < span_steps; k += 2) {
+      // A pair of steps is one 64-byte chunk of the row (spans start at even steps); past the row's end
+      // (a whole last span, plain layout only) the next row's chunk.
       const int64_t step = span + k;
-      _mm_prefetch(reinterpret_cast<const char*>(codes + step * kStepBytesAvx2 + kPrefetchBytesAvx2), _MM_HINT_T0);
-      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2,
+      const uint8_t* chunk = codes.first + step / 2 * codes.chunk_stride;
+      _mm_prefetch(reinterpret_cast<const char*>(chunk + kPrefetchBytesAvx2), _MM_HINT_T0);
+      accumulate_step_avx2<Type, R>(acc, chunk, p, step, kStepBytesAvx2,
                                     _mm256_add_epi32(first_lanes, _mm256_set1_epi32(k * step_groups)), scales);
-      accumulate_step_avx2<Type, R>(odd_acc, codes, p, step + 1, kStepBytesAvx2,
+      accumulate_step_avx2<Type, R>(odd_acc, chunk + kStepBytesAvx2, p, step + 1, kStepBytesAvx2,
                                     _mm256_add_epi32(first_lanes, _mm256_set1_epi32((k + 1) * step_groups)), scales);
     }
   }
@@ -417,24 +424,26 @@ FASTVLM_TARGET_AVX2 inline __attribute__((always_inline)) void quant_row_avx2(co
     const int64_t span_end = std::min(full_steps, span + span_steps);
     int64_t step = span;
     for (; step + 1 < span_end; step += 2) {
-      _mm_prefetch(reinterpret_cast<const char*>(codes + step * kStepBytesAvx2 + kPrefetchBytesAvx2), _MM_HINT_T0);
-      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2, lane_index, scales);
+      const uint8_t* chunk = codes.at(step * kStepBytesAvx2);
+      _mm_prefetch(reinterpret_cast<const char*>(chunk + kPrefetchBytesAvx2), _MM_HINT_T0);
+      accumulate_step_avx2<Type, R>(acc, chunk, p, step, kStepBytesAvx2, lane_index, scales);
       lane_index = _mm256_add_epi32(lane_index, next_lanes);
-      accumulate_step_avx2<Type, R>(odd_acc, codes, p, step + 1, kStepBytesAvx2, lane_index, scales);
+      accumulate_step_avx2<Type, R>(odd_acc, chunk + kStepBytesAvx2, p, step + 1, kStepBytesAvx2, lane_index, scales);
       lane_index = _mm256_add_epi32(lane_index, next_lanes);
     }
     // Spans start at even steps, so a whole step left over is even; a lone last Q4_0 group's step goes to
     // the accumulator of its parity.
     if (step < span_end) {
-      accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2, lane_index, scales);
+      accumulate_step_avx2<Type, R>(acc, codes.at(step * kStepBytesAvx2), p, step, kStepBytesAvx2, lane_index, scales);
       lane_index = _mm256_add_epi32(lane_index, next_lanes);
       ++step;
     }
     if (step < std::min(steps, span + span_steps)) {
+      const uint8_t* last = codes.at(step * kStepBytesAvx2);
       if (step % 2 == 0)
-        accumulate_step_avx2<Type, R>(acc, codes, p, step, kStepBytesAvx2 / 2, lane_index, scales);
+        accumulate_step_avx2<Type, R>(acc, last, p, step, kStepBytesAvx2 / 2, lane_index, scales);
       else
-        accumulate_step_avx2<Type, R>(odd_acc, codes, p, step, kStepBytesAvx2 / 2, lane_index, scales);
+        accumulate_step_avx2<Type, R>(odd_acc, last, p, step, kStepBytesAvx2 / 2, lane_index, scales);
     }
   }
   for (int i = 0; i < R; ++i) lane_sums[i] = _mm256_add_ps(acc[i], odd_acc[i]);
@@ -574,25 +583,26 @@ FASTVLM_TARGET_AVX512 inline __m512 span_scales(const uint16_t* w_scales, int64_
 constexpr int kMaxAccumulatorsAvx512 = 8;
 
 // Each row's step prefetches the same step of a row some whole passes later, at least this many bytes ahead.
-// The W rows of a pass are read side by side, each 64 bytes per step, which the hardware prefetchers follow
-// poorly (measured: without prefetching the 4-row pass was no faster than one row at a time from DRAM, though
-// twice as fast from L2). A fixed distance within the row, as this was before, lands in a neighbouring row
-// that the pass itself reads when rows are long: on Zen 5, one thread, from DRAM, the 896 x 4864 down
-// projection ran at 16-17 GB/s that way and at 23-24 GB/s this way (Q8_0 and Q4_0 alike), the other decode
-// shapes 0-10% faster; a minimum of 1-2 KB or 8-16 KB did worse than 4 KB.
+// The W rows of a pass are read side by side, each 64 bytes per step: in the block layout (core/quant.h)
+// one address stream, in the plain one W streams, which the hardware prefetchers follow poorly (measured:
+// without prefetching the 4-row pass was no faster than one row at a time from DRAM, though twice as fast
+// from L2). A fixed distance within the row, as this was before, lands in a neighbouring row that the pass
+// itself reads when rows are long: on Zen 5, one thread, from DRAM, the 896 x 4864 down projection ran at
+// 16-17 GB/s that way and at 23-24 GB/s this way (Q8_0 and Q4_0 alike), the other decode shapes 0-10%
+// faster; a minimum of 1-2 KB or 8-16 KB did worse than 4 KB.
 constexpr int64_t kMinPrefetchBytes = 4096;
 
 // One step of quant_rows_avx512 below: acc[w][i] += float(dot of the step) · the lanes of scales[w][i]
-// picked by lane_index. `bytes` < 64 only for a last partial step, outside the main loop so that the
+// picked by lane_index. `bytes` < 64 only for a row's shorter last chunk, outside the main loop so that the
 // accumulators stay in registers.
 template <WeightType Type, int W, int R>
-FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_step(__m512 (&acc)[W][R], const QuantMatrix& m,
-                                                                         const PreparedActivationAvx512* p, int64_t r,
-                                                                         int64_t row_bytes, int64_t ahead, int64_t step, int64_t bytes,
+FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_step(__m512 (&acc)[W][R], const RowCodes (&rows)[W],
+                                                                         const PreparedActivationAvx512* p,
+                                                                         int64_t ahead, int64_t step, int64_t bytes,
                                                                          __m512i lane_index,
                                                                          const __m512 (&scales)[W][R]) {
   for (int w = 0; w < W; ++w) {
-    const uint8_t* codes = m.codes + (r + w) * row_bytes + step * 64;
+    const uint8_t* codes = bytes == 64 ? rows[w].first + step * rows[w].chunk_stride : rows[w].last;
     _mm_prefetch(reinterpret_cast<const char*>(codes + ahead), _MM_HINT_T0);
     for (int i = 0; i < R; ++i) {
       const __m512i dot = step_dot<Type>(codes, bytes, _mm512_loadu_si512(p[i].offsets.data() + step * kLanes),
@@ -619,9 +629,10 @@ FASTVLM_TARGET_AVX512 inline void quant_rows_avx512(const QuantMatrix& m, const 
   const int64_t groups = m.groups_per_row();
   const int64_t steps = (groups + step_groups - 1) / step_groups, full_steps = groups / step_groups;
   const int64_t last_bytes = (groups - full_steps * step_groups) * 64 / step_groups;
-  const int64_t row_bytes = quant_row_bytes(Type, m.cols);  // out of line: kept out of the loop
-  const int64_t pass_bytes = W * row_bytes;
+  const int64_t pass_bytes = W * quant_row_bytes(Type, m.cols);
   const int64_t ahead = (kMinPrefetchBytes + pass_bytes - 1) / pass_bytes * pass_bytes;
+  RowCodes rows[W];
+  for (int w = 0; w < W; ++w) rows[w] = m.row(r + w);
   p += first;
   __m512 acc[W][R];
   for (int w = 0; w < W; ++w)
@@ -634,18 +645,19 @@ FASTVLM_TARGET_AVX512 inline void quant_rows_avx512(const QuantMatrix& m, const 
     __m512i lane_index = lane_to_group;
     const int64_t span_end = std::min(full_steps, span + span_steps);
     for (int64_t step = span; step < span_end; ++step) {
-      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, ahead, step, 64, lane_index, scales);
+      accumulate_step<Type, W, R>(acc, rows, p, ahead, step, 64, lane_index, scales);
       lane_index = _mm512_add_epi32(lane_index, _mm512_set1_epi32(step_groups));
     }
     if (span_end < std::min(steps, span + span_steps))
-      accumulate_step<Type, W, R>(acc, m, p, r, row_bytes, ahead, span_end, last_bytes, lane_index, scales);
+      accumulate_step<Type, W, R>(acc, rows, p, ahead, span_end, last_bytes, lane_index, scales);
   }
   for (int w = 0; w < W; ++w)
     for (int i = 0; i < R; ++i) y[(first + i) * m.rows + r + w] = _mm512_reduce_add_ps(acc[w][i]);
 }
 
-// Weight rows per pass when decoding one sequence.
+// Weight rows per pass when decoding one sequence: a block of the in-memory layout, read as one stream.
 constexpr int kWeightRowsAvx512 = 4;
+static_assert(kWeightRowsAvx512 == kQuantRowBlock);
 
 template <WeightType Type>
 FASTVLM_TARGET_AVX512 void gemv_quant_slice_avx512(const QuantMatrix& m, const PreparedActivationAvx512* p,
@@ -834,6 +846,7 @@ FASTVLM_TARGET_AVX2 void axpy_f32_avx2(float alpha, const float* x, float* y, in
 constexpr int kTileOutputs = 16;
 constexpr int kMaxBatchRows = 16;
 constexpr int kTileGroups = 4;  // groups per step: one accumulator tile each (tmm0-3)
+static_assert(kTileGroups * kQuantGroupSize / 2 == kQuantChunkBytes, "a step's Q4_0 codes are one chunk of a row");
 constexpr int kQuads = kQuantGroupSize / 4;
 
 struct TileActivation {
@@ -914,8 +927,9 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
   for (int64_t block = block_begin; block < block_end; ++block) {
     const int64_t n0 = block * kTileOutputs;
     const int valid = int(std::min<int64_t>(kTileOutputs, m.rows - n0));
-    // Q8_0 rows are read in place unless the block runs past the last row.
-    const bool in_place = Type == WeightType::Q8_0 && valid == kTileOutputs;
+    // Q8_0 rows are read in place (as tile rows row_bytes apart) where they are stored plainly and the block
+    // does not run past the last row.
+    const bool in_place = Type == WeightType::Q8_0 && valid == kTileOutputs && m.row_block == 1;
     if (valid < kTileOutputs) std::memset(scratch.staged, 0, sizeof scratch.staged);
     for (int n = 0; n < kTileOutputs; ++n) {
       for (int64_t g = 0; g < groups; g += 16) {
@@ -931,7 +945,7 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
     for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
     // A block's weights are one contiguous span, but the tiles walk its 16 rows side by side, which the
     // hardware prefetchers do not follow: the next block's span is prefetched in slices, one per step.
-    const uint8_t* next_block = m.codes + (n0 + kTileOutputs) * row_bytes;
+    const uint8_t* next_block = m.codes_from_row(n0 + kTileOutputs);
     const int64_t next_lines = std::max<int64_t>(0, std::min<int64_t>(kTileOutputs, m.rows - n0 - kTileOutputs)) * row_bytes / 64;
     const int64_t steps = (groups + kTileGroups - 1) / kTileGroups;
     const int64_t lines_per_step = (next_lines + steps - 1) / steps;
@@ -947,11 +961,15 @@ FASTVLM_TARGET_AMX void gemv_quant_blocks_amx(const QuantMatrix& m, const TileAc
         a_stride = row_bytes;
       } else {
         for (int n = 0; n < valid; ++n) {
-          const uint8_t* row = m.codes + (n0 + n) * row_bytes;
+          const RowCodes row = m.row(n0 + n);
           if constexpr (Type == WeightType::Q8_0) {
-            std::memcpy(scratch.staged[n], row + g0 * kQuantGroupSize, size_t(count * kQuantGroupSize));
+            // The step's groups start a chunk (kTileGroups · 32 bytes is two) and fill up to two.
+            const int64_t bytes = count * kQuantGroupSize;
+            for (int64_t b = 0; b < bytes; b += kQuantChunkBytes)
+              std::memcpy(scratch.staged[n] + b, row.at(g0 * kQuantGroupSize + b), size_t(std::min(kQuantChunkBytes, bytes - b)));
           } else {
-            unpack_q4_groups(row + g0 * (kQuantGroupSize / 2), count, scratch.staged[n]);
+            // kTileGroups Q4_0 groups are one chunk.
+            unpack_q4_groups(row.at(g0 * (kQuantGroupSize / 2)), count, scratch.staged[n]);
           }
         }
         tile_memory_barrier();

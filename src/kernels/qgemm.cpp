@@ -116,14 +116,15 @@ struct Avx512Vnni {
       const int64_t column = first_column + int64_t(v) * kLanes;
       const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
       __m512i m[16];
+      RowCodes rows[kLanes];
+      for (int i = 0; i < present; ++i) rows[i] = weights.row(column + i);
 
       // Codes: dword j of a 64-byte chunk becomes one line, for all 16 columns at once.
       for (int64_t chunk = 0; chunk < row_bytes; chunk += 64) {
         const int dwords = int(std::min<int64_t>(64, row_bytes - chunk) / kStepBytes);
         const __mmask16 in_row = simd::first_lanes(dwords);
         for (int i = 0; i < kLanes; ++i)
-          m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, weights.row_codes(column + i) + chunk)
-                             : _mm512_setzero_si512();
+          m[i] = i < present ? _mm512_maskz_loadu_epi32(in_row, rows[i].at(chunk)) : _mm512_setzero_si512();
         simd::transpose_16x16_epi32(m);
         for (int j = 0; j < dwords; ++j) {
           const int64_t byte = chunk + j * kStepBytes;
@@ -287,13 +288,12 @@ struct Avx2 {
     }
   }
 
-  // The 32 codes of group g of a weight row (`codes`: its first byte) as int8, in K order (Q4_0's nibbles
-  // q + 8 unpacked to q).
-  FASTVLM_TARGET_AVX2 static __m256i group_codes(WeightType type, const uint8_t* codes, int64_t g) {
-    if (type == WeightType::Q8_0)
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + g * kQuantGroupSize));
+  // The 32 codes of a group (`codes`: its first byte) as int8, in K order (Q4_0's nibbles q + 8 unpacked
+  // to q).
+  FASTVLM_TARGET_AVX2 static __m256i group_codes(WeightType type, const uint8_t* codes) {
+    if (type == WeightType::Q8_0) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
     // Byte b of a Q4_0 group holds weight b (low nibble) and weight b + 16 (high nibble), each as q + 8.
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * kQuantGroupSize / 2));
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
     const __m128i low_nibbles = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
     const __m128i low = _mm_sub_epi8(_mm_and_si128(packed, low_nibbles), eight);
     const __m128i high = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), low_nibbles), eight);
@@ -304,19 +304,20 @@ struct Avx2 {
   // a time: each column's 32 codes widened to 16 pairs of int16 (two 8-pair halves), transposed in registers.
   FASTVLM_TARGET_AVX2 static void pack_panel(const QuantMatrix& weights, int64_t first_column, Panel& panel) {
     const int64_t groups = weights.groups_per_row();
+    const int64_t group_bytes = quant_row_bytes(weights.type, kQuantGroupSize);
     panel.codes.resize(size_t(groups * kPairSteps * kPanelVectors));
     panel.scales.resize(size_t(groups * kPanelColumns));
     for (int v = 0; v < kPanelVectors; ++v) {
       const int64_t column = first_column + int64_t(v) * kLanes;
       const int present = int(std::clamp<int64_t>(weights.rows - column, 0, kLanes));
-      // Row addresses hoisted out of the group loop: quant_row_bytes is out of line, and each call would
-      // spill the live ymm registers around it.
-      const uint8_t* rows[kLanes];
-      for (int i = 0; i < present; ++i) rows[i] = weights.row_codes(column + i);
+      // Row addresses hoisted out of the group loop.
+      RowCodes rows[kLanes];
+      for (int i = 0; i < present; ++i) rows[i] = weights.row(column + i);
       for (int64_t g = 0; g < groups; ++g) {
         __m256i first_half[kLanes], second_half[kLanes];  // row i: column i's pairs 0..7 / 8..15
         for (int i = 0; i < kLanes; ++i) {
-          const __m256i codes = i < present ? group_codes(weights.type, rows[i], g) : _mm256_setzero_si256();
+          const __m256i codes =
+              i < present ? group_codes(weights.type, rows[i].at(g * group_bytes)) : _mm256_setzero_si256();
           first_half[i] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(codes));
           second_half[i] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(codes, 1));
         }
@@ -450,6 +451,7 @@ template <typename Level>
 void linear_quant_with(const float* x, int64_t rows, std::span<const QuantProduct> products) {
   const int64_t cols = products[0].weights->cols, groups = products[0].weights->groups_per_row();
   constexpr int64_t kPanelColumns = Level::kPanelColumns;
+  static_assert(kPanelColumns % kQuantRowBlock == 0, "a panel starts a block of rows (codes_from_row)");
   // The products' panels of output columns numbered one after another: product i's start at first_panel[i].
   std::vector<int64_t> first_panel(products.size() + 1, 0);
   int64_t work = 0;
@@ -478,7 +480,7 @@ void linear_quant_with(const float* x, int64_t rows, std::span<const QuantProduc
     NextPanelBytes next;
     if ((p + 1) * kPanelColumns < weights.rows) {
       const int64_t first = (p + 1) * kPanelColumns, count = std::min<int64_t>(kPanelColumns, weights.rows - first);
-      next = {weights.row_codes(first), count * quant_row_bytes(weights.type, cols), weights.row_scales(first),
+      next = {weights.codes_from_row(first), count * quant_row_bytes(weights.type, cols), weights.row_scales(first),
               count * groups};
     }
     multiply_panel<Level>(panel, quantized, rows, cols, weights.rows, p * kPanelColumns, products[product].bias, next,

@@ -97,7 +97,7 @@ class PanelPrefetch {
   PanelPrefetch(const QuantMatrix& w, int64_t first, int64_t count, int64_t blocks) {
     if (count <= 0) return;
     const int64_t row_bytes = quant_row_bytes(w.type, w.cols);
-    ranges_[0] = {reinterpret_cast<const char*>(w.row_codes(first)), count * row_bytes};
+    ranges_[0] = {reinterpret_cast<const char*>(w.codes_from_row(first)), count * row_bytes};  // first: a multiple of kBlockRows
     ranges_[1] = {reinterpret_cast<const char*>(w.row_scales(first)), count * w.groups_per_row() * 2};
     const int64_t lines = (ranges_[0].bytes + ranges_[1].bytes) / 64 + 2;
     lines_per_block_ = (lines + blocks - 1) / std::max<int64_t>(blocks, 1);

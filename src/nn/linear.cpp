@@ -121,9 +121,11 @@ Linear Linear::load(const Checkpoint& checkpoint, const std::string& prefix, int
   auto* scale_copy = static_cast<uint16_t*>(arena->allocate(scales.nbytes));
   checkpoint.move_into(prefix + ".weight", code_copy);
   checkpoint.move_into(prefix + ".weight_scale", scale_copy);
+  const int row_block = kernels::quant_row_block();
+  block_rows_in_place(code_copy, out_features, quant_row_bytes(type, in_features), row_block);
   Linear linear;
   linear.storage_ = type;
-  linear.quantized_ = QuantMatrix{type, code_copy, scale_copy, out_features, in_features};
+  linear.quantized_ = QuantMatrix{type, code_copy, scale_copy, out_features, in_features, row_block};
   linear.arena_ = arena;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;
@@ -145,6 +147,8 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
   // whole float32 copy. Each slab's mapped pages are given back once it is quantised, so the load never
   // holds more of the float weights than the slab at hand beside the quantised copies.
   constexpr int64_t kSlabRows = 256;
+  static_assert(kSlabRows % kQuantRowBlock == 0);
+  const int row_block = kernels::quant_row_block();
   std::vector<float> slab(size_t(std::min<int64_t>(kSlabRows, out_features) * in_features));
   const size_t slab_row_bytes = size_t(in_features) * dtype_size(info.dtype);
   for (int64_t first = 0; first < out_features; first += kSlabRows) {
@@ -152,6 +156,8 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
     convert_to_f32(info.dtype, info.data + first * slab_row_bytes, slab.data(), size_t(rows * in_features));
     quantize_matrix(type, slab.data(), rows, in_features, codes + first * row_bytes,
                     scales + first * groups);
+    // The slab starts a block (kSlabRows is a multiple of the block), so its blocks are the matrix's.
+    block_rows_in_place(codes + first * row_bytes, rows, row_bytes, row_block);
     checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
   }
   // Once more as a whole: reading a slab maps back, by the kernel's fault-around, up to 64 KiB of the
@@ -159,7 +165,7 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
   checkpoint.release(prefix + ".weight");
   Linear linear;
   linear.storage_ = type;
-  linear.quantized_ = QuantMatrix{type, codes, scales, out_features, in_features};
+  linear.quantized_ = QuantMatrix{type, codes, scales, out_features, in_features, row_block};
   linear.arena_ = arena;
   linear.in_features_ = in_features;
   linear.out_features_ = out_features;

@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/quant.h"
 #include "kernel_levels.h"
+#include "quantized_weights.h"
 #include "kernels/gemv.h"
 
 namespace fastvlm {
@@ -31,9 +32,10 @@ struct Expected {
   double value = 0, magnitude = 0;  // Σ of the scaled group products and of their absolute values
 };
 
+// `m` in the plain layout.
 Expected reference(const QuantMatrix& m, int64_t row, const float* x) {
   Expected e;
-  const uint8_t* codes = m.row_codes(row);
+  const uint8_t* codes = m.codes + row * quant_row_bytes(m.type, m.cols);
   const uint16_t* scales = m.row_scales(row);
   for (int64_t g = 0; g < m.groups_per_row(); ++g) {
     float largest = 0;
@@ -67,6 +69,9 @@ TEST(BatchGemv, EveryRowMatchesTheReferenceUpToSummationOrder) {
       std::vector<uint16_t> scales(size_t(rows * cols / 32));
       quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
       const QuantMatrix matrix{type, codes.data(), scales.data(), rows, cols};
+      // The loader's layout (core/quant.h) must give the same numbers.
+      const std::vector<uint8_t> blocked_codes_copy = blocked_codes(codes, rows, quant_row_bytes(type, cols));
+      const QuantMatrix blocked{type, blocked_codes_copy.data(), scales.data(), rows, cols, kQuantRowBlock};
       for (int64_t x_rows = 1; x_rows <= 17; ++x_rows) {
         SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", " +
                      std::to_string(rows) + "x" + std::to_string(cols) + ", x_rows " + std::to_string(x_rows));
@@ -74,6 +79,9 @@ TEST(BatchGemv, EveryRowMatchesTheReferenceUpToSummationOrder) {
         if (x_rows > 2) std::fill(x.begin() + cols, x.begin() + 2 * cols, 0.0f);
         std::vector<float> y(size_t(x_rows * rows), -1.0f);
         gemv_quant_batch(matrix, x.data(), x_rows, y.data());
+        std::vector<float> y_blocked(size_t(x_rows * rows), -2.0f);
+        gemv_quant_batch(blocked, x.data(), x_rows, y_blocked.data());
+        ASSERT_EQ(y_blocked, y);
         for (int64_t i = 0; i < x_rows; ++i) {
           for (int64_t r = 0; r < rows; ++r) {
             const Expected e = reference(matrix, r, x.data() + i * cols);

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "kernel_levels.h"
+#include "quantized_weights.h"
 #include "kernels/activations.h"
 #include "kernels/dequantize.h"
 #include "kernels/gemv.h"
@@ -102,7 +103,7 @@ TEST_P(QuantFormat, QuantisationFollowsTheDocumentedLayoutAndError) {
       const float step = largest / levels;
       for (int j = 0; j < 32; ++j) {
         const int64_t i = r * cols + g * 32 + j;
-        const float decoded = decode_weight(type, matrix.row_codes(r), matrix.row_scales(r), g * 32 + j);
+        const float decoded = decode_weight(type, codes.data() + r * quant_row_bytes(type, cols), matrix.row_scales(r), g * 32 + j);
         EXPECT_EQ(dequantized[i], decoded);
         EXPECT_EQ(dequantized_bf16[i], f32_to_bf16(decoded));
         EXPECT_LE(std::fabs(decoded - weights[i]), steps_off * step * 1.01f + 1e-3f * largest) << "row " << r << " col " << g * 32 + j;
@@ -137,7 +138,7 @@ TEST_P(QuantFormat, GemvMatchesTheIntegerReferenceOnEveryPath) {
         const float w_scale = f16_to_f32(matrix.row_scales(r)[g]);
         int64_t dot = 0;
         for (int j = 0; j < 32; ++j) {
-          const float w = decode_weight(type, matrix.row_codes(r), matrix.row_scales(r), g * 32 + j);
+          const float w = decode_weight(type, codes.data() + r * quant_row_bytes(type, cols), matrix.row_scales(r), g * 32 + j);
           dot += int64_t(std::lrint(w / w_scale)) * x_codes[j];
           exact[r] += double(w) * x[g * 32 + j];
         }
@@ -205,7 +206,8 @@ TEST(QuantGemv, EachRowEqualsItsOwnOneRowMatrixExactlyOnEveryPath) {
       gemv_quant(matrix, x.data(), y.data());
       for (int64_t r = 0; r < rows; ++r) {
         // Copied out so that nothing past the row is readable as a neighbour.
-        const std::vector<uint8_t> row_codes(matrix.row_codes(r), matrix.row_codes(r) + quant_row_bytes(type, cols));
+        const uint8_t* row = codes.data() + r * quant_row_bytes(type, cols);
+        const std::vector<uint8_t> row_codes(row, row + quant_row_bytes(type, cols));
         const std::vector<uint16_t> row_scales(matrix.row_scales(r), matrix.row_scales(r) + cols / 32);
         float alone = -1.0f;
         gemv_quant(QuantMatrix{type, row_codes.data(), row_scales.data(), 1, cols}, x.data(), &alone);
@@ -272,12 +274,15 @@ TEST(QuantGemv, ReadsNothingPastTheMatrixOnEveryPath) {
 }
 
 // q/k/v and gate/up share one quantised input and one split of their rows over the threads, which cuts
-// through the middle matrix at 2 and 3 threads: each output must equal that matrix's own product bit for bit.
+// through the middle matrix at 2 and 3 threads: each output must equal that matrix's own product bit for bit,
+// on plain rows and in blocks of 4 (where 37 rows leave a partial block inside the joint range).
 TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
   const int64_t cols = 896;
   const std::vector<float> x = random_floats(size_t(cols), 22, 2.0f);
-  for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
-    SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)));
+  for (const auto& [type, row_block] : {std::pair{WeightType::Q8_0, 1}, std::pair{WeightType::Q4_0, 1},
+                                        std::pair{WeightType::Q8_0, kQuantRowBlock}, std::pair{WeightType::Q4_0, kQuantRowBlock}}) {
+    SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", blocks of " +
+                 std::to_string(row_block));
     std::vector<std::vector<uint8_t>> codes;
     std::vector<std::vector<uint16_t>> scales;
     std::vector<QuantMatrix> matrices;
@@ -286,7 +291,8 @@ TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
       codes.emplace_back(size_t(rows * quant_row_bytes(type, cols)));
       scales.emplace_back(size_t(rows * cols / 32));
       quantize_matrix(type, weights.data(), rows, cols, codes.back().data(), scales.back().data());
-      matrices.push_back({type, codes.back().data(), scales.back().data(), rows, cols});
+      block_rows_in_place(codes.back().data(), rows, quant_row_bytes(type, cols), row_block);
+      matrices.push_back({type, codes.back().data(), scales.back().data(), rows, cols, row_block});
     }
     std::vector<std::vector<float>> ys;
     std::vector<const QuantMatrix*> inputs;
@@ -306,6 +312,56 @@ TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
     narrower.cols = cols - 32;
     const QuantMatrix* mixed[] = {&matrices[0], &narrower};
     EXPECT_THROW(gemv_quant_shared(mixed, x.data(), std::span(outputs).first(2)), Error);
+  }
+}
+
+// Where the decode GEMV reads 4 rows side by side the loader keeps quantised codes in blocks of 4 rows
+// (core/quant.h). That layout is what the test helper writes out from the description, byte for byte, and
+// every reader gives exactly what it gives on the plain layout: the decode products (one and several
+// activation rows, single-row and batch entry points, with the codes ending at an inaccessible page) and the
+// dequantisation, on matrices whose last block is partial and whose rows end in a shorter chunk. (Several
+// matrices on one input: QuantGemv.SharedInput... above.)
+TEST(QuantLayout, BlockedRowsGiveExactlyThePlainResultsOnEveryPath) {
+  for (const int64_t cols : {int64_t(896), int64_t(96), int64_t(1056), int64_t(160)}) {
+    for (const int64_t rows : {int64_t(1), int64_t(3), int64_t(6), int64_t(70)}) {
+      const std::vector<float> weights = random_floats(size_t(rows * cols), 50, 0.05f);
+      const std::vector<float> x = random_floats(size_t(3 * cols), 51, 2.0f);
+      for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+        SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", " +
+                     std::to_string(rows) + " x " + std::to_string(cols));
+        const int64_t row_bytes = quant_row_bytes(type, cols);
+        std::vector<uint8_t> codes(size_t(rows * row_bytes));
+        std::vector<uint16_t> scales(size_t(rows * cols / 32));
+        quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
+        std::vector<uint8_t> in_place = codes;
+        block_rows_in_place(in_place.data(), rows, row_bytes, kQuantRowBlock);
+        ASSERT_EQ(in_place, blocked_codes(codes, rows, row_bytes));
+        const AtEndOfReadableMemory<uint8_t> fenced(in_place);
+        const QuantMatrix plain{type, codes.data(), scales.data(), rows, cols};
+        const QuantMatrix blocked{type, fenced.data(), scales.data(), rows, cols, kQuantRowBlock};
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t b = 0; b < row_bytes; ++b) ASSERT_EQ(*blocked.row(r).at(b), codes[size_t(r * row_bytes + b)]) << r << ", " << b;
+        for (const int64_t x_rows : {int64_t(1), int64_t(3)}) {
+          std::vector<float> expected(size_t(x_rows * rows), -1.0f), y(size_t(x_rows * rows), -2.0f);
+          gemv_quant_rows(plain, x.data(), x_rows, expected.data());
+          gemv_quant_rows(blocked, x.data(), x_rows, y.data());
+          EXPECT_EQ(y, expected) << x_rows << " activation rows";
+          std::fill(y.begin(), y.end(), -2.0f);
+          gemv_quant_batch(blocked, x.data(), x_rows, y.data());
+          std::fill(expected.begin(), expected.end(), -1.0f);
+          gemv_quant_batch(plain, x.data(), x_rows, expected.data());
+          EXPECT_EQ(y, expected) << x_rows << " activation rows, batch";
+        }
+        std::vector<float> expected_f32(size_t(rows * cols)), f32(size_t(rows * cols));
+        dequantize_rows_f32(plain, 0, rows, expected_f32.data());
+        dequantize_rows_f32(blocked, 0, rows, f32.data());
+        EXPECT_EQ(f32, expected_f32);
+        std::vector<uint16_t> expected_bf16(size_t(rows * cols)), bf16(size_t(rows * cols));
+        dequantize_rows_bf16(plain, 0, rows, expected_bf16.data());
+        dequantize_rows_bf16(blocked, 0, rows, bf16.data());
+        EXPECT_EQ(bf16, expected_bf16);
+      }
+    }
   }
 }
 

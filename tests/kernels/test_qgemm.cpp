@@ -214,6 +214,10 @@ TEST(QuantGemmShared, SeveralWeightsMatchEachAloneBitForBit) {
         for (size_t j = 0; j < alone[i].size(); ++j)
           ASSERT_EQ(std::bit_cast<uint32_t>(shared[i][j]), std::bit_cast<uint32_t>(alone[i][j]))
               << "product " << i << ", element " << j;
+        // The loader's block layout (core/quant.h) packs the same panels.
+        std::vector<float> blocked(alone[i].size(), -3.0f);
+        linear_quant(x.data(), kRows, weights[i].blocked_view, i == 0 ? nullptr : biases[i].data(), blocked.data());
+        ASSERT_EQ(blocked, alone[i]) << "product " << i << " on blocked rows";
       }
     }
   }

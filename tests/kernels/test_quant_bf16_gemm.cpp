@@ -64,6 +64,10 @@ TEST_P(QuantBf16Gemm, MatchesTheDequantisedProductWithinBfloat16Rounding) {
     std::vector<float> y(count + 64, kGuard);
     linear_quant_bf16(x.data(), shape.rows, w.view, bias.empty() ? nullptr : bias.data(), y.data());
     for (size_t i = count; i < y.size(); ++i) ASSERT_EQ(y[i], kGuard) << "written past the output at " << i;
+    // The loader's block layout (core/quant.h) expands to the same panels.
+    std::vector<float> y_blocked(count + 64, kGuard);
+    linear_quant_bf16(x.data(), shape.rows, w.blocked_view, bias.empty() ? nullptr : bias.data(), y_blocked.data());
+    ASSERT_EQ(y_blocked, y);
     const double relative = std::ldexp(1.0, -8) + std::ldexp(1.0, -17) + double(K + 2) * std::ldexp(1.0, -24);
     for (int64_t r = 0; r < shape.rows; ++r) {
       for (int64_t n = 0; n < N; ++n) {
