@@ -21,7 +21,19 @@ struct QuantizedWeights {
   QuantMatrix blocked_view;
 };
 
-inline std::vector<uint8_t> blocked_codes(const std::vector<uint8_t>& codes, int64_t rows, int64_t row_bytes);
+// `codes` (plain row-major, `rows` rows of `row_bytes`) rearranged as core/quant.h documents the in-memory
+// layout, written out here from that description: blocks of 4 rows taking turns, 64 bytes each (a row's
+// shorter last chunk likewise), the last block with the rows left.
+inline std::vector<uint8_t> blocked_codes(const std::vector<uint8_t>& codes, int64_t rows, int64_t row_bytes) {
+  std::vector<uint8_t> out;
+  for (int64_t first = 0; first < rows; first += 4) {
+    const int64_t block_rows = std::min<int64_t>(4, rows - first);
+    for (int64_t chunk = 0; chunk < row_bytes; chunk += 64)
+      for (int64_t r = first; r < first + block_rows; ++r)
+        for (int64_t b = chunk; b < std::min<int64_t>(chunk + 64, row_bytes); ++b) out.push_back(codes[size_t(r * row_bytes + b)]);
+  }
+  return out;
+}
 
 inline QuantizedWeights make_quantized_weights(WeightType type, int64_t rows, int64_t cols, uint32_t seed) {
   std::mt19937 generator(seed);
@@ -51,20 +63,6 @@ inline QuantizedWeights make_quantized_weights(WeightType type, int64_t rows, in
   w.blocked = blocked_codes(w.codes, rows, row_bytes);
   w.blocked_view = QuantMatrix{type, w.blocked.data(), w.scales.data(), rows, cols, kQuantRowBlock};
   return w;
-}
-
-// `codes` (plain row-major, `rows` rows of `row_bytes`) rearranged as core/quant.h documents the in-memory
-// layout, written out here from that description: blocks of 4 rows taking turns, 64 bytes each (a row's
-// shorter last chunk likewise), the last block with the rows left.
-inline std::vector<uint8_t> blocked_codes(const std::vector<uint8_t>& codes, int64_t rows, int64_t row_bytes) {
-  std::vector<uint8_t> out;
-  for (int64_t first = 0; first < rows; first += 4) {
-    const int64_t block_rows = std::min<int64_t>(4, rows - first);
-    for (int64_t chunk = 0; chunk < row_bytes; chunk += 64)
-      for (int64_t r = first; r < first + block_rows; ++r)
-        for (int64_t b = chunk; b < std::min<int64_t>(chunk + 64, row_bytes); ++b) out.push_back(codes[size_t(r * row_bytes + b)]);
-  }
-  return out;
 }
 
 }  // namespace fastvlm

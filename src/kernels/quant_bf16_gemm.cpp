@@ -32,6 +32,7 @@ namespace {
 constexpr int kTileRows = 16;
 constexpr int kTileK = 32;            // bfloat16 values per tile row (64 bytes)
 constexpr int kBlockRows = 2 * kTileRows;  // a 2x2 block of result tiles: 32 weight rows x 32 activation rows
+static_assert(kBlockRows % kQuantRowBlock == 0, "a panel starts a block of stored rows (codes_from_row)");
 // Weight rows expanded per panel, at most: 128 x K bfloat16 (1.2 MB for K = 4864) stays in the core's L2
 // while every block of activation rows passes over it.
 constexpr int64_t kMaxPanelRows = 128;
@@ -97,7 +98,7 @@ class PanelPrefetch {
   PanelPrefetch(const QuantMatrix& w, int64_t first, int64_t count, int64_t blocks) {
     if (count <= 0) return;
     const int64_t row_bytes = quant_row_bytes(w.type, w.cols);
-    ranges_[0] = {reinterpret_cast<const char*>(w.codes_from_row(first)), count * row_bytes};  // first: a multiple of kBlockRows
+    ranges_[0] = {reinterpret_cast<const char*>(w.codes_from_row(first)), count * row_bytes};
     ranges_[1] = {reinterpret_cast<const char*>(w.row_scales(first)), count * w.groups_per_row() * 2};
     const int64_t lines = (ranges_[0].bytes + ranges_[1].bytes) / 64 + 2;
     lines_per_block_ = (lines + blocks - 1) / std::max<int64_t>(blocks, 1);

@@ -324,23 +324,20 @@ TEST(QuantGemv, SharedInputGivesEachMatrixItsOwnProductExactlyOnEveryPath) {
 TEST(QuantLayout, BlockedRowsGiveExactlyThePlainResultsOnEveryPath) {
   for (const int64_t cols : {int64_t(896), int64_t(96), int64_t(1056), int64_t(160)}) {
     for (const int64_t rows : {int64_t(1), int64_t(3), int64_t(6), int64_t(70)}) {
-      const std::vector<float> weights = random_floats(size_t(rows * cols), 50, 0.05f);
       const std::vector<float> x = random_floats(size_t(3 * cols), 51, 2.0f);
       for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
         SCOPED_TRACE(std::string(isa_name(active_isa())) + " " + std::string(weight_type_name(type)) + ", " +
                      std::to_string(rows) + " x " + std::to_string(cols));
+        const QuantizedWeights w = make_quantized_weights(type, rows, cols, 50);
         const int64_t row_bytes = quant_row_bytes(type, cols);
-        std::vector<uint8_t> codes(size_t(rows * row_bytes));
-        std::vector<uint16_t> scales(size_t(rows * cols / 32));
-        quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
-        std::vector<uint8_t> in_place = codes;
+        std::vector<uint8_t> in_place = w.codes;
         block_rows_in_place(in_place.data(), rows, row_bytes, kQuantRowBlock);
-        ASSERT_EQ(in_place, blocked_codes(codes, rows, row_bytes));
+        ASSERT_EQ(in_place, w.blocked);
         const AtEndOfReadableMemory<uint8_t> fenced(in_place);
-        const QuantMatrix plain{type, codes.data(), scales.data(), rows, cols};
-        const QuantMatrix blocked{type, fenced.data(), scales.data(), rows, cols, kQuantRowBlock};
+        const QuantMatrix& plain = w.view;
+        const QuantMatrix blocked{type, fenced.data(), w.scales.data(), rows, cols, kQuantRowBlock};
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t b = 0; b < row_bytes; ++b) ASSERT_EQ(*blocked.row(r).at(b), codes[size_t(r * row_bytes + b)]) << r << ", " << b;
+          for (int64_t b = 0; b < row_bytes; ++b) ASSERT_EQ(*blocked.row(r).at(b), w.codes[size_t(r * row_bytes + b)]) << r << ", " << b;
         for (const int64_t x_rows : {int64_t(1), int64_t(3)}) {
           std::vector<float> expected(size_t(x_rows * rows), -1.0f), y(size_t(x_rows * rows), -2.0f);
           gemv_quant_rows(plain, x.data(), x_rows, expected.data());
