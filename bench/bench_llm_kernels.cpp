@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/quant.h"
@@ -49,7 +50,9 @@ std::vector<float> random_floats(size_t count, uint32_t seed, float scale) {
   return values;
 }
 
-// Copies of one weight matrix in a given format, cycled through by the GEMV benchmarks.
+// Copies of one weight matrix in a given format, cycled through by the GEMV benchmarks. Each starts on a
+// cache line, as the loader's weight arena places them (malloc's 16-byte alignment made every 64-byte load
+// of the AVX-512 GEMV span two lines, and the benchmark slower than the engine).
 // Quantised codes are laid out as the loader lays them out at the active level (kernels::quant_row_block,
 // core/quant.h); FASTVLM_BENCH_ROW_BLOCK=1 or 4 measures plain rows or blocks of 4 instead.
 int64_t bench_row_block() {
@@ -58,9 +61,9 @@ int64_t bench_row_block() {
 }
 
 struct WeightCopies {
-  std::vector<std::vector<uint16_t>> bf16;
-  std::vector<std::vector<uint8_t>> codes;
-  std::vector<std::vector<uint16_t>> scales;
+  std::vector<AlignedVector<uint16_t>> bf16;
+  std::vector<AlignedVector<uint8_t>> codes;
+  std::vector<AlignedVector<uint16_t>> scales;
   int64_t bytes_per_copy = 0;
   int64_t row_block = bench_row_block();
 };
@@ -78,13 +81,13 @@ WeightCopies make_copies(const char* format, int64_t rows, int64_t cols, int64_t
   const int64_t count = std::max<int64_t>(1, rotation_bytes / copies.bytes_per_copy);
   for (int64_t i = 0; i < count; ++i) {
     if (name == "bf16") {
-      std::vector<uint16_t> w(weights.size());
+      AlignedVector<uint16_t> w(weights.size());
       f32_to_bf16_simd(weights.data(), w.data(), int64_t(w.size()));
       copies.bf16.push_back(std::move(w));
     } else {
       const WeightType type = name == "q8_0" ? WeightType::Q8_0 : WeightType::Q4_0;
-      std::vector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
-      std::vector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
+      AlignedVector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+      AlignedVector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
       quantize_matrix(type, weights.data(), rows, cols, codes.data(), scales.data());
       block_rows_in_place(codes.data(), rows, quant_row_bytes(type, cols), copies.row_block);
       copies.codes.push_back(std::move(codes));
@@ -207,8 +210,8 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
   std::vector<float> y(size_t(m * n));
   std::vector<uint16_t> weights_bf16(weights.size()), x_bf16(x.size());
   f32_to_bf16_simd(weights.data(), weights_bf16.data(), int64_t(weights.size()));
-  std::vector<uint8_t> codes(size_t(n * quant_row_bytes(type, k)));
-  std::vector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
+  AlignedVector<uint8_t> codes(size_t(n * quant_row_bytes(type, k)));
+  AlignedVector<uint16_t> scales(size_t(n * k / kQuantGroupSize));
   quantize_matrix(type, weights.data(), n, k, codes.data(), scales.data());
   const int64_t row_block = bench_row_block();
   block_rows_in_place(codes.data(), n, quant_row_bytes(type, k), row_block);

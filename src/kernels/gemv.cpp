@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/amx_tiles.h"
@@ -234,9 +235,9 @@ constexpr int kSpanGroupsAvx2 = 8;
 
 // Activations are zero-padded to whole spans, so that a row's last span can be taken whole (see quant_row_avx2).
 struct PreparedActivationAvx2 {
-  std::vector<int8_t> codes;     // [padded steps * kStepCodesAvx2] in the step byte order above
-  std::vector<float> offsets;    // Q4_0 [padded groups] -8·Σx per group: the stored codes' +8, taken once per span
-  std::vector<float> scales;     // [padded groups] d_x per group
+  AlignedVector<int8_t> codes;   // [padded steps * kStepCodesAvx2] in the step byte order above
+  AlignedVector<float> offsets;  // Q4_0 [padded groups] -8·Σx per group: the stored codes' +8, taken once per span
+  AlignedVector<float> scales;   // [padded groups] d_x per group
 };
 
 // Groups rounded up to whole spans.
@@ -518,9 +519,9 @@ template <WeightType Type>
 constexpr int kStepCodes = kStepGroups<Type> * kQuantGroupSize;
 
 struct PreparedActivationAvx512 {
-  std::vector<int8_t> codes;     // [steps * kStepCodes] in the weight layout's byte order, zero-padded
-  std::vector<int32_t> offsets;  // [steps * 16] initial accumulator: -(code offset)·Σx per group
-  std::vector<float> scales;     // [groups rounded up to 16] d_x per group in natural order, zero-padded
+  AlignedVector<int8_t> codes;     // [steps * kStepCodes] in the weight layout's byte order, zero-padded
+  AlignedVector<int32_t> offsets;  // [steps * 16] initial accumulator: -(code offset)·Σx per group
+  AlignedVector<float> scales;     // [groups rounded up to 16] d_x per group in natural order, zero-padded
 };
 
 constexpr int kLanes = 16;
@@ -1028,7 +1029,7 @@ void gemv_bf16_avx2(const uint16_t* weights, int64_t rows, int64_t cols, const f
 }
 
 void gemv_bf16_avx512(const uint16_t* weights, int64_t rows, int64_t cols, const float* x, int64_t x_rows, float* y) {
-  thread_local std::vector<uint16_t> x_bf16_buffer;
+  thread_local AlignedVector<uint16_t> x_bf16_buffer;
   const int64_t stride = (cols + 31) / 32 * 32;
   x_bf16_buffer.resize(size_t(x_rows * stride));
   for (int64_t i = 0; i < x_rows; ++i) convert_activation_bf16(x + i * cols, cols, x_bf16_buffer.data() + i * stride);
