@@ -261,9 +261,10 @@ void register_kernel_benchmarks() {
   }
   for (const char* format : {"q8_0", "q4_0"}) {
     const std::string name = std::string("BM_GemvCached_") + format + "/" + std::string(isa_name(active_isa()));
-    // 384 rows: within a 512 KB L2 (AMD Zen 3), where 896 rows are served from L3.
+    // 384 rows: within a 512 KB L2 (AMD Zen 3), where 896 rows are served from L3. 128 x 4864: the down
+    // projection's long rows, within a 1 MB L2 (AMD Zen 4 and 5).
     benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, format, true)
-        ->Args({896, 896})->Args({384, 896})->Unit(benchmark::kMicrosecond);
+        ->Args({896, 896})->Args({384, 896})->Args({128, 4864})->Unit(benchmark::kMicrosecond);
   }
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
     for (const auto& [route, route_name] : {std::pair{DecodeRoute::Rows, "_rows/"}, std::pair{DecodeRoute::Batch, "_batch/"},
