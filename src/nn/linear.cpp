@@ -161,7 +161,8 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
     checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
   }
   // Once more as a whole: reading a slab maps back, by the kernel's fault-around, up to 64 KiB of the
-  // released pages just before it.
+  // released pages just before it (where the page cache holds large folios, as ext4 does from Linux 6.16,
+  // the whole folio, up to 2 MiB).
   checkpoint.release(prefix + ".weight");
   Linear linear;
   linear.storage_ = type;
