@@ -19,6 +19,7 @@
 #include "kernels/gemm.h"
 #include "kernels/int8_epilogue.h"
 #include "kernels/softmax.h"
+#include "nn/linear.h"
 
 namespace fastvlm {
 namespace {
@@ -115,11 +116,12 @@ void BM_PointwiseGemm(benchmark::State& state) {
   state.SetLabel(std::string(bf16 ? "bf16" : "f32") + ", " + std::to_string(omp_get_max_threads()) + " threads");
 }
 // Stage 2 ConvFFN (64x64x384 at 1024²): fc1 with GELU, fc2 added to the residual; stage 0 and 1 fc1;
-// stage 3 attention qkv (32x32x768).
+// the stem's 1x1 conv (256x256x96) with GELU, alone, and into a float32 map; stage 3 attention qkv (32x32x768).
 BENCHMARK(BM_PointwiseGemm)
     ->Args({4096, 384, 1536, 1, 1})->Args({4096, 1536, 384, 1, 2})
     ->Args({4096, 384, 1536, 0, 1})->Args({4096, 1536, 384, 0, 2})
     ->Args({65536, 96, 384, 1, 1})->Args({65536, 384, 96, 1, 2})
+    ->Args({65536, 96, 96, 1, 1})->Args({65536, 96, 96, 1, 0})->Args({65536, 96, 96, 1, 2})
     ->Args({16384, 192, 768, 1, 1})->Args({16384, 768, 192, 1, 2})
     ->Args({1024, 768, 2304, 1, 0})->Args({256, 384, 1536, 1, 1})->Args({256, 1536, 384, 1, 2})
     ->Args({128, 384, 1536, 1, 1})->Args({128, 1536, 384, 1, 2})
@@ -285,6 +287,56 @@ BENCHMARK(BM_Int8Elementwise)
     ->Args({256, 1024, 3})
     ->ArgNames({"rows", "cols", "kind"})
     ->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+
+// The ConvFFN's two int8 products as the tower runs them (vision/fastvit.cpp conv_ffn_gemms_int8), one
+// thread: per layer, tiles of l2_tile_rows pixels through expand + dequantise/GELU/requantise, then contract
+// added into the residual map, over `layers` layers with weights of their own, so that each layer's weights
+// leave L2 between uses as they do in the tower, where BM_PointwiseGemmInt8 keeps one product's weights hot.
+// GOP/s against bench_peak's vpdpbusd rate is the int8 GEMM efficiency of the ConvFFNs, epilogues included.
+// args: pixels, channels, layers
+void BM_ConvFFNInt8(benchmark::State& state) {
+  const int64_t pixels = state.range(0), channels = state.range(1), layers = state.range(2), hidden = 4 * channels;
+  if (!kernels::vision_int8_available()) {
+    state.SkipWithError("no AVX2");
+    return;
+  }
+  std::vector<Linear> expand, contract;
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    Tensor w1({hidden, channels}), b1({hidden}), w2({channels, hidden}), b2({channels});
+    fill(w1.data(), w1.numel());
+    fill(w2.data(), w2.numel());
+    fill(b1.data(), b1.numel());
+    fill(b2.data(), b2.numel());
+    expand.push_back(Linear::from_f32(std::move(w1), std::move(b1), WeightType::S8));
+    contract.push_back(Linear::from_f32(std::move(w2), std::move(b2), WeightType::S8));
+  }
+  std::vector<int8_t> codes(static_cast<size_t>(pixels * channels)), hidden_codes;
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = int8_t(int((i * 2654435761u) % 255) - 127);
+  std::vector<float> scales(static_cast<size_t>(pixels), 1e-2f), x(static_cast<size_t>(pixels * channels), 0.0f),
+      hidden_scales;
+  const int64_t tile = l2_tile_rows(hidden * int64_t(sizeof(int32_t)), DType::I8);
+  hidden_codes.resize(static_cast<size_t>(tile * hidden));
+  hidden_scales.resize(static_cast<size_t>(tile));
+  for (auto _ : state) {
+    for (int64_t layer = 0; layer < layers; ++layer)
+      for (int64_t first = 0; first < pixels; first += tile) {
+        const int64_t count = std::min(tile, pixels - first);
+        expand[size_t(layer)].forward_s8_gelu_requantize(codes.data() + first * channels, scales.data() + first, count,
+                                                          hidden_codes.data(), hidden_scales.data());
+        contract[size_t(layer)].forward_s8(hidden_codes.data(), hidden_scales.data(), count,
+                                           {DType::F32, x.data() + first * channels}, Epilogue::AddToOutput);
+      }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOP/s"] = benchmark::Counter(4.0 * double(pixels) * channels * hidden * layers,
+                                               benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+// Stages 0-4 at 1024² (2, 12, 24, 4 and 2 layers; stages 2-4 also on one layer, its weights hot).
+BENCHMARK(BM_ConvFFNInt8)
+    ->Args({65536, 96, 2})->Args({16384, 192, 12})->Args({4096, 384, 24})->Args({4096, 384, 1})
+    ->Args({1024, 768, 4})->Args({1024, 768, 1})->Args({256, 1536, 2})->Args({256, 1536, 1})
+    ->ArgNames({"pixels", "channels", "layers"})
+    ->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace fastvlm
