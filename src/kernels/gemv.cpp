@@ -590,7 +590,10 @@ constexpr int kMaxAccumulatorsAvx512 = 8;
 // from L2). A fixed distance within the row, as this was before, lands in a neighbouring row that the pass
 // itself reads when rows are long: on Zen 5, one thread, from DRAM, the 896 x 4864 down projection ran at
 // 16-17 GB/s that way and at 23-24 GB/s this way (Q8_0 and Q4_0 alike), the other decode shapes 0-10%
-// faster; a minimum of 1-2 KB or 8-16 KB did worse than 4 KB.
+// faster; a minimum of 1-2 KB or 8-16 KB did worse than 4 KB. The lines go to L2, not L1: a whole pass ahead
+// is more than L1 holds where rows are long (FastVLM-1.5B's down projection: 4 x 8960 bytes of Q8_0), and on
+// Zen 4 a whole decode ran 10-30% slower prefetching into L1 than into L2 (1.5B, Q8_0 and Q4_0; on Zen 5,
+// before the rows were stored in blocks, L2 had done no better than L1, and no worse).
 constexpr int64_t kMinPrefetchBytes = 4096;
 
 // One step of quant_rows_avx512 below: acc[w][i] += float(dot of the step) · the lanes of scales[w][i]
@@ -604,7 +607,7 @@ FASTVLM_TARGET_AVX512 inline __attribute__((always_inline)) void accumulate_step
                                                                          const __m512 (&scales)[W][R]) {
   for (int w = 0; w < W; ++w) {
     const uint8_t* codes = bytes == 64 ? rows[w].first + step * rows[w].chunk_stride : rows[w].last;
-    _mm_prefetch(reinterpret_cast<const char*>(codes + ahead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(codes + ahead), _MM_HINT_T1);
     for (int i = 0; i < R; ++i) {
       const __m512i dot = step_dot<Type>(codes, bytes, _mm512_loadu_si512(p[i].offsets.data() + step * kLanes),
                                          p[i].codes.data() + step * kStepCodes<Type>);
