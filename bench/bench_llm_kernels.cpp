@@ -1,7 +1,7 @@
 // LLM kernels at Qwen2-0.5B shapes: decode GEMVs (bf16, Q8_0, Q4_0) in GB/s of weights streamed, for one
 // and for R = 1..16 activation rows (batched decoding: the multi-row GEMV against the GEMM route), prefill
 // GEMMs for 280 positions in GFLOP/s (dense weights, and quantised weights through bf16 or int8), next to
-// this machine's measured read bandwidth (BM_DramRead).
+// this machine's measured read bandwidth (BM_DramRead); and quantising bf16 weights as the load does.
 // GEMV weights rotate over enough copies to overflow the caches, so the figures are DRAM-bound like
 // decoding a real model.
 //
@@ -31,6 +31,7 @@
 #include "kernels/gemv.h"
 #include "kernels/qgemm.h"
 #include "kernels/quant_bf16_gemm.h"
+#include "kernels/weight_quant.h"
 #include "io/checkpoint.h"
 #include "llm/kv_cache.h"
 #include "models/precision_choice.h"
@@ -251,6 +252,29 @@ void BM_PrefillGemm(benchmark::State& state, const char* format) {
 
 const std::vector<std::vector<int64_t>> kGemvShapes = {{896, 896}, {4864, 896}, {896, 4864}, {151936, 896}};
 
+// Quantising a bf16 weight matrix at load (Linear::quantize_at_load, the default precision on a bf16
+// checkpoint), in G weights/s: "scalar" widens it to float32 and runs core's quantize_matrix, as the load did
+// before kernels/weight_quant.h; "kernel" runs quantize_weight_rows on the bf16 rows. Args: N, K. The matrix
+// stays in the caches' reach only for the smaller shapes; the load reads it from the page cache.
+void BM_QuantizeWeights(benchmark::State& state, WeightType type, bool kernel) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  AlignedVector<uint16_t> weights(size_t(rows * cols));
+  f32_to_bf16_simd(random_floats(weights.size(), 3, 0.05f).data(), weights.data(), int64_t(weights.size()));
+  AlignedVector<uint8_t> codes(size_t(rows * quant_row_bytes(type, cols)));
+  AlignedVector<uint16_t> scales(size_t(rows * cols / kQuantGroupSize));
+  std::vector<float> widened(kernel ? 0 : weights.size());
+  for (auto _ : state) {
+    if (kernel) {
+      benchmark::DoNotOptimize(quantize_weight_rows(type, DType::BF16, weights.data(), rows, cols, codes.data(), scales.data()));
+    } else {
+      convert_to_f32(DType::BF16, weights.data(), widened.data(), widened.size());
+      quantize_matrix(type, widened.data(), rows, cols, codes.data(), scales.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["Gweights/s"] = benchmark::Counter(double(rows * cols) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void register_kernel_benchmarks() {
   benchmark::RegisterBenchmark("BM_DramRead", BM_DramRead)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (const char* format : {"bf16", "q8_0", "q4_0"}) {
@@ -284,6 +308,12 @@ void register_kernel_benchmarks() {
       b->Args({shape[0], shape[1], kPrefillPositions});
     b->Unit(benchmark::kMillisecond)->UseRealTime();
   }
+  for (const auto& [type, type_name] : {std::pair{WeightType::Q8_0, "q8_0"}, std::pair{WeightType::Q4_0, "q4_0"}})
+    for (const bool kernel : {false, true}) {
+      const std::string name = std::string("BM_QuantizeWeights_") + type_name + (kernel ? "/kernel" : "/scalar");
+      benchmark::RegisterBenchmark(name.c_str(), BM_QuantizeWeights, type, kernel)
+          ->Args({4864, 896})->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
   // Where the AMX route starts to beat the int8 one (Linear's prefill threshold): fewer activation rows.
   for (const char* format : {"q8_0_int8", "q8_0_amx", "q4_0_int8", "q4_0_amx"}) {
     auto* b = benchmark::RegisterBenchmark((std::string("BM_PrefillRows_") + format).c_str(), BM_PrefillGemm, format);

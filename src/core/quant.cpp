@@ -73,17 +73,20 @@ void quantize_group(WeightType type, const float* w, uint8_t* codes, uint16_t* s
 
 }  // namespace
 
+void quantize_matrix_row(WeightType type, const float* weights, int64_t cols, uint8_t* codes, uint16_t* scales) {
+  const int64_t group_bytes = quant_row_bytes(type, kQuantGroupSize);
+  for (int64_t g = 0; g < cols / kQuantGroupSize; ++g)
+    quantize_group(type, weights + g * kQuantGroupSize, codes + g * group_bytes, scales + g);
+}
+
 void quantize_matrix(WeightType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales) {
   if (cols % kQuantGroupSize != 0)
     throw Error("quantize: " + std::to_string(cols) + " columns is not a multiple of the group size 32");
   const int64_t groups = cols / kQuantGroupSize;
-  const int64_t group_bytes = quant_row_bytes(type, kQuantGroupSize);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t g = 0; g < groups; ++g)
-      quantize_group(type, weights + r * cols + g * kQuantGroupSize, codes + (r * groups + g) * group_bytes,
-                     scales + r * groups + g);
+    quantize_matrix_row(type, weights + r * cols, cols, codes + r * quant_row_bytes(type, cols), scales + r * groups);
 }
 
 }  // namespace fastvlm

@@ -14,6 +14,7 @@
 #include "core/json_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kernels/weight_quant.h"
 #include "models/registry.h"
 
 namespace fastvlm {
@@ -71,18 +72,18 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, We
       if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
         throw Error(file->path().string() + ": tensor '" + info.name + "' is " + std::string(dtype_name(info.dtype)) +
                     ", expected F32, F16 or BF16 to quantise");
-      std::vector<float> weights(size_t(rows * cols));
-      convert_to_f32(info.dtype, info.data, weights.data(), weights.size());
-      // A NaN or infinity has no quantised code (converting it to an integer is undefined behaviour) and
-      // would poison its whole group's scale: such a checkpoint is broken, not something to round.
-      const auto bad = std::find_if(weights.begin(), weights.end(), [](float w) { return !std::isfinite(w); });
-      if (bad != weights.end())
-        throw Error(file->path().string() + ": tensor '" + info.name + "' holds " + (std::isnan(*bad) ? "NaN" : "an infinity") +
-                    " at element " + std::to_string(bad - weights.begin()) + "; refusing to quantise it");
       auto q = std::make_unique<QuantizedTensor>();
       q->codes.resize(size_t(rows * quant_row_bytes(type, cols)));
       q->scales.resize(size_t(rows * (cols / kQuantGroupSize)));
-      quantize_matrix(type, weights.data(), rows, cols, q->codes.data(), q->scales.data());
+      // A NaN or infinity has no quantised code and would poison its whole group's scale: such a
+      // checkpoint is broken, not something to round.
+      const int64_t bad = quantize_weight_rows(type, info.dtype, info.data, rows, cols, q->codes.data(), q->scales.data());
+      if (bad >= 0) {
+        float value;
+        convert_to_f32(info.dtype, info.data + bad * dtype_size(info.dtype), &value, 1);
+        throw Error(file->path().string() + ": tensor '" + info.name + "' holds " + (std::isnan(value) ? "NaN" : "an infinity") +
+                    " at element " + std::to_string(bad) + "; refusing to quantise it");
+      }
       const std::string scale_name = info.name.substr(0, info.name.size() - std::string("weight").size()) + "weight_scale";
       tensors.push_back({info.name, type == WeightType::Q8_0 ? DType::I8 : DType::U8,
                          {rows, quant_row_bytes(type, cols)}, q->codes.data(), q->codes.size()});

@@ -12,6 +12,7 @@
 #include "kernels/int8_epilogue.h"
 #include "kernels/qgemm.h"
 #include "kernels/quant_bf16_gemm.h"
+#include "kernels/weight_quant.h"
 
 namespace fastvlm {
 namespace {
@@ -143,19 +144,20 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
   const int64_t row_bytes = quant_row_bytes(type, in_features), groups = in_features / kQuantGroupSize;
   auto* codes = static_cast<uint8_t*>(arena->allocate(size_t(out_features * row_bytes)));
   auto* scales = static_cast<uint16_t*>(arena->allocate(size_t(out_features * groups) * sizeof(uint16_t)));
-  // A slab of rows at a time, widened to float32 for quantize_matrix: a 150k-row head never needs its
-  // whole float32 copy. Each slab's mapped pages are given back once it is quantised, so the load never
-  // holds more of the float weights than the slab at hand beside the quantised copies.
+  // A slab of rows at a time: each slab's mapped pages are given back once it is quantised, so the load
+  // never holds more of the float weights than the slab at hand beside the quantised copies.
   constexpr int64_t kSlabRows = 256;
   static_assert(kSlabRows % kQuantRowBlock == 0);
   const int row_block = kernels::quant_row_block();
-  std::vector<float> slab(size_t(std::min<int64_t>(kSlabRows, out_features) * in_features));
   const size_t slab_row_bytes = size_t(in_features) * dtype_size(info.dtype);
   for (int64_t first = 0; first < out_features; first += kSlabRows) {
     const int64_t rows = std::min<int64_t>(kSlabRows, out_features - first);
-    convert_to_f32(info.dtype, info.data + first * slab_row_bytes, slab.data(), size_t(rows * in_features));
-    quantize_matrix(type, slab.data(), rows, in_features, codes + first * row_bytes,
-                    scales + first * groups);
+    const int64_t bad = quantize_weight_rows(type, info.dtype, info.data + first * slab_row_bytes, rows, in_features,
+                                             codes + first * row_bytes, scales + first * groups);
+    if (bad >= 0)
+      throw Error(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "' holds a NaN or an infinity at [" +
+                  std::to_string(first + bad / in_features) + ", " + std::to_string(bad % in_features) +
+                  "]; refusing to quantise it");
     // The slab starts a block (kSlabRows is a multiple of the block), so its blocks are the matrix's.
     block_rows_in_place(codes + first * row_bytes, rows, row_bytes, row_block);
     checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);

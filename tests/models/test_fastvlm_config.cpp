@@ -188,7 +188,8 @@ TEST(Checkpoint, DeeplyNestedConfigIsRefusedWhileParsing) {
 }
 
 // A NaN or infinity has no quantised code (its conversion to an integer is undefined behaviour):
-// quantize refuses the checkpoint, naming the tensor, and writes no model.
+// quantize refuses the checkpoint, naming the tensor, and writes no model; loading it with the LLM
+// quantised at load (the default precision's Q8_0) fails likewise, naming the file, the tensor and where.
 TEST(Quantize, NonFiniteWeightsAreRefusedNamingTheTensor) {
   const std::string poisoned = "model.layers.1.mlp.down_proj.weight";
   for (const float bad : {std::nanf(""), INFINITY}) {
@@ -219,6 +220,19 @@ TEST(Quantize, NonFiniteWeightsAreRefusedNamingTheTensor) {
       EXPECT_NE(std::string(e.what()).find(std::isnan(bad) ? "NaN" : "infinity"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(out / "model.safetensors"));
+    for (const WeightType type : {WeightType::Q8_0, WeightType::Q4_0}) {
+      ModelLoadOptions options;
+      options.quantize_llm = type;
+      try {
+        load_model(copy.dir(), options);
+        ADD_FAILURE() << "a non-finite weight must not be quantised at load";
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find((copy.dir() / "model.safetensors").string()), std::string::npos) << m;
+        EXPECT_NE(m.find(poisoned), std::string::npos) << m;
+        EXPECT_NE(m.find("NaN or an infinity at [0, 40]"), std::string::npos) << m;
+      }
+    }
   }
 }
 
