@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/cpu.h"
@@ -64,6 +66,49 @@ dnnl::memory::desc rows_of(dnnl::memory::data_type type, int64_t rows, int64_t c
 // and its brgemm accepts that layout for smaller M too.
 constexpr int64_t kPackingRows = 128;
 
+// The layout oneDNN 2.6 picks for int8 weights [K, N] of its AVX512-VNNI matmul: blocks of 64 K x 64 N, the
+// N blocks outermost (format tag BA16a64b4a: in a block, 16 steps of 4 K positions, each 64 columns of 4
+// bytes), zeros to whole blocks, then one int32 per padded column, -128 · Σ_k w[k][n]: the correction for
+// the +128 it adds to make s8 activations unsigned (the "s8s8 compensation"). Its reorder into that layout is
+// a generic one at ~0.2 GB/s per thread: half a second of every load for the vision tower's int8 weights on
+// a 2-core Zen 4. Recognised from the descriptor's public fields; anything else goes through the reorder.
+constexpr int64_t kVnniBlock = 64, kVnniStep = 4;
+
+bool is_vnni_s8_blocks(const dnnl::memory::desc& desc) {
+  const dnnl_memory_desc_t& md = desc.data;
+  if (md.ndims != 2 || md.data_type != dnnl_s8 || md.format_kind != dnnl_blocked || md.offset0 != 0) return false;
+  const auto& blocking = md.format_desc.blocking;
+  const int64_t padded_k = md.padded_dims[0], padded_n = md.padded_dims[1];
+  return blocking.inner_nblks == 3 && blocking.inner_blks[0] == kVnniBlock / kVnniStep && blocking.inner_idxs[0] == 0 &&
+         blocking.inner_blks[1] == kVnniBlock && blocking.inner_idxs[1] == 1 && blocking.inner_blks[2] == kVnniStep &&
+         blocking.inner_idxs[2] == 0 && padded_k % kVnniBlock == 0 && padded_n % kVnniBlock == 0 &&
+         blocking.strides[0] == kVnniBlock * kVnniBlock && blocking.strides[1] == padded_k * kVnniBlock &&
+         md.padded_offsets[0] == 0 && md.padded_offsets[1] == 0 &&
+         md.extra.flags == dnnl_memory_extra_flag_compensation_conv_s8s8 && md.extra.compensation_mask == 2 &&
+         desc.get_size() >= size_t(padded_k * padded_n) + size_t(padded_n) * sizeof(int32_t);
+}
+
+// Packs B[N, K] (row-major codes) into a descriptor is_vnni_s8_blocks accepts, threaded over column blocks.
+void pack_vnni_s8_blocks(const dnnl::memory::desc& desc, const int8_t* codes, int64_t N, int64_t K, void* out) {
+  const int64_t padded_k = desc.data.padded_dims[0], padded_n = desc.data.padded_dims[1];
+  auto* blocks = static_cast<int8_t*>(out);
+  auto* compensation = reinterpret_cast<int32_t*>(blocks + padded_k * padded_n);
+#pragma omp parallel for schedule(static)
+  for (int64_t first_n = 0; first_n < padded_n; first_n += kVnniBlock) {
+    int8_t* block = blocks + first_n * padded_k;  // the column block's K blocks, one after another
+    for (int64_t k = 0; k < padded_k; k += kVnniStep)
+      for (int64_t n = first_n; n < first_n + kVnniBlock; ++n, block += kVnniStep) {
+        const int64_t present = n < N ? std::clamp<int64_t>(K - k, 0, kVnniStep) : 0;
+        for (int64_t i = 0; i < kVnniStep; ++i) block[i] = i < present ? codes[n * K + k + i] : 0;
+      }
+    for (int64_t n = first_n; n < first_n + kVnniBlock; ++n) {
+      int32_t sum = 0;
+      for (int64_t k = 0; n < N && k < K; ++k) sum += codes[n * K + k];
+      compensation[n] = -128 * sum;
+    }
+  }
+}
+
 }  // namespace
 
 PackedWeights::PackedWeights(const int8_t* codes, int64_t N, int64_t K) : PackedWeights(DType::I8, codes, N, K) {}
@@ -94,6 +139,10 @@ PackedWeights::PackedWeights(DType type, const void* weights, int64_t N, int64_t
                          rows_of(int8 ? data_type::s32 : data_type::f32, kPackingRows, N, N)),
       engine);
   layout_ = std::make_unique<Layout>(Layout{chosen.weights_desc(), dnnl::memory(chosen.weights_desc(), engine)});
+  if (int8 && is_vnni_s8_blocks(layout_->desc)) {
+    pack_vnni_s8_blocks(layout_->desc, static_cast<const int8_t*>(weights), N, K, layout_->panels.get_data_handle());
+    return;
+  }
   // B[N,K] row-major is the [K,N] matrix oneDNN multiplies with, stored column-major.
   const dnnl::memory::desc plain({K, N}, ab, dnnl::memory::dims{1, K});
   dnnl::memory source(plain, engine, const_cast<void*>(weights));
