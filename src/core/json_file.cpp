@@ -27,7 +27,9 @@ nlohmann::json parse_json(std::string_view text, const std::string& source, cons
   }
 }
 
-nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimits& limits) {
+namespace {
+
+std::string read_json_text(const std::filesystem::path& path, const JsonLimits& limits) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw Error(path.string() + ": cannot open");
   const std::streamoff size = in.tellg();
@@ -38,7 +40,65 @@ nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimit
   std::string text(size_t(size), '\0');
   in.seekg(0);
   if (!in.read(text.data(), size)) throw Error(path.string() + ": read error");
-  return parse_json(text, path.string(), limits);
+  return text;
+}
+
+// nlohmann's event interface for read_flat_json_object: members of the one top-level object go to the
+// callback as they are parsed; anything nested, or another top-level shape, stops the parse.
+class FlatObjectReader final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  explicit FlatObjectReader(const std::function<void(std::string&&, nlohmann::json&&)>& entry) : entry_(entry) {}
+
+  bool null() override { return member(nullptr); }
+  bool boolean(bool value) override { return member(value); }
+  bool number_integer(number_integer_t value) override { return member(value); }
+  bool number_unsigned(number_unsigned_t value) override { return member(value); }
+  bool number_float(number_float_t value, const string_t&) override { return member(value); }
+  bool string(string_t& value) override { return member(std::move(value)); }
+  bool binary(binary_t&) override { return wrong_shape(); }
+  bool start_object(std::size_t) override { return in_object_ ? wrong_shape() : (in_object_ = true); }
+  bool key(string_t& name) override {
+    name_ = std::move(name);
+    return true;
+  }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return wrong_shape(); }
+  bool end_array() override { return wrong_shape(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& error) override {
+    error_ = std::string("invalid JSON: ") + error.what();
+    return false;
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  bool member(nlohmann::json value) {
+    if (!in_object_) return wrong_shape();
+    entry_(std::move(name_), std::move(value));
+    return true;
+  }
+  bool wrong_shape() {
+    error_ = "expected one JSON object of names to scalar values";
+    return false;
+  }
+
+  const std::function<void(std::string&&, nlohmann::json&&)>& entry_;
+  bool in_object_ = false;
+  std::string name_, error_;
+};
+
+}  // namespace
+
+nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimits& limits) {
+  return parse_json(read_json_text(path, limits), path.string(), limits);
+}
+
+void read_flat_json_object(const std::filesystem::path& path,
+                           const std::function<void(std::string&& name, nlohmann::json&& value)>& entry,
+                           const JsonLimits& limits) {
+  const std::string text = read_json_text(path, limits);
+  FlatObjectReader reader(entry);
+  if (!nlohmann::json::sax_parse(text, &reader)) throw Error(path.string() + ": " + reader.error());
 }
 
 }  // namespace fastvlm

@@ -5,6 +5,7 @@
 // and the tree costs about ten times the text, so depth and size are bounded before the tree is built.
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -24,5 +25,13 @@ nlohmann::json parse_json(std::string_view text, const std::string& source, cons
 
 // parse_json of the file's content; also "<path>: cannot open".
 nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimits& limits = {});
+
+// For a file that is one flat JSON object of scalar members (a tokenizer's vocab.json: 150k token -> id):
+// entry(name, value) for each member in file order, without building the tree (its ordered map of 150k
+// nodes was a third of loading the Qwen2 tokenizer). Throws as read_json_file does, "<path>: expected one
+// JSON object of names to scalar values" for any other shape, and whatever `entry` throws.
+void read_flat_json_object(const std::filesystem::path& path,
+                           const std::function<void(std::string&& name, nlohmann::json&& value)>& entry,
+                           const JsonLimits& limits = {});
 
 }  // namespace fastvlm

@@ -1,4 +1,4 @@
-// Every JSON file the engine reads goes through read_json_file / parse_json, which bound nesting depth
+// Every JSON file the engine reads goes through read_json_file / parse_json (or read_flat_json_object), which bound nesting depth
 // and size before a tree is built: code that walks or prints a value recurses once per level, and a
 // tree costs about ten times its text.
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/json_file.h"
@@ -57,6 +58,36 @@ TEST(JsonFile, SizeIsBoundedBeforeReading) {
   fs::remove(file);
   EXPECT_EQ(message, file.string() + ": 102 bytes of JSON, more than the limit of 64");
   EXPECT_NE(error_of([] { parse_json("{", "broken.json"); }).find("broken.json: invalid JSON"), std::string::npos);
+}
+
+// A flat object read member by member (a tokenizer's vocab.json): every member in file order, duplicates
+// included; any other shape, broken JSON or an oversized file is an error naming the file.
+TEST(JsonFile, FlatObjectMembersArriveInFileOrder) {
+  const fs::path file = fs::temp_directory_path() / ("fastvlm-flat-" + std::to_string(::getpid()) + ".json");
+  const auto members_of = [&](const std::string& text, const JsonLimits& limits = {}) {
+    std::ofstream(file) << text;
+    std::vector<std::string> members;
+    read_flat_json_object(
+        file, [&](std::string&& name, nlohmann::json&& value) { members.push_back(name + "=" + value.dump()); },
+        limits);
+    return members;
+  };
+  EXPECT_EQ(members_of(R"({"z": 2, "a": -1, "\u00e9t\u00e9": "x", "n": null, "z": 3.5, "b": true})"),
+            (std::vector<std::string>{"z=2", "a=-1", "été=\"x\"", "n=null", "z=3.5", "b=true"}));
+  EXPECT_TRUE(members_of("{}").empty());
+  for (const char* shape : {R"({"a": {"b": 1}})", R"({"a": [1]})", "[1, 2]", "7", R"("text")"})
+    EXPECT_EQ(error_of([&] { members_of(shape); }), file.string() + ": expected one JSON object of names to scalar values")
+        << shape;
+  EXPECT_NE(error_of([&] { members_of(R"({"a": 1,)"); }).find(file.string() + ": invalid JSON"), std::string::npos);
+  EXPECT_EQ(error_of([&] { members_of(R"({"a": 1})", JsonLimits{4, 64}); }),
+            file.string() + ": 8 bytes of JSON, more than the limit of 4");
+  // What the callback throws reaches the caller.
+  EXPECT_EQ(error_of([&] {
+              std::ofstream(file) << R"({"a": 1})";
+              read_flat_json_object(file, [](std::string&&, nlohmann::json&&) { throw Error("refused"); });
+            }),
+            "refused");
+  fs::remove(file);
 }
 
 // Per-key ceilings, and values past 2^32 are refused rather than narrowed.

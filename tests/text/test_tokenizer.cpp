@@ -249,6 +249,17 @@ TEST(TokenizerLoad, TokenIdsOutsideTheVocabularyAreRefused) {
   EXPECT_NE(slow.load_error().find("vocab.json: token id 4294967297"), std::string::npos) << slow.load_error();
 }
 
+// vocab.json is read member by member, so a token listed twice reaches the loader (a parsed tree kept
+// only the last): refused, naming the file and the token.
+TEST(TokenizerLoad, ATokenListedTwiceIsRefused) {
+  TokenizerDir dir;
+  for (const char* name : {"merges.txt", "tokenizer_config.json", "added_tokens.json"}) dir.copy("tiny-fastvlm", name);
+  std::string vocab = read_text(kFixtures + "/tiny-fastvlm/vocab.json");
+  ASSERT_EQ(vocab.front(), '{');
+  dir.write("vocab.json", "{\"!\": 0, " + vocab.substr(1));
+  EXPECT_NE(dir.load_error().find("vocab.json: token \"!\" is listed twice"), std::string::npos) << dir.load_error();
+}
+
 TEST(TokenizerLoad, EmptyMergesAreRefused) {
   TokenizerDir dir;
   for (const char* name : {"vocab.json", "tokenizer_config.json", "added_tokens.json"}) dir.copy("tiny-fastvlm", name);
