@@ -107,9 +107,18 @@ void Checkpoint::move_into(const std::string& name, void* destination) const {
   if (!entry) throw Error(dir_.string() + ": tensor '" + name + "' is missing");
   constexpr size_t kPieceBytes = size_t(8) << 20;
   const TensorInfo& info = *entry->info;
+  // Each piece is copied by all threads, 1 MiB apiece: a copy into fresh memory costs its page faults and
+  // the kernel's zeroing as much as the bytes (a 7B q8 checkpoint moves 7.5 GB).
+  constexpr size_t kShareBytes = size_t(1) << 20;
   for (size_t done = 0; done < info.nbytes; done += kPieceBytes) {
     const size_t piece = std::min(kPieceBytes, info.nbytes - done);
-    std::memcpy(static_cast<uint8_t*>(destination) + done, info.data + done, piece);
+    const int64_t shares = int64_t((piece + kShareBytes - 1) / kShareBytes);
+#pragma omp parallel for schedule(static)
+    for (int64_t share = 0; share < shares; ++share) {
+      const size_t offset = done + size_t(share) * kShareBytes;
+      std::memcpy(static_cast<uint8_t*>(destination) + offset, info.data + offset,
+                  std::min(kShareBytes, done + piece - offset));
+    }
     entry->file->release(info, done, done + piece);
   }
   // Once more as a whole: reading a piece maps back, by the kernel's fault-around, up to 64 KiB of the
