@@ -109,7 +109,8 @@ uint16_t f32_to_f16(float value);
 
 // Quantises `rows` x `cols` floats (cols % 32 == 0) into `codes` (quant_row_bytes per row) and `scales`
 // (cols/32 per row). Each scale is rounded to half first and the codes computed with the rounded scale.
-// The reference for kernels/weight_quant.h, which gives the same bits faster. Finite weights only.
+// Finite weights only. quantize_matrix_row does one row on the calling thread. The reference for
+// kernels/weight_quant.h, which gives the same bits faster.
 void quantize_matrix_row(WeightType type, const float* weights, int64_t cols, uint8_t* codes, uint16_t* scales);
 void quantize_matrix(WeightType type, const float* weights, int64_t rows, int64_t cols, uint8_t* codes,
                      uint16_t* scales);

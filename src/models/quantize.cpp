@@ -1,6 +1,5 @@
 #include "models/quantize.h"
 
-#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <memory>
