@@ -12,6 +12,7 @@
 #include "kernels/activations.h"
 #include "kernels/capabilities.h"
 #include "kernels/gemv.h"
+#include "kernels/rms_norm.h"
 #include "kernels/softmax.h"
 #include "llm/attention.h"
 
@@ -164,16 +165,7 @@ void Decoder::embed(std::span<const int32_t> ids, float* out) const {
 }
 
 void Decoder::rms_norm(const float* x, const Tensor& weight, int rows, float* y) const {
-  const int hidden = config_.hidden_size;
-  const float* w = weight.data();
-  for (int r = 0; r < rows; ++r) {
-    const float* row = x + size_t(r) * hidden;
-    double sum_of_squares = 0;
-    for (int i = 0; i < hidden; ++i) sum_of_squares += double(row[i]) * row[i];
-    const float inverse_rms = float(1.0 / std::sqrt(sum_of_squares / hidden + config_.rms_norm_eps));
-    float* out = y + size_t(r) * hidden;
-    for (int i = 0; i < hidden; ++i) out[i] = w[i] * (row[i] * inverse_rms);
-  }
+  rms_norm_rows(x, weight.data(), rows, config_.hidden_size, config_.rms_norm_eps, y);
 }
 
 // Rotate-half rotary embedding: with h = head_dim/2, the pairs (x[j], x[j+h]) of every head are rotated by
