@@ -376,7 +376,7 @@ void Linear::forward_quantizing(const float* x, int64_t rows, const Activations&
   // Each tile's int32 products stay in L2 for the epilogue.
   const int64_t tile_rows = l2_tile_rows(out_features_ * int64_t(sizeof(int32_t)), DType::I8);
   const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     Scratch& scratch = thread_scratch();
     int8_t* codes = scratch.codes.as<int8_t>(tile_rows * in_features_);
