@@ -5,9 +5,10 @@
 # samples (loading the checkpoint, page faults and allocation are left out of the total), then the
 # element-wise symbols one by one, each also as CPU ms per encode. oneDNN names its JIT code for perf (DNNL_JIT_PROFILE=2), so its
 # copies of operands into its blocked layouts (brgemm's copy_a/copy_b) show apart from the products; its
-# reorders only pack weights at load, so they count as loading, as does AmxS8Weights' packing; amx_s8_gemm's
-# tile products (the int8 GEMMs where the CPU has AMX-INT8) show as a kind of their own, as do avx2_f32_gemm's
-# (the float32 products at the AVX2 level; its packing at load counts as loading).
+# reorders only pack weights at load, so they count as loading, as do AmxS8Weights' packing and PackedWeights'
+# own VNNI packing (pack_vnni_s8_blocks); amx_s8_gemm's tile products (the int8 GEMMs where the CPU has
+# AMX-INT8) show as a kind of their own, as do avx2_f32_gemm's (the float32 products at the AVX2 level; its
+# packing at load counts as loading).
 # Needs perf; one run of the benchmark (1 warm-up + 3 timed encodes).
 #   bash bench/vision_profile.sh BUILD_DIR [PRECISION] [SIDE]   PRECISION 3 = int8 (default), 2 = bf16,
 #                                                               1 = f32; SIDE 1024 (default) or 512 (f32)
@@ -25,7 +26,7 @@ echo "uptime after: $(uptime)" >&2
 perf report -i "$data" -n --no-children --sort dso,sym --stdio -g none 2>/dev/null | python3 -c '
 import re, sys, collections
 setup = ("convert_to_f32", "fold_layer_scale", "load_grouped_conv", "scale_outputs", "malloc", "free", "unlink_chunk",
-         "AmxS8Weights::AmxS8Weights", "Avx2F32Weights::Avx2F32Weights")
+         "AmxS8Weights::AmxS8Weights", "Avx2F32Weights::Avx2F32Weights", "pack_vnni_s8_blocks")
 spatial = ("depthwise_", "dense_block", "dense_rows", "generic_conv")
 elementwise = ("quantize", "row_abs_max", "row_max", "softmax", "gelu", "memmove", "memcpy", "memset", "split_heads", "layer_norm",
                "f32_to_bf16", "store_row", "squeeze_excite")
