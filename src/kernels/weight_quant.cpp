@@ -291,4 +291,12 @@ int64_t quantize_weight_rows(WeightType type, DType source, const void* weights,
   return first_bad == std::numeric_limits<int64_t>::max() ? -1 : first_bad;
 }
 
+void quantize_finite_weight_rows(const std::string& tensor, int64_t first_row, WeightType type, DType source,
+                                 const void* weights, int64_t rows, int64_t cols, uint8_t* codes, uint16_t* scales) {
+  const int64_t bad = quantize_weight_rows(type, source, weights, rows, cols, codes, scales);
+  if (bad >= 0)
+    throw Error(tensor + " holds a NaN or an infinity at [" + std::to_string(first_row + bad / cols) + ", " +
+                std::to_string(bad % cols) + "]; refusing to quantise it");
+}
+
 }  // namespace fastvlm

@@ -4,6 +4,7 @@
 // quantize_matrix spends ~1.5 ns a weight. Reads float32, bfloat16 or float16 rows as they are stored, and
 // writes the same codes and scales as widening them to float32 and calling quantize_matrix, bit for bit.
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
 #include "core/quant.h"
@@ -16,5 +17,12 @@ namespace fastvlm {
 // unspecified, or -1 when every weight is finite.
 int64_t quantize_weight_rows(WeightType type, DType source, const void* weights, int64_t rows, int64_t cols,
                              uint8_t* codes, uint16_t* scales);
+
+// The same for rows [first_row, first_row + rows) of the tensor that `tensor` names to the user
+// ("<file>: tensor '<name>'"), refusing a NaN or an infinity with one error line that says where:
+// "<tensor> holds a NaN or an infinity at [row, col]; refusing to quantise it". Such a checkpoint is broken,
+// not something to round: the weight has no code and would poison its whole group's scale.
+void quantize_finite_weight_rows(const std::string& tensor, int64_t first_row, WeightType type, DType source,
+                                 const void* weights, int64_t rows, int64_t cols, uint8_t* codes, uint16_t* scales);
 
 }  // namespace fastvlm

@@ -1,6 +1,5 @@
 #include "models/quantize.h"
 
-#include <cmath>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -74,15 +73,8 @@ QuantizeSummary quantize_model(const fs::path& input, const fs::path& output, We
       auto q = std::make_unique<QuantizedTensor>();
       q->codes.resize(size_t(rows * quant_row_bytes(type, cols)));
       q->scales.resize(size_t(rows * (cols / kQuantGroupSize)));
-      // A NaN or infinity has no quantised code and would poison its whole group's scale: such a
-      // checkpoint is broken, not something to round.
-      const int64_t bad = quantize_weight_rows(type, info.dtype, info.data, rows, cols, q->codes.data(), q->scales.data());
-      if (bad >= 0) {
-        float value;
-        convert_to_f32(info.dtype, info.data + bad * dtype_size(info.dtype), &value, 1);
-        throw Error(file->path().string() + ": tensor '" + info.name + "' holds " + (std::isnan(value) ? "NaN" : "an infinity") +
-                    " at element " + std::to_string(bad) + "; refusing to quantise it");
-      }
+      quantize_finite_weight_rows(file->path().string() + ": tensor '" + info.name + "'", 0, type, info.dtype, info.data,
+                                  rows, cols, q->codes.data(), q->scales.data());
       const std::string scale_name = info.name.substr(0, info.name.size() - std::string("weight").size()) + "weight_scale";
       tensors.push_back({info.name, type == WeightType::Q8_0 ? DType::I8 : DType::U8,
                          {rows, quant_row_bytes(type, cols)}, q->codes.data(), q->codes.size()});

@@ -152,12 +152,9 @@ Linear Linear::quantize_at_load(const Checkpoint& checkpoint, const std::string&
   const size_t slab_row_bytes = size_t(in_features) * dtype_size(info.dtype);
   for (int64_t first = 0; first < out_features; first += kSlabRows) {
     const int64_t rows = std::min<int64_t>(kSlabRows, out_features - first);
-    const int64_t bad = quantize_weight_rows(type, info.dtype, info.data + first * slab_row_bytes, rows, in_features,
-                                             codes + first * row_bytes, scales + first * groups);
-    if (bad >= 0)
-      throw Error(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "' holds a NaN or an infinity at [" +
-                  std::to_string(first + bad / in_features) + ", " + std::to_string(bad % in_features) +
-                  "]; refusing to quantise it");
+    quantize_finite_weight_rows(checkpoint.file_of(info.name).string() + ": tensor '" + info.name + "'", first, type,
+                                info.dtype, info.data + first * slab_row_bytes, rows, in_features,
+                                codes + first * row_bytes, scales + first * groups);
     // The slab starts a block (kSlabRows is a multiple of the block), so its blocks are the matrix's.
     block_rows_in_place(codes + first * row_bytes, rows, row_bytes, row_block);
     checkpoint.release(prefix + ".weight", first * slab_row_bytes, (first + rows) * slab_row_bytes);
