@@ -12,7 +12,7 @@
 #include "kernels/activations.h"
 #include "kernels/capabilities.h"
 #include "kernels/gemv.h"
-#include "kernels/rms_norm.h"
+#include "kernels/norms.h"
 #include "kernels/softmax.h"
 #include "llm/attention.h"
 

@@ -16,6 +16,7 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/int8_epilogue.h"
+#include "kernels/norms.h"
 #include "kernels/softmax.h"
 
 namespace fastvlm {
@@ -475,15 +476,7 @@ void layer_norm_channels(const Tensor& x, const Tensor& weight, const Tensor& bi
   for (int64_t p = 0; p < pixels; ++p) {
     thread_local std::vector<float> normalised;
     normalised.resize(size_t(channels));
-    const float* src = x.data() + p * channels;
-    double sum = 0;
-    for (int64_t c = 0; c < channels; ++c) sum += src[c];
-    const double mean = sum / double(channels);
-    double squares = 0;
-    for (int64_t c = 0; c < channels; ++c) squares += (src[c] - mean) * (src[c] - mean);
-    const float inv_std = float(1.0 / std::sqrt(squares / double(channels) + kLayerNormEps));
-    for (int64_t c = 0; c < channels; ++c)
-      normalised[size_t(c)] = weight.data()[c] * ((src[c] - float(mean)) * inv_std) + bias.data()[c];
+    layer_norm_row(x.data() + p * channels, weight.data(), bias.data(), channels, kLayerNormEps, normalised.data());
     store_row(normalised.data(), channels, output, p * channels);
   }
 }

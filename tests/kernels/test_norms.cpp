@@ -1,6 +1,6 @@
-// RMSNorm rows against the scalar definition (squares summed in double precision, one by one), at every
-// kernel level this CPU has (the lower ones in child runs): whole vectors and tails, one row (decode) and a
-// prefill's worth (threaded), magnitudes from 1e-20 to 1e20.
+// RMSNorm rows and LayerNorm against their scalar definitions (sums in double precision, one element after
+// another), at every kernel level this CPU has (the lower ones in child runs): whole vectors and tails, one
+// row (decode) and a prefill's worth (threaded), magnitudes from 1e-20 to 1e20, rows far from zero mean.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernel_levels.h"
-#include "kernels/rms_norm.h"
+#include "kernels/norms.h"
 
 namespace fastvlm {
 namespace {
@@ -58,6 +58,42 @@ TEST(RmsNorm, ZeroRowsGiveZerosAndNaNsStay) {
   rms_norm_rows(x.data(), weight.data(), 2, hidden, 1e-6f, y.data());
   for (int64_t i = 0; i < hidden; ++i) EXPECT_EQ(y[size_t(i)], 0.0f) << i;                 // 0 · 1/sqrt(eps)
   for (int64_t i = hidden; i < 2 * hidden; ++i) EXPECT_TRUE(std::isnan(y[size_t(i)])) << i;  // a NaN spoils its row
+}
+
+// LayerNormChannel as the vision tower's reference computed it.
+std::vector<float> layer_norm_reference(const std::vector<float>& x, const std::vector<float>& weight,
+                                        const std::vector<float>& bias, float eps) {
+  const int64_t n = int64_t(x.size());
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[size_t(i)];
+  const double mean = sum / double(n);
+  double squares = 0;
+  for (int64_t i = 0; i < n; ++i) squares += (x[size_t(i)] - mean) * (x[size_t(i)] - mean);
+  const float inv_std = float(1.0 / std::sqrt(squares / double(n) + eps));
+  std::vector<float> y(x.size());
+  for (int64_t i = 0; i < n; ++i)
+    y[size_t(i)] = weight[size_t(i)] * ((x[size_t(i)] - float(mean)) * inv_std) + bias[size_t(i)];
+  return y;
+}
+
+TEST(LayerNorm, MatchesTheDefinition) {
+  for (const int64_t n : {1536, 768, 64, 40, 13, 2})
+    for (const float magnitude : {1.0f, 1e-20f, 1e20f, 3e3f})
+      for (const float offset : {0.0f, 5.0f}) {  // a mean far from zero: the deviations are what counts
+        std::mt19937 rng(static_cast<uint32_t>(n));
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(n)), weight(x.size()), bias(x.size());
+        for (float& v : x) v = (offset + normal(rng)) * magnitude;
+        for (float& w : weight) w = 1.0f + 0.25f * normal(rng);
+        for (float& b : bias) b = 0.1f * normal(rng);
+        const float eps = 1e-5f;
+        std::vector<float> y(x.size(), std::numeric_limits<float>::quiet_NaN());
+        layer_norm_row(x.data(), weight.data(), bias.data(), n, eps, y.data());
+        const std::vector<float> expected = layer_norm_reference(x, weight, bias, eps);
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], expected[i], 1e-6f * (std::fabs(expected[i]) + 1.0f))
+              << "n " << n << ", magnitude " << magnitude << ", offset " << offset << ", element " << i;
+      }
 }
 
 TEST(KernelLevels, LowerLevelsPass) { test_support::expect_lower_kernel_levels_pass(); }
