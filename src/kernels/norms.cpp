@@ -96,29 +96,28 @@ FASTVLM_TARGET_AVX2 void layer_norm_avx2(const float* x, const float* weight, co
   for (int64_t i = whole; i < n; ++i) y[i] = weight[i] * ((x[i] - center) * scale) + bias[i];
 }
 
+// The float32 lanes of `values` as two vectors of 8 doubles.
+FASTVLM_TARGET_AVX512 inline void widen(__m512 values, __m512d& low, __m512d& high) {
+  low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
+  high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(values), 1)));
+}
+
 FASTVLM_TARGET_AVX512 void rms_norm_avx512(const float* x, const float* weight, int64_t hidden, float eps,
                                            float* y) {
-  __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
+  __m512d squares_low = _mm512_setzero_pd(), squares_high = _mm512_setzero_pd();
   for (int64_t i = 0; i < hidden; i += 16) {
-    const __mmask16 mask = simd::first_lanes(hidden - i);
-    const __m512 values = _mm512_maskz_loadu_ps(mask, x + i);  // lanes past the row are zeros: they add nothing
-    const __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
-    const __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(values), 1)));
-    low = _mm512_fmadd_pd(a, a, low);
-    high = _mm512_fmadd_pd(b, b, high);
+    __m512d low, high;  // lanes past the row read zeros: they add nothing
+    widen(_mm512_maskz_loadu_ps(simd::first_lanes(hidden - i), x + i), low, high);
+    squares_low = _mm512_fmadd_pd(low, low, squares_low);
+    squares_high = _mm512_fmadd_pd(high, high, squares_high);
   }
-  const __m512 scales = _mm512_set1_ps(inverse_root_mean(_mm512_reduce_add_pd(_mm512_add_pd(low, high)), hidden, eps));
+  const double sum_of_squares = _mm512_reduce_add_pd(_mm512_add_pd(squares_low, squares_high));
+  const __m512 scales = _mm512_set1_ps(inverse_root_mean(sum_of_squares, hidden, eps));
   for (int64_t i = 0; i < hidden; i += 16) {
     const __mmask16 mask = simd::first_lanes(hidden - i);
     const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), scales);
     _mm512_mask_storeu_ps(y + i, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, weight + i), scaled));
   }
-}
-
-// The float32 lanes of `values` as two vectors of 8 doubles.
-FASTVLM_TARGET_AVX512 inline void widen(__m512 values, __m512d& low, __m512d& high) {
-  low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
-  high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(values), 1)));
 }
 
 FASTVLM_TARGET_AVX512 void layer_norm_avx512(const float* x, const float* weight, const float* bias, int64_t n,

@@ -479,8 +479,8 @@ void linear_quant_with(const float* x, int64_t rows, std::span<const QuantProduc
   // leaves its last panels to the others instead of holding them at the barrier. On a shared 2-core VM,
   // equal static halves had the threads waiting 8.9% of the tiles' time there, guided 5.0% (perf, 0.5B q8
   // prefill of 280 positions; q4 8.7% and 7.3%), and the prefill took 445 ms instead of 486 (q4 494 and
-  // 504; medians of 7 alternations).
-  // The runs stay contiguous, so the next panel a thread prefetches is mostly its own.
+  // 504; medians of 7 alternations). The runs stay contiguous, so the next panel a thread prefetches is
+  // mostly its own.
 #pragma omp parallel for schedule(guided) if (threaded)
   for (int64_t index = 0; index < first_panel.back(); ++index) {
     const size_t product = size_t(std::upper_bound(first_panel.begin(), first_panel.end(), index) - first_panel.begin() - 1);
