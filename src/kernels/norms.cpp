@@ -40,26 +40,29 @@ void layer_norm_scalar(const float* x, const float* weight, const float* bias, i
   for (int64_t i = 0; i < n; ++i) y[i] = weight[i] * ((x[i] - center) * scale) + bias[i];
 }
 
+// The sum of the 8 double lanes of two accumulators, in a fixed order.
+FASTVLM_TARGET_AVX2 inline double sum_lanes(__m256d low, __m256d high) {
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(low, high));
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+
 FASTVLM_TARGET_AVX2 void rms_norm_avx2(const float* x, const float* weight, int64_t hidden, float eps, float* y) {
   // Two accumulators of 4 doubles: the additions of one 8-float step do not wait for each other.
+  const int64_t whole = hidden / 8 * 8;
   __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd();
-  int64_t i = 0;
-  for (; i + 8 <= hidden; i += 8) {
-    const __m128 first = _mm_loadu_ps(x + i), second = _mm_loadu_ps(x + i + 4);
-    const __m256d a = _mm256_cvtps_pd(first), b = _mm256_cvtps_pd(second);
+  for (int64_t i = 0; i < whole; i += 8) {
+    const __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i)), b = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
     low = _mm256_fmadd_pd(a, a, low);
     high = _mm256_fmadd_pd(b, b, high);
   }
-  alignas(32) double lanes[4];
-  _mm256_store_pd(lanes, _mm256_add_pd(low, high));
-  double sum_of_squares = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-  for (; i < hidden; ++i) sum_of_squares += double(x[i]) * x[i];
+  double sum_of_squares = sum_lanes(low, high);
+  for (int64_t i = whole; i < hidden; ++i) sum_of_squares += double(x[i]) * x[i];
   const float scale = inverse_root_mean(sum_of_squares, hidden, eps);
   const __m256 scales = _mm256_set1_ps(scale);
-  i = 0;
-  for (; i + 8 <= hidden; i += 8)
+  for (int64_t i = 0; i < whole; i += 8)
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), scales)));
-  for (; i < hidden; ++i) y[i] = weight[i] * (x[i] * scale);
+  for (int64_t i = whole; i < hidden; ++i) y[i] = weight[i] * (x[i] * scale);
 }
 
 FASTVLM_TARGET_AVX2 void layer_norm_avx2(const float* x, const float* weight, const float* bias, int64_t n, float eps,
@@ -70,9 +73,7 @@ FASTVLM_TARGET_AVX2 void layer_norm_avx2(const float* x, const float* weight, co
     low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm_loadu_ps(x + i)));
     high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)));
   }
-  alignas(32) double lanes[4];
-  _mm256_store_pd(lanes, _mm256_add_pd(low, high));
-  double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  double sum = sum_lanes(low, high);
   for (int64_t i = whole; i < n; ++i) sum += x[i];
   const double mean = sum / double(n);
   const __m256d means = _mm256_set1_pd(mean);
@@ -83,8 +84,7 @@ FASTVLM_TARGET_AVX2 void layer_norm_avx2(const float* x, const float* weight, co
     low = _mm256_fmadd_pd(a, a, low);
     high = _mm256_fmadd_pd(b, b, high);
   }
-  _mm256_store_pd(lanes, _mm256_add_pd(low, high));
-  double squares = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  double squares = sum_lanes(low, high);
   for (int64_t i = whole; i < n; ++i) squares += (x[i] - mean) * (x[i] - mean);
   const float scale = inverse_root_mean(squares, n, eps), center = float(mean);
   const __m256 scales = _mm256_set1_ps(scale), centers = _mm256_set1_ps(center);
