@@ -7,7 +7,7 @@
 //     quantised at load when the checkpoint is dense, so that prefill runs the int8 GEMM and decode streams
 //     ~1.06 bytes per weight instead of 2 (bf16) or 4 (f32). (Every AVX-512 level here has VNNI and BF16.)
 //   - scalar: F32, the reference.
-// The measurements behind each choice are in the README's performance section.
+// The measurements behind each choice are in the README's performance section and docs/performance-log.md.
 #include <string>
 
 #include "fastvlm/precision.hpp"
